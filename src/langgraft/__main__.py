@@ -1,0 +1,3 @@
+from langgraft.cli import main
+
+raise SystemExit(main())

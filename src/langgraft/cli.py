@@ -1,0 +1,97 @@
+"""Command line: a literal table from verb to (arguments, function).
+
+Each verb's function imports its implementation lazily, so `langgraft --help` does not pay for torch. Input
+problems surface as `UserError` and are printed as one line (`langgraft: error: ...`) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from langgraft.errors import UserError
+
+
+# ---------------------------------------------------------------- tokenizer train
+def _tokenizer_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", nargs="+", required=True, metavar="FILE", help=".txt (a document per line) or .jsonl")
+    p.add_argument("--field", default="text", help="jsonl field holding the text (default: text)")
+    p.add_argument("--lang", required=True, help="language code, e.g. fa")
+    p.add_argument("--vocab-size", type=int, required=True)
+    p.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe")
+    p.add_argument("--max-sentences", type=int, default=2_000_000, help="sample at most this many lines")
+    p.add_argument("--threads", type=int, default=None, help="trainer threads (default: all cores)")
+    p.add_argument("--out", required=True, help="output directory")
+
+
+def _tokenizer_train(args: argparse.Namespace) -> int:
+    from langgraft.vocab.train import train_tokenizer
+
+    result = train_tokenizer(
+        args.input, lang=args.lang, vocab_size=args.vocab_size, model_type=args.model_type, out=args.out,
+        field=args.field, max_sentences=args.max_sentences, threads=args.threads,
+    )
+    print(f"wrote {result['model']} ({result['vocab_size']} pieces)")
+    return 0
+
+
+# ---------------------------------------------------------------- tokenizer extend
+def _tokenizer_extend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base", required=True, help="HF tokenizer dir, tokenizer.model (SentencePiece or tiktoken), "
+                                                  "or vocab.json+merges.txt dir")
+    p.add_argument("--add", required=True, help="SentencePiece model (or `tokenizer train` output dir)")
+    p.add_argument("--lang", required=True, help="language code, e.g. fa")
+    p.add_argument("--out", required=True, help="output HF tokenizer directory")
+
+
+def _tokenizer_extend(args: argparse.Namespace) -> int:
+    from langgraft.vocab.extend import extend_tokenizer
+
+    report = extend_tokenizer(args.base, args.add, lang=args.lang, out=args.out)
+    print(f"wrote {args.out}: {report['base_vocab_size']} → {report['vocab_size']} "
+          f"(+{report['added']} new tokens, {report['new_merges']} merges)")
+    return 0
+
+
+# ---------------------------------------------------------------- the table
+VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
+    ("tokenizer", "train"): ("train a SentencePiece model on target-language text",
+                             _tokenizer_train_args, _tokenizer_train),
+    ("tokenizer", "extend"): ("merge new pieces into a base tokenizer, English untouched",
+                              _tokenizer_extend_args, _tokenizer_extend),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="langgraft", description="Graft a new language onto a pretrained LLM.")
+    top = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, (help_text, add_args, func) in VERBS.items():
+        if len(path) == 1:
+            sub = top.add_parser(path[0], help=help_text, description=help_text)
+        else:
+            if path[0] not in groups:
+                group = top.add_parser(path[0], help=f"{path[0]} commands")
+                groups[path[0]] = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+            sub = groups[path[0]].add_parser(path[1], help=help_text, description=help_text)
+        add_args(sub)
+        sub.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"langgraft: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("langgraft: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
