@@ -54,12 +54,67 @@ def _tokenizer_extend(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- extend / train / export
+def _extend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="HF causal LM: local directory or hub id (safetensors only)")
+    p.add_argument("--tokenizer", required=True, help="`langgraft tokenizer extend` output directory")
+    p.add_argument("--init", choices=["mean-subtokens", "mean", "random"], default="mean-subtokens",
+                   help="how new rows start (default: mean of the base pieces of each new token)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --init random")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
+    p.add_argument("--out", required=True, help="output HF model directory")
+
+
+def _extend(args: argparse.Namespace) -> int:
+    from langgraft.surgery.resize import extend_model
+
+    r = extend_model(args.model, args.tokenizer, out=args.out, init=args.init, seed=args.seed,
+                     trust_remote_code=args.trust_remote_code)
+    print(f"wrote {args.out}: {r['old_rows']} → {r['padded_vocab_size']} rows (+{r['new_tokens']} new tokens, "
+          f"{r['padding_rows']} padding, init {r['init']})")
+    return 0
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage", required=True, choices=["align", "pretrain"], help="which stage to train")
+    p.add_argument("--config", default=None, help="YAML config (see recipes/train/)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. optim.lr=1e-4")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, adapter/)")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from langgraft.train.stages import train_stage
+
+    summary = train_stage(args.stage, args.config, args.overrides, out=args.out, resume=args.resume)
+    print(f"wrote {args.out}: {summary['steps']} steps, {summary['tokens']} tokens, "
+          f"final loss {summary['final_loss']:.4f}")
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="a finished `langgraft train` run directory")
+    p.add_argument("--out", required=True, help="output: model/ (merged HF checkpoint) and adapter/ (PEFT)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from langgraft.export import export_run
+
+    r = export_run(args.run, out=args.out)
+    print(f"wrote {args.out}/model ({r['model_mb']:.1f} MB) and {args.out}/adapter ({r['adapter_mb']:.1f} MB)")
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
     ("tokenizer", "train"): ("train a SentencePiece model on target-language text",
                              _tokenizer_train_args, _tokenizer_train),
     ("tokenizer", "extend"): ("merge new pieces into a base tokenizer, English untouched",
                               _tokenizer_extend_args, _tokenizer_extend),
+    ("extend",): ("resize a model to an extended tokenizer and initialise the new rows", _extend_args, _extend),
+    ("train",): ("train a stage (align: embeddings+head; pretrain: LoRA+embeddings+head)", _train_args, _train),
+    ("export",): ("merge a training run into a full HF checkpoint plus a compact PEFT adapter",
+                  _export_args, _export),
 }
 
 

@@ -1,0 +1,89 @@
+"""Shared helpers for surgery/train/export tests: tiny random models and extended-tokenizer dirs.
+
+Until `langgraft tokenizer extend` output is used directly, the extended tokenizer is a real base tokenizer from
+../shared/data plus real Persian words added as tokens, with `new_tokens.json` in the contract's format.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+TOKENIZERS = {
+    "llama2": "tokenizers/llama2",
+    "mistral": "tokenizers/mistral-7b-v0.3",
+    "qwen2": "tokenizers/qwen2",
+    "gpt2": "tokenizers/gpt2",
+}
+
+
+def persian_lines(data_dir: Path, n: int = 200) -> list[str]:
+    """Real Persian sentences (NTREX reference translations)."""
+    path = data_dir / "ntrex/NTREX-128/newstest2019-ref.fas.txt"
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()[:n] if line.strip()]
+
+
+def english_lines(data_dir: Path, n: int = 200) -> list[str]:
+    path = data_dir / "ntrex/NTREX-128/newstest2019-src.eng.txt"
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()[:n] if line.strip()]
+
+
+def load_base_tokenizer(data_dir: Path, name: str, tmp: Path):
+    from transformers import AutoTokenizer
+
+    src = data_dir / TOKENIZERS[name]
+    if name == "llama2":  # a bare SentencePiece model: give AutoTokenizer the class name it needs
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "tokenizer.model").write_bytes((src / "tokenizer.model").read_bytes())
+        (tmp / "tokenizer_config.json").write_text('{"tokenizer_class": "LlamaTokenizer"}')
+        src = tmp
+    return AutoTokenizer.from_pretrained(src)
+
+
+def make_extended_tokenizer(data_dir: Path, name: str, out: Path, n_new: int = 40) -> Path:
+    """Base tokenizer + the `n_new` most frequent Persian words (as added tokens) + new_tokens.json."""
+    tok = load_base_tokenizer(data_dir, name, out.parent / f"{out.name}-base")
+    base_size = len(tok)
+    counts: dict[str, int] = {}
+    for line in persian_lines(data_dir, 400):
+        for word in re.findall(r"[\u0600-\u06FF]{3,}", line):
+            counts[word] = counts.get(word, 0) + 1
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:n_new]
+    base_ids = {w: tok(w, add_special_tokens=False)["input_ids"] for w in words}
+    tok.add_tokens(words)
+    tok.save_pretrained(out)
+    tokens = [{"id": tok.convert_tokens_to_ids(w), "token": w, "text": w, "base_ids": base_ids[w]} for w in words]
+    (out / "new_tokens.json").write_text(json.dumps(
+        {"base_vocab_size": base_size, "vocab_size": len(tok), "tokens": tokens}, ensure_ascii=False))
+    return out
+
+
+def tiny_config(kind: str, vocab_size: int, *, hidden: int = 32, layers: int = 2):
+    """A tiny random config of the named family; `gemma` is tied, the others untied."""
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    if kind == "llama":
+        return tf.LlamaConfig(**common, tie_word_embeddings=False)
+    if kind == "mistral":
+        return tf.MistralConfig(**common, tie_word_embeddings=False, sliding_window=None)
+    if kind == "qwen2":
+        return tf.Qwen2Config(**common, tie_word_embeddings=False)
+    if kind == "gemma":
+        return tf.GemmaConfig(**common, head_dim=hidden // 4, tie_word_embeddings=True)
+    raise ValueError(kind)
+
+
+def save_tiny_model(kind: str, tokenizer, out: Path, *, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """A random tiny causal LM saved with its (base) tokenizer, like a hub checkpoint."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(kind, len(tokenizer), hidden=hidden, layers=layers))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
