@@ -54,6 +54,39 @@ def _tokenizer_extend(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- tokenizer report
+def _sizes(value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _tokenizer_report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", nargs="+", required=True, metavar="NAME=PATH",
+                   help="tokenizers to compare (HF dir, tokenizer.model, vocab.json+merges.txt dir)")
+    p.add_argument("--text", nargs="+", required=True, metavar="LANG=FILE", help=".txt (a line each) or .jsonl")
+    p.add_argument("--normalize", action="store_true", help="apply each text's language normaliser first")
+    p.add_argument("--sweep", type=_sizes, default=[], metavar="N,N,...",
+                   help="also train + merge a vocabulary of each size and tabulate fertility")
+    p.add_argument("--sweep-base", default=None, metavar="NAME", help="--tokenizer to extend (default: first)")
+    p.add_argument("--sweep-train", nargs="+", default=[], metavar="FILE", help="training text for --sweep")
+    p.add_argument("--lang", default=None, help="language of the new pieces for --sweep, e.g. fa")
+    p.add_argument("--out", required=True, help="output directory")
+
+
+def _tokenizer_report(args: argparse.Namespace) -> int:
+    from langgraft.vocab.report import parse_pairs, tokenizer_report
+
+    tokenizer_report(
+        parse_pairs(args.tokenizer, "--tokenizer"), parse_pairs(args.text, "--text"), out=args.out,
+        normalize=args.normalize, sweep=args.sweep, sweep_base=args.sweep_base, sweep_train=args.sweep_train,
+        lang=args.lang,
+    )
+    print(f"wrote {args.out}/report.md, report.json, fertility.png")
+    return 0
+
+
 # ---------------------------------------------------------------- extend / train / export
 def _extend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="HF causal LM: local directory or hub id (safetensors only)")
@@ -111,6 +144,8 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
                              _tokenizer_train_args, _tokenizer_train),
     ("tokenizer", "extend"): ("merge new pieces into a base tokenizer, English untouched",
                               _tokenizer_extend_args, _tokenizer_extend),
+    ("tokenizer", "report"): ("fertility, chars/bytes per token, byte-fallback and unknown rates per text",
+                              _tokenizer_report_args, _tokenizer_report),
     ("extend",): ("resize a model to an extended tokenizer and initialise the new rows", _extend_args, _extend),
     ("train",): ("train a stage (align: embeddings+head; pretrain: LoRA+embeddings+head)", _train_args, _train),
     ("export",): ("merge a training run into a full HF checkpoint plus a compact PEFT adapter",
