@@ -17,9 +17,13 @@ config and cached):
    (0-9 and ٠-٩ → ۰-۹; note this also rewrites digits inside English text).
 5. Whitespace: every run of whitespace becomes one space; `newlines="keep"` (default) keeps line breaks (and drops
    the spaces around them), `newlines="space"` turns them into spaces too. Leading/trailing spaces go.
-6. ZWNJ (U+200C) clean-up (runs just before step 5, so a dropped ZWNJ leaves no double space): repeated ZWNJ
-   collapse to one; a ZWNJ is dropped unless it stands between an Arabic-script letter that joins to the left and another Arabic-script letter (next to a space, digit, Latin
-   letter, punctuation or after ا د ذ ر ز ژ و … it changes nothing on screen, only the tokenisation).
+6. Stand-ins next to Arabic-script text: a soft hyphen (U+00AD) or zero-width space (U+200B) there is a ZWNJ
+   typed on the wrong key («سال\u00adهای» is common in the news data) and becomes one; a ZWJ (U+200D) there is
+   noise («ت\u200dاثیر») and goes. Elsewhere (English, emoji ZWJ sequences) they are left alone.
+   Then ZWNJ (U+200C) clean-up (step 6 runs just before step 5, so a dropped ZWNJ leaves no double space):
+   repeated ZWNJ collapse to one; a ZWNJ is dropped unless it stands between an Arabic-script letter that joins
+   to the left and another Arabic-script letter (next to a space, digit, Latin letter, punctuation or after
+   ا د ذ ر ز ژ و … it changes nothing on screen, only the tokenisation).
 7. ZWNJ repair (`zwnj_repair=True`, default): «می روم» → «می‌روم», «نمی روم» → «نمی‌روم» (a free-standing
    می/نمی before a word of ≥ 2 letters), and the suffixes «ها/های/هایی/هایم/…/هایشان», «تر», «ترین» written as
    separate words are attached («کتاب ها» → «کتاب‌ها», «بزرگ تر» → «بزرگ‌تر», «در ها» → «درها»). Joined forms
@@ -104,6 +108,9 @@ def make_normalizer(digits: str, newlines: str, zwnj_repair: bool) -> Callable[[
     letter_class = ranges_class(sorted(ord(c) for c in letters))
     # Patterns start with a literal so `re` can skip ahead quickly; the context checks are done in the callbacks.
     zwnj_runs = re.compile(f"{ZWNJ}+")
+    near_script = f"[{TARGET_CLASS}{ZWNJ}]"
+    zwj = re.compile(f"(?<={near_script})\u200d+|\u200d+(?={near_script})")
+    zwnj_standins = re.compile(f"(?<={near_script})[\u00ad\u200b]+|[\u00ad\u200b]+(?={near_script})")
     mi_space = re.compile(f"می (?=[{letter_class}]{{2}})")
     suffix_space = re.compile(f" ({'|'.join(_PLURAL_COMPARATIVE)})(?![{letter_class}{ZWNJ}])")
 
@@ -133,6 +140,8 @@ def make_normalizer(digits: str, newlines: str, zwnj_repair: bool) -> Callable[[
                 text = text.replace(src, dst)
         if rare.search(text):
             text = text.translate(table)
+        if "\u00ad" in text or "\u200b" in text or "\u200d" in text:
+            text = zwnj_standins.sub(ZWNJ, zwj.sub("", text))
         if ZWNJ in text:  # before the whitespace collapse: dropping a ZWNJ can leave two spaces side by side
             text = zwnj_runs.sub(fix_zwnj, text)
         text = collapse(text)
