@@ -22,15 +22,18 @@ def _tokenizer_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe")
     p.add_argument("--max-sentences", type=int, default=2_000_000, help="sample at most this many lines")
     p.add_argument("--threads", type=int, default=None, help="trainer threads (default: all cores)")
+    p.add_argument("--normalizer", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="normaliser options, e.g. digits=latin newlines=space zwnj_repair=false")
     p.add_argument("--out", required=True, help="output directory")
 
 
 def _tokenizer_train(args: argparse.Namespace) -> int:
-    from langgraft.vocab.train import train_tokenizer
+    from langgraft.vocab.train import parse_normalizer_options, train_tokenizer
 
     result = train_tokenizer(
         args.input, lang=args.lang, vocab_size=args.vocab_size, model_type=args.model_type, out=args.out,
         field=args.field, max_sentences=args.max_sentences, threads=args.threads,
+        normalizer=parse_normalizer_options(args.normalizer),
     )
     print(f"wrote {result['model']} ({result['vocab_size']} pieces)")
     return 0

@@ -1,0 +1,244 @@
+"""`langgraft tokenizer train`: a SentencePiece model on target-language text, normalised first.
+
+The input (.txt: a document per line; .jsonl: one JSON object per line, text in `field`) is streamed line by line
+through the language's normaliser into a temporary one-sentence-per-line file, so memory does not grow with the
+corpus: SentencePiece itself keeps at most `max_sentences` lines (a reservoir sample, `input_sentence_size`).
+Trainer settings that matter for grafting:
+- `normalization_rule_name="identity"`: our normaliser already ran; SentencePiece's default `nmt_nfkc` would
+  turn the Persian ZWNJ (U+200C) into a space.
+- `split_digits=True`, `byte_fallback=True` (no unknown tokens: unseen characters become byte pieces),
+  `character_coverage=0.9995`.
+- Lines longer than `MAX_SENTENCE_BYTES` are cut at spaces instead of letting SentencePiece skip them silently.
+Output (via `rundir.run_stage`, so it appears atomically): `sp.model`, `sp.vocab`, `langgraft.json`
+(`lang`, `normalizer`, `model_type`, `vocab_size`), `train_report.json` (records read/used/skipped by reason,
+timings), `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from langgraft.errors import UserError
+from langgraft.lang import Language, get_language
+from langgraft.rundir import run_stage, write_json
+
+MODEL_TYPES = ("bpe", "unigram")
+MAX_SENTENCE_BYTES = 8192
+CHARACTER_COVERAGE = 0.9995
+
+
+def train_tokenizer(
+    inputs: Sequence[str | Path],
+    *,
+    lang: str,
+    vocab_size: int,
+    model_type: str = "bpe",
+    out: str | Path,
+    field: str = "text",
+    max_sentences: int = 2_000_000,
+    threads: int | None = None,
+    normalizer: dict | None = None,
+) -> dict:
+    """Train SentencePiece on normalised `inputs`; returns {"model": path of sp.model, "vocab_size": n, ...}."""
+    language = get_language(lang, **(normalizer or {}))
+    paths = _check_inputs(inputs)
+    if model_type not in MODEL_TYPES:
+        raise UserError(f"--model-type {model_type!r}: expected one of {', '.join(MODEL_TYPES)}")
+    if vocab_size < 1:
+        raise UserError(f"--vocab-size {vocab_size}: must be a positive number")
+    if max_sentences < 1:
+        raise UserError(f"--max-sentences {max_sentences}: must be a positive number")
+    threads = threads or os.cpu_count() or 1
+    config = {"lang": lang, "normalizer": language.normalizer_config, "vocab_size": vocab_size,
+              "model_type": model_type, "field": field, "max_sentences": max_sentences,
+              "character_coverage": CHARACTER_COVERAGE, "max_sentence_bytes": MAX_SENTENCE_BYTES}
+
+    def work(tmp: Path) -> dict:
+        return _train_into(tmp, paths, language, config, threads)
+
+    result = run_stage(out, stage="tokenizer-train", config=config, inputs=paths, work=work)
+    model = result.path / "sp.model"
+    return {"model": str(model), "vocab_size": result.manifest["summary"]["vocab_size"], "out": str(result.path),
+            "skipped": result.skipped}
+
+
+def parse_normalizer_options(items: Sequence[str]) -> dict:
+    """`["digits=latin", "zwnj_repair=false"]` → {"digits": "latin", "zwnj_repair": False}."""
+    options: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--normalizer {item!r}: expected KEY=VALUE")
+        options[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return options
+
+
+def _check_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    if not inputs:
+        raise UserError("--input: no input files given")
+    paths = [Path(p) for p in inputs]
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"--input {path}: not found")
+        if not path.is_file():
+            raise UserError(f"--input {path}: not a file")
+        if path.stat().st_size == 0:
+            raise UserError(f"--input {path}: empty file")
+    return paths
+
+
+def _train_into(tmp: Path, paths: list[Path], language: Language, config: dict, threads: int) -> dict:
+    corpus = tmp / "corpus.txt"  # removed before the folder is published
+    started = time.perf_counter()
+    try:
+        stats = _write_corpus(corpus, paths, language, config["field"])
+        normalize_s = time.perf_counter() - started
+        _progress(f"normalised {stats['bytes_in'] / 1e6:.1f} MB into {stats['sentences']} lines "
+                  f"in {normalize_s:.1f}s; training {config['model_type']} {config['vocab_size']} "
+                  f"on {threads} threads")
+        started = time.perf_counter()
+        _run_sentencepiece(corpus, tmp / "sp", config, threads)
+        train_s = time.perf_counter() - started
+    finally:
+        corpus.unlink(missing_ok=True)
+    vocab_size = _vocab_size(tmp / "sp.model")
+    write_json(tmp / "langgraft.json", {"lang": language.code, "normalizer": language.normalizer_config,
+                                        "model_type": config["model_type"], "vocab_size": vocab_size})
+    report = {**stats, "vocab_size": vocab_size, "threads": threads,
+              "normalize_seconds": round(normalize_s, 2), "train_seconds": round(train_s, 2)}
+    write_json(tmp / "train_report.json", report)
+    _progress(f"trained {vocab_size} pieces in {train_s:.1f}s")
+    return {"vocab_size": vocab_size, "sentences": stats["sentences"], "skipped": stats["skipped"],
+            "train_seconds": report["train_seconds"]}
+
+
+def _write_corpus(corpus: Path, paths: list[Path], language: Language, field: str) -> dict:
+    """Stream every input through the normaliser into `corpus`; count what is skipped and why."""
+    skipped: Counter[str] = Counter()
+    per_file = {}
+    totals = Counter()
+    with corpus.open("w", encoding="utf-8") as sink:
+        for path in paths:
+            counts = Counter(bytes_in=path.stat().st_size)
+            for text in _records(path, field, skipped):
+                counts["records"] += 1
+                normalized = language.normalize(text)
+                if not normalized.strip():
+                    skipped["empty_after_normalize"] += 1
+                    continue
+                counts["records_used"] += 1
+                for line in _sentences(normalized):
+                    sink.write(line + "\n")
+                    counts["sentences"] += 1
+            if counts["sentences"] == 0:
+                raise UserError(f"--input {path}: no text to train on ({counts['records']} records, "
+                                f"all empty after normalisation)")
+            per_file[str(path)] = dict(counts)
+            totals.update(counts)
+    return {"files": per_file, "records": totals["records"], "records_used": totals["records_used"],
+            "sentences": totals["sentences"], "bytes_in": totals["bytes_in"], "skipped": dict(skipped)}
+
+
+def _records(path: Path, field: str, skipped: Counter) -> Iterator[str]:
+    """The text of each record of a .txt or .jsonl file; bad bytes or bad JSON are UserErrors naming file:line."""
+    is_jsonl = path.suffix.lower() == ".jsonl"
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                                f"{exc.start + 1})") from None
+            if not line.strip():
+                skipped["empty_line"] += 1
+                continue
+            if not is_jsonl:
+                yield line
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(record, dict) or field not in record:
+                raise UserError(f"{path}:{lineno}: no field {field!r} (use --field to pick the text field)")
+            value = record[field]
+            if value is None:
+                skipped["null_field"] += 1
+                continue
+            if not isinstance(value, str):
+                raise UserError(f"{path}:{lineno}: field {field!r} is {type(value).__name__}, not a string")
+            yield value
+
+
+def _sentences(text: str) -> Iterator[str]:
+    """Lines of `text`; a line longer than MAX_SENTENCE_BYTES is cut at spaces (SentencePiece would drop it)."""
+    for line in text.split("\n"):
+        line = line.strip()
+        if not line:
+            continue
+        if len(line) * 4 <= MAX_SENTENCE_BYTES or len(line.encode("utf-8")) <= MAX_SENTENCE_BYTES:
+            yield line
+            continue
+        chunk: list[str] = []
+        size = 0
+        for word in line.split(" "):
+            n = len(word.encode("utf-8")) + 1
+            if chunk and size + n > MAX_SENTENCE_BYTES:
+                yield " ".join(chunk)
+                chunk, size = [], 0
+            # A single word longer than the limit is cut by bytes' worth of characters.
+            while n > MAX_SENTENCE_BYTES:
+                yield word[: MAX_SENTENCE_BYTES // 4]
+                word = word[MAX_SENTENCE_BYTES // 4:]
+                n = len(word.encode("utf-8")) + 1
+            chunk.append(word)
+            size += n
+        if chunk:
+            yield " ".join(chunk)
+
+
+def _run_sentencepiece(corpus: Path, prefix: Path, config: dict, threads: int) -> None:
+    import sentencepiece as spm
+
+    try:
+        spm.SentencePieceTrainer.train(
+            input=str(corpus), model_prefix=str(prefix), vocab_size=config["vocab_size"],
+            model_type=config["model_type"], normalization_rule_name="identity", split_digits=True,
+            byte_fallback=True, character_coverage=config["character_coverage"],
+            input_sentence_size=config["max_sentences"], shuffle_input_sentence=True,
+            max_sentence_length=MAX_SENTENCE_BYTES, num_threads=threads, minloglevel=1,
+        )
+    except RuntimeError as exc:
+        raise _vocab_size_error(str(exc), config["vocab_size"]) or exc from None
+
+
+def _vocab_size_error(message: str, vocab_size: int) -> UserError | None:
+    """SentencePiece's vocab-size failures, rephrased as one line; None for any other failure."""
+    too_high = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", message)
+    if too_high:
+        return UserError(f"--vocab-size {vocab_size}: too large for this corpus "
+                         f"(SentencePiece can build at most {too_high.group(2)} pieces from it)")
+    too_low = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", message)
+    if too_low:
+        return UserError(f"--vocab-size {vocab_size}: too small; the corpus's characters plus the special and "
+                         f"byte pieces need at least {too_low.group(2)}")
+    if "ocabulary size" in message:
+        return UserError(f"--vocab-size {vocab_size}: the corpus cannot support it ({message.splitlines()[-1]})")
+    return None
+
+
+def _vocab_size(model: Path) -> int:
+    import sentencepiece as spm
+
+    return spm.SentencePieceProcessor(model_file=str(model)).get_piece_size()
+
+
+def _progress(message: str) -> None:
+    print(f"langgraft tokenizer train: {message}", file=sys.stderr, flush=True)
