@@ -100,7 +100,7 @@ def make_normalizer(digits: str, newlines: str, zwnj_repair: bool) -> Callable[[
     # The three variants that make up nearly all of what the table changes in real text go through str.replace
     # (a memchr scan, ~1 GB/s); the full translate (~30 MB/s) only runs when a rarer character is present.
     common = {"ي": "ی", "ك": "ک", "ى": "ی"}
-    rare = re.compile(f"[{ranges_class(sorted(set(table) - {ord(c) for c in common}))}]")
+    rare = re.compile(f"[{ranges_class(sorted(set(table) - {ord(c) for c in common} | {0xAD, 0x200B, 0x200D}))}]")
     collapse = whitespace_collapser(newlines)
     compose = re.compile("|".join(_COMPOSE))
     letters = frozenset(ch for ch in TARGET_LETTERS if unicodedata.category(ch) == "Lo")
@@ -133,15 +133,15 @@ def make_normalizer(digits: str, newlines: str, zwnj_repair: bool) -> Callable[[
         return (ZWNJ if text[start - 1] in joiners else "") + m.group(1)
 
     def normalize(text: str) -> str:
-        if "\u0654" in text or "\u0653" in text or "\u0655" in text:
-            text = compose.sub(lambda m: _COMPOSE[m.group(0)], text)
+        if rare.search(text):  # one scan decides whether the rarer steps run at all
+            if "\u0654" in text or "\u0653" in text or "\u0655" in text:
+                text = compose.sub(lambda m: _COMPOSE[m.group(0)], text)
+            text = text.translate(table)
+            if "\u00ad" in text or "\u200b" in text or "\u200d" in text:
+                text = zwnj_standins.sub(ZWNJ, zwj.sub("", text))
         for src, dst in common.items():
             if src in text:
                 text = text.replace(src, dst)
-        if rare.search(text):
-            text = text.translate(table)
-        if "\u00ad" in text or "\u200b" in text or "\u200d" in text:
-            text = zwnj_standins.sub(ZWNJ, zwj.sub("", text))
         if ZWNJ in text:  # before the whitespace collapse: dropping a ZWNJ can leave two spaces side by side
             text = zwnj_runs.sub(fix_zwnj, text)
         text = collapse(text)
