@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import pickle
 import re
 import unicodedata
 
@@ -134,6 +135,13 @@ def test_script_knowledge(fa, data_dir):
     en = get_language("en")
     assert en.is_target_char("a") and not en.is_target_char("ی")
     assert en.script_ratio("hello سلام") == pytest.approx(5 / 9)
+
+
+def test_language_pickles_for_worker_processes():
+    lang = get_language("fa", digits="persian")
+    again = pickle.loads(pickle.dumps(lang))
+    assert again.code == "fa" and again.normalizer_config == lang.normalizer_config
+    assert again.normalize("كتاب 12") == "کتاب ۱۲"
 
 
 def test_config_round_trip_and_errors():

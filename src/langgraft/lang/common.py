@@ -27,6 +27,16 @@ class Language:
     is_target_letter: Callable[[str], bool]
     script_ratio: Callable[[str], float]
 
+    def __reduce__(self):
+        # The normaliser is a closure over compiled tables; pickle the recipe (for multiprocessing workers).
+        return (_rebuild, (self.code, self.normalizer_config))
+
+
+def _rebuild(code: str, normalizer_config: dict) -> Language:
+    from langgraft.lang import get_language  # the package imports this module: import late
+
+    return get_language(code, **normalizer_config)
+
 
 def check_options(code: str, given: dict, defaults: dict, choices: dict) -> dict:
     """Merge `given` normaliser settings over `defaults`; unknown keys and bad values are one-line UserErrors."""

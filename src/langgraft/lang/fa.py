@@ -38,8 +38,9 @@ Library vs own code: hazm pins numpy 1.24 and cannot live with this stack. sheka
 pipeline rewrites English and code: "Hello, world? 3.14" → "Hello، world؟ ۳. ۱۴", "x*2" → "x*۲", "ı" → "۱",
 "f(x)" → "f (x)". Its steps are not configurable enough to switch that off without reimplementing the pipeline,
 so this module is hand-written: translate tables + a few regexes. Measured with `python bench/normalize_fa.py`
-(one process on the shared 2-core dev machine): 26 MB/s on 11.7 MB of Fars+Varzesh3 news (35,725 paragraphs,
-one call each) against shekar's 1.1 MB/s on the same text.
+(one process on the shared 2-core dev machine, 11.7 MB of Fars+Varzesh3 news, one call per paragraph):
+12–26 MB/s depending on the other engineers' load, 24–36× shekar's `Normalizer` in the same run
+(docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
