@@ -30,7 +30,7 @@ def trained(tmp_path_factory, data_dir):
     lines = [json.dumps({"text": t, "id": i}, ensure_ascii=False) for i, t in enumerate(texts)]
     lines[5:5] = ["", "   ", json.dumps({"text": None}), json.dumps({"text": "\u0640\u064e"})]  # skipped records
     corpus = tmp / "news.jsonl"
-    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    corpus.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")  # with a BOM, as editors save it
     out = tmp / "tok"
     result = train_tokenizer([corpus], lang="fa", vocab_size=600, out=out)
     return {"result": result, "out": out, "texts": texts, "corpus": corpus,
@@ -134,6 +134,7 @@ def _bad_input_cases(tmp_path, data_dir):
     (tmp_path / "nofield.jsonl").write_text(f"{rec}\n{rec}\n" + json.dumps({"body": "سلام"}) + "\n")
     (tmp_path / "notstr.jsonl").write_text(json.dumps({"text": ["a"]}) + "\n")
     (tmp_path / "good.txt").write_text(good, encoding="utf-8")
+    (tmp_path / "array.json").write_text(json.dumps([{"text": "سلام"}]))
     return [
         (["missing.txt"], [], "missing.txt: not found"),
         (["empty.txt"], [], "empty.txt: empty file"),
@@ -142,6 +143,7 @@ def _bad_input_cases(tmp_path, data_dir):
         (["broken.jsonl"], [], "broken.jsonl:2: not valid JSON"),
         (["nofield.jsonl"], [], "nofield.jsonl:3: no field 'text'"),
         (["notstr.jsonl"], [], "notstr.jsonl:1: field 'text' is list"),
+        (["good.txt", "array.json"], [], "array.json: .json is not read"),
         (["good.txt"], ["--vocab-size", "60000"], "--vocab-size 60000: too large for this corpus"),
         (["good.txt"], ["--vocab-size", "100"], "--vocab-size 100: too small"),
         (["good.txt"], ["--lang", "xx"], "--lang 'xx': unknown language"),

@@ -91,6 +91,9 @@ def _check_inputs(inputs: Sequence[str | Path]) -> list[Path]:
             raise UserError(f"--input {path}: not a file")
         if path.stat().st_size == 0:
             raise UserError(f"--input {path}: empty file")
+        if path.suffix.lower() == ".json":
+            raise UserError(f"--input {path}: .json is not read (a whole-file JSON document); give .jsonl "
+                            "(one object per line, text in --field) or .txt (a document per line)")
     return paths
 
 
@@ -124,11 +127,16 @@ def _write_corpus(corpus: Path, paths: list[Path], language: Language, field: st
     skipped: Counter[str] = Counter()
     per_file = {}
     totals = Counter()
+    started = time.perf_counter()
     with corpus.open("w", encoding="utf-8") as sink:
         for path in paths:
             counts = Counter(bytes_in=path.stat().st_size)
             for text in _records(path, field, skipped):
                 counts["records"] += 1
+                if counts["records"] % 200_000 == 0:
+                    done = totals["records"] + counts["records"]
+                    _progress(f"{path.name}: {counts['records']:,} records, "
+                              f"{done / (time.perf_counter() - started):,.0f} records/s")
                 normalized = language.normalize(text)
                 if not normalized.strip():
                     skipped["empty_after_normalize"] += 1
@@ -138,8 +146,8 @@ def _write_corpus(corpus: Path, paths: list[Path], language: Language, field: st
                     sink.write(line + "\n")
                     counts["sentences"] += 1
             if counts["sentences"] == 0:
-                raise UserError(f"--input {path}: no text to train on ({counts['records']} records, "
-                                f"all empty after normalisation)")
+                raise UserError(f"--input {path}: no text to train on ({counts['records']} non-blank records, "
+                                f"none left after normalisation)")
             per_file[str(path)] = dict(counts)
             totals.update(counts)
     return {"files": per_file, "records": totals["records"], "records_used": totals["records_used"],
@@ -154,8 +162,10 @@ def _records(path: Path, field: str, skipped: Counter) -> Iterator[str]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
-                                f"{exc.start + 1})") from None
+                raise UserError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
+                                f"{exc.start + 1} of the line)") from None
+            if lineno == 1 and line.startswith("\ufeff"):  # a UTF-8 BOM is not text (and json.loads rejects it)
+                line = line[1:]
             if not line.strip():
                 skipped["empty_line"] += 1
                 continue
