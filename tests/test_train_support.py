@@ -12,6 +12,10 @@ from pathlib import Path
 
 import torch
 
+# Tiny models on a shared 2-core machine: intra-op threads only spin against each other (a 32×32 matmul takes
+# milliseconds with 2 threads under load, microseconds with 1).
+torch.set_num_threads(1)
+
 TOKENIZERS = {
     "llama2": "tokenizers/llama2",
     "mistral": "tokenizers/mistral-7b-v0.3",
@@ -87,3 +91,32 @@ def save_tiny_model(kind: str, tokenizer, out: Path, *, seed: int = 0, hidden: i
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def make_dataset(root: Path, name: str, train: list[str], validation: list[str], *, kind: str = "monolingual",
+                 lang: str = "fa") -> Path:
+    """A prepared dataset in the `langgraft data prepare` layout (contract item 4), written with pyarrow."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ds = root / name
+    splits = {}
+    for split, texts in (("train", train), ("validation", validation)):
+        if not texts:
+            continue
+        (ds / split).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"text": texts, "lang": [lang] * len(texts)}), ds / split / "part-00000.parquet")
+        splits[split] = {"files": [f"{split}/part-00000.parquet"], "records": len(texts)}
+    (ds / "dataset.json").write_text(json.dumps({"name": name, "kind": kind, "lang": lang, "splits": splits}))
+    return ds
+
+
+def make_extended_model(tmp: Path, data_dir: Path, kind: str = "llama", tok_name: str = "mistral",
+                        n_new: int = 40, init: str = "mean-subtokens") -> Path:
+    """base tokenizer → extended tokenizer → tiny random base model → `extend_model` output dir."""
+    from langgraft.surgery.resize import extend_model
+
+    tok_dir = make_extended_tokenizer(data_dir, tok_name, tmp / "tok", n_new=n_new)
+    base = save_tiny_model(kind, load_base_tokenizer(data_dir, tok_name, tmp / "base-tok"), tmp / "base")
+    extend_model(base, tok_dir, out=tmp / "extended", init=init)
+    return tmp / "extended"

@@ -1,0 +1,58 @@
+"""Typed configuration of `langgraft train` (align and pretrain share one engine and one config shape)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class DataConfig:
+    dataset: str = ""  # a prepared dataset dir (`data prepare` output DIR/<dataset>, with dataset.json)
+    replay: Optional[str] = None  # optional English prepared dataset mixed into training (pretrain)
+    replay_fraction: float = 0.0  # share of training blocks drawn from `replay` (0 ≤ x < 1)
+    block_size: int = 512  # tokens per packed training block
+    max_texts: int = 0  # read at most this many training texts (0 = all); for smoke runs
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8  # LoRA rank (paper: 8)
+    alpha: int = 32  # LoRA alpha (paper: 32)
+    dropout: float = 0.05  # LoRA dropout (paper: 0.05)
+    targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))  # module names to adapt
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4  # learning rate of the LoRA adapters (paper: 2e-4)
+    embed_lr: Optional[float] = None  # learning rate of embedding/head rows (default: lr)
+    weight_decay: float = 0.0  # AdamW decay of the adapters (embedding rows are never decayed)
+    warmup_ratio: float = 0.05  # share of steps with linear warmup (paper: 5%)
+    min_lr_ratio: float = 0.0  # cosine floor as a share of the peak learning rate
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+
+
+@dataclass
+class TrainConfig:
+    model: str = ""  # the extended model dir (`langgraft extend` output) or a previous stage's export
+    rows: Literal["new", "all"] = "new"  # train only the new embedding/head rows (old rows bit-identical) or all
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    micro_batch_size: int = 4  # blocks per forward pass per process
+    grad_accum: int = 1  # micro-batches per optimizer step
+    epochs: int = 1  # passes over the training blocks (ignored when max_steps > 0)
+    max_steps: int = 0  # stop after this many optimizer steps (0 = run `epochs`)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto = bf16 autocast where supported; never fp16
+    gradient_checkpointing: bool = False  # recompute activations in backward (less memory, slower)
+    compile: bool = False  # torch.compile each decoder layer
+    loss_chunk: int = 2048  # tokens per chunk of the fused head + cross-entropy (bounds logits memory)
+    seed: int = 0  # seeds data order, dropout and LoRA init
+    checkpoint_every: int = 200  # optimizer steps between checkpoints (0 = only at the end)
+    keep_checkpoints: int = 2  # how many checkpoints to keep
+    eval_every: int = 200  # optimizer steps between validation runs (0 = only at the end)
+    eval_batches: int = 50  # validation micro-batches per run (0 = whole split)
+    log_every: int = 10  # optimizer steps between metrics.jsonl lines

@@ -1,0 +1,118 @@
+"""Training data: read a prepared dataset, tokenize, pack into fixed blocks, and order batches by step.
+
+Packing concatenates documents, each followed by EOS, and cuts the stream into `block_size` blocks: no padding,
+so every position is a training token; only the tail shorter than one block is dropped (reported as packing
+efficiency). Batch order is a pure function of (seed, step), which is what makes `--resume` exact: the data
+position is the step counter, nothing else needs saving.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from langgraft.errors import UserError
+
+
+@dataclass
+class Packed:
+    blocks: torch.Tensor  # [n_blocks, block_size] token ids
+    texts: int  # documents read
+    tokens: int  # tokens produced (documents + EOS)
+    chars: int  # characters of the documents (for bits per character)
+
+    @property
+    def efficiency(self) -> float:
+        return self.blocks.numel() / max(self.tokens, 1)
+
+
+def iter_texts(dataset_dir: str | Path, split: str):
+    """Texts of one split of a `langgraft data prepare` dataset (contract: dataset.json + parquet `text`)."""
+    try:  # the corpus package owns the reader; fall back to the documented layout while it is not installed
+        from langgraft.data.load import iter_texts as _iter
+
+        yield from _iter(dataset_dir, split)
+        return
+    except ImportError:
+        pass
+    import pyarrow.parquet as pq
+
+    root = Path(dataset_dir)
+    for name in _split_files(root, split):
+        for batch in pq.ParquetFile(root / name).iter_batches(columns=["text"]):
+            yield from batch.column(0).to_pylist()
+
+
+def has_split(dataset_dir: str | Path, split: str) -> bool:
+    return bool(_split_files(Path(dataset_dir), split, required=False))
+
+
+def _split_files(root: Path, split: str, required: bool = True) -> list[str]:
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise UserError(f"data.dataset {root}: no dataset.json (expected a `langgraft data prepare` dataset dir)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    files = meta.get("splits", {}).get(split, {}).get("files", [])
+    if required and not files:
+        raise UserError(f"data.dataset {root}: dataset.json has no {split!r} split")
+    return [f if (root / f).exists() else str(Path(split) / f) for f in files]
+
+
+def pack(texts, tokenizer, block_size: int, max_texts: int = 0, batch: int = 256) -> Packed:
+    """Tokenize `texts`, join with EOS, cut into blocks of `block_size`."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise UserError("tokenizer has no eos_token; packing needs one to separate documents")
+    stream: list[int] = []
+    n_texts = n_chars = 0
+    pending: list[str] = []
+
+    def flush() -> None:
+        for ids in tokenizer(pending, add_special_tokens=False)["input_ids"]:
+            stream.extend(ids)
+            stream.append(eos)
+        pending.clear()
+
+    for text in texts:
+        if max_texts and n_texts >= max_texts:
+            break
+        if not text:
+            continue
+        n_texts += 1
+        n_chars += len(text)
+        pending.append(text)
+        if len(pending) >= batch:
+            flush()
+    flush()
+    n_blocks = len(stream) // block_size
+    blocks = torch.tensor(stream[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
+    return Packed(blocks, n_texts, len(stream), n_chars)
+
+
+def mix_replay(main: torch.Tensor, replay: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Add replay blocks so they make up `fraction` of the result (sampled without replacement when possible)."""
+    if fraction <= 0 or replay.shape[0] == 0:
+        return main
+    want = round(main.shape[0] * fraction / (1.0 - fraction))
+    gen = torch.Generator().manual_seed(seed + 7)
+    if want <= replay.shape[0]:
+        pick = torch.randperm(replay.shape[0], generator=gen)[:want]
+    else:
+        pick = torch.randint(replay.shape[0], (want,), generator=gen)
+    return torch.cat([main, replay[pick]])
+
+
+def batch_indices(n_blocks: int, step: int, micro: int, *, accum: int, world: int, rank: int, seed: int,
+                  steps_per_epoch: int) -> list[torch.Tensor]:
+    """Block indices of each micro-batch of optimizer step `step` on `rank`: a function of the step only."""
+    epoch, within = divmod(step, steps_per_epoch)
+    perm = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    base = within * micro * accum * world
+    out = []
+    for m in range(accum):
+        start = base + (m * world + rank) * micro
+        out.append(perm[start:start + micro])
+    return out

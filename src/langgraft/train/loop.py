@@ -1,0 +1,131 @@
+"""The one training loop (align, pretrain, and later instruct all run through `run_loop`).
+
+Accelerate does the device placement, DDP/FSDP/DeepSpeed wrapping, bf16 autocast and gradient clipping; the loop
+itself is written out so that the step counter alone defines the data position (see `data.batch_indices`),
+which makes resuming exact. Gradient accumulation skips the DDP all-reduce on all but the last micro-batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from langgraft.errors import UserError
+from langgraft.train.checkpoint import save_checkpoint
+from langgraft.train.data import batch_indices
+
+
+@dataclass
+class LoopState:
+    step: int
+    total_steps: int
+    steps_per_epoch: int
+    tokens: int = 0
+    last_loss: float = float("nan")
+
+
+def cosine_with_warmup(optimizer, warmup: int, total: int, min_ratio: float):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(warmup, 1)
+        progress = (step - warmup) / max(total - warmup, 1)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def evaluate(accelerator, loss_module, blocks: torch.Tensor, micro: int, max_batches: int, chars_per_token: float):
+    """Validation loss (nats/token) and bits per character over (a prefix of) the validation blocks."""
+    module = accelerator.unwrap_model(loss_module)
+    module.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    n_batches = math.ceil(blocks.shape[0] / micro)
+    if max_batches:
+        n_batches = min(n_batches, max_batches)
+    for b in range(accelerator.process_index, n_batches, accelerator.num_processes):
+        ids = blocks[b * micro:(b + 1) * micro].to(accelerator.device)
+        with accelerator.autocast():
+            nats, count = module.loss_sum(ids)
+        total += torch.tensor([nats, count], dtype=torch.float64, device=accelerator.device)
+    total = accelerator.reduce(total, reduction="sum")
+    module.train()
+    loss = float(total[0] / total[1].clamp(min=1))
+    # bits per character: nats per token → bits per token → divide by the split's characters per token
+    return {"val_loss": loss, "val_bpc": loss / math.log(2) / chars_per_token}
+
+
+def run_loop(accelerator, loss_module, optimizer, scheduler, train_blocks: torch.Tensor, cfg, out: Path,
+             state: LoopState, val=None) -> LoopState:
+    """Train from `state.step` to `state.total_steps`; `val` is (blocks, chars_per_token) or None."""
+    from tqdm import tqdm
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro, accum = cfg.micro_batch_size, cfg.grad_accum
+    params = [p for p in loss_module.parameters() if p.requires_grad]
+    metrics = out / "metrics.jsonl"
+    bar = tqdm(total=state.total_steps, initial=state.step, disable=not accelerator.is_main_process,
+               unit="step", dynamic_ncols=True)
+    t0, tokens0 = time.perf_counter(), state.tokens
+    loss_module.train()
+    while state.step < state.total_steps:
+        step_loss = torch.zeros((), device=accelerator.device)
+        parts = batch_indices(train_blocks.shape[0], state.step, micro, accum=accum, world=world, rank=rank,
+                              seed=cfg.seed, steps_per_epoch=state.steps_per_epoch)
+        for m, idx in enumerate(parts):
+            ids = train_blocks[idx].to(accelerator.device)
+            sync = m == accum - 1
+            with (contextlib.nullcontext() if sync else accelerator.no_sync(loss_module)):
+                with accelerator.autocast():
+                    loss = loss_module(ids) / accum
+                accelerator.backward(loss)
+            step_loss += loss.detach()
+        step_loss = accelerator.reduce(step_loss, reduction="mean")
+        if not torch.isfinite(step_loss):
+            _stop_on_nan(accelerator, loss_module, optimizer, scheduler, cfg, out, state)
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm) if cfg.optim.max_grad_norm else None
+        lrs = scheduler.get_last_lr()  # the rates this step used (logged below)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.tokens += micro * accum * world * train_blocks.shape[1]
+        state.last_loss = float(step_loss)
+        rate = (state.tokens - tokens0) / max(time.perf_counter() - t0, 1e-9)
+        bar.update(1)
+        bar.set_postfix(loss=f"{state.last_loss:.4f}", lr=f"{lrs[0]:.2e}", tok_s=f"{rate:,.0f}")
+        record = {}
+        if state.step % cfg.log_every == 0 or state.step == state.total_steps:
+            record = {"step": state.step, "loss": state.last_loss, "lr": lrs,
+                      "grad_norm": None if grad_norm is None else float(grad_norm), "tokens": state.tokens,
+                      "tokens_per_s": round(rate, 1)}
+        if val is not None and (state.step == state.total_steps or (cfg.eval_every and state.step % cfg.eval_every == 0)):
+            record = {"step": state.step, **record, **evaluate(accelerator, loss_module, val[0], micro,
+                                                                cfg.eval_batches, val[1])}
+        if record and accelerator.is_main_process:
+            with metrics.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < state.total_steps:
+            checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out, state)
+    bar.close()
+    return state
+
+
+def checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out: Path, state: LoopState) -> Path:
+    return save_checkpoint(out / "checkpoints", state.step, model=accelerator.unwrap_model(loss_module),
+                           optimizer=optimizer, scheduler=scheduler,
+                           extra={"tokens": state.tokens, "loss": state.last_loss}, keep=cfg.keep_checkpoints,
+                           rank=accelerator.process_index, world=accelerator.num_processes,
+                           barrier=accelerator.wait_for_everyone)
+
+
+def _stop_on_nan(accelerator, loss_module, optimizer, scheduler, cfg, out, state) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    path = checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out, state)
+    raise UserError(f"loss is not finite at step {state.step + 1}; stopped, last good weights saved to {path} "
+                    "(lower optim.lr / optim.embed_lr or check the data)")

@@ -1,0 +1,79 @@
+"""Fused output head + cross-entropy that never materialises the full [tokens, vocab] logits.
+
+Why hand-written: the usual path (`model(labels=...)`) keeps bf16 logits, their float32 copy and the softmax for
+the whole batch (gigabytes at vocab 50k), and when the head is trained through PEFT `trainable_token_indices` it
+still computes the full [vocab, dim] weight gradient because the merged weight is built with `index_copy`. Here
+the head weight is frozen except for the trained rows `idx` (their current values `delta`), and the gradient is
+computed chunk by chunk inside the forward pass (as Liger-Kernel's fused linear cross-entropy does on GPUs):
+logits, softmax and dlogits live for one chunk only, and only the trained rows get a weight gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class FusedHeadCE(torch.autograd.Function):
+    """loss = mean CE(h @ W_eff.T, labels) with W_eff = W with rows `idx` replaced by `delta`."""
+
+    @staticmethod
+    def forward(ctx, h, delta, weight, idx, labels, chunk):  # noqa: D401 — autograd API
+        w_eff = weight.detach().index_copy(0, idx, delta.detach().to(weight.dtype))
+        flat_h = h.reshape(-1, h.shape[-1])
+        flat_y = labels.reshape(-1)
+        n_valid = (flat_y != -100).sum().clamp(min=1)
+        grad_h = torch.zeros_like(flat_h) if h.requires_grad else None
+        grad_delta = torch.zeros(delta.shape, dtype=torch.float32, device=delta.device) \
+            if delta.requires_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        for start in range(0, flat_h.shape[0], chunk):
+            hc, yc = flat_h[start:start + chunk], flat_y[start:start + chunk]
+            logits = (hc @ w_eff.t()).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            valid = yc != -100
+            safe_y = yc.clamp(min=0)
+            total += (lse - logits.gather(1, safe_y[:, None]).squeeze(1))[valid].sum()
+            if grad_h is None and grad_delta is None:
+                continue
+            # dlogits = softmax - onehot, zero on ignored positions; computed in place to keep one [chunk, V] buffer
+            g = logits.sub_(lse[:, None]).exp_()
+            g[torch.arange(len(yc), device=g.device), safe_y] -= 1.0
+            g[~valid] = 0.0
+            g = g.to(hc.dtype if hc.dtype != torch.float32 else w_eff.dtype)
+            if grad_h is not None:
+                grad_h[start:start + chunk] = (g @ w_eff.to(g.dtype)).to(grad_h.dtype)
+            if grad_delta is not None:
+                grad_delta += (g[:, idx].t() @ hc.to(g.dtype)).float()
+        ctx.save_for_backward(grad_h if grad_h is not None else torch.empty(0),
+                              grad_delta if grad_delta is not None else torch.empty(0), n_valid)
+        ctx.h_shape, ctx.delta_dtype = h.shape, delta.dtype
+        ctx.has = (grad_h is not None, grad_delta is not None)
+        return total / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_delta, n_valid = ctx.saved_tensors
+        scale = grad_out / n_valid
+        gh = (grad_h * scale.to(grad_h.dtype)).reshape(ctx.h_shape) if ctx.has[0] else None
+        gd = (grad_delta * scale).to(ctx.delta_dtype) if ctx.has[1] else None
+        return gh, gd, None, None, None, None
+
+
+def fused_head_ce(h: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor,
+                  labels: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """Mean next-token cross-entropy of hidden states `h` [.., dim] against `labels` [..] (-100 = ignore)."""
+    return FusedHeadCE.apply(h, delta, weight, idx, labels, chunk)
+
+
+@torch.no_grad()
+def head_ce_sum(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int = 2048) -> tuple[float, int]:
+    """(sum of per-token CE in nats, number of tokens) for evaluation, chunked like the training path."""
+    flat_h, flat_y = h.reshape(-1, h.shape[-1]), labels.reshape(-1)
+    total, count = 0.0, 0
+    for start in range(0, flat_h.shape[0], chunk):
+        logits = (flat_h[start:start + chunk] @ weight.t().to(flat_h.dtype)).float()
+        y = flat_y[start:start + chunk]
+        loss = torch.nn.functional.cross_entropy(logits, y, ignore_index=-100, reduction="sum")
+        total += float(loss)
+        count += int((y != -100).sum())
+    return total, count

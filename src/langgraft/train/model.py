@@ -1,0 +1,106 @@
+"""The trainable model of a stage: which parameters train (stage × rows), and the loss it computes.
+
+Both stages are PEFT models so that one export path serves them: `align` is a `TrainableTokensConfig` on the
+embedding (and an untied head), `pretrain` a `LoraConfig` with `trainable_token_indices`. `rows=new` trains the
+new tokenizer rows only (old rows stay bit-identical); `rows=all` makes every real row trainable the same way.
+The loss bypasses the model's own head (see `loss.py`) but reads the head's weights from the PEFT layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from langgraft.errors import UserError
+from langgraft.train.loss import fused_head_ce, head_ce_sum
+
+
+def build_peft_model(model, stage: str, cfg, token_ids: list[int]):
+    """Wrap `model` (an extended HF causal LM) for `stage`; only the stage's parameters require grad."""
+    import peft
+
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    emb_name = _module_name(model, model.get_input_embeddings())
+    head_name = _module_name(model, model.get_output_embeddings())
+    targets = [emb_name] if tied else [emb_name, head_name]
+    if stage == "align":
+        pcfg = peft.TrainableTokensConfig(target_modules=targets, token_indices=token_ids)
+    elif stage == "pretrain":
+        check_lora_targets(model, cfg.lora.targets)
+        pcfg = peft.LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                               target_modules="all-linear" if cfg.lora.targets == ["all-linear"] else cfg.lora.targets,
+                               task_type="CAUSAL_LM",
+                               trainable_token_indices={name: token_ids for name in targets})
+    else:
+        raise UserError(f"--stage {stage}: must be align or pretrain")
+    return peft.get_peft_model(model, pcfg)
+
+
+def check_lora_targets(model, targets: list[str]) -> None:
+    names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, nn.Linear)}
+    for target in targets:
+        if target not in names and target != "all-linear":
+            raise UserError(f"lora.targets: no linear module named {target!r} in this model "
+                            f"(has: {', '.join(sorted(names))})")
+
+
+def _module_name(model, module) -> str:
+    for name, mod in model.named_modules():
+        if mod is module:
+            return name.rsplit(".", 1)[-1]
+    raise RuntimeError("embedding module not found")
+
+
+def token_layer(module):
+    """The PEFT TrainableTokensLayer that owns the trained rows of an embedding or head module."""
+    layer = getattr(module, "token_adapter", module)
+    return layer.tied_adapter or layer
+
+
+def causal_lm(peft_model):
+    return peft_model.get_base_model()
+
+
+class LossModule(nn.Module):
+    """input_ids [B, T] → mean next-token loss; a module so DDP/FSDP wrap the whole computation."""
+
+    def __init__(self, peft_model, chunk: int):
+        super().__init__()
+        self.peft_model = peft_model
+        self.chunk = chunk
+        lm = causal_lm(peft_model)
+        # Logit soft-capping (Gemma 2/3) is not fused: those models take the model's own loss path.
+        self.fused = not getattr(lm.config.get_text_config(), "final_logit_softcapping", None)
+
+    def hidden(self, input_ids):
+        lm = causal_lm(self.peft_model)
+        body = getattr(lm, lm.base_model_prefix)
+        return body(input_ids=input_ids, use_cache=False).last_hidden_state
+
+    def head(self):
+        """(base weight [V, D], trained rows [k, D], their ids [k]) of the output head."""
+        layer = self.peft_model.get_output_embeddings()
+        tl = token_layer(layer)
+        weight = getattr(layer, "token_adapter", layer).base_layer.weight
+        delta = tl.trainable_tokens_delta["default"]
+        idx = torch.as_tensor(tl.token_indices["default"], device=weight.device)
+        return weight, delta, idx
+
+    def forward(self, input_ids):
+        if not self.fused:
+            return self.peft_model(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+        h = self.hidden(input_ids)[:, :-1]
+        weight, delta, idx = self.head()
+        return fused_head_ce(h, delta, weight, idx, input_ids[:, 1:], self.chunk)
+
+    @torch.no_grad()
+    def loss_sum(self, input_ids) -> tuple[float, int]:
+        """(summed nats, tokens) for validation."""
+        if not self.fused:
+            out = self.peft_model(input_ids=input_ids, labels=input_ids, use_cache=False)
+            n = input_ids[:, 1:].numel()
+            return float(out.loss) * n, n
+        h = self.hidden(input_ids)[:, :-1]
+        weight, delta, idx = self.head()
+        w_eff = weight.index_copy(0, idx, delta.to(weight.dtype))
+        return head_ce_sum(h, w_eff, input_ids[:, 1:], self.chunk)

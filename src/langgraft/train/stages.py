@@ -1,0 +1,224 @@
+"""`langgraft train --stage align|pretrain`: resolve the config, build the stage's model and data, run the loop.
+
+align    — transformer frozen; embedding (+ untied head) rows trained on the bilingual dataset.
+pretrain — LoRA on `lora.targets` + embedding/head rows on the monolingual dataset (+ optional English replay).
+
+The run directory is not built in a temp folder as a whole (checkpoints must survive a kill): it holds
+`train_config.json` (resolved config + fingerprint, checked on `--resume`), `checkpoints/`, `metrics.jsonl`,
+and, once finished, `adapter/` (PEFT format) and `manifest.json`, each written atomically, the manifest last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from langgraft.config import load_config, to_dict
+from langgraft.errors import UserError
+from langgraft.rundir import atomic_dir, git_revision, package_versions, read_manifest, write_json
+from langgraft.train.config import TrainConfig
+
+STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual"}
+
+
+def train_stage(stage: str, config_path, overrides=(), *, out, resume: bool = False) -> dict:
+    cfg = load_config(TrainConfig, config_path, list(overrides))
+    return train(stage, cfg, out=Path(out), resume=resume)
+
+
+def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> dict:
+    from accelerate import Accelerator
+
+    _validate(stage, cfg)
+    resolved = {"stage": stage, **to_dict(cfg)}
+    fingerprint = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
+    done = read_manifest(out)
+    if done is not None and done.get("fingerprint") == fingerprint:
+        return done["summary"]
+    accelerator = Accelerator(mixed_precision="bf16" if _use_bf16(cfg.precision) else "no")
+    if accelerator.is_main_process:
+        _prepare_out(out, resolved, fingerprint, resume)
+    accelerator.wait_for_everyone()
+    started = time.time()
+    torch.manual_seed(cfg.seed)
+    tokenizer, peft_model, token_ids = _build_model(stage, cfg, accelerator)
+    train_blocks, val, data_summary = _build_data(cfg, tokenizer, accelerator)
+    return _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_blocks, val,
+                {**data_summary, "trained_rows": len(token_ids)}, fingerprint, resolved, started)
+
+
+def _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_blocks, val, summary, fingerprint,
+         resolved, started) -> dict:
+    from langgraft.train.checkpoint import list_checkpoints, load_checkpoint
+    from langgraft.train.loop import LoopState, checkpoint, cosine_with_warmup, run_loop
+    from langgraft.train.model import LossModule
+
+    world = accelerator.num_processes
+    per_step = cfg.micro_batch_size * cfg.grad_accum * world
+    steps_per_epoch = train_blocks.shape[0] // per_step
+    if steps_per_epoch == 0:
+        raise UserError(f"data.dataset {cfg.data.dataset}: {train_blocks.shape[0]} blocks of {cfg.data.block_size} "
+                        f"tokens, fewer than one step needs ({per_step}); lower data.block_size or the batch")
+    total = cfg.max_steps or steps_per_epoch * cfg.epochs
+    loss_module = LossModule(peft_model, cfg.loss_chunk)
+    optimizer = _optimizer(peft_model, cfg)
+    scheduler = cosine_with_warmup(optimizer, round(cfg.optim.warmup_ratio * total), total, cfg.optim.min_lr_ratio)
+    loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
+    state = LoopState(step=0, total_steps=total, steps_per_epoch=steps_per_epoch)
+    found = list_checkpoints(out / "checkpoints") if resume else []
+    if found:
+        saved = load_checkpoint(found[-1], model=accelerator.unwrap_model(loss_module), optimizer=optimizer,
+                                scheduler=scheduler, rank=accelerator.process_index)
+        state.step, state.tokens, state.last_loss = saved["step"], saved["tokens"], saved["loss"]
+        if accelerator.is_main_process:
+            _truncate_metrics(out / "metrics.jsonl", state.step)
+    state = run_loop(accelerator, loss_module, optimizer, scheduler, train_blocks, cfg, out, state, val)
+    if cfg.checkpoint_every:
+        checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out, state)
+    summary.update(steps=state.step, tokens=state.tokens, final_loss=state.last_loss)
+    summary.update(_last_eval(out / "metrics.jsonl"))
+    if accelerator.is_main_process:
+        with atomic_dir(out / "adapter") as tmp:
+            accelerator.unwrap_model(loss_module).peft_model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        write_json(out / "manifest.json", {
+            "stage": stage, "fingerprint": fingerprint, "config": resolved, "parent": cfg.model,
+            "versions": package_versions(), "git_revision": git_revision(),
+            "wall_time_s": round(time.time() - started, 3), "summary": summary})
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def _validate(stage: str, cfg: TrainConfig) -> None:
+    if stage not in STAGE_DATA:
+        raise UserError(f"--stage {stage}: must be one of {', '.join(STAGE_DATA)}")
+    if not cfg.model:
+        raise UserError("model: required (the `langgraft extend` output dir)")
+    if not cfg.data.dataset:
+        raise UserError(f"data.dataset: required (a prepared {STAGE_DATA[stage]} dataset dir for --stage {stage})")
+    if not (Path(cfg.data.dataset) / "dataset.json").is_file():
+        raise UserError(f"data.dataset {cfg.data.dataset}: not a prepared dataset (no dataset.json)")
+    if not 0 <= cfg.data.replay_fraction < 1:
+        raise UserError(f"data.replay_fraction: must be in [0, 1), got {cfg.data.replay_fraction}")
+    if cfg.data.replay_fraction and not cfg.data.replay:
+        raise UserError("data.replay: required when data.replay_fraction > 0")
+    for key in ("micro_batch_size", "grad_accum", "loss_chunk", "log_every"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"{key}: must be ≥ 1, got {getattr(cfg, key)}")
+    if cfg.data.block_size < 2:
+        raise UserError(f"data.block_size: must be ≥ 2, got {cfg.data.block_size}")
+
+
+def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool) -> None:
+    saved_path = out / "train_config.json"
+    if saved_path.is_file():
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        if not resume:
+            raise UserError(f"--out {out}: holds an unfinished run; pass --resume to continue it or pick a new --out")
+        if saved.get("fingerprint") != fingerprint:
+            key = _first_difference(saved.get("config", {}), resolved)
+            raise UserError(f"--resume {out}: config differs from the run's ({key}); use the same config")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"--out {out}: exists and is not a langgraft training run; refusing to overwrite")
+    write_json(saved_path, {"fingerprint": fingerprint, "config": resolved})
+
+
+def _first_difference(a, b, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')}: {a!r} → {b!r}"
+
+
+def _use_bf16(precision: str) -> bool:
+    if precision != "auto":
+        return precision == "bf16"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:  # CPU autocast to bf16 is only a speed-up with native bf16 instructions
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _build_model(stage: str, cfg: TrainConfig, accelerator):
+    from transformers import AutoTokenizer
+
+    from langgraft.surgery.resize import load_causal_lm, read_new_tokens
+    from langgraft.train.model import build_peft_model
+
+    model_dir = Path(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    dtype = torch.bfloat16 if accelerator.device.type == "cuda" and _use_bf16(cfg.precision) else torch.float32
+    model = load_causal_lm(str(model_dir), dtype=dtype)
+    if cfg.rows == "new":
+        token_ids = [t["id"] for t in read_new_tokens(model_dir)["tokens"]]
+    else:
+        token_ids = list(range(len(tokenizer)))
+    if not token_ids:
+        raise UserError(f"model {model_dir}: new_tokens.json lists no new tokens; use rows=all")
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    peft_model = build_peft_model(model, stage, cfg, token_ids)
+    for p in peft_model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()  # trained weights stay fp32 (bf16 base, fp32 master copy of what trains)
+    if cfg.compile:
+        for layer in peft_model.get_base_model().model.layers:
+            layer.compile()
+    return tokenizer, peft_model, token_ids
+
+
+def _build_data(cfg: TrainConfig, tokenizer, accelerator):
+    from langgraft.train.data import has_split, iter_texts, mix_replay, pack
+
+    d = cfg.data
+    with accelerator.main_process_first():
+        main = pack(iter_texts(d.dataset, "train"), tokenizer, d.block_size, d.max_texts)
+        blocks = main.blocks
+        summary = {"train_texts": main.texts, "train_tokens": main.tokens, "train_blocks": int(blocks.shape[0]),
+                   "packing_efficiency": round(main.efficiency, 4)}
+        if d.replay_fraction:
+            replay = pack(iter_texts(d.replay, "train"), tokenizer, d.block_size, d.max_texts)
+            blocks = mix_replay(blocks, replay.blocks, d.replay_fraction, cfg.seed)
+            summary["replay_blocks"] = int(blocks.shape[0] - main.blocks.shape[0])
+        val = None
+        if has_split(d.dataset, "validation"):
+            packed = pack(iter_texts(d.dataset, "validation"), tokenizer, d.block_size)
+            if packed.blocks.shape[0]:
+                val = (packed.blocks, packed.chars / max(packed.tokens, 1))
+                summary["validation_blocks"] = int(packed.blocks.shape[0])
+    return blocks, val, summary
+
+
+def _optimizer(peft_model, cfg: TrainConfig):
+    rows, adapters = [], []
+    for name, p in peft_model.named_parameters():
+        if p.requires_grad:
+            (rows if "trainable_tokens_delta" in name else adapters).append(p)
+    groups = [{"params": rows, "lr": cfg.optim.embed_lr or cfg.optim.lr, "weight_decay": 0.0}]
+    if adapters:
+        groups.append({"params": adapters, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay})
+    return torch.optim.AdamW(groups)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume drop metrics lines after the checkpoint's step: they are about to be recomputed."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+
+def _last_eval(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    evals = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if "val_loss" in line]
+    return {"val_loss": evals[-1]["val_loss"], "val_bpc": evals[-1]["val_bpc"]} if evals else {}

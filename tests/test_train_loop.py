@@ -1,0 +1,121 @@
+"""The training engine: fused loss equals the model's loss, align/pretrain train the right rows, metrics, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from langgraft.config import from_dict
+from langgraft.errors import UserError
+from langgraft.train.config import TrainConfig
+from langgraft.train.data import pack
+from langgraft.train.stages import train
+from test_train_support import english_lines, make_dataset, make_extended_model, persian_lines
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, data_dir):
+    tmp = tmp_path_factory.mktemp("train")
+    model = make_extended_model(tmp, data_dir)
+    fa = persian_lines(data_dir, 240)
+    ds = make_dataset(tmp / "data", "fa_mono", fa[:200], fa[200:])
+    return {"model": model, "dataset": ds, "tmp": tmp}
+
+
+def config(setup, **over) -> TrainConfig:
+    raw = {"model": str(setup["model"]), "data": {"dataset": str(setup["dataset"]), "block_size": 32},
+           "micro_batch_size": 2, "max_steps": 6, "checkpoint_every": 3, "eval_every": 3, "eval_batches": 2,
+           "log_every": 1, "precision": "fp32", "lora": {"targets": ["q_proj", "v_proj"]}, "loss_chunk": 16}
+    for key, value in over.items():
+        node = raw
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return from_dict(TrainConfig, raw)
+
+
+@pytest.mark.parametrize("stage", ["align", "pretrain"])
+def test_fused_loss_and_grads_match_model_loss(setup, data_dir, stage):
+    from transformers import AutoTokenizer
+
+    from langgraft.train.model import LossModule, build_peft_model
+
+    cfg = config(setup)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(setup["model"])
+    peft_model = build_peft_model(model, stage, cfg, list(range(32768, 32808)))
+    tok = AutoTokenizer.from_pretrained(setup["model"])
+    ids = pack(persian_lines(data_dir, 20), tok, 24).blocks[:3]
+    peft_model.eval()  # no LoRA dropout: both paths see the same function
+    loss_module = LossModule(peft_model, chunk=7)
+    ref = peft_model(input_ids=ids, labels=ids).loss
+    ref.backward()
+    want = {n: p.grad.clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+    peft_model.zero_grad()
+    ours = loss_module(ids)
+    ours.backward()
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    for name, p in peft_model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, want[name], rtol=1e-4, atol=1e-7, msg=name)
+    nats, count = loss_module.loss_sum(ids)
+    assert count == ids[:, 1:].numel() and nats / count == pytest.approx(ref.item(), rel=1e-5)
+
+
+def _delta_keys(adapter_dir):
+    return load_file(adapter_dir / "adapter_model.safetensors")
+
+
+def test_align_trains_only_new_rows(setup):
+    out = setup["tmp"] / "align-run"
+    summary = train("align", config(setup), out=out)
+    assert summary["steps"] == 6 and summary["trained_rows"] == 40
+    assert 0.5 < summary["packing_efficiency"] <= 1.0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    evals = [r for r in lines if "val_loss" in r]
+    assert [r["step"] for r in evals] == [3, 6] and all(r["val_bpc"] > 0 for r in evals)
+    assert all(r["lr"][0] > 0 for r in lines if "lr" in r)
+    weights = _delta_keys(out / "adapter")
+    assert all("trainable_tokens_delta" in k for k in weights) and not any("lora" in k for k in weights)
+    base = AutoModelForCausalLM.from_pretrained(setup["model"])
+    emb = base.get_input_embeddings().weight
+    delta = next(v for k, v in weights.items() if "embed_tokens" in k)
+    assert delta.shape == (40, emb.shape[1]) and not torch.equal(delta, emb[32768:32808])
+    assert json.loads((out / "manifest.json").read_text())["summary"]["steps"] == 6
+    # rerunning a finished run with the same config is a no-op
+    assert train("align", config(setup), out=out) == json.loads((out / "manifest.json").read_text())["summary"]
+
+
+def test_pretrain_trains_lora_and_rows(setup):
+    out = setup["tmp"] / "pretrain-run"
+    summary = train("pretrain", config(setup, **{"optim.embed_lr": 1e-3}), out=out)
+    weights = _delta_keys(out / "adapter")
+    assert any("lora_A" in k for k in weights) and any("trainable_tokens_delta" in k for k in weights)
+    assert summary["val_loss"] > 0 and len(list((out / "checkpoints").iterdir())) == 2  # keep_checkpoints=2
+
+
+def test_bad_input_is_one_line(setup):
+    with pytest.raises(UserError, match="lora.targets: no linear module named 'qkv'"):
+        train("pretrain", config(setup, **{"lora.targets": ["qkv"]}), out=setup["tmp"] / "bad1")
+    with pytest.raises(UserError, match="data.dataset .*no dataset.json"):
+        train("align", config(setup, **{"data.dataset": str(setup["tmp"])}), out=setup["tmp"] / "bad2")
+    out = setup["tmp"] / "bad3"
+    train("align", config(setup, max_steps=3), out=out)
+    with pytest.raises(UserError, match="unfinished run|exists"):
+        train("align", config(setup, max_steps=4), out=out)
+    with pytest.raises(UserError, match=r"config differs .*max_steps: 3 → 4"):
+        train("align", config(setup, max_steps=4), out=out, resume=True)
+
+
+def test_nan_loss_stops_with_checkpoint(setup):
+    out = setup["tmp"] / "nan-run"
+    with pytest.raises(UserError, match=r"loss is not finite at step \d+; stopped, last good weights saved"):
+        train("align", config(setup, **{"optim.lr": 1e30, "optim.max_grad_norm": 0.0, "optim.warmup_ratio": 0.0}),
+              out=out)
+    assert (out / "checkpoints").is_dir() and not (out / "manifest.json").exists()
