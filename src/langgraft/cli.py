@@ -142,8 +142,66 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- eval
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", nargs="+", default=[], metavar="NAME=PATH", help="models (HF dirs) to evaluate")
+    p.add_argument("--tasks", nargs="+", default=[], metavar="LIST",
+                   help="task names, suites (fa_core, en_core, all) or task .yaml files; commas allowed")
+    p.add_argument("--compare", nargs="+", default=None, metavar="DIR", help="merge earlier eval outputs instead")
+    p.add_argument("--out", required=True, help="output directory (results.json, report.md, samples/, charts/)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples of each task")
+    p.add_argument("--shots", type=int, default=None, help="in-context examples (default: each task's own)")
+    p.add_argument("--data-root", default=None, help="dataset root (default: $LANGGRAFT_DATA or ../shared/data)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="cap every generation task's budget")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--contamination", nargs="+", default=[], metavar="DATASET",
+                   help="training data (data prepare dir, .jsonl or .txt) to check eval examples against")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from langgraft.eval.run import compare, parse_models, run_eval
+
+    if args.compare:
+        doc = compare(args.compare, args.out)
+    else:
+        if not args.model or not args.tasks:
+            raise UserError("--model and --tasks are required (or use --compare DIR...)")
+        doc = run_eval(parse_models(args.model), args.tasks, args.out, limit=args.limit, shots=args.shots,
+                       data_root=args.data_root, batch_size=args.batch_size, device=args.device,
+                       contamination=args.contamination, max_new_tokens=args.max_new_tokens)
+    print(f"wrote {args.out}/report.md ({len(doc['models'])} models, {len(doc['tasks'])} tasks, "
+          f"{len(doc['errors'])} errors)")
+    return 1 if doc["errors"] else 0
+
+
+# ---------------------------------------------------------------- data prepare
+def _data_prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, metavar="FILE", help="data recipe YAML (e.g. recipes/data/persian.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. workers=4 root=/data")
+    p.add_argument("--strict", action="store_true", help="the first broken JSON line is an error, not a counted drop")
+    p.add_argument("--force", action="store_true", help="rebuild even if --out holds a matching result")
+    p.add_argument("--out", required=True, help="output directory")
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    from langgraft.config import load_config
+    from langgraft.data.config import PrepareConfig
+    from langgraft.data.prepare import prepare
+
+    overrides = list(args.overrides) + (["strict=true"] if args.strict else [])
+    manifest = prepare(load_config(PrepareConfig, args.config, overrides), args.out, force=args.force)
+    s = manifest["summary"]
+    print(f"wrote {args.out}: {s['documents']} documents, {s['exact_duplicates']} exact + {s['near_duplicates']} "
+          f"near duplicates removed, {s['leak_guard']['removed']} eval leaks removed "
+          f"({s['input_bytes'] / 1e6:.1f} MB in {s['wall_time_s']:.0f} s)")
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
+    ("data", "prepare"): ("clean, deduplicate and split monolingual, bilingual and instruction data",
+                          _data_prepare_args, _data_prepare),
     ("tokenizer", "train"): ("train a SentencePiece model on target-language text",
                              _tokenizer_train_args, _tokenizer_train),
     ("tokenizer", "extend"): ("merge new pieces into a base tokenizer, English untouched",
@@ -154,6 +212,8 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
     ("train",): ("train a stage (align: embeddings+head; pretrain: LoRA+embeddings+head)", _train_args, _train),
     ("export",): ("merge a training run into a full HF checkpoint plus a compact PEFT adapter",
                   _export_args, _export),
+    ("eval",): ("evaluate models on Persian/English tasks with CIs, paired comparisons and a report",
+                _eval_args, _eval),
 }
 
 

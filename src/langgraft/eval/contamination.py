@@ -1,0 +1,73 @@
+"""Contamination check: does an evaluation example's normalised text occur in a training dataset?
+
+Training text is normalised (the metric tokenizer's `words`) and indexed as hashed word 8-grams plus whole
+normalised records. An example is flagged when it is a whole training record, or when it has at least 8 words and
+every one of its 8-grams occurs in training text, i.e. the example appears verbatim up to normalisation. Hashing
+keeps memory at one integer per training word; datasketch's MinHash estimates similarity instead of containment,
+which is not the question asked here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from langgraft.errors import UserError
+from langgraft.eval.metrics import words
+
+N = 8
+
+
+def iter_training_texts(path: str | Path) -> Iterator[str]:
+    """Texts of a `data prepare` dataset folder (parquet `text` column), a .jsonl (`text`) or a .txt file."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.rglob("*.parquet")) + sorted(path.rglob("*.jsonl")) + sorted(path.rglob("*.txt"))
+        if not files:
+            raise UserError(f"--contamination {path}: no .parquet, .jsonl or .txt files inside")
+        for f in files:
+            yield from iter_training_texts(f)
+    elif path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path, columns=["text"])
+        yield from (t for t in table.column("text").to_pylist() if t)
+    elif path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as fh:
+            for i, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        yield str(json.loads(line).get("text", ""))
+                    except (json.JSONDecodeError, AttributeError):
+                        raise UserError(f"--contamination {path}:{i}: not a JSON object") from None
+    elif path.is_file():
+        yield from path.read_text(encoding="utf-8").splitlines()
+    else:
+        raise UserError(f"--contamination {path}: not found")
+
+
+class Index:
+    def __init__(self, texts: Iterable[str]):
+        self.grams: set[int] = set()
+        self.records: set[int] = set()
+        for text in texts:
+            w = words(text)
+            self.records.add(hash(tuple(w)))
+            self.grams.update(hash(tuple(w[i: i + N])) for i in range(len(w) - N + 1))
+
+    def contains(self, text: str) -> bool:
+        w = words(text)
+        if not w:
+            return False
+        if hash(tuple(w)) in self.records:
+            return True
+        if len(w) < N:
+            return False
+        return all(hash(tuple(w[i: i + N])) in self.grams for i in range(len(w) - N + 1))
+
+
+def build_index(paths: list[str]) -> Index | None:
+    if not paths:
+        return None
+    return Index(t for p in paths for t in iter_training_texts(p))

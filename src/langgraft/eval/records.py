@@ -1,0 +1,182 @@
+"""Read a task's dataset file and turn its records into examples (prompt variables, choices, gold, references).
+
+Readers cover exactly the shapes the shipped tasks use (json/jsonl records, csv with embedded newlines, tsv
+without quoting, `label text` lines, line-aligned parallel files); a record that lacks a field the task needs is a
+UserError naming the task, file and record, and records skipped on purpose (label outside `label_map`) are counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langgraft.errors import UserError
+from langgraft.eval.tasks import DataSpec, TaskSpec
+
+csv.field_size_limit(1 << 26)
+
+
+@dataclass
+class Example:
+    id: int  # record index in the file, so samples and paired comparisons line up across runs
+    vars: dict[str, str]  # prompt template variables
+    choices: list[str] = field(default_factory=list)
+    gold: int = -1
+    refs: list[str] = field(default_factory=list)
+    text: str = ""
+
+
+def read_records(spec: DataSpec, root: Path, task: str) -> tuple[list[dict], str]:
+    """All records of the dataset, plus a display name of the file(s) for error messages."""
+    if spec.format == "parallel":
+        columns = {col: _read_lines(root / rel, task) for col, rel in spec.files.items()}
+        lengths = {len(v) for v in columns.values()}
+        shown = "+".join(str(root / rel) for rel in spec.files.values())
+        if len(lengths) != 1:
+            raise UserError(f"task {task}: {shown}: parallel files have different line counts {sorted(lengths)}")
+        return [dict(zip(columns, row)) for row in zip(*columns.values())], shown
+    path = root / spec.path
+    if not path.is_file():
+        raise UserError(f"task {task}: dataset file not found: {path} (data root {root}; set --data-root)")
+    with path.open(encoding="utf-8", newline="") as fh:
+        if spec.format == "jsonl":
+            records = []
+            for i, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise UserError(f"task {task}: {path}:{i}: invalid JSON ({exc.msg})") from None
+        elif spec.format == "json":
+            try:
+                records = json.load(fh)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"task {task}: {path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        elif spec.format == "csv":
+            records = list(csv.DictReader(fh))
+        elif spec.format == "tsv":
+            # Quoted fields matter: FarsTail quotes premises that contain tabs.
+            records = list(csv.DictReader(fh, delimiter="\t"))
+        else:  # lines
+            parts = len(spec.columns) - 1
+            records = [dict(zip(spec.columns, line.rstrip("\n").split(spec.separator, parts)))
+                       for line in fh if line.strip()]
+    if not isinstance(records, list):
+        raise UserError(f"task {task}: {path}: expected a list of records, got {type(records).__name__}")
+    return records, str(path)
+
+
+def _read_lines(path: Path, task: str) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"task {task}: dataset file not found: {path}")
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def get_path(record: Any, path: str) -> Any:
+    """`a.0.b` walks dicts and lists; `a.*.1` maps the rest of the path over a list. KeyError when absent."""
+    head, _, rest = path.partition(".")
+    if head == "*":
+        if not isinstance(record, list):
+            raise KeyError(path)
+        return [get_path(item, rest) if rest else item for item in record]
+    if isinstance(record, list):
+        if not head.isdigit() or int(head) >= len(record):
+            raise KeyError(path)
+        value = record[int(head)]
+    elif isinstance(record, dict):
+        if head not in record or record[head] is None:
+            raise KeyError(path)
+        value = record[head]
+    else:
+        raise KeyError(path)
+    return get_path(value, rest) if rest else value
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, list):
+        return "\n".join(_as_text(v) for v in value)
+    return str(value)
+
+
+def build_examples(task: TaskSpec, records: list[dict], shown: str) -> tuple[list[Example], Counter]:
+    """Examples in file order plus a Counter of skipped records by reason."""
+    skipped: Counter = Counter()
+    examples = []
+    for index, record in enumerate(records):
+        try:
+            ex = _example(task, index, record, skipped)
+        except KeyError as exc:
+            raise UserError(f"task {task.name}: {shown}: record {index + 1}: missing field "
+                            f"{exc.args[0]!r}") from None
+        if ex is not None:
+            examples.append(ex)
+    return examples, skipped
+
+
+def _example(task: TaskSpec, index: int, record: dict, skipped: Counter) -> Example | None:
+    ex = Example(id=index, vars={k: _as_text(get_path(record, p)) for k, p in task.fields.items()})
+    if task.kind == "choice":
+        ex.choices = ([str(c) for c in get_path(record, task.choices_field)] if task.choices_field
+                      else list(task.choices))
+        raw = str(get_path(record, task.label)).strip()
+        if task.label_map:
+            if raw not in task.label_map:
+                skipped[f"label {raw!r} not in label_map"] += 1
+                return None
+            ex.gold = task.label_map[raw]
+        else:
+            try:
+                ex.gold = int(raw) - task.label_offset
+            except ValueError:
+                skipped[f"label {raw!r} is not an integer"] += 1
+                return None
+        if not 0 <= ex.gold < len(ex.choices):
+            skipped[f"label {raw!r} outside the choices"] += 1
+            return None
+    elif task.kind == "generate":
+        value = get_path(record, task.target)
+        ex.refs = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        ex.refs = [r for r in ex.refs if r.strip()]
+        if not ex.refs:
+            skipped["empty reference"] += 1
+            return None
+    else:
+        ex.text = _as_text(get_path(record, task.text)).strip()
+        if task.max_chars:
+            ex.text = ex.text[: task.max_chars]
+        if not ex.text:
+            skipped["empty text"] += 1
+            return None
+    return ex
+
+
+def render(task: TaskSpec, ex: Example) -> str:
+    try:
+        return task.prompt.format(**ex.vars)
+    except (KeyError, IndexError) as exc:
+        raise UserError(f"task {task.name}: prompt uses {{{exc.args[0]}}} which is not in `fields`") from None
+
+
+def answer(task: TaskSpec, ex: Example) -> str:
+    """The gold continuation of an in-context example."""
+    return ex.choices[ex.gold] if task.kind == "choice" else ex.refs[0]
+
+
+def with_shots(task: TaskSpec, ex: Example, pool: list[Example], shots: int) -> str:
+    """The prompt of `ex` preceded by `shots` solved examples drawn from `pool` (never `ex` itself).
+
+    The draw is seeded by task seed and example id only, so every model sees exactly the same shots.
+    """
+    prompt = render(task, ex)
+    if shots <= 0:
+        return prompt
+    rng = random.Random(f"{task.name}:{task.seed}:{ex.id}")
+    candidates = [p for p in pool if p.id != ex.id]
+    chosen = rng.sample(candidates, min(shots, len(candidates)))
+    demos = [render(task, s) + task.choice_prefix + answer(task, s) for s in chosen]
+    return task.shot_separator.join([*demos, prompt])

@@ -1,0 +1,311 @@
+"""`langgraft eval`: every model on every task, per-example samples, bootstrap CIs, paired comparisons, report.
+
+Problems with one task (bad YAML, missing file or field) or one model (cannot load) become one error line in
+`results.json["errors"]` and on stderr; every other (model, task) still runs and is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from langgraft.config import to_dict
+from langgraft.errors import UserError
+from langgraft.eval import metrics as M
+from langgraft.eval.records import Example, build_examples, read_records, with_shots
+from langgraft.eval.tasks import LOWER_IS_BETTER, TaskSpec, default_data_root, load_task, resolve_tasks
+
+
+@dataclass
+class Prepared:
+    spec: TaskSpec
+    examples: list[Example]  # the evaluated examples (after --limit)
+    pool: list[Example]  # all examples, the source of in-context shots
+    skipped: Counter
+    files: list[str]
+    contaminated: list[int] = field(default_factory=list)
+
+
+def parse_models(items: list[str]) -> dict[str, str]:
+    models: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--model {item!r}: expected NAME=PATH")
+        if name in models:
+            raise UserError(f"--model {name}: name given twice")
+        models[name] = path
+    return models
+
+
+def prepare_tasks(items: list[str], root: Path, limit: int | None, index, errors: list[str]) -> list[Prepared]:
+    prepared = []
+    for path in resolve_tasks(items):
+        try:
+            spec = load_task(path)
+            records, shown = read_records(spec.data, root, spec.name)
+            pool, skipped = build_examples(spec, records, shown)
+        except UserError as exc:
+            _error(errors, str(exc))
+            continue
+        examples = pool[:limit] if limit else pool
+        files = [str(root / f) for f in ([spec.data.path] if spec.data.path else spec.data.files.values())]
+        task = Prepared(spec, examples, pool, skipped, files)
+        if index is not None:
+            task.contaminated = [ex.id for ex in examples if index.contains(_main_text(spec, ex))]
+            if task.contaminated:
+                print(f"langgraft: warning: task {spec.name}: {len(task.contaminated)} of {len(examples)} "
+                      f"examples appear in the training data (ids {task.contaminated[:5]})", file=sys.stderr)
+        if skipped:
+            print(f"  {spec.name}: skipped {dict(skipped)}", file=sys.stderr)
+        prepared.append(task)
+    return prepared
+
+
+def _main_text(spec: TaskSpec, ex: Example) -> str:
+    return ex.text if spec.kind == "intrinsic" else "\n".join(ex.vars.values())
+
+
+def _error(errors: list[str], line: str) -> None:
+    errors.append(line)
+    print(f"langgraft: error: {line}", file=sys.stderr)
+
+
+def load_model(path: str, device: str | None):
+    """(model, tokenizer); any failure is one UserError line naming the path."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not Path(path).exists() and (path.startswith((".", "/", "~")) or path.count("/") != 1):
+        raise UserError(f"cannot load model {path}: no such directory")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    except Exception as exc:  # noqa: BLE001 - any loader failure is the user's path/model problem
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load model {path}: {first}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return model, tok
+
+
+def run_task(model, tok, task: Prepared, shots: int, batch_size: int, label: str,
+             max_new_tokens: int | None = None) -> tuple[dict, list[dict]]:
+    """Per-metric (n, d) statistics and per-example sample rows for one model on one task."""
+    from langgraft.eval import scoring
+
+    spec, exs = task.spec, task.examples
+    if spec.kind == "intrinsic":
+        texts = [ex.text for ex in exs]
+        nll = scoring.text_nll(model, tok, texts, batch_size=batch_size, progress=label)
+        stats = M.intrinsic_stats(nll, texts)
+        rows = [{"id": ex.id, "nll": n, "tokens": k, "chars": len(ex.text)} for ex, (n, k) in zip(exs, nll)]
+        return {m: stats for m in spec.metrics}, rows
+    prompts = [with_shots(spec, ex, task.pool, shots) for ex in exs]
+    if spec.kind == "choice":
+        requests = [(p, spec.choice_prefix + c) for p, ex in zip(prompts, exs) for c in ex.choices]
+        flat = scoring.loglikelihoods(model, tok, requests, batch_size=batch_size, progress=label)
+        lls, at = [], 0
+        for ex in exs:
+            lls.append(flat[at: at + len(ex.choices)])
+            at += len(ex.choices)
+        k = max(len(ex.choices) for ex in exs)
+        stats = {m: M.choice_stats(m, lls, [ex.choices for ex in exs], [ex.gold for ex in exs], k)
+                 for m in spec.metrics}
+        rows = [{"id": ex.id, "prompt": p, "choices": ex.choices, "logliks": ll, "gold": ex.gold,
+                 "pred": int(np.argmax(ll))} for ex, p, ll in zip(exs, prompts, lls)]
+        return stats, rows
+    budget = min(spec.max_new_tokens, max_new_tokens or spec.max_new_tokens)
+    preds = scoring.generate(model, tok, prompts, max_new_tokens=budget, stop=spec.stop,
+                             batch_size=batch_size, progress=label)
+    preds = [p.strip() for p in preds]
+    refs = [ex.refs for ex in exs]
+    stats = {m: M.generation_stats(m, preds, refs) for m in spec.metrics}
+    rows = [{"id": ex.id, "prompt": p, "prediction": y, "refs": ex.refs} for ex, p, y in zip(exs, prompts, preds)]
+    return stats, rows
+
+
+def evaluate_all(models: dict[str, str], prepared: list[Prepared], *, shots: int | None, batch_size: int,
+                 device: str | None, errors: list[str], max_new_tokens: int | None = None) -> tuple[dict, dict]:
+    """runs[model][task] = {"ids", "stats": {metric: array}}, and samples[task] = rows tagged with the model."""
+    runs: dict[str, dict] = {}
+    samples: dict[str, list[dict]] = {t.spec.name: [] for t in prepared}
+    for name, path in models.items():
+        try:
+            model, tok = load_model(path, device)
+        except UserError as exc:
+            _error(errors, f"model {name}: {exc}")
+            continue
+        runs[name] = {}
+        for task in prepared:
+            if not task.examples:
+                continue
+            k = task.spec.shots if shots is None else shots
+            started = time.time()
+            try:
+                stats, rows = run_task(model, tok, task, k, batch_size, f"{name} {task.spec.name}",
+                                       max_new_tokens)
+            except UserError as exc:
+                _error(errors, f"model {name}: {exc}")
+                continue
+            runs[name][task.spec.name] = {"ids": [ex.id for ex in task.examples], "stats": stats,
+                                          "seconds": round(time.time() - started, 3), "shots": k}
+            for i, row in enumerate(rows):
+                row["model"] = name
+                row["stats"] = {m: s[i].tolist() for m, s in stats.items()}
+                samples[task.spec.name].append(row)
+        del model
+    return runs, samples
+
+
+def summarise(runs: dict, task_meta: dict) -> tuple[dict, list[dict]]:
+    """Bootstrap every (model, task, metric); pair every later model with the first one on shared examples."""
+    results = {m: {t: {metric: M.bootstrap(metric, s) for metric, s in r["stats"].items()}
+                   for t, r in tasks.items()} for m, tasks in runs.items()}
+    comparisons = []
+    names = list(runs)
+    for other in names[1:]:
+        base = names[0]
+        for t, r in runs[other].items():
+            if t not in runs[base]:
+                continue
+            shared = sorted(set(r["ids"]) & set(runs[base][t]["ids"]))
+            pos_a = {i: k for k, i in enumerate(r["ids"])}
+            pos_b = {i: k for k, i in enumerate(runs[base][t]["ids"])}
+            for metric in task_meta[t]["metrics"]:
+                a = r["stats"][metric][[pos_a[i] for i in shared]]
+                b = runs[base][t]["stats"][metric][[pos_b[i] for i in shared]]
+                cmp = M.paired_bootstrap(metric, a, b)
+                cmp.update(task=t, metric=metric, model=other, baseline=base,
+                           better=(cmp["delta"] < 0) == (metric in LOWER_IS_BETTER))
+                comparisons.append(cmp)
+    return results, comparisons
+
+
+def task_meta(task: Prepared) -> dict:
+    spec = task.spec
+    meta = {"lang": spec.lang, "kind": spec.kind, "suites": spec.suites, "metrics": spec.metrics,
+            "description": spec.description, "n": len(task.examples), "skipped": dict(task.skipped),
+            "contaminated": task.contaminated, "spec": to_dict(spec)}
+    if spec.kind == "choice" and task.examples:
+        meta["chance"] = float(np.mean([1 / len(ex.choices) for ex in task.examples]))
+        freq = Counter(ex.gold for ex in task.examples)
+        meta["class_freq"] = {str(k): v / len(task.examples) for k, v in sorted(freq.items())}
+    return meta
+
+
+def write_samples(out: Path, samples: dict) -> None:
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    for t, rows in samples.items():
+        with (out / "samples" / f"{t}.jsonl").open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def load_samples(run_dir: Path, task: str) -> dict[str, dict]:
+    """runs-shaped {model: {"ids", "stats"}} for one task, rebuilt from samples/TASK.jsonl."""
+    per_model: dict[str, dict] = {}
+    path = run_dir / "samples" / f"{task}.jsonl"
+    if not path.is_file():
+        return per_model
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        entry = per_model.setdefault(row["model"], {"ids": [], "rows": {}})
+        entry["ids"].append(row["id"])
+        for metric, vec in row["stats"].items():
+            entry["rows"].setdefault(metric, []).append(vec)
+    return {m: {"ids": e["ids"], "stats": {k: np.array(v, dtype=float) for k, v in e["rows"].items()}}
+            for m, e in per_model.items()}
+
+
+def _model_stamp(path: str) -> dict:
+    """Cheap identity of a model directory (weights are too large to hash on every eval)."""
+    p = Path(path)
+    files = sorted(f for f in p.glob("*") if f.is_file()) if p.is_dir() else []
+    return {f.name: [f.stat().st_size, int(f.stat().st_mtime)] for f in files}
+
+
+def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, *, limit: int | None = None,
+             shots: int | None = None, data_root: str | None = None, batch_size: int = 16,
+             device: str | None = None, contamination: list[str] = (), max_new_tokens: int | None = None) -> dict:
+    """Evaluate, then write results.json, samples/, report.md and charts/ into `out` atomically."""
+    from langgraft.eval.contamination import build_index
+    from langgraft.rundir import run_stage
+
+    root = default_data_root(data_root)
+    errors: list[str] = []
+    prepared = prepare_tasks(tasks, root, limit, build_index(list(contamination)), errors)
+    config = {"models": models, "model_stamps": {n: _model_stamp(p) for n, p in models.items()},
+              "tasks": [t.spec.name for t in prepared], "limit": limit, "shots": shots, "data_root": str(root),
+              "contamination": list(contamination), "max_new_tokens": max_new_tokens}
+    inputs = sorted({f for t in prepared for f in t.files})
+    state: dict = {}
+
+    def work(tmp: Path) -> dict:
+        runs, samples = evaluate_all(models, prepared, shots=shots, batch_size=batch_size, device=device,
+                                     errors=errors, max_new_tokens=max_new_tokens)
+        meta = {t.spec.name: task_meta(t) for t in prepared}
+        state["results"] = write_outputs(tmp, models, meta, runs, samples, errors)
+        return {"errors": len(errors), "tasks": len(prepared), "models": len(runs)}
+
+    result = run_stage(out, stage="eval", config=config, inputs=inputs, work=work)
+    if result.skipped:
+        print(f"{out}: up to date (same models, tasks and data); not re-run")
+        return json.loads((Path(out) / "results.json").read_text(encoding="utf-8"))
+    return state["results"]
+
+
+def write_outputs(out: Path, models: dict, meta: dict, runs: dict, samples: dict, errors: list[str]) -> dict:
+    from langgraft.report import write_report
+    from langgraft.rundir import write_json
+
+    results, comparisons = summarise(runs, meta)
+    timing = {m: {t: r["seconds"] for t, r in tasks.items() if "seconds" in r} for m, tasks in runs.items()}
+    doc = {"models": models, "tasks": meta, "results": results, "comparisons": comparisons, "errors": errors,
+           "timing_s": timing}
+    write_samples(out, samples)
+    write_json(out / "results.json", doc)
+    write_report(out, doc)
+    return doc
+
+
+def compare(dirs: list[str], out: str | Path) -> dict:
+    """Merge earlier eval outputs (models keep their names; a clash gets `@folder`) and re-compare."""
+    from langgraft.rundir import atomic_dir
+
+    models: dict = {}
+    meta: dict = {}
+    runs: dict = {}
+    samples: dict[str, list[dict]] = {}
+    errors: list[str] = []
+    for d in map(Path, dirs):
+        path = d / "results.json"
+        if not path.is_file():
+            raise UserError(f"--compare {d}: no results.json (not a langgraft eval output)")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        errors += doc.get("errors", [])
+        rename = {m: (m if m not in models else f"{m}@{d.name}") for m in doc["models"]}
+        for m, new in rename.items():
+            models[new] = doc["models"][m]
+            runs.setdefault(new, {})
+        for t, tm in doc["tasks"].items():
+            meta.setdefault(t, tm)
+            for m, run in load_samples(d, t).items():
+                if m in rename:
+                    runs[rename[m]][t] = run
+            path = d / "samples" / f"{t}.jsonl"
+            for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+                row = json.loads(line)
+                row["model"] = rename.get(row["model"], row["model"])
+                samples.setdefault(t, []).append(row)
+    with atomic_dir(out) as tmp:
+        doc = write_outputs(tmp, models, meta, runs, samples, errors)
+    return doc

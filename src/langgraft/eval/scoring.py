@@ -1,0 +1,203 @@
+"""Model-side scoring: continuation log-likelihoods, greedy generation, and per-text negative log-likelihood.
+
+Log-likelihood requests that share a prompt (the choices of one question) are scored with one forward pass over
+the prompt and one over all continuations, reusing the prompt's KV cache (`DynamicCache.reorder_cache` repeats a
+row per continuation); groups are sorted by length and batched. Written here rather than taken from
+lm-evaluation-harness because that harness re-runs the full prompt for every choice and would be a heavy
+dependency; `score_one` below is the plain one-pass-per-request reference that tests compare against.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import torch
+
+
+def encode_pair(tok, context: str, continuation: str, max_len: int) -> tuple[list[int], list[int]]:
+    """Token ids of (prompt, continuation): encode the whole string once, split where it departs from the prompt.
+
+    Splitting the joint encoding (instead of encoding the continuation alone) keeps the continuation's tokens
+    exactly those the model would see, also when the tokenizer merges across the boundary.
+    """
+    ctx = tok(context).input_ids
+    whole = tok(context + continuation).input_ids
+    n = 0
+    while n < min(len(ctx), len(whole) - 1) and ctx[n] == whole[n]:
+        n += 1
+    prefix, cont = whole[:n], whole[n:]
+    overflow = len(prefix) + len(cont) - max_len
+    if overflow > 0:  # keep the end of the prompt: it is what the continuation depends on
+        prefix = prefix[min(overflow, max(len(prefix) - 1, 0)):]
+    return prefix, cont
+
+
+def max_length(model, default: int = 2048) -> int:
+    return int(getattr(model.config, "max_position_embeddings", None) or default)
+
+
+@torch.no_grad()
+def score_one(model, tok, context: str, continuation: str) -> float:
+    """Reference: sum log P(continuation | context) with one full forward pass for this request alone."""
+    prefix, cont = encode_pair(tok, context, continuation, max_length(model))
+    ids = torch.tensor([prefix + cont], device=model.device)
+    logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+    targets = ids[0, 1:]
+    return float(logp[len(prefix) - 1:].gather(-1, targets[len(prefix) - 1:, None]).sum())
+
+
+@torch.no_grad()
+def loglikelihoods(model, tok, requests: list[tuple[str, str]], batch_size: int = 16,
+                   progress: str = "") -> list[float]:
+    """Sum log P(continuation | context) for every (context, continuation), batched with prompt-cache reuse."""
+    limit = max_length(model)
+    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
+    for i, (ctx, cont) in enumerate(requests):
+        prefix, cont_ids = encode_pair(tok, ctx, cont, limit)
+        groups[tuple(prefix)].append((i, cont_ids))
+    # Longest first: the first batch shows the memory peak at once, and similar lengths share padding.
+    ordered = sorted(groups.items(), key=lambda kv: -(len(kv[0]) + max(len(c) for _, c in kv[1])))
+    out = [0.0] * len(requests)
+    done, started = 0, time.time()
+    batch: list = []
+    rows = 0
+    for item in ordered:
+        if batch and rows + len(item[1]) > batch_size:
+            _score_batch(model, batch, out)
+            done += rows
+            _progress(progress, done, len(requests), started)
+            batch, rows = [], 0
+        batch.append(item)
+        rows += len(item[1])
+    if batch:
+        _score_batch(model, batch, out)
+        _progress(progress, len(requests), len(requests), started)
+    return out
+
+
+def _progress(label: str, done: int, total: int, started: float) -> None:
+    if label:
+        rate = done / max(time.time() - started, 1e-9)
+        eta = (total - done) / rate if rate else 0
+        print(f"\r  {label}: {done}/{total} ({rate:.1f} req/s, ETA {eta:.0f}s)", end="" if done < total else "\n",
+              flush=True)
+
+
+def _score_batch(model, groups: list, out: list[float]) -> None:
+    device = model.device
+    prefixes = [list(p) for p, _ in groups]
+    plen = torch.tensor([len(p) for p in prefixes], device=device)
+    width = int(plen.max())
+    ctx = torch.zeros(len(groups), width, dtype=torch.long, device=device)
+    ctx_mask = torch.zeros_like(ctx)
+    for g, p in enumerate(prefixes):
+        ctx[g, : len(p)] = torch.tensor(p, device=device)
+        ctx_mask[g, : len(p)] = 1
+    first = model(input_ids=ctx, attention_mask=ctx_mask, use_cache=True)
+    last_logp = torch.log_softmax(first.logits[torch.arange(len(groups), device=device), plen - 1].float(), -1)
+    row_group = [g for g, (_, items) in enumerate(groups) for _ in items]
+    conts = [c for _, items in groups for _, c in items]
+    index = [i for _, items in groups for i, _ in items]
+    sel = torch.tensor(row_group, device=device)
+    cache = first.past_key_values
+    cache.reorder_cache(sel)  # repeat each prompt's cache once per continuation
+    clen = max(len(c) for c in conts)
+    cont = torch.zeros(len(conts), clen, dtype=torch.long, device=device)
+    cont_mask = torch.zeros_like(cont)
+    for r, c in enumerate(conts):
+        cont[r, : len(c)] = torch.tensor(c, device=device)
+        cont_mask[r, : len(c)] = 1
+    # Prompts are right-padded, so each row's continuation starts at its own position, not at `width`.
+    positions = plen[sel, None] + torch.arange(clen, device=device)[None]
+    second = model(input_ids=cont, attention_mask=torch.cat([ctx_mask[sel], cont_mask], 1),
+                   position_ids=positions, past_key_values=cache, use_cache=True)
+    logp = torch.log_softmax(second.logits.float(), -1)
+    for r, c in enumerate(conts):
+        total = last_logp[row_group[r], c[0]]
+        if len(c) > 1:
+            total = total + logp[r, : len(c) - 1].gather(-1, cont[r, 1: len(c), None]).sum()
+        out[index[r]] = float(total)
+
+
+@torch.no_grad()
+def generate(model, tok, prompts: list[str], *, max_new_tokens: int, stop: list[str], batch_size: int = 8,
+             progress: str = "") -> list[str]:
+    """Greedy continuations, cut at the first stop sequence; prompts are batched by length with left padding."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    limit = max_length(model) - max_new_tokens
+    encoded = [tok(p).input_ids[-limit:] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    out = [""] * len(prompts)
+    started = time.time()
+
+    tail = max((len(x) for x in stop), default=0) + 4
+
+    class StopStrings(StoppingCriteria):
+        def __init__(self, width: int):
+            self.width = width
+
+        def __call__(self, input_ids, scores, **kwargs):
+            # Only the last few tokens can complete a stop string first seen now: decode just that tail.
+            start = max(self.width, input_ids.shape[1] - tail)
+            texts = tok.batch_decode(input_ids[:, start:], skip_special_tokens=True)
+            return torch.tensor([any(s in t for s in stop) for t in texts], device=input_ids.device)
+
+    for start in range(0, len(order), batch_size):
+        rows = order[start: start + batch_size]
+        width = max(len(encoded[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, i in enumerate(rows):
+            ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
+            mask[r, width - len(encoded[i]):] = 1
+        gen = model.generate(
+            input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=False,
+            max_new_tokens=max_new_tokens, pad_token_id=pad, temperature=None, top_p=None, top_k=None,
+            stopping_criteria=StoppingCriteriaList([StopStrings(width)] if stop else []),
+        )
+        for r, i in enumerate(rows):
+            text = tok.decode(gen[r, width:], skip_special_tokens=True)
+            cuts = [text.find(s) for s in stop if s in text]
+            out[i] = text[: min(cuts)] if cuts else text
+        _progress(progress, min(start + batch_size, len(order)), len(order), started)
+    return out
+
+
+@torch.no_grad()
+def text_nll(model, tok, texts: list[str], batch_size: int = 8, window: int = 1024,
+             progress: str = "") -> list[tuple[float, int]]:
+    """(sum of -ln P over the text's tokens, number of tokens) for each text, BOS-conditioned.
+
+    Long texts are cut into windows; each window starts with the last token of the previous one so every text
+    token is predicted exactly once (with less context at window starts, as usual for rolling evaluation).
+    """
+    window = min(window, max_length(model))
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else [tok.eos_token_id or 0]
+    chunks: list[tuple[int, list[int]]] = []
+    for t, text in enumerate(texts):
+        ids = bos + tok(text, add_special_tokens=False).input_ids
+        for s in range(0, len(ids) - 1, window - 1):
+            chunks.append((t, ids[s: s + window]))
+    chunks.sort(key=lambda c: -len(c[1]))
+    nll = [0.0] * len(texts)
+    count = [0] * len(texts)
+    started = time.time()
+    for start in range(0, len(chunks), batch_size):
+        part = chunks[start: start + batch_size]
+        width = max(len(c) for _, c in part)
+        ids = torch.zeros(len(part), width, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, (_, c) in enumerate(part):
+            ids[r, : len(c)] = torch.tensor(c)
+            mask[r, : len(c)] = 1
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+        token_lp = logp.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]
+        for r, (t, c) in enumerate(part):
+            nll[t] -= float(token_lp[r].sum())
+            count[t] += len(c) - 1
+        _progress(progress, min(start + batch_size, len(chunks)), len(chunks), started)
+    return list(zip(nll, count))

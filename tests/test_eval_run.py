@@ -1,0 +1,115 @@
+"""`langgraft eval` end to end on tiny random models: every shipped task, bad inputs, chance-level accuracy,
+paired comparisons, --compare, contamination, and base vs `extend`ed copy English bits per character."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_train_support import load_base_tokenizer, make_extended_tokenizer, save_tiny_model
+
+from langgraft.cli import main
+from langgraft.eval.tasks import shipped_tasks
+
+
+@pytest.fixture(scope="module")
+def models(data_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval-models")
+    tok = load_base_tokenizer(data_dir, "llama2", tmp / "tok")
+    return {seed: save_tiny_model("llama", tok, tmp / f"m{seed}", seed=seed, hidden=16, layers=1)
+            for seed in (0, 1)}
+
+
+def _results(out):
+    return json.loads((out / "results.json").read_text(encoding="utf-8"))
+
+
+def test_every_shipped_task_runs_and_bad_inputs_stay_local(models, tmp_path, capsys):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("name: bad\nlang: en\nkind: choice\nmetrics: [acc]\nwrong_key: 1\ndata: {path: x}\n")
+    (tmp_path / "holes.jsonl").write_text('{"s": "fine", "y": "1"}\n{"s": "no label"}\n')
+    holes = tmp_path / "holes.yaml"
+    holes.write_text(f"name: holes\nlang: en\nkind: choice\nmetrics: [acc]\nlabel: y\nchoices: [a, b]\n"
+                     f"fields: {{s: s}}\nprompt: '{{s}}'\ndata: {{path: {tmp_path / 'holes.jsonl'}}}\n")
+    out = tmp_path / "out"
+    code = main(["eval", "--model", f"tiny={models[0]}", f"broken={tmp_path / 'nope'}", "--tasks", "all",
+                 str(bad_yaml), str(holes), "--limit", "3", "--max-new-tokens", "3", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"bad.yaml: unknown key wrong_key" in err
+    assert f"task holes: {tmp_path / 'holes.jsonl'}: record 2: missing field 'y'" in err
+    assert "model broken: cannot load model" in err and "no such directory" in err
+    doc = _results(out)
+    assert len(doc["errors"]) == 3
+    assert set(doc["results"]["tiny"]) == set(shipped_tasks())
+    for task, res in doc["results"]["tiny"].items():
+        for metric in doc["tasks"][task]["metrics"]:
+            r = res[metric]
+            assert r["n"] == 3 and r["value"] == r["value"] and r["ci"][0] <= r["value"] <= r["ci"][1], (task, metric)
+        rows = (out / "samples" / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()
+        assert len(rows) == 3 and json.loads(rows[0])["model"] == "tiny"
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "## fa_core" in report and "## en_core" in report and "| parsinlu_mc_ml | acc ↑ | 3 | 25.0 |" in report
+    for png in ("fa_core", "en_core", "fa_vs_en"):
+        assert (out / "charts" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_classification_sits_at_chance(models, tmp_path):
+    """A random model's predictions do not depend on the label, so its expected accuracy lies between the
+    smallest and the largest class share; scoring that leaked the label would land far above."""
+    out = tmp_path / "chance"
+    assert main(["eval", "--model", f"tiny={models[0]}", "--tasks", "sst2,rte,parsinlu_qqp,parsinlu_mc_ck",
+                 "--limit", "80", "--out", str(out)]) == 0
+    doc = _results(out)
+    for task, res in doc["results"]["tiny"].items():
+        shares = doc["tasks"][task]["class_freq"].values()
+        for metric in ("acc", "acc_norm"):
+            lo, hi = res[metric]["ci"]
+            assert lo <= max(shares) and hi >= min(shares), (task, metric, res[metric], shares)
+
+
+def test_paired_comparison_and_compare_merge(models, tmp_path):
+    tasks = ["--tasks", "sst2,bpc_en", "--limit", "30"]
+    both, a, b = tmp_path / "both", tmp_path / "a", tmp_path / "b"
+    assert main(["eval", "--model", f"s0={models[0]}", f"s1={models[1]}", *tasks, "--out", str(both)]) == 0
+    assert main(["eval", "--model", f"s0={models[0]}", *tasks, "--out", str(a)]) == 0
+    assert main(["eval", "--model", f"s1={models[1]}", *tasks, "--out", str(b)]) == 0
+    merged = tmp_path / "merged"
+    assert main(["eval", "--compare", str(a), str(b), "--out", str(merged)]) == 0
+    joint, comp = _results(both), _results(merged)
+    assert joint["results"] == comp["results"]
+    assert joint["comparisons"] == comp["comparisons"]
+    bpc = {c["metric"]: c for c in joint["comparisons"] if c["task"] == "bpc_en"}["bpc"]
+    delta = joint["results"]["s1"]["bpc_en"]["bpc"]["value"] - joint["results"]["s0"]["bpc_en"]["bpc"]["value"]
+    assert bpc["model"] == "s1" and bpc["baseline"] == "s0" and abs(bpc["delta"] - delta) < 1e-12
+    assert bpc["ci"][0] <= bpc["delta"] <= bpc["ci"][1]
+    report = (merged / "report.md").read_text(encoding="utf-8")
+    assert "| s0 | s1 |" in report and report.count("**") >= 2
+
+
+def test_contamination_warning(models, tmp_path, data_dir, capsys):
+    lines = (data_dir / "sst2/data/stsa.binary.dev").read_text(encoding="utf-8").splitlines()
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": "Some context. " + line[2:].upper() + " more."}) + "\n"
+                             for line in lines[1:3]))
+    out = tmp_path / "out"
+    assert main(["eval", "--model", f"tiny={models[0]}", "--tasks", "sst2", "--limit", "5",
+                 "--contamination", str(train), "--out", str(out)]) == 0
+    assert "task sst2: 2 of 5 examples appear in the training data" in capsys.readouterr().err
+    assert _results(out)["tasks"]["sst2"]["contaminated"] == [1, 2]
+
+
+def test_extended_copy_keeps_english_bits_per_character(models, tmp_path, data_dir):
+    """English tokenizes identically after extension, so English bpc moves only by the probability mass the new
+    (and padding) head rows take: within 2%."""
+    tok_dir = make_extended_tokenizer(data_dir, "llama2", tmp_path / "tok", n_new=40)
+    ext = tmp_path / "ext"
+    assert main(["extend", "--model", str(models[0]), "--tokenizer", str(tok_dir), "--out", str(ext)]) == 0
+    out = tmp_path / "out"
+    assert main(["eval", "--model", f"base={models[0]}", f"extended={ext}", "--tasks", "bpc_en", "--limit", "40",
+                 "--out", str(out)]) == 0
+    res = _results(out)["results"]
+    base, extended = res["base"]["bpc_en"]["bpc"]["value"], res["extended"]["bpc_en"]["bpc"]["value"]
+    print(f"English bpc: base {base:.4f}, extended {extended:.4f}, change {100 * (extended / base - 1):+.3f}%")
+    assert extended >= base  # new rows can only take probability mass away from English tokens
+    assert abs(extended / base - 1) < 0.02
