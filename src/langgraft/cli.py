@@ -175,8 +175,33 @@ def _eval(args: argparse.Namespace) -> int:
     return 1 if doc["errors"] else 0
 
 
+# ---------------------------------------------------------------- data prepare
+def _data_prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, metavar="FILE", help="data recipe YAML (e.g. recipes/data/persian.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. workers=4 root=/data")
+    p.add_argument("--strict", action="store_true", help="the first broken JSON line is an error, not a counted drop")
+    p.add_argument("--force", action="store_true", help="rebuild even if --out holds a matching result")
+    p.add_argument("--out", required=True, help="output directory")
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    from langgraft.config import load_config
+    from langgraft.data.config import PrepareConfig
+    from langgraft.data.prepare import prepare
+
+    overrides = list(args.overrides) + (["strict=true"] if args.strict else [])
+    manifest = prepare(load_config(PrepareConfig, args.config, overrides), args.out, force=args.force)
+    s = manifest["summary"]
+    print(f"wrote {args.out}: {s['documents']} documents, {s['exact_duplicates']} exact + {s['near_duplicates']} "
+          f"near duplicates removed, {s['leak_guard']['removed']} eval leaks removed "
+          f"({s['input_bytes'] / 1e6:.1f} MB in {s['wall_time_s']:.0f} s)")
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
+    ("data", "prepare"): ("clean, deduplicate and split monolingual, bilingual and instruction data",
+                          _data_prepare_args, _data_prepare),
     ("tokenizer", "train"): ("train a SentencePiece model on target-language text",
                              _tokenizer_train_args, _tokenizer_train),
     ("tokenizer", "extend"): ("merge new pieces into a base tokenizer, English untouched",

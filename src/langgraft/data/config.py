@@ -1,0 +1,97 @@
+"""Typed configuration of `langgraft data prepare` (YAML serialisation: recipes/data/*.yaml).
+
+Paths in sources are globs relative to `root` (itself relative to the working directory), so a recipe can name
+`persian_news/**/*.json` and a test can point `root=` at another data folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["monolingual", "bilingual", "instructions"]
+Reader = Literal["auto", "text", "blocks", "jsonl", "json", "csv", "tsv", "parquet", "hf"]
+
+
+@dataclass
+class SourceConfig:
+    path: str = ""  # glob (relative to `root`), a local `datasets` folder, or a hub id for reader=hf
+    path2: str = ""  # bilingual only: the target-side file, line-aligned with `path` (both plain text)
+    reader: Reader = "auto"  # auto = from the extension (.txt text, .jsonl, .json, .csv, .tsv, .parquet; +.gz)
+    lang: str = ""  # language of this source's text (instructions); default: the dataset's `lang`
+    text: list[str] = field(default_factory=lambda: ["text"])  # monolingual: fields joined by newline (lists too)
+    records: str = ""  # explode this list field: each element (merged over its parent) becomes a record
+    src: str = "src"  # bilingual (one file): source-side field / column
+    tgt: str = "tgt"  # bilingual (one file): target-side field / column
+    instruction: str = "instruction"  # instructions: field names
+    input: str = "input"  # instructions: optional field (missing means empty)
+    output: str = "output"
+    line_prefix: str = ""  # text reader: keep only lines starting with this prefix (prefix removed)
+    split: str = "train"  # hf reader: which split
+    limit: int = 0  # read at most this many records from each file of this source (0 = all)
+
+
+@dataclass
+class FilterConfig:
+    min_chars: int = 20  # shorter documents (after normalisation and boilerplate removal) are dropped
+    max_chars: int = 1_000_000
+    min_words: int = 3
+    min_script_ratio: float = 0.6  # share of target-script characters among letters (lang.script_ratio)
+    langid: bool = True  # py3langid (bundled model, offline) must agree with the expected language
+    langid_min_prob: float = 0.5  # dropped when another language wins or the expected one scores below this
+    langid_chars: int = 1000  # classify only the first N characters (speed; enough for a stable decision)
+    langid_candidates: list[str] = field(default_factory=list)  # restrict py3langid to these codes ([] = all 97)
+    max_dup_line_frac: float = 0.3  # Gopher: documents whose duplicated lines exceed this share are dropped
+    max_top_ngram_frac: float = 0.2  # Gopher: the most frequent word 2-gram covers more than this share of chars
+    boilerplate: list[str] = field(default_factory=list)  # regexes; matching lines are removed (and counted)
+    max_length_ratio: float = 3.0  # bilingual: max chars(longer side) / chars(shorter side)
+
+
+@dataclass
+class DedupConfig:
+    exact: bool = True  # drop repeats of the same normalised text across all sources of the dataset
+    near: bool = True  # MinHash LSH near-duplicate removal (datatrove's four-stage MinHash)
+    threshold: float = 0.8  # Jaccard threshold the LSH bands are tuned for (datasketch's optimiser)
+    num_perm: int = 112  # number of MinHash permutations (bands x rows)
+    ngram: int = 5  # word n-gram shingles
+
+
+@dataclass
+class DatasetConfig:
+    name: str = ""
+    kind: Kind = "monolingual"
+    lang: str = "fa"  # monolingual / instructions: the expected language
+    src_lang: str = "en"  # bilingual
+    tgt_lang: str = "fa"  # bilingual
+    format: Literal["src_tgt", "both", "translate", "interleave"] = "both"  # bilingual → training text
+    interleave_group: int = 4  # format=interleave: consecutive pairs per record, alternating languages
+    validation_fraction: float = 0.01  # share of records (by content hash) in the validation split
+    sources: list[SourceConfig] = field(default_factory=list)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+
+
+@dataclass
+class EvalSetConfig:
+    name: str = ""
+    source: SourceConfig = field(default_factory=SourceConfig)
+    fields: list[str] = field(default_factory=lambda: ["text"])  # every string (or list of strings) is a text
+
+
+@dataclass
+class LeakGuardConfig:
+    eval_sets: list[EvalSetConfig] = field(default_factory=list)
+    min_chars: int = 20  # eval texts/lines shorter than this are too generic to match on (e.g. "خوب بود")
+
+
+@dataclass
+class PrepareConfig:
+    root: str = "."  # folder the source globs are relative to
+    normalizer: dict[str, dict[str, Any]] = field(default_factory=dict)  # per language code: normaliser settings
+    # (what a tokenizer recorded in langgraft.json "normalizer"); missing languages use the defaults
+    workers: int = 2  # worker processes for the CPU-bound stages
+    chunk_mb: int = 32  # large .txt/.jsonl files are split into chunks of about this size (one task each)
+    strict: bool = False  # the first broken JSON line is an error instead of a counted drop
+    preview_records: int = 3
+    datasets: list[DatasetConfig] = field(default_factory=list)
+    leak_guard: LeakGuardConfig = field(default_factory=LeakGuardConfig)

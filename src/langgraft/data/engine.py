@@ -1,0 +1,328 @@
+"""The datatrove pipelines behind `data prepare`: six executor stages per dataset, all restartable.
+
+Decision (datatrove 0.10.1, tried as the issue asks): **datatrove is the engine.** What it gives us and we keep:
+`LocalPipelineExecutor` (a worker pool over tasks, a completion marker per task, so an interrupted run restarts
+from finished tasks), the three-stage exact dedup (`ExactDedupSignature` → `ExactFindDedups` →
+`ExactDedupFilter`: per-task sorted hash files merged with a heap, so memory does not grow with the corpus), the
+four-stage MinHash (`MinhashDedupSignature` → `MinhashDedupBuckets` → `MinhashDedupCluster` →
+`MinhashDedupFilter`; fully offline once given a whitespace word tokenizer instead of its spaCy default), and
+`ParquetWriter`. The same stage list runs on `SlurmPipelineExecutor`/`RayPipelineExecutor` (docs/DATA.md).
+What we plug in instead of datatrove's parts, and why: the readers (byte-range chunks of big files so one big file
+still uses every worker, exact line numbers and UTF-8 offsets in errors, line-aligned parallel files — see
+readers.py), language ID (py3langid offline; its fastText filter downloads a model), the filters (filters.py) and
+the per-task counters (one JSON per task, so every drop is counted by reason and survives a restart). Measured
+(bench/data_prepare.py, docs/BENCHMARKS.md): the clean + exact-dedup stages run at the normaliser+langid speed;
+the engine overhead is the intermediate JSONL files.
+
+Stages (work folder `W`, N = number of units):
+  A clean   N tasks  read unit → normalise/filter/leak-guard → W/clean/R.jsonl + exact-dedup signatures
+  B find    1 task   exact duplicates across all tasks
+  C exact   N tasks  W/clean/R.jsonl → drop exact dups → W/exact/R.jsonl + MinHash signatures
+  D buckets b tasks  LSH bands → candidate pairs          (skipped when dedup.near is off)
+  E cluster 1 task   union-find → which docs to remove   (skipped when dedup.near is off)
+  F write   N tasks  W/exact/R.jsonl → drop near dups → rows (bilingual formats) → W/final/SPLIT/R.parquet
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from functools import partial
+from pathlib import Path
+from typing import Iterator
+
+from datatrove.utils.word_tokenizers import WordTokenizer
+
+from langgraft.data.config import DatasetConfig, PrepareConfig
+from langgraft.data.filters import clean, make_cleaner
+from langgraft.data.readers import explode, field_text, read_unit
+from langgraft.data.render import render_rows
+
+
+def content_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def split_of(key: str, validation_fraction: float) -> str:
+    return "validation" if content_hash("split:" + key) % 10_000 < validation_fraction * 10_000 else "train"
+
+
+def leak_keys(parts: list[str]) -> Iterator[int]:
+    """Hashes a training record is checked with: each text and each of its lines."""
+    for part in parts:
+        yield content_hash(part.strip())
+        if "\n" in part:
+            for line in part.split("\n"):
+                if line.strip():
+                    yield content_hash(line.strip())
+
+
+def dedup_key(kind: str, fields: dict) -> str:
+    if kind == "monolingual":
+        return fields["text"]
+    if kind == "bilingual":
+        return f"{fields['src']}\n{fields['tgt']}"
+    return "\n".join((fields["instruction"], fields["input"], fields["output"]))
+
+
+def _fields(record: dict, ds: DatasetConfig, si: int, where: str) -> dict:
+    src = ds.sources[si]
+    if ds.kind == "monolingual":
+        return {"text": "\n".join(field_text(record, name, where) for name in src.text)}
+    if ds.kind == "bilingual":
+        return {"src": field_text(record, src.src, where), "tgt": field_text(record, src.tgt, where),
+                "src_lang": ds.src_lang, "tgt_lang": ds.tgt_lang}
+    return {"instruction": field_text(record, src.instruction, where),
+            "input": field_text(record, src.input, where, required=False),
+            "output": field_text(record, src.output, where)}
+
+
+# ---------------------------------------------------------------- stage A
+def clean_step(data, rank: int, world_size: int, *, cfg: PrepareConfig, ds: DatasetConfig, units: list[dict],
+               work: str, leak_file: str):
+    """Read one unit, clean it, write W/clean/RANK.jsonl and yield the kept documents (for the dedup signature)."""
+    from datatrove.data import Document
+
+    _quiet(work, "clean", rank)
+    unit, wd = units[rank], Path(work)
+    src = ds.sources[unit["source"]]
+    lang_code = src.lang or ds.lang
+    codes = {ds.src_lang, ds.tgt_lang} if ds.kind == "bilingual" else {lang_code}
+    cleaner = make_cleaner(ds, cfg.normalizer, codes)
+    leaks = _load_leaks(leak_file)
+    tally: dict = {"source": unit["source"], "bytes": unit["bytes"], "read": 0, "kept": 0, "dropped": {},
+             "examples": {}}
+    progress = _Progress(wd / "progress" / f"{rank:05d}")
+    out_path = wd / "clean" / f"{rank:05d}.jsonl"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(out_path) + ".tmp", "w", encoding="utf-8") as out:
+        for record, where in read_unit(unit, src, cfg.strict, tally):
+            for rec in explode(record, src.records, where):
+                if src.limit and tally["read"] >= src.limit:
+                    break
+                tally["read"] += 1
+                fields, reason = clean(_fields(rec, ds, unit["source"], where), lang_code, cleaner, tally)
+                progress.tick(tally["read"])
+                key = dedup_key(ds.kind, fields) if fields else ""
+                split = split_of(key, ds.validation_fraction) if fields else ""
+                if fields and split == "train" and leaks and _leaks(fields, ds.kind, leaks):
+                    reason = "eval_leak"
+                if reason:
+                    tally["dropped"][reason] = tally["dropped"].get(reason, 0) + 1
+                    examples = tally["examples"].setdefault(reason, [])
+                    if len(examples) < 3:
+                        examples.append(where)
+                    continue
+                tally["kept"] += 1
+                meta = {**fields, "lang": lang_code, "split": split, "source": unit["source"]}
+                out.write(json.dumps({"text": key, "meta": meta}, ensure_ascii=False) + "\n")
+                yield Document(text=key, id=f"{rank}/{tally['kept']}", metadata=meta)
+            if src.limit and tally["read"] >= src.limit:
+                break
+    os.replace(str(out_path) + ".tmp", out_path)
+    _write_counts(wd / "counts" / f"clean-{rank:05d}.json", tally)
+    progress.done(tally["read"], unit["bytes"])
+
+
+def _leaks(fields: dict, kind: str, leaks: set[int]) -> bool:
+    if kind == "monolingual":
+        parts = [fields["text"]]
+    elif kind == "bilingual":
+        parts = [fields["src"], fields["tgt"]]
+    else:
+        parts = [fields["instruction"], fields["input"], fields["output"]]
+    return any(h in leaks for h in leak_keys(parts))
+
+
+def _load_leaks(path: str) -> set[int]:
+    if not path or not Path(path).is_file():
+        return set()
+    import numpy as np
+
+    return set(int(x) for x in np.load(path))
+
+
+# ---------------------------------------------------------------- shared steps
+def read_jsonl(data, rank: int, world_size: int, *, folder: str, work: str, stage: str):
+    from datatrove.data import Document
+
+    _quiet(work, stage, rank)
+    path = Path(folder) / f"{rank:05d}.jsonl"
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            row = json.loads(line)
+            yield Document(text=row["text"], id=f"{rank}/{i}", metadata=row["meta"])
+
+
+def write_jsonl(data, rank: int, world_size: int, *, folder: str, counts: str):
+    path = Path(folder) / f"{rank:05d}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = 0
+    with open(str(path) + ".tmp", "w", encoding="utf-8") as out:
+        for doc in data:
+            out.write(json.dumps({"text": doc.text, "meta": doc.metadata}, ensure_ascii=False) + "\n")
+            kept += 1
+            yield doc
+    os.replace(str(path) + ".tmp", path)
+    _write_counts(Path(counts.format(rank=f"{rank:05d}")), {"kept": kept})
+
+
+def rows_step(data, rank: int, world_size: int, *, ds: DatasetConfig, counts: str):
+    """Documents → output rows (one per row; bilingual formats make 1–2 rows per pair or group pairs)."""
+    from datatrove.data import Document
+
+    tally: dict = {"docs": 0, "splits": {}}
+    for i, row in enumerate(render_rows(data, ds, tally)):
+        split = row.pop("_split")
+        s = tally["splits"].setdefault(split, {"records": 0, "chars": 0, "words": 0})
+        s["records"] += 1
+        s["chars"] += len(row["text"])
+        s["words"] += len(row["text"].split())
+        yield Document(text=row["text"], id=f"{rank}/{i}", metadata={"split": split, "row": row})
+    _write_counts(Path(counts.format(rank=f"{rank:05d}")), tally)
+
+
+def drain(data, rank: int, world_size: int):
+    for _ in data or ():
+        pass
+
+
+def quiet_step(data, rank: int, world_size: int, *, work: str, stage: str):
+    _quiet(work, stage, rank)
+    return data
+
+
+def row_adapter(writer, document) -> dict:
+    return document.metadata["row"]
+
+
+# ---------------------------------------------------------------- the stages
+def doc_text(doc) -> str:
+    # datatrove picks the hash function from this return annotation (`is bytes`); under `from __future__ import
+    # annotations` it is a string, so the str variant of sha1 is used — return str to match.
+    return doc.text
+
+
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) for a Jaccard threshold; datasketch's optimiser (equal false-positive/negative weights)."""
+    from datasketch.lsh import _optimal_param
+
+    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+
+
+def run_dataset(cfg: PrepareConfig, ds: DatasetConfig, units: list[dict], wd: Path, leak_file: str,
+                on_stage=None) -> None:
+    """Stages A–F of the module docstring; each is skipped task by task when its completion marker exists."""
+    from datatrove.pipeline.dedup import (ExactDedupFilter, ExactDedupSignature, ExactFindDedups,
+                                          MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
+                                          MinhashDedupSignature)
+    from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+    from datatrove.pipeline.writers import ParquetWriter
+    from datatrove.utils.hashing import HashConfig
+
+    n, w, work = len(units), cfg.workers, str(wd)
+    # sha1, not datatrove's default xxhash: its xxhash path passes str, which xxhash 4.x rejects.
+    hashing = HashConfig(precision=64, hash_fc="sha1")
+    exact = ExactDedupConfig(content_getter=doc_text, hash_config=hashing)
+    bands, rows = lsh_params(ds.dedup.threshold, ds.dedup.num_perm)
+    minhash = MinhashConfig(n_grams=ds.dedup.ngram, num_buckets=bands, hashes_per_bucket=rows, hash_config=hashing)
+    (wd / "exact_dups").mkdir(parents=True, exist_ok=True)
+    stage = on_stage or (lambda name, logging_dir, tasks: None)
+
+    def run(name: str, pipeline: list, tasks: int) -> None:
+        logging_dir = wd / "logs" / name
+        stage(name, logging_dir, tasks)
+        run_executor(pipeline, tasks=tasks, workers=w, logging_dir=logging_dir)
+
+    a = [partial(clean_step, cfg=cfg, ds=ds, units=units, work=work, leak_file=leak_file)]
+    run("A-clean", a + ([ExactDedupSignature(output_folder=str(wd / "exact_sigs"), config=exact)]
+                        if ds.dedup.exact else [drain]), n)
+    if ds.dedup.exact:
+        run("B-find", [partial(quiet_step, work=work, stage="find"),
+                       ExactFindDedups(data_folder=str(wd / "exact_sigs"), output_folder=str(wd / "exact_dups"),
+                                       config=exact)], 1)
+    c = [partial(read_jsonl, folder=str(wd / "clean"), work=work, stage="exact")]
+    c += [ExactDedupFilter(data_folder=str(wd / "exact_dups"), config=exact)] if ds.dedup.exact else []
+    c += [partial(write_jsonl, folder=str(wd / "exact"), counts=str(wd / "counts" / "exact-{rank}.json"))]
+    c += [MinhashDedupSignature(output_folder=str(wd / "mh_sigs"), config=minhash, language=SplitWords())
+          ] if ds.dedup.near else [drain]
+    run("C-exact", c, n)
+    if ds.dedup.near:
+        run("D-buckets", [partial(quiet_step, work=work, stage="buckets"),
+                          MinhashDedupBuckets(input_folder=str(wd / "mh_sigs"), output_folder=str(wd / "mh_buckets"),
+                                              config=minhash)], bands)
+        run("E-cluster", [partial(quiet_step, work=work, stage="cluster"),
+                          MinhashDedupCluster(input_folder=str(wd / "mh_buckets"), output_folder=str(wd / "mh_remove"),
+                                              config=minhash)], 1)
+    f = [partial(read_jsonl, folder=str(wd / "exact"), work=work, stage="write")]
+    f += [MinhashDedupFilter(input_folder=str(wd / "mh_remove"))] if ds.dedup.near else []
+    f += [partial(rows_step, ds=ds, counts=str(wd / "counts" / "final-{rank}.json")),
+          ParquetWriter(output_folder=str(wd / "final"), output_filename="${split}/${rank}.parquet",
+                        adapter=row_adapter, use_content_defined_chunking=False)]
+    run("F-write", f, n)
+
+
+class SplitWords(WordTokenizer):
+    """Whitespace words for MinHash shingles: datatrove's tokenizers for fa/ar/en need spaCy models."""
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return text.split()
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return [line for line in text.split("\n") if line.strip()]
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------- helpers
+class _Progress:
+    """Per-task progress file (records read, input bytes done) that the parent polls for its progress bar."""
+
+    def __init__(self, path: Path):
+        self.path, self.last = path, 0.0
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def tick(self, records: int) -> None:
+        now = time.monotonic()
+        if now - self.last > 1.0:
+            self.last = now
+            self.path.write_text(f"{records} 0\n")
+
+    def done(self, records: int, nbytes: int) -> None:
+        self.path.write_text(f"{records} {nbytes}\n")
+
+
+def _write_counts(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+def _quiet(work: str, stage: str, rank: int) -> None:
+    """datatrove logs every task at INFO to stderr; keep that in the work folder's log files instead."""
+    from loguru import logger
+
+    logger.remove()
+    logger.add(str(Path(work) / "logs" / f"{stage}-{rank:05d}.log"), level="INFO")
+
+
+def run_executor(pipeline: list, *, tasks: int, workers: int, logging_dir: Path) -> None:
+    from datatrove.executor import LocalPipelineExecutor
+
+    executor = LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=max(1, min(workers, tasks)),
+                                     logging_dir=str(logging_dir))
+    executor.run()
+
+
+def completed_tasks(logging_dir: Path) -> int:
+    folder = logging_dir / "completions"
+    return len(list(folder.iterdir())) if folder.is_dir() else 0
+
+

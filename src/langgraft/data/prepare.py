@@ -1,0 +1,246 @@
+"""`langgraft data prepare`: plan, run the datatrove stages per dataset, publish one atomic output folder.
+
+Partial progress lives in a hidden work folder next to the output (`.OUT.work/`, keyed by the config and input
+fingerprint): datatrove's per-task completion markers there make an interrupted run restart from finished tasks.
+The output itself is built by `rundir.run_stage` (temp folder + rename, manifest.json), so a failed run leaves no
+partial output; the work folder is removed after a successful publish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+from langgraft.config import to_dict
+from langgraft.data import leaks
+from langgraft.data.config import DatasetConfig, PrepareConfig
+from langgraft.data.engine import run_dataset
+from langgraft.data.load import iter_records
+from langgraft.data.readers import plan_units
+from langgraft.errors import UserError
+from langgraft.rundir import run_stage, sha256_path, write_json
+
+SPLITS = ("train", "validation")
+LEAK_COLUMNS = {"monolingual": ["text"], "bilingual": ["src", "tgt"], "instructions": ["instruction", "input", "output"]}
+
+
+def prepare(cfg: PrepareConfig, out: str | Path, *, force: bool = False, progress: bool = True,
+            keep_work: bool = False) -> dict:
+    """Prepare every dataset of `cfg` into `out`; returns the manifest (its `summary` is stats.json's totals)."""
+    _validate(cfg)
+    root, out = Path(cfg.root), Path(out)
+    plans = {ds.name: plan_units(ds, root, cfg.chunk_mb << 20) for ds in cfg.datasets}
+    inputs = sorted({u[k] for units in plans.values() for u in units for k in ("path", "path2")
+                     if k in u and u["reader"] != "hf"} | {str(p) for p in leaks.expand_eval_paths(cfg)})
+    config = to_dict(cfg)
+    wd = out.parent / f".{out.name}.work"
+
+    def work(tmp: Path) -> dict:
+        _reset_if_stale(wd, config, inputs)
+        started = time.time()
+        with _engine_logs(wd) as stream:
+            eval_counts = leaks.build_index(cfg, wd / "eval_hashes.npy")
+            stats = {}
+            for ds in cfg.datasets:
+                dwd = wd / ds.name
+                run_dataset(cfg, ds, plans[ds.name], dwd, str(wd / "eval_hashes.npy"),
+                            on_stage=_progress_bar(stream, ds.name, plans[ds.name], dwd) if progress else None)
+                stats[ds.name] = _dataset_stats(ds, plans[ds.name], dwd)
+                _publish(ds, dwd, tmp / ds.name, stats[ds.name])
+        summary = _totals(stats, time.time() - started)
+        summary["leak_guard"] = {"eval_texts": eval_counts, "removed": sum(
+            s["dropped"].get("eval_leak", 0) for s in stats.values()),
+            "overlap_after": _overlap_after(cfg, tmp, wd / "eval_hashes.npy")}
+        write_json(tmp / "stats.json", {**summary, "datasets": stats})
+        (tmp / "preview.md").write_text(_preview(cfg, tmp), encoding="utf-8")
+        return summary
+
+    result = run_stage(out, stage="data prepare", config=config, inputs=inputs, work=work, force=force)
+    if not keep_work:
+        shutil.rmtree(wd, ignore_errors=True)
+    return result.manifest
+
+
+def _validate(cfg: PrepareConfig) -> None:
+    if not cfg.datasets:
+        raise UserError("config: datasets is empty")
+    names = [ds.name for ds in cfg.datasets]
+    for i, ds in enumerate(cfg.datasets):
+        if not ds.name or "/" in ds.name or names.count(ds.name) > 1:
+            raise UserError(f"config: datasets[{i}].name must be a unique folder name, got {ds.name!r}")
+        if not ds.sources:
+            raise UserError(f"config: datasets[{i}].sources is empty ({ds.name})")
+        if not 0.0 <= ds.validation_fraction <= 1.0:
+            raise UserError(f"config: datasets[{i}].validation_fraction must be in [0, 1]")
+    if cfg.workers < 1:
+        raise UserError("config: workers must be >= 1")
+
+
+def _reset_if_stale(wd: Path, config: dict, inputs: list[str]) -> None:
+    """Reuse finished tasks only when config and inputs are unchanged."""
+    key = json.dumps({"config": config, "inputs": {p: sha256_path(p) for p in inputs}}, sort_keys=True)
+    stamp = wd / "fingerprint.json"
+    if wd.exists() and (not stamp.is_file() or stamp.read_text(encoding="utf-8") != key):
+        shutil.rmtree(wd)
+    wd.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _engine_logs(wd: Path) -> Iterator:
+    """datatrove (and its worker processes) log to fd 2; send that to W/logs/engine.log, keep our bar visible."""
+    (wd / "logs").mkdir(parents=True, exist_ok=True)
+    saved = os.dup(2)
+    stream = os.fdopen(os.dup(saved), "w")
+    with open(wd / "logs" / "engine.log", "a") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield stream
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            stream.close()
+
+
+def _progress_bar(stream, name: str, units: list[dict], wd: Path):
+    """A tqdm bar over input bytes (MB/s, records/s, ETA), fed by the per-task progress files."""
+    from tqdm import tqdm
+
+    state: dict = {"bar": None, "stop": None}
+
+    def poll(bar, stop: threading.Event) -> None:
+        while not stop.wait(0.5):
+            _update(bar, wd)
+
+    def on_stage(stage: str, logging_dir: Path, tasks: int) -> None:
+        if state["bar"] is None:
+            total = sum(u["bytes"] for u in units) or None
+            # Not a terminal (CI, a log file): a line every 30 s instead of a redraw every 0.5 s.
+            state["bar"] = tqdm(total=total, unit="B", unit_scale=True, desc=f"{name} {stage}", file=stream,
+                                mininterval=0.5 if stream.isatty() else 30)
+            state["stop"] = threading.Event()
+            threading.Thread(target=poll, args=(state["bar"], state["stop"]), daemon=True).start()
+        state["bar"].set_description(f"{name} {stage}")
+        if stage == "F-write":
+            state["stop"].set()
+            _update(state["bar"], wd)
+            state["bar"].close()
+
+    return on_stage
+
+
+def _update(bar, wd: Path) -> None:
+    records = done = 0
+    for path in (wd / "progress").glob("*"):
+        with contextlib.suppress(OSError, ValueError):
+            r, b = path.read_text().split()
+            records, done = records + int(r), done + int(b)
+    bar.n = done
+    elapsed = max(time.time() - bar.start_t, 1e-6)
+    bar.set_postfix_str(f"{records} records, {records / elapsed:.0f} rec/s", refresh=True)
+
+
+def _read_counts(wd: Path, prefix: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((wd / "counts").glob(f"{prefix}-*.json"))]
+
+
+def _dataset_stats(ds: DatasetConfig, units: list[dict], wd: Path) -> dict:
+    clean, exact, final = (_read_counts(wd, p) for p in ("clean", "exact", "final"))
+    dropped: dict[str, int] = {}
+    per_source = [{"path": s.path, "read": 0, "kept": 0} for s in ds.sources]
+    broken, broken_lines, boiler = 0, [], 0
+    examples: dict[str, list[str]] = {}
+    for c in clean:
+        for reason, n in c["dropped"].items():
+            dropped[reason] = dropped.get(reason, 0) + n
+            examples.setdefault(reason, []).extend(c["examples"].get(reason, []))
+        per_source[c["source"]]["read"] += c["read"]
+        per_source[c["source"]]["kept"] += c["kept"]
+        broken += c.get("broken_json", 0)
+        broken_lines += c.get("broken_json_lines", [])
+        boiler += c.get("boilerplate_lines_removed", 0)
+    for i, s in enumerate(per_source):
+        if s["read"] == 0:
+            raise UserError(f"datasets[{ds.name}].sources[{i}] ({s['path']}): no records")
+    kept = sum(c["kept"] for c in clean)
+    after_exact = sum(c["kept"] for c in exact)
+    docs = sum(c["docs"] for c in final)
+    splits = {s: {"records": 0, "chars": 0, "words": 0} for s in SPLITS}
+    for c in final:
+        for split, v in c["splits"].items():
+            for k in v:
+                splits[split][k] += v[k]
+    return {"kind": ds.kind, "input_bytes": sum(u["bytes"] for u in units), "sources": per_source,
+            "read": sum(s["read"] for s in per_source), "kept_after_filters": kept, "dropped": dropped,
+            "drop_examples": {reason: locs[:3] for reason, locs in sorted(examples.items())},
+            "broken_json": {"count": broken, "first_lines": broken_lines[:5]},
+            "boilerplate_lines_removed": boiler, "exact_duplicates": kept - after_exact,
+            "near_duplicates": after_exact - docs, "duplicate_rate": round((kept - docs) / kept, 4) if kept else 0.0,
+            "documents": docs, "splits": splits}
+
+
+def _publish(ds: DatasetConfig, wd: Path, dest: Path, stats: dict) -> None:
+    """W/final/SPLIT/RANK.parquet → DEST/SPLIT/part-00000.parquet … (hard links: the work folder stays valid)."""
+    info: dict = {"name": ds.name, "kind": ds.kind, "lang": ds.lang, "splits": {}}
+    if ds.kind == "bilingual":
+        info.update(lang=f"{ds.src_lang}-{ds.tgt_lang}", format=ds.format, src_lang=ds.src_lang,
+                    tgt_lang=ds.tgt_lang)
+    for split in SPLITS:
+        files = sorted((wd / "final" / split).glob("*.parquet"))
+        names = []
+        for i, path in enumerate(files):
+            target = dest / split / f"part-{i:05d}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+            names.append(f"{split}/{target.name}")
+        info["splits"][split] = {"files": names, "records": stats["splits"][split]["records"]}
+    dest.mkdir(parents=True, exist_ok=True)
+    write_json(dest / "dataset.json", info)
+
+
+def _totals(stats: dict, wall: float) -> dict:
+    nbytes = sum(s["input_bytes"] for s in stats.values())
+    return {"input_bytes": nbytes, "wall_time_s": round(wall, 2), "mb_per_s": round(nbytes / 1e6 / wall, 2),
+            "documents": sum(s["documents"] for s in stats.values()),
+            "exact_duplicates": sum(s["exact_duplicates"] for s in stats.values()),
+            "near_duplicates": sum(s["near_duplicates"] for s in stats.values())}
+
+
+def _overlap_after(cfg: PrepareConfig, out: Path, index_path: Path) -> int:
+    """Re-check the published train splits against the eval index (the guard's proof, not its mechanism)."""
+    import numpy as np
+
+    index = {int(x) for x in np.load(index_path)}
+    if not index:
+        return 0
+    total = 0
+    for ds in cfg.datasets:
+        cols = LEAK_COLUMNS[ds.kind]
+        rows = iter_records(out / ds.name, "train", columns=cols)
+        total += leaks.overlap(([row[c] or "" for c in cols] for row in rows), index)
+    return total
+
+
+def _preview(cfg: PrepareConfig, out: Path) -> str:
+    lines = ["# Preview", ""]
+    for ds in cfg.datasets:
+        lines += [f"## {ds.name} ({ds.kind})", ""]
+        for split in SPLITS:
+            rows = []
+            for row in iter_records(out / ds.name, split):
+                rows.append(row)
+                if len(rows) >= cfg.preview_records:
+                    break
+            for i, row in enumerate(rows):
+                text = row["text"] if len(row["text"]) < 600 else row["text"][:600] + " …"
+                lines += [f"**{split} {i + 1}** (`{row['lang']}`)", "", "```", text, "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""Cleaned records → output rows: the next-token training `text` of each kind (contract item 4).
+
+Bilingual formats (recorded in dataset.json as `format`):
+  src_tgt     one row per pair: "{src}\\n{tgt}"
+  both        two rows per pair: "{src}\\n{tgt}" and the reverse direction "{tgt}\\n{src}"
+  translate   two rows per pair in a translation-prompt form, both directions (TRANSLATE below)
+  interleave  `interleave_group` consecutive pairs of the same split per row, alternating languages:
+              "{src1}\\n{tgt1}\\n{src2}\\n{tgt2}..."
+Instructions: "{instruction}\\n\\n{input}\\n\\n{output}" (the input paragraph only when there is one).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+from langgraft.data.config import DatasetConfig
+
+NAMES = {"en": "English", "fa": "Persian"}
+TRANSLATE = "Translate from {src_name} to {tgt_name}:\n{src}\n{tgt}"
+
+
+def render_rows(docs: Iterable, ds: DatasetConfig, tally: dict) -> Iterator[dict]:
+    """Rows with the contract's columns plus `_split` (removed by the caller)."""
+    groups: dict[str, list[dict]] = {}
+    for doc in docs:
+        tally["docs"] = tally.get("docs", 0) + 1
+        m = doc.metadata
+        if ds.kind == "monolingual":
+            yield {"text": m["text"], "lang": m["lang"], "_split": m["split"]}
+        elif ds.kind == "instructions":
+            parts = [m["instruction"], m["input"], m["output"]] if m["input"] else [m["instruction"], m["output"]]
+            yield {"text": "\n\n".join(parts), "lang": m["lang"], "instruction": m["instruction"],
+                   "input": m["input"], "output": m["output"], "_split": m["split"]}
+        elif ds.format == "interleave":
+            group = groups.setdefault(m["split"], [])
+            group.append(m)
+            if len(group) >= ds.interleave_group:
+                yield _interleaved(group)
+                groups[m["split"]] = []
+        else:
+            yield from _pair_rows(m, ds.format)
+    for group in groups.values():
+        if group:
+            yield _interleaved(group)
+
+
+def _pair(src: str, tgt: str, src_lang: str, tgt_lang: str, text: str, split: str) -> dict:
+    return {"text": text, "lang": f"{src_lang}-{tgt_lang}", "src": src, "tgt": tgt, "src_lang": src_lang,
+            "tgt_lang": tgt_lang, "_split": split}
+
+
+def _pair_rows(m: dict, fmt: str) -> Iterator[dict]:
+    directions = [(m["src"], m["tgt"], m["src_lang"], m["tgt_lang"])]
+    if fmt in ("both", "translate"):
+        directions.append((m["tgt"], m["src"], m["tgt_lang"], m["src_lang"]))
+    for src, tgt, sl, tl in directions:
+        if fmt == "translate":
+            text = TRANSLATE.format(src_name=NAMES.get(sl, sl), tgt_name=NAMES.get(tl, tl), src=src, tgt=tgt)
+        else:
+            text = f"{src}\n{tgt}"
+        yield _pair(src, tgt, sl, tl, text, m["split"])
+
+
+def _interleaved(group: list[dict]) -> dict:
+    text = "\n".join(f"{m['src']}\n{m['tgt']}" for m in group)
+    first = group[0]
+    return _pair("\n".join(m["src"] for m in group), "\n".join(m["tgt"] for m in group), first["src_lang"],
+                 first["tgt_lang"], text, first["split"])
