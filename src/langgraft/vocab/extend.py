@@ -1,0 +1,330 @@
+"""Merge a target-language SentencePiece model into a base BPE tokenizer, leaving other text untouched.
+
+Why hand-written: no library merges vocabularies *with merges*. The usual recipe (Chinese-LLaMA-Alpaca) appends
+SentencePiece pieces including digits, punctuation and Latin, which re-tokenizes English; for byte-level bases the
+other tools fall back to thousands of "added tokens" (slow, and no merges at all).
+
+How it works, on the HF `tokenizer.json` BPE model (the thing users load):
+1. Only pieces made of target-script characters, ZWNJ and the word-boundary marker are admitted, and each must
+   contain a target-script character or ZWNJ. Every merge we add or move therefore *produces* a token holding such
+   a character, so it can never fire on text without one: that text keeps exactly the base's ids.
+2. New tokens get ids after the base's last id; base ids keep their strings.
+3. Merges: the base's merges that produce no target-script token keep their order; then come merges for the new
+   model's pieces in its own priority order (each piece gets every split whose halves are in the vocabulary, as
+   the HF converters do); then the base's remaining target-script merges. Reordering the base's target-script
+   merges is what lets Persian segment like the Persian model instead of being blocked by the base's own Arabic-
+   script merges, and it cannot affect text without target characters (point 1).
+4. For byte-level bases (Llama-3, Qwen2, GPT-2) pieces are mapped to byte-level strings (▁ → space); pieces the
+   base pre-tokenizer could never produce as one pre-token (e.g. spanning a ZWNJ split) are skipped and counted.
+5. For SentencePiece bases an extended `tokenizer.model` is written too, with scores in the same order as the
+   merges, so slow (sentencepiece) and fast tokenizers agree.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+
+from langgraft.errors import UserError
+from langgraft.rundir import run_stage, write_json
+from langgraft.vocab.bases import Base, load_base, read_sp_proto
+
+ZWNJ = "\u200c"
+SPACE_MARK = "▁"
+
+
+@functools.cache
+def _continuation() -> frozenset[str]:
+    """Byte-level (GPT-2 byte-to-unicode) images of UTF-8 continuation bytes 0x80-0xBF."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return frozenset(ch for b, ch in bytes_to_unicode().items() if 0x80 <= b < 0xC0)
+
+
+def extend_tokenizer(base: str | Path, add: str | Path, *, lang: str, out: str | Path) -> dict:
+    """Merge the pieces of SentencePiece model `add` into tokenizer `base`; write an HF tokenizer dir to `out`."""
+    from langgraft.lang import get_language
+
+    add_model, normalizer = _resolve_add(Path(add), lang)
+    language = get_language(lang, **normalizer)
+    config = {"base": str(base), "add": str(add), "lang": lang, "normalizer": language.normalizer_config}
+
+    def work(tmp: Path) -> dict:
+        loaded = load_base(base)
+        new_proto = read_sp_proto(add_model)
+        return _write_extended(loaded, new_proto, language, tmp, config)
+
+    result = run_stage(out, stage="tokenizer-extend", config=config, inputs=[base, add_model], work=work)
+    return result.manifest["summary"]
+
+
+def _resolve_add(add: Path, lang: str) -> tuple[Path, dict]:
+    """`--add` may be a .model file or a `tokenizer train` output dir (whose langgraft.json names the normaliser)."""
+    if add.is_dir():
+        model = add / "sp.model"
+        if not model.is_file():
+            raise UserError(f"--add {add}: directory has no sp.model")
+        meta_path = add / "langgraft.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        if meta.get("lang") not in (None, lang):
+            raise UserError(f"--add {add}: trained for language {meta['lang']!r}, not --lang {lang}")
+        return model, dict(meta.get("normalizer") or {})
+    if not add.is_file():
+        raise UserError(f"--add {add}: not found")
+    return add, {}
+
+
+def _write_extended(base: Base, new_proto, language, tmp: Path, config: dict) -> dict:
+    spec = json.loads(base.backend.to_str())
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
+    base_size = max([*vocab.values(), *(t["id"] for t in spec.get("added_tokens", []))]) + 1
+    for added in spec.get("added_tokens", []):
+        # tokenizers re-numbers added tokens missing from the model vocab as `len(vocab) + i` on load; with new
+        # ids after them that would move Llama-3's/Qwen's specials. Pinning them in the vocab keeps their ids.
+        vocab.setdefault(added["content"], added["id"])
+    to_model, from_model = _codec(base.kind)
+    is_target = _target_test(language, base.kind, from_model)
+    points = _split_points(base.kind)
+
+    ordered, skipped, already = _select_pieces(new_proto, language, base, to_model)
+    ordered = _close_under_splits(ordered, vocab, base.kind, points)
+    next_id = base_size
+    added: list[str] = []
+    for token in ordered:
+        if token not in vocab:
+            vocab[token] = next_id
+            added.append(token)
+            next_id += 1
+
+    flags = [is_target(a + b) for a, b in merges]
+    keep = [m for m, flag in zip(merges, flags) if not flag]
+    moved = [m for m, flag in zip(merges, flags) if flag]
+    target_block = _merges_for(ordered, vocab, points)
+    seen = set(target_block)
+    target_block += [m for m in moved if m not in seen]
+    spec["model"]["merges"] = [list(m) for m in keep + target_block]
+
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(json.dumps(spec))
+    base.hf.save_pretrained(str(tmp))
+    backend.save(str(tmp / "tokenizer.json"))
+    _use_generic_class(tmp / "tokenizer_config.json")
+    for stale in ("vocab.json", "merges.txt", "tokenizer.model"):
+        (tmp / stale).unlink(missing_ok=True)
+    if base.kind == "sentencepiece" and base.sp_proto is not None:
+        _write_sp_model(base.sp_proto, keep, target_block, added, tmp / "tokenizer.model")
+
+    new_tokens = [
+        {"id": vocab[t], "token": t, "text": from_model(t), "base_ids": [tok.id for tok in base.backend.model.tokenize(t)]}
+        for t in added
+    ]
+    write_json(tmp / "new_tokens.json", {"base_vocab_size": base_size, "vocab_size": next_id, "tokens": new_tokens})
+    write_json(tmp / "langgraft.json", {"lang": language.code, "normalizer": language.normalizer_config,
+                                        "base": config["base"], "base_kind": base.kind})
+    report = {
+        "base": config["base"], "base_kind": base.kind, "lang": language.code,
+        "base_vocab_size": base_size, "vocab_size": next_id, "added": len(added),
+        "pieces_in_new_model": len(new_proto.pieces), "already_in_base": already, "skipped": skipped,
+        "new_merges": len(target_block) - len(moved), "moved_base_merges": len(moved),
+        "merges": len(keep) + len(target_block),
+        "identity_guarantee": "text without target-script characters and without U+200C (ZWNJ) "
+                              "encodes to exactly the base ids",
+        "examples": [t["text"] for t in new_tokens[:20]],
+    }
+    write_json(tmp / "extend_report.json", report)
+    _verify(tmp, base, next_id)
+    return report
+
+
+def _codec(kind: str):
+    """Functions mapping surface pieces (with ▁) to the model's vocab strings and vocab strings to surface text."""
+    if kind == "sentencepiece":
+        return (lambda piece: piece), (lambda token: token.replace(SPACE_MARK, " "))
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    enc = bytes_to_unicode()
+    dec = {v: k for k, v in enc.items()}
+
+    def to_model(piece: str) -> str:
+        return "".join(enc[b] for b in piece.replace(SPACE_MARK, " ").encode("utf-8"))
+
+    def from_model(token: str) -> str:
+        return bytes(dec[c] for c in token).decode("utf-8", errors="replace")
+
+    return to_model, from_model
+
+
+def _target_test(language, kind: str, from_model):
+    """True when a vocab string can only occur in text holding a target-script character or ZWNJ: it contains a
+    complete such character, or (byte-level) a UTF-8 lead byte that only ever starts target-script characters."""
+    exclusive: set[str] = set()
+    ascii_images = {chr(c) for c in range(128)} | {SPACE_MARK}
+    if kind == "bytelevel":
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        enc = bytes_to_unicode()
+        ascii_images = {enc[b] for b in range(128)}
+        for lead in range(0xC2, 0xE0):
+            if all(language.is_target_char(chr(((lead & 0x1F) << 6) | low)) for low in range(64)):
+                exclusive.add(enc[lead])
+
+    def is_target(token: str) -> bool:
+        if all(ch in ascii_images for ch in token):  # fast path: most merges are ASCII
+            return False
+        if exclusive and any(ch in exclusive for ch in token):
+            return True
+        text = from_model(token).replace("\ufffd", "")
+        return any(ch == ZWNJ or language.is_target_char(ch) for ch in text)
+
+    return is_target
+
+
+def _split_points(kind: str):
+    """Where a vocab string may be split by a merge. SentencePiece: anywhere. Byte-level: between whole UTF-8
+    characters only (single characters split between their bytes), so Persian characters form first and then
+    merge like the Persian model's pieces instead of through arbitrary partial-byte tokens."""
+    if kind == "sentencepiece":
+        return lambda token: range(1, len(token))
+    def points(token: str) -> list[int]:
+        starts = [i for i in range(1, len(token)) if token[i] not in _continuation()]
+        return starts or list(range(1, len(token)))
+
+    return points
+
+
+def _select_pieces(proto, language, base: Base, to_model) -> tuple[list[str], dict, int]:
+    """New model's admissible pieces, as vocab strings, in its priority order; count every skip by reason."""
+    skipped = {"control_or_byte": 0, "not_target_script": 0, "unreachable_in_base": 0}
+    ordered: list[str] = []
+    seen: set[str] = set()
+    already = 0
+    vocab = base.backend.get_vocab()
+    for piece in sorted(proto.pieces, key=lambda p: -p.score) if proto.trainer_spec.model_type == 1 else proto.pieces:
+        if piece.type not in (1, 4):  # NORMAL or USER_DEFINED; skip unknown, control and byte pieces
+            skipped["control_or_byte"] += 1
+            continue
+        if not admissible(piece.piece, language):
+            skipped["not_target_script"] += 1
+            continue
+        token = to_model(piece.piece)
+        if base.kind == "bytelevel" and not _reachable(piece.piece, token, base):
+            skipped["unreachable_in_base"] += 1
+            continue
+        if token in seen:
+            continue
+        seen.add(token)
+        already += token in vocab
+        ordered.append(token)
+    return ordered, skipped, already
+
+
+def admissible(piece: str, language) -> bool:
+    """Target-script letters (plus ▁ and ZWNJ), or one target-script non-letter such as ، or ۱ (optionally after
+    ▁). Multi-digit and mixed punctuation pieces are refused: digits stay split, as in the bases."""
+    core = piece.replace(SPACE_MARK, "")
+    if not core or SPACE_MARK in piece.lstrip(SPACE_MARK):
+        return False
+    if all(ch == ZWNJ or language.is_target_letter(ch) for ch in core):
+        return True
+    return len(core) == 1 and language.is_target_char(core)
+
+
+def _reachable(piece: str, token: str, base: Base) -> bool:
+    """Can the base's normaliser + pre-tokenizer hand this piece to the BPE model as (part of) one pre-token?"""
+    text = piece.replace(SPACE_MARK, " ")
+    normalizer = base.backend.normalizer
+    if normalizer is not None and normalizer.normalize_str(text) != text:
+        return False
+    pre = base.backend.pre_tokenizer
+    if pre is None:
+        return True
+    parts = pre.pre_tokenize_str(text)
+    return len(parts) == 1 and parts[0][0] == token
+
+
+def _close_under_splits(ordered: list[str], vocab: dict[str, int], kind: str, points) -> list[str]:
+    """Make every token buildable by merges: add missing prefixes (unigram models have no merge history) and
+    missing single characters; single characters come first so they form before longer pieces."""
+    final = set(vocab) | set(ordered)
+    out: list[str] = []
+    placed: set[str] = set()
+
+    def ensure(token: str) -> None:
+        if token in placed:
+            return
+        cuts = list(points(token))
+        if cuts and not any(token[:i] in final and token[i:] in final for i in cuts):
+            for part in (token[: cuts[-1]], token[cuts[-1]:]):
+                final.add(part)
+                ensure(part)
+        placed.add(token)
+        out.append(token)
+
+    if kind == "sentencepiece":  # characters missing from the base vocab (they would byte-fall-back otherwise)
+        singles = [ch for t in ordered for ch in t if ch not in vocab]
+    else:  # byte-level: tokens that are one whole character
+        singles = [t for t in ordered if not any(t[i] not in _continuation() for i in range(1, len(t)))]
+    for token in singles + ordered:
+        if token not in final:
+            final.add(token)
+        ensure(token)
+    return out
+
+
+def _merges_for(ordered: list[str], vocab: dict[str, int], points) -> list[tuple[str, str]]:
+    """Every allowed split of each token into two vocab strings, in priority order (HF converter style)."""
+    merges: list[tuple[str, str]] = []
+    for token in ordered:
+        local = [(token[:i], token[i:]) for i in points(token) if token[:i] in vocab and token[i:] in vocab]
+        local.sort(key=lambda m: (vocab[m[0]], vocab[m[1]]))
+        merges.extend(local)
+    return merges
+
+
+def _write_sp_model(proto, keep, target_block, added: list[str], path: Path) -> None:
+    """Extended SentencePiece model whose score order matches the merge order of tokenizer.json."""
+    proto = copy.deepcopy(proto)
+    kept_results = {a + b for a, b in keep}
+    # Scores are float32: stay in the range where integers are exact (Llama-2 parks whitespace pieces at -1e9).
+    floor = min((p.score for p in proto.pieces if p.type == 1 and p.piece in kept_results and p.score > -1e6),
+                default=0.0)
+    rank: dict[str, int] = {}
+    for a, b in target_block:
+        rank.setdefault(a + b, len(rank))
+    index = {p.piece: p for p in proto.pieces}
+    for token in added:
+        piece = proto.pieces.add()
+        piece.piece, piece.type, piece.score = token, 1, floor - 1 - len(rank)
+        index[token] = piece
+    for token, r in rank.items():
+        if token in index and index[token].type == 1:
+            index[token].score = floor - 1 - r
+    proto.trainer_spec.vocab_size = len(proto.pieces)
+    path.write_bytes(proto.SerializeToString())
+
+
+def _use_generic_class(path: Path) -> None:
+    """Model-specific classes (Qwen2Tokenizer, LlamaTokenizer, ...) rebuild their pipeline from vocab+merges in
+    transformers 5 and re-append special tokens after the vocabulary, which would move Qwen's specials onto our
+    new ids. The generic fast class loads tokenizer.json verbatim."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    write_json(path, config)
+
+
+def _verify(tmp: Path, base: Base, vocab_size: int) -> None:
+    """The written directory must load as a fast tokenizer of the expected size with every base id intact."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tmp))
+    if not tok.is_fast or len(tok) != vocab_size:
+        raise RuntimeError(f"extended tokenizer reloads with {len(tok)} tokens, expected {vocab_size}")
+    old = base.backend.get_vocab(with_added_tokens=True)
+    new = tok.backend_tokenizer.get_vocab(with_added_tokens=True)
+    moved = [t for t, i in old.items() if new.get(t) != i]
+    if moved:
+        raise RuntimeError(f"extended tokenizer moved {len(moved)} base tokens, e.g. {moved[:3]}")

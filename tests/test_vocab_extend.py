@@ -1,0 +1,188 @@
+"""`tokenizer extend` on the real base tokenizers: English untouched, Persian improved, HF-native output."""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from langgraft.cli import main
+from langgraft.lang import get_language
+from langgraft.vocab.bases import load_base
+from langgraft.vocab.extend import ZWNJ, extend_tokenizer
+
+BASES = {
+    "llama2": "tokenizers/llama2/tokenizer.model",
+    "mistral": "tokenizers/mistral-7b-v0.3",
+    "llama3": "tokenizers/llama3/tokenizer.model",
+    "qwen2": "tokenizers/qwen2",
+    "gpt2": "tokenizers/gpt2",
+}
+FA = get_language("fa")
+
+
+def _news(data_dir: Path, pattern: str, limit: int) -> list[str]:
+    docs = []
+    for path in sorted(glob.glob(str(data_dir / "persian_news/exploring-datasets" / pattern))):
+        for article in json.loads(Path(path).read_text(encoding="utf-8")):
+            parts = [article.get("title") or "", article.get("abstract") or "", *(article.get("paragraphs") or [])]
+            docs.append(FA.normalize(" ".join(p for p in parts if p)))
+    return [d for d in docs if d][:limit]
+
+
+@pytest.fixture(scope="session")
+def persian(data_dir) -> dict[str, list[str]]:
+    return {"train": _news(data_dir, "news/fars-news-1.json", 300),
+            "heldout": _news(data_dir, "sports/varzesh3-5.json", 60) + _news(data_dir, "news/fars-news-5.json", 60)}
+
+
+@pytest.fixture(scope="session")
+def english(data_dir) -> list[str]:
+    """English and code lines that must keep the base's ids exactly."""
+    lines = [line.split(" ", 1)[1] for line in (data_dir / "sst2/data/stsa.binary.dev").read_text().splitlines()]
+    for row in (data_dir / "rte/RTE/dev.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        lines += row.split("\t")[:2]
+    for name in ("data/seed_tasks.jsonl", "human_eval/user_oriented_instructions.jsonl"):
+        for row in (data_dir / "self_instruct" / name).read_text(encoding="utf-8").splitlines():
+            task = json.loads(row)
+            lines.append(task["instruction"])
+            lines += [v for inst in task["instances"] for v in (inst["input"], inst["output"])]
+    for path in sorted((data_dir / "parsinlu/data/translation/quran").glob("en.*.txt")):
+        lines += path.read_text(encoding="utf-8").splitlines()[::7]
+    import langgraft.config, langgraft.rundir, json as json_module  # real Python source, ours and the stdlib's
+    for module in (langgraft.config, langgraft.rundir, json_module.decoder):
+        lines += Path(module.__file__).read_text(encoding="utf-8").split("\n\n")
+    return [line for line in lines if line and not any(FA.is_target_char(ch) or ch == ZWNJ for ch in line)]
+
+
+@pytest.fixture(scope="session")
+def sp_model(persian, tmp_path_factory) -> Path:
+    from langgraft.vocab.train import train_tokenizer
+
+    root = tmp_path_factory.mktemp("sp")
+    corpus = root / "fa.txt"
+    corpus.write_text("\n".join(persian["train"]) + "\n", encoding="utf-8")
+    train_tokenizer([corpus], lang="fa", vocab_size=3000, out=root / "fa-sp")
+    return root / "fa-sp"
+
+
+@pytest.fixture(scope="session", params=list(BASES))
+def extended(request, data_dir, sp_model, tmp_path_factory):
+    name = request.param
+    out = tmp_path_factory.mktemp("ext") / name
+    report = extend_tokenizer(data_dir / BASES[name], sp_model, lang="fa", out=out)
+    base = load_base(data_dir / BASES[name]).hf
+    return name, base, AutoTokenizer.from_pretrained(str(out)), out, report
+
+
+def _ids(tok, texts):
+    return [enc.ids for enc in tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+def test_base_ids_keep_their_strings(extended):
+    _, base, ext, _, report = extended
+    old = base.backend_tokenizer.get_vocab(with_added_tokens=True)
+    new = ext.backend_tokenizer.get_vocab(with_added_tokens=True)
+    assert all(new[token] == i for token, i in old.items())
+    assert len(ext) == report["vocab_size"] > report["base_vocab_size"] == len(old)
+
+
+def test_text_without_persian_keeps_base_ids(extended, english):
+    _, base, ext, _, _ = extended
+    assert len(english) > 10_000
+    assert _ids(ext, english) == _ids(base, english)
+
+
+def test_only_persian_pieces_are_added(extended):
+    _, _, _, out, report = extended
+    tokens = json.loads((out / "new_tokens.json").read_text(encoding="utf-8"))["tokens"]
+    assert len(tokens) == report["added"] > 500
+    for token in tokens:
+        core = token["text"].replace(" ", "")
+        assert core, token
+        letters = all(FA.is_target_letter(ch) or ch == ZWNJ for ch in core)
+        assert letters or (len(core) == 1 and FA.is_target_char(core)), token
+        assert not re.search(r"[A-Za-z0-9]", token["text"]), token
+
+
+def test_round_trip_and_fertility(extended, persian, english):
+    _, base, ext, _, report = extended
+    texts = persian["heldout"]
+    for text in texts[:40] + english[:300]:
+        assert ext.decode(ext(text, add_special_tokens=False)["input_ids"]) == text
+    words = sum(len(t.split()) for t in texts)
+    base_fert = sum(map(len, _ids(base, texts))) / words
+    ext_ids = _ids(ext, texts)
+    ext_fert = sum(map(len, ext_ids)) / words
+    assert ext_fert < 0.95 * base_fert, (base_fert, ext_fert)
+    new_ids = {i for ids in ext_ids for i in ids if i >= report["base_vocab_size"]}
+    assert len(new_ids) > 200
+
+
+def test_base_ids_of_new_tokens_spell_the_token(extended):
+    name, base, _, out, _ = extended
+    tokens = json.loads((out / "new_tokens.json").read_text(encoding="utf-8"))["tokens"]
+    for token in tokens[::50]:
+        text = token["text"].lstrip(" ") if name in ("llama2", "mistral") else token["text"]  # SP decode strips
+        assert base.decode(token["base_ids"]) == text
+
+
+def test_specials_and_chat_template_survive(extended):
+    name, base, ext, out, _ = extended
+    assert ext.all_special_tokens == base.all_special_tokens
+    assert [ext.convert_tokens_to_ids(t) for t in base.all_special_tokens] == \
+        [base.convert_tokens_to_ids(t) for t in base.all_special_tokens]
+    assert ext("Hello world")["input_ids"] == base("Hello world")["input_ids"]  # same BOS/EOS behaviour
+    if name in ("llama2", "mistral", "llama3"):
+        assert ext("سلام")["input_ids"][0] == ext.bos_token_id is not None
+    if base.chat_template:
+        chat = [{"role": "user", "content": "سلام، حالت چطور است؟"}]
+        rendered = ext.apply_chat_template(chat, tokenize=False)
+        assert rendered == base.apply_chat_template(chat, tokenize=False)
+    assert json.loads((out / "langgraft.json").read_text())["normalizer"] == FA.normalizer_config
+
+
+def test_sentencepiece_model_agrees_with_fast(extended, persian):
+    name, base, ext, out, _ = extended
+    if name not in ("llama2", "mistral"):
+        assert not (out / "tokenizer.model").exists()
+        return
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+    assert sp.get_piece_size() == len(ext) or name == "mistral"  # Mistral's HF vocab has extra control tokens
+    lines = [s for t in persian["heldout"] for s in t.split(". ") if s][:400]
+    same = sum(sp.encode(s) == ext(s, add_special_tokens=False)["input_ids"] for s in lines)
+    assert same / len(lines) >= 0.98
+
+
+def test_rerun_is_skipped_and_bad_inputs_fail_cleanly(data_dir, sp_model, tmp_path, capsys):
+    out = tmp_path / "ext"
+    args = ["tokenizer", "extend", "--base", str(data_dir / BASES["gpt2"]), "--add", str(sp_model),
+            "--lang", "fa", "--out", str(out)]
+    assert main(args) == 0
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    assert main(args) == 0 and (out / "manifest.json").stat().st_mtime_ns == stamp
+
+    bad_base = tmp_path / "notes.model"
+    bad_base.write_bytes(b"\x00\xffnot a tokenizer")
+    cases = [
+        (["--base", str(bad_base)], "notes.model"),
+        (["--base", str(tmp_path / "missing")], "missing"),
+        (["--add", str(tmp_path / "nope.model")], "nope.model"),
+        (["--add", str(sp_model / "sp.model"), "--lang", "xx"], "--lang"),
+    ]
+    for i, (override, needle) in enumerate(cases):
+        argv = list(args)
+        for flag, value in zip(override[::2], override[1::2]):
+            argv[argv.index(flag) + 1] = value
+        argv[argv.index("--out") + 1] = str(tmp_path / f"bad{i}")
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+        assert not (tmp_path / f"bad{i}").exists()
+        assert not list(tmp_path.glob(f".bad{i}*"))
