@@ -111,7 +111,17 @@ def test_cli_txt_unigram_and_normalizer_options(tmp_path, data_dir, capsys):
     assert not any(ch in p for p in pieces for ch in "۰۱۲۳۴۵۶۷۸۹")  # digits=latin applied before training
     assert set("0123456789") <= {p.strip("▁") for p in pieces}
     assert not any(sum(ch.isdigit() for ch in p) > 1 for p in pieces)  # split_digits
+    default = spm.SentencePieceProcessor(model_file=str(_train_default_digits(tmp_path, corpus)))
+    assert default.encode("۱۴۰۲ و ١٢", out_type=str) == ["▁", "۱", "۴", "۰", "۲", "▁و", "▁", "١", "٢"]
     assert json.loads((out / "train_report.json").read_text())["skipped"] == {"empty_line": 1}
+
+
+def _train_default_digits(tmp_path, corpus):
+    """Default digits policy (keep): Persian and Arabic-Indic digits must still be split one per piece."""
+    out = tmp_path / "keep-digits"
+    assert main(["tokenizer", "train", "--input", str(corpus), "--lang", "fa", "--vocab-size", "700",
+                 "--out", str(out)]) == 0
+    return out / "sp.model"
 
 
 def test_overlong_lines_are_cut_at_spaces_not_dropped():

@@ -214,6 +214,9 @@ def _sentences(text: str) -> Iterator[str]:
             yield " ".join(chunk)
 
 
+NON_ASCII_DIGITS = [chr(c) for c in (*range(0x06F0, 0x06FA), *range(0x0660, 0x066A))]
+
+
 def _run_sentencepiece(corpus: Path, prefix: Path, config: dict, threads: int) -> None:
     import sentencepiece as spm
 
@@ -224,6 +227,9 @@ def _run_sentencepiece(corpus: Path, prefix: Path, config: dict, threads: int) -
             byte_fallback=True, character_coverage=config["character_coverage"],
             input_sentence_size=config["max_sentences"], shuffle_input_sentence=True,
             max_sentence_length=MAX_SENTENCE_BYTES, num_threads=threads, minloglevel=1,
+            # split_digits only splits ASCII 0-9; Persian and Arabic-Indic digits are split by making each one a
+            # user-defined (always atomic) piece, so numbers tokenize digit by digit in both scripts.
+            user_defined_symbols=[] if config["normalizer"].get("digits") == "latin" else NON_ASCII_DIGITS,
         )
     except RuntimeError as exc:
         raise _vocab_size_error(str(exc), config["vocab_size"]) or exc from None
