@@ -14,8 +14,11 @@ How it works, on the HF `tokenizer.json` BPE model (the thing users load):
    the HF converters do); then the base's remaining target-script merges. Reordering the base's target-script
    merges is what lets Persian segment like the Persian model instead of being blocked by the base's own Arabic-
    script merges, and it cannot affect text without target characters (point 1).
-4. For byte-level bases (Llama-3, Qwen2, GPT-2) pieces are mapped to byte-level strings (▁ → space); pieces the
-   base pre-tokenizer could never produce as one pre-token (e.g. spanning a ZWNJ split) are skipped and counted.
+4. For byte-level bases (Llama-3, Qwen2, GPT-2) pieces are mapped to byte-level strings (▁ → space); a piece the
+   base pre-tokenizer always cuts (these bases split words at a ZWNJ) is replaced by its pre-token parts. Merges
+   split only between whole characters, and single characters come first, so Persian characters form from their
+   bytes first and then merge in the Persian model's order. Byte-level merges that can only fire on target-script
+   bytes (e.g. a space plus a UTF-8 lead byte of U+0600-06FF) move with the target block.
 5. For SentencePiece bases an extended `tokenizer.model` is written too, with scores in the same order as the
    merges, so slow (sentencepiece) and fast tokenizers agree.
 """
@@ -197,29 +200,38 @@ def _split_points(kind: str):
 
 
 def _select_pieces(proto, language, base: Base, to_model) -> tuple[list[str], dict, int]:
-    """New model's admissible pieces, as vocab strings, in its priority order; count every skip by reason."""
-    skipped = {"control_or_byte": 0, "not_target_script": 0, "unreachable_in_base": 0}
+    """New model's admissible pieces, as vocab strings, in its priority order; count every skip by reason.
+
+    A byte-level base splits text into pre-tokens before BPE (Llama-3, Qwen2 and GPT-2 split at a ZWNJ), so a piece
+    such as «▁می‌شود» can never be one token there; its pre-token parts («▁می», «‌شود») take its place instead.
+    """
+    skipped = {"control_or_byte": 0, "not_target_script": 0, "changed_by_base_normalizer": 0,
+               "split_by_base_pretokenizer": 0}
     ordered: list[str] = []
     seen: set[str] = set()
-    already = 0
     vocab = base.backend.get_vocab()
-    for piece in sorted(proto.pieces, key=lambda p: -p.score) if proto.trainer_spec.model_type == 1 else proto.pieces:
+    pieces = sorted(proto.pieces, key=lambda p: -p.score) if proto.trainer_spec.model_type == 1 else proto.pieces
+    for piece in pieces:
         if piece.type not in (1, 4):  # NORMAL or USER_DEFINED; skip unknown, control and byte pieces
             skipped["control_or_byte"] += 1
             continue
         if not admissible(piece.piece, language):
             skipped["not_target_script"] += 1
             continue
-        token = to_model(piece.piece)
-        if base.kind == "bytelevel" and not _reachable(piece.piece, token, base):
-            skipped["unreachable_in_base"] += 1
-            continue
-        if token in seen:
-            continue
-        seen.add(token)
-        already += token in vocab
-        ordered.append(token)
-    return ordered, skipped, already
+        tokens = [to_model(piece.piece)]
+        if base.kind == "bytelevel":
+            parts = _pretokens(piece.piece, base)
+            if parts is None:
+                skipped["changed_by_base_normalizer"] += 1
+                continue
+            if parts != tokens:
+                skipped["split_by_base_pretokenizer"] += 1
+                tokens = [t for surface, t in zip(_surfaces(parts), parts) if admissible(surface, language)]
+        for token in tokens:
+            if token not in seen:
+                seen.add(token)
+                ordered.append(token)
+    return ordered, skipped, sum(t in vocab for t in ordered)
 
 
 def admissible(piece: str, language) -> bool:
@@ -233,17 +245,19 @@ def admissible(piece: str, language) -> bool:
     return len(core) == 1 and language.is_target_char(core)
 
 
-def _reachable(piece: str, token: str, base: Base) -> bool:
-    """Can the base's normaliser + pre-tokenizer hand this piece to the BPE model as (part of) one pre-token?"""
+def _pretokens(piece: str, base: Base) -> list[str] | None:
+    """The base's pre-tokens for a piece (byte-level strings); None when the base normaliser would change it."""
     text = piece.replace(SPACE_MARK, " ")
     normalizer = base.backend.normalizer
     if normalizer is not None and normalizer.normalize_str(text) != text:
-        return False
+        return None
     pre = base.backend.pre_tokenizer
-    if pre is None:
-        return True
-    parts = pre.pre_tokenize_str(text)
-    return len(parts) == 1 and parts[0][0] == token
+    return [part for part, _ in pre.pre_tokenize_str(text)] if pre is not None else [text]
+
+
+def _surfaces(tokens: list[str]) -> list[str]:
+    _, from_model = _codec("bytelevel")
+    return [from_model(t).replace(" ", SPACE_MARK) for t in tokens]
 
 
 def _close_under_splits(ordered: list[str], vocab: dict[str, int], kind: str, points) -> list[str]:
