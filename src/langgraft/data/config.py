@@ -39,7 +39,7 @@ class FilterConfig:
     min_script_ratio: float = 0.6  # share of target-script characters among letters (lang.script_ratio)
     langid: bool = True  # py3langid (bundled model, offline) must agree with the expected language
     langid_min_prob: float = 0.5  # dropped when another language wins or the expected one scores below this
-    langid_chars: int = 1000  # classify only the first N characters (speed; enough for a stable decision)
+    langid_chars: int = 400  # classify only the first N characters (py3langid is linear in characters)
     langid_candidates: list[str] = field(default_factory=list)  # restrict py3langid to these codes ([] = all 97)
     max_dup_line_frac: float = 0.3  # Gopher: documents whose duplicated lines exceed this share are dropped
     max_top_ngram_frac: float = 0.2  # Gopher: the most frequent word 2-gram covers more than this share of chars
@@ -90,7 +90,7 @@ class PrepareConfig:
     normalizer: dict[str, dict[str, Any]] = field(default_factory=dict)  # per language code: normaliser settings
     # (what a tokenizer recorded in langgraft.json "normalizer"); missing languages use the defaults
     workers: int = 2  # worker processes for the CPU-bound stages
-    chunk_mb: int = 32  # large .txt/.jsonl files are split into chunks of about this size (one task each)
+    chunk_mb: int = 16  # large .txt/.jsonl files are split into chunks of about this size (one task each)
     strict: bool = False  # the first broken JSON line is an error instead of a counted drop
     preview_records: int = 3
     datasets: list[DatasetConfig] = field(default_factory=list)

@@ -216,7 +216,17 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
 
 def run_dataset(cfg: PrepareConfig, ds: DatasetConfig, units: list[dict], wd: Path, leak_file: str,
                 on_stage=None) -> None:
-    """Stages A–F of the module docstring; each is skipped task by task when its completion marker exists."""
+    """Stages A–F of the module docstring on the local executor; finished tasks are skipped (completion markers)."""
+    for name, pipeline, tasks in stage_pipelines(cfg, ds, units, wd, leak_file):
+        logging_dir = wd / "logs" / name
+        if on_stage:
+            on_stage(name, logging_dir, tasks)
+        run_executor(pipeline, tasks=tasks, workers=cfg.workers, logging_dir=logging_dir)
+
+
+def stage_pipelines(cfg: PrepareConfig, ds: DatasetConfig, units: list[dict], wd: Path,
+                    leak_file: str) -> list[tuple[str, list, int]]:
+    """(stage name, datatrove pipeline, tasks) in order: hand these to any executor (docs/DATA.md: Slurm, Ray)."""
     from datatrove.pipeline.dedup import (ExactDedupFilter, ExactDedupSignature, ExactFindDedups,
                                           MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
                                           MinhashDedupSignature)
@@ -225,46 +235,40 @@ def run_dataset(cfg: PrepareConfig, ds: DatasetConfig, units: list[dict], wd: Pa
     from datatrove.pipeline.writers import ParquetWriter
     from datatrove.utils.hashing import HashConfig
 
-    n, w, work = len(units), cfg.workers, str(wd)
+    n, work, near, has_exact = len(units), str(wd), ds.dedup.near, ds.dedup.exact
     # sha1, not datatrove's default xxhash: its xxhash path passes str, which xxhash 4.x rejects.
     hashing = HashConfig(precision=64, hash_fc="sha1")
     exact = ExactDedupConfig(content_getter=doc_text, hash_config=hashing)
     bands, rows = lsh_params(ds.dedup.threshold, ds.dedup.num_perm)
     minhash = MinhashConfig(n_grams=ds.dedup.ngram, num_buckets=bands, hashes_per_bucket=rows, hash_config=hashing)
     (wd / "exact_dups").mkdir(parents=True, exist_ok=True)
-    stage = on_stage or (lambda name, logging_dir, tasks: None)
-
-    def run(name: str, pipeline: list, tasks: int) -> None:
-        logging_dir = wd / "logs" / name
-        stage(name, logging_dir, tasks)
-        run_executor(pipeline, tasks=tasks, workers=w, logging_dir=logging_dir)
-
+    folder = {name: str(wd / name) for name in ("clean", "exact", "exact_sigs", "exact_dups", "mh_sigs",
+                                                "mh_buckets", "mh_remove", "final")}
+    stages: list[tuple[str, list, int]] = []
     a = [partial(clean_step, cfg=cfg, ds=ds, units=units, work=work, leak_file=leak_file)]
-    run("A-clean", a + ([ExactDedupSignature(output_folder=str(wd / "exact_sigs"), config=exact)]
-                        if ds.dedup.exact else [drain]), n)
-    if ds.dedup.exact:
-        run("B-find", [partial(quiet_step, work=work, stage="find"),
-                       ExactFindDedups(data_folder=str(wd / "exact_sigs"), output_folder=str(wd / "exact_dups"),
-                                       config=exact)], 1)
-    c = [partial(read_jsonl, folder=str(wd / "clean"), work=work, stage="exact")]
-    c += [ExactDedupFilter(data_folder=str(wd / "exact_dups"), config=exact)] if ds.dedup.exact else []
-    c += [partial(write_jsonl, folder=str(wd / "exact"), counts=str(wd / "counts" / "exact-{rank}.json"))]
-    c += [MinhashDedupSignature(output_folder=str(wd / "mh_sigs"), config=minhash, language=SplitWords())
-          ] if ds.dedup.near else [drain]
-    run("C-exact", c, n)
-    if ds.dedup.near:
-        run("D-buckets", [partial(quiet_step, work=work, stage="buckets"),
-                          MinhashDedupBuckets(input_folder=str(wd / "mh_sigs"), output_folder=str(wd / "mh_buckets"),
-                                              config=minhash)], bands)
-        run("E-cluster", [partial(quiet_step, work=work, stage="cluster"),
-                          MinhashDedupCluster(input_folder=str(wd / "mh_buckets"), output_folder=str(wd / "mh_remove"),
-                                              config=minhash)], 1)
-    f = [partial(read_jsonl, folder=str(wd / "exact"), work=work, stage="write")]
-    f += [MinhashDedupFilter(input_folder=str(wd / "mh_remove"))] if ds.dedup.near else []
+    a += [ExactDedupSignature(output_folder=folder["exact_sigs"], config=exact)] if has_exact else [drain]
+    stages.append(("A-clean", a, n))
+    if has_exact:
+        stages.append(("B-find", [partial(quiet_step, work=work, stage="find"), ExactFindDedups(
+            data_folder=folder["exact_sigs"], output_folder=folder["exact_dups"], config=exact)], 1))
+    c = [partial(read_jsonl, folder=folder["clean"], work=work, stage="exact")]
+    c += [ExactDedupFilter(data_folder=folder["exact_dups"], config=exact)] if has_exact else []
+    c += [partial(write_jsonl, folder=folder["exact"], counts=str(wd / "counts" / "exact-{rank}.json"))]
+    c += [MinhashDedupSignature(output_folder=folder["mh_sigs"], config=minhash, language=SplitWords())
+          ] if near else [drain]
+    stages.append(("C-exact", c, n))
+    if near:
+        stages.append(("D-buckets", [partial(quiet_step, work=work, stage="buckets"), MinhashDedupBuckets(
+            input_folder=folder["mh_sigs"], output_folder=folder["mh_buckets"], config=minhash)], bands))
+        stages.append(("E-cluster", [partial(quiet_step, work=work, stage="cluster"), MinhashDedupCluster(
+            input_folder=folder["mh_buckets"], output_folder=folder["mh_remove"], config=minhash)], 1))
+    f = [partial(read_jsonl, folder=folder["exact"], work=work, stage="write")]
+    f += [MinhashDedupFilter(input_folder=folder["mh_remove"])] if near else []
     f += [partial(rows_step, ds=ds, counts=str(wd / "counts" / "final-{rank}.json")),
-          ParquetWriter(output_folder=str(wd / "final"), output_filename="${split}/${rank}.parquet",
+          ParquetWriter(output_folder=folder["final"], output_filename="${split}/${rank}.parquet",
                         adapter=row_adapter, use_content_defined_chunking=False)]
-    run("F-write", f, n)
+    stages.append(("F-write", f, n))
+    return stages
 
 
 class SplitWords(WordTokenizer):

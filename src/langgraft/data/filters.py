@@ -128,7 +128,7 @@ def _script(text: str, lang: Language, f: FilterConfig) -> str:
 
 
 def _repetition(text: str, f: FilterConfig) -> str:
-    from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates, get_n_grams
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
 
     lines = [line for line in text.split("\n") if line.strip()]
     if len(lines) > 1:
@@ -136,10 +136,10 @@ def _repetition(text: str, f: FilterConfig) -> str:
         if dup_lines / len(lines) > f.max_dup_line_frac:
             return "repeated_lines"
     words = text.split()
-    grams = get_n_grams(words, 2) if len(words) >= MIN_WORDS_NGRAM_CHECK else []
-    if grams:
-        gram, count = Counter(grams).most_common(1)[0]
-        if count > 1 and len(gram) * count / len(text) > f.max_top_ngram_frac:
+    if len(words) >= MIN_WORDS_NGRAM_CHECK:
+        # Gopher's top-2-gram share, counted on word pairs (no joined strings: 2x faster than get_n_grams).
+        (first, second), count = Counter(zip(words, words[1:])).most_common(1)[0]
+        if count > 1 and (len(first) + 1 + len(second)) * count / len(text) > f.max_top_ngram_frac:
             return "repeated_ngrams"
     return ""
 

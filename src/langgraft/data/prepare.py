@@ -15,12 +15,12 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from langgraft.config import to_dict
 from langgraft.data import leaks
 from langgraft.data.config import DatasetConfig, PrepareConfig
-from langgraft.data.engine import run_dataset
+from langgraft.data.engine import run_dataset, stage_pipelines
 from langgraft.data.load import iter_records
 from langgraft.data.readers import plan_units
 from langgraft.errors import UserError
@@ -31,26 +31,29 @@ LEAK_COLUMNS = {"monolingual": ["text"], "bilingual": ["src", "tgt"], "instructi
 
 
 def prepare(cfg: PrepareConfig, out: str | Path, *, force: bool = False, progress: bool = True,
-            keep_work: bool = False) -> dict:
-    """Prepare every dataset of `cfg` into `out`; returns the manifest (its `summary` is stats.json's totals)."""
-    _validate(cfg)
-    root, out = Path(cfg.root), Path(out)
-    plans = {ds.name: plan_units(ds, root, cfg.chunk_mb << 20) for ds in cfg.datasets}
-    inputs = sorted({u[k] for units in plans.values() for u in units for k in ("path", "path2")
-                     if k in u and u["reader"] != "hf"} | {str(p) for p in leaks.expand_eval_paths(cfg)})
-    config = to_dict(cfg)
-    wd = out.parent / f".{out.name}.work"
+            keep_work: bool = False, on_stage: Callable[[str, str], None] | None = None) -> dict:
+    """Prepare every dataset of `cfg` into `out`; returns the manifest (its `summary` is stats.json's totals).
+
+    `on_stage(dataset, stage)` is called as each engine stage starts (benchmarks time the stages with it)."""
+    plans, inputs, wd = _plan(cfg, Path(out))
+    out, config = Path(out), to_dict(cfg)
 
     def work(tmp: Path) -> dict:
-        _reset_if_stale(wd, config, inputs)
         started = time.time()
+        eval_counts = _prepare_work(cfg, wd, inputs)
         with _engine_logs(wd) as stream:
-            eval_counts = leaks.build_index(cfg, wd / "eval_hashes.npy")
             stats = {}
             for ds in cfg.datasets:
                 dwd = wd / ds.name
-                run_dataset(cfg, ds, plans[ds.name], dwd, str(wd / "eval_hashes.npy"),
-                            on_stage=_progress_bar(stream, ds.name, plans[ds.name], dwd) if progress else None)
+                bar = _progress_bar(stream, ds.name, plans[ds.name], dwd) if progress else None
+
+                def stage(name: str, logging_dir: Path, tasks: int, ds_name: str = ds.name, bar=bar) -> None:
+                    if bar:
+                        bar(name, logging_dir, tasks)
+                    if on_stage:
+                        on_stage(ds_name, name)
+
+                run_dataset(cfg, ds, plans[ds.name], dwd, str(wd / "eval_hashes.npy"), on_stage=stage)
                 stats[ds.name] = _dataset_stats(ds, plans[ds.name], dwd)
                 _publish(ds, dwd, tmp / ds.name, stats[ds.name])
         summary = _totals(stats, time.time() - started)
@@ -65,6 +68,31 @@ def prepare(cfg: PrepareConfig, out: str | Path, *, force: bool = False, progres
     if not keep_work:
         shutil.rmtree(wd, ignore_errors=True)
     return result.manifest
+
+
+def cluster_stages(cfg: PrepareConfig, out: str | Path) -> list[tuple[str, str, list, int, Path]]:
+    """(dataset, stage, pipeline, tasks, logging_dir) for every stage, in order, with the work folder set up, for
+    running on another datatrove executor (Slurm, Ray: docs/DATA.md). Afterwards `prepare(cfg, out)` finds every
+    task finished and only publishes."""
+    plans, inputs, wd = _plan(cfg, Path(out))
+    _prepare_work(cfg, wd, inputs)
+    leak_file = str(wd / "eval_hashes.npy")
+    return [(ds.name, name, pipeline, tasks, wd / ds.name / "logs" / name) for ds in cfg.datasets
+            for name, pipeline, tasks in stage_pipelines(cfg, ds, plans[ds.name], wd / ds.name, leak_file)]
+
+
+def _plan(cfg: PrepareConfig, out: Path) -> tuple[dict[str, list[dict]], list[str], Path]:
+    _validate(cfg)
+    plans = {ds.name: plan_units(ds, Path(cfg.root), cfg.chunk_mb << 20) for ds in cfg.datasets}
+    inputs = sorted({u[k] for units in plans.values() for u in units for k in ("path", "path2")
+                     if k in u and u["reader"] != "hf"} | {str(p) for p in leaks.expand_eval_paths(cfg)})
+    return plans, inputs, out.parent / f".{out.name}.work"
+
+
+def _prepare_work(cfg: PrepareConfig, wd: Path, inputs: list[str]) -> dict[str, int]:
+    # The worker count does not change any result, so a resumed run may use another one.
+    _reset_if_stale(wd, {k: v for k, v in to_dict(cfg).items() if k != "workers"}, inputs)
+    return leaks.build_index(cfg, wd / "eval_hashes.npy")
 
 
 def _validate(cfg: PrepareConfig) -> None:
