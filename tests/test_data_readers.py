@@ -89,3 +89,29 @@ def test_repetition_and_pair_filters(data_dir):
     assert clean({**pair, "src": "Hello there", "tgt": "Hello there"}, "", cleaner, {}) == (None, "identical_sides")
     assert clean({**pair, "src": "Hi", "tgt": line}, "", cleaner, {}) == (None, "length_ratio")
     assert clean({**pair, "src": line, "tgt": line + "x"}, "", cleaner, {})[1] == "wrong_script_src"
+
+
+def test_parquet_hf_gzip_and_block_sources(tmp_path, data_dir):
+    import gzip
+
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lines = _quran_lines(data_dir, 6)
+    pq.write_table(pa.table({"body": lines}), tmp_path / "q.parquet")
+    datasets.Dataset.from_dict({"body": lines}).save_to_disk(str(tmp_path / "hf"))
+    with gzip.open(tmp_path / "q.txt.gz", "wt", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    (tmp_path / "b.txt").write_text("\n".join(lines[:2]) + "\n\n\n" + "\n".join(lines[2:]) + "\n", encoding="utf-8")
+    sources = [SourceConfig(path="q.parquet", text=["body"]), SourceConfig(path=str(tmp_path / "hf"), reader="hf",
+                                                                         text=["body"]),
+               SourceConfig(path="q.txt.gz"), SourceConfig(path="b.txt", reader="blocks")]
+    ds = DatasetConfig(name="m", sources=sources)
+    got = {}
+    for unit in plan_units(ds, tmp_path, 1 << 30):
+        src = sources[unit["source"]]
+        got[unit["source"]] = [r.get("body", r.get("text")) for r, _ in read_unit(unit, src, False, {})]
+    assert [len(g) for g in got.values()][:3] == [6, 6, 6], {k: len(v) for k, v in got.items()}
+    assert got[0] == got[1] == got[2] == lines
+    assert got[3] == ["\n".join(lines[:2]), "\n".join(lines[2:])]

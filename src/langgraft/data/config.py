@@ -39,7 +39,8 @@ class FilterConfig:
     min_script_ratio: float = 0.6  # share of target-script characters among letters (lang.script_ratio)
     langid: bool = True  # py3langid (bundled model, offline) must agree with the expected language
     langid_min_prob: float = 0.5  # dropped when another language wins or the expected one scores below this
-    langid_chars: int = 400  # classify only the first N characters (py3langid is linear in characters)
+    langid_chars: int = 256  # classify only the first N characters (py3langid is linear in characters; 256
+    # and 400 both drop 0 of 1,044 news articles and catch Arabic)
     langid_candidates: list[str] = field(default_factory=list)  # restrict py3langid to these codes ([] = all 97)
     max_dup_line_frac: float = 0.3  # Gopher: documents whose duplicated lines exceed this share are dropped
     max_top_ngram_frac: float = 0.2  # Gopher: the most frequent word 2-gram covers more than this share of chars

@@ -45,15 +45,19 @@ def prepare(cfg: PrepareConfig, out: str | Path, *, force: bool = False, progres
             stats = {}
             for ds in cfg.datasets:
                 dwd = wd / ds.name
-                bar = _progress_bar(stream, ds.name, plans[ds.name], dwd) if progress else None
+                bar = _Progress(stream, ds.name, plans[ds.name], dwd) if progress else None
 
                 def stage(name: str, logging_dir: Path, tasks: int, ds_name: str = ds.name, bar=bar) -> None:
                     if bar:
-                        bar(name, logging_dir, tasks)
+                        bar.stage(name)
                     if on_stage:
                         on_stage(ds_name, name)
 
-                run_dataset(cfg, ds, plans[ds.name], dwd, str(wd / "eval_hashes.npy"), on_stage=stage)
+                try:
+                    run_dataset(cfg, ds, plans[ds.name], dwd, str(wd / "eval_hashes.npy"), on_stage=stage)
+                finally:
+                    if bar:
+                        bar.close()
                 stats[ds.name] = _dataset_stats(ds, plans[ds.name], dwd)
                 _publish(ds, dwd, tmp / ds.name, stats[ds.name])
         summary = _totals(stats, time.time() - started)
@@ -136,31 +140,33 @@ def _engine_logs(wd: Path) -> Iterator:
             stream.close()
 
 
-def _progress_bar(stream, name: str, units: list[dict], wd: Path):
-    """A tqdm bar over input bytes (MB/s, records/s, ETA), fed by the per-task progress files."""
-    from tqdm import tqdm
+class _Progress:
+    """A tqdm bar over a dataset's input bytes (MB/s, records/s, ETA), fed by the per-task progress files that a
+    thread polls; the description follows the engine stage. `close()` is safe to call twice."""
 
-    state: dict = {"bar": None, "stop": None}
+    def __init__(self, stream, name: str, units: list[dict], wd: Path):
+        from tqdm import tqdm
 
-    def poll(bar, stop: threading.Event) -> None:
-        while not stop.wait(0.5):
-            _update(bar, wd)
+        self.name, self.wd, self.stop = name, wd, threading.Event()
+        # Not a terminal (CI, a log file): a line every 30 s instead of a redraw every 0.5 s.
+        self.bar = tqdm(total=sum(u["bytes"] for u in units) or None, unit="B", unit_scale=True, desc=name,
+                        file=stream, mininterval=0.5 if stream.isatty() else 30)
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
 
-    def on_stage(stage: str, logging_dir: Path, tasks: int) -> None:
-        if state["bar"] is None:
-            total = sum(u["bytes"] for u in units) or None
-            # Not a terminal (CI, a log file): a line every 30 s instead of a redraw every 0.5 s.
-            state["bar"] = tqdm(total=total, unit="B", unit_scale=True, desc=f"{name} {stage}", file=stream,
-                                mininterval=0.5 if stream.isatty() else 30)
-            state["stop"] = threading.Event()
-            threading.Thread(target=poll, args=(state["bar"], state["stop"]), daemon=True).start()
-        state["bar"].set_description(f"{name} {stage}")
-        if stage == "F-write":
-            state["stop"].set()
-            _update(state["bar"], wd)
-            state["bar"].close()
+    def _poll(self) -> None:
+        while not self.stop.wait(0.5):
+            _update(self.bar, self.wd)
 
-    return on_stage
+    def stage(self, stage: str) -> None:
+        self.bar.set_description(f"{self.name} {stage}")
+
+    def close(self) -> None:
+        if not self.stop.is_set():
+            self.stop.set()
+            self.thread.join()
+            _update(self.bar, self.wd)
+            self.bar.close()
 
 
 def _update(bar, wd: Path) -> None:

@@ -65,14 +65,14 @@ def plan_units(ds: DatasetConfig, root: Path, chunk_bytes: int) -> list[dict]:
             if reader in LINE_READERS and not str(path).endswith(".gz") and size > chunk_bytes and not src.limit:
                 units.extend(_chunks(si, path, reader, size, chunk_bytes))
             else:
+                # end=0: read to the end (a .gz file's compressed size says nothing about its decoded length)
                 units.append({"source": si, "path": str(path), "reader": reader, "bytes": size, "start": 0,
-                              "end": size, "first_line": 1})
+                              "end": 0, "first_line": 1})
     return units
 
 
 def _pair_unit(si: int, src: SourceConfig, root: Path, where: str) -> dict:
-    (a,) = expand_paths(src.path, root, where)[:1]
-    (b,) = expand_paths(src.path2, root, where + ".path2")[:1]
+    a, b = _one_file(src.path, root, where), _one_file(src.path2, root, where + ".path2")
     na, nb = count_lines(a), count_lines(b)
     if na != nb:
         raise UserError(f"{where}: parallel files differ in length: {a} has {na} lines, {b} has {nb}")
@@ -81,6 +81,13 @@ def _pair_unit(si: int, src: SourceConfig, root: Path, where: str) -> dict:
     size = a.stat().st_size + b.stat().st_size
     return {"source": si, "path": str(a), "path2": str(b), "reader": "pair", "bytes": size, "start": 0,
             "end": size, "first_line": 1}
+
+
+def _one_file(pattern: str, root: Path, where: str) -> Path:
+    paths = expand_paths(pattern, root, where)
+    if len(paths) != 1:
+        raise UserError(f"{where}: a parallel side must be one file, {pattern} matches {len(paths)}")
+    return paths[0]
 
 
 def count_lines(path: Path) -> int:
@@ -204,7 +211,8 @@ def _blocks(path: str) -> Iterator[tuple[dict, str]]:
 
 
 def _json_records(path: str) -> Iterator[tuple[dict, str]]:
-    raw = _open_binary(Path(path)).read()
+    with _open_binary(Path(path)) as fh:
+        raw = fh.read()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
