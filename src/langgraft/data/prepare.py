@@ -27,7 +27,8 @@ from langgraft.errors import UserError
 from langgraft.rundir import run_stage, sha256_path, write_json
 
 SPLITS = ("train", "validation")
-LEAK_COLUMNS = {"monolingual": ["text"], "bilingual": ["src", "tgt"], "instructions": ["instruction", "input", "output"]}
+LEAK_COLUMNS = {"monolingual": ["text"], "bilingual": ["src", "tgt"],
+                "instructions": ["instruction", "input", "output"]}
 
 
 def prepare(cfg: PrepareConfig, out: str | Path, *, force: bool = False, progress: bool = True,
