@@ -93,10 +93,12 @@ def test_contamination_warning(models, tmp_path, data_dir, capsys):
     train.write_text("".join(json.dumps({"text": "Some context. " + line[2:].upper() + " more."}) + "\n"
                              for line in lines[1:3]))
     out = tmp_path / "out"
-    assert main(["eval", "--model", f"tiny={models[0]}", "--tasks", "sst2", "--limit", "5",
+    assert main(["eval", "--model", f"tiny={models[0]}", "--tasks", "sst2", "--limit", "5", "--shots", "2",
                  "--contamination", str(train), "--out", str(out)]) == 0
     assert "task sst2: 2 of 5 examples appear in the training data" in capsys.readouterr().err
     assert _results(out)["tasks"]["sst2"]["contaminated"] == [1, 2]
+    rows = [json.loads(x) for x in (out / "samples" / "sst2.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all(r["prompt"].count("Sentiment:") == 3 for r in rows)  # --shots 2: two solved examples first
 
 
 def test_extended_copy_keeps_english_bits_per_character(models, tmp_path, data_dir):

@@ -58,7 +58,7 @@ def prepare_tasks(items: list[str], root: Path, limit: int | None, index, errors
         files = [str(root / f) for f in ([spec.data.path] if spec.data.path else spec.data.files.values())]
         task = Prepared(spec, examples, pool, skipped, files)
         if index is not None:
-            task.contaminated = [ex.id for ex in examples if index.contains(_main_text(spec, ex))]
+            task.contaminated = [ex.id for ex in examples if any(map(index.contains, _texts(spec, ex)))]
             if task.contaminated:
                 print(f"langgraft: warning: task {spec.name}: {len(task.contaminated)} of {len(examples)} "
                       f"examples appear in the training data (ids {task.contaminated[:5]})", file=sys.stderr)
@@ -68,8 +68,9 @@ def prepare_tasks(items: list[str], root: Path, limit: int | None, index, errors
     return prepared
 
 
-def _main_text(spec: TaskSpec, ex: Example) -> str:
-    return ex.text if spec.kind == "intrinsic" else "\n".join(ex.vars.values())
+def _texts(spec: TaskSpec, ex: Example) -> list[str]:
+    """The example's input texts, each checked on its own (a premise seen in training is already a leak)."""
+    return [ex.text] if spec.kind == "intrinsic" else list(ex.vars.values())
 
 
 def _error(errors: list[str], line: str) -> None:

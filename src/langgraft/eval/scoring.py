@@ -94,8 +94,11 @@ def _score_batch(model, groups: list, out: list[float]) -> None:
     for g, p in enumerate(prefixes):
         ctx[g, : len(p)] = torch.tensor(p, device=device)
         ctx_mask[g, : len(p)] = 1
-    first = model(input_ids=ctx, attention_mask=ctx_mask, use_cache=True)
-    last_logp = torch.log_softmax(first.logits[torch.arange(len(groups), device=device), plen - 1].float(), -1)
+    # Only each prompt's last position is needed: project just that row onto the vocabulary.
+    first = model(input_ids=ctx, attention_mask=ctx_mask, use_cache=True, logits_to_keep=(plen - 1)[:, None])
+    logits = first.logits[:, 0] if first.logits.shape[1] == 1 else first.logits[
+        torch.arange(len(groups), device=device), plen - 1]
+    last_logp = torch.log_softmax(logits.float(), -1)
     row_group = [g for g, (_, items) in enumerate(groups) for _ in items]
     conts = [c for _, items in groups for _, c in items]
     index = [i for _, items in groups for i, _ in items]
