@@ -4,7 +4,7 @@ Same random Llama-shaped model (real Llama-2 tokenizer), same requests: the choi
 (4 per Persian question) and SST-2 (2 per English review) examples, as `langgraft eval` builds them. The baseline
 is a full forward pass per (prompt, continuation), the way a simple harness loops. Both must give the same scores.
 
-    python bench/eval_speed.py [--examples 40] [--hidden 256] [--layers 4] [--batch-size 16] [--rounds 4]
+    python bench/eval_speed.py [--examples 40] [--hidden 256] [--layers 4] [--batch-size 16] [--rounds 4] [--device cuda]
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ def build_requests(n: int) -> list[tuple[str, str]]:
     return requests
 
 
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def main() -> None:
     from langgraft.eval.scoring import loglikelihoods, score_one
 
@@ -60,9 +65,11 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=4, help="alternate baseline/ours over this many slices")
+    ap.add_argument("--device", default="cpu", help="torch device (fp32 either way, so scores can be compared)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model, tok = build_model(args.hidden, args.layers, Path(tmp))
+    model = model.to(args.device)
     requests = build_requests(args.examples)
     print(f"{len(requests)} requests, model hidden={args.hidden} layers={args.layers} vocab={len(tok)}, "
           f"torch threads={torch.get_num_threads()}", file=sys.stderr)
@@ -77,9 +84,11 @@ def main() -> None:
         part = requests[lo: lo + step]
         start = time.perf_counter()
         baseline += [score_one(model, tok, c, x) for c, x in part]
+        _sync(args.device)
         t_base += time.perf_counter() - start
         start = time.perf_counter()
         ours += loglikelihoods(model, tok, part, batch_size=args.batch_size)
+        _sync(args.device)
         t_ours += time.perf_counter() - start
 
     diff = max(abs(a - b) for a, b in zip(ours, baseline))

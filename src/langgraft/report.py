@@ -2,7 +2,9 @@
 
 Cells show the metric with its bootstrap 95% CI; the best model per row is bold; when several models are compared,
 a mark after a value says the paired bootstrap against the first model found a significant difference
-(▲ better, ▼ worse). Scores in [0, 1] are shown as percentages; BLEU/chrF are already 0-100.
+(▲ better, ▼ worse). Scores in [0, 1] are shown as percentages; BLEU/chrF are already 0-100. Charts: one
+panel per task (headline metric, CI whiskers, dashed chance line for accuracies) and a Persian-vs-English scatter
+of mean headline scores, one point per model in the order given (stages).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def suite_tasks(doc: dict) -> dict[str, list[str]]:
 def _row(doc: dict, models: list[str], task: str, metric: str, marks: dict) -> str:
     cells = {m: doc["results"].get(m, {}).get(task, {}).get(metric) for m in models}
     present = [c["value"] for c in cells.values() if c and c["value"] == c["value"]]
-    best = (min if metric in LOWER_IS_BETTER else max)(present) if len(present) > 1 else None
+    # Bold only when models differ: a row of ties has no best.
+    best = (min if metric in LOWER_IS_BETTER else max)(present) if len(set(present)) > 1 else None
     parts = []
     for m in models:
         c = cells[m]
@@ -105,6 +108,8 @@ def suite_chart(doc: dict, suite: str, tasks: list[str], path: Path) -> None:
             errs[0].append(max(v - lo, 0))
             errs[1].append(max(hi - v, 0))
         ax.bar(range(len(models)), vals, yerr=errs, capsize=3, color=[f"C{i}" for i in range(len(models))])
+        if "chance" in doc["tasks"][task] and metric in ("acc", "acc_norm"):
+            ax.axhline(100 * doc["tasks"][task]["chance"], color="0.4", ls="--", lw=1)  # chance level
         ax.set_xticks(range(len(models)), models, rotation=30, ha="right", fontsize=7)
         ax.set_title(f"{task}\n{metric}{' (lower better)' if metric in LOWER_IS_BETTER else ''}", fontsize=8)
     for ax in list(axes.flat)[len(tasks):]:

@@ -9,6 +9,7 @@ dependency; `score_one` below is the plain one-pass-per-request reference that t
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import defaultdict
 
@@ -77,11 +78,14 @@ def loglikelihoods(model, tok, requests: list[tuple[str, str]], batch_size: int 
 
 
 def _progress(label: str, done: int, total: int, started: float) -> None:
-    if label:
-        rate = done / max(time.time() - started, 1e-9)
-        eta = (total - done) / rate if rate else 0
-        print(f"\r  {label}: {done}/{total} ({rate:.1f} req/s, ETA {eta:.0f}s)", end="" if done < total else "\n",
-              flush=True)
+    """Rate and ETA on stderr: redrawn in place on a terminal, one final line per task in logs."""
+    tty = sys.stderr.isatty()
+    if not label or (done < total and not tty):
+        return
+    rate = done / max(time.time() - started, 1e-9)
+    eta = (total - done) / rate if rate else 0
+    print(f"\r  {label}: {done}/{total} ({rate:.1f}/s, ETA {eta:.0f}s)", end="" if done < total else "\n",
+          file=sys.stderr, flush=True)
 
 
 def _score_batch(model, groups: list, out: list[float]) -> None:
