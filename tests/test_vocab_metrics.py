@@ -95,8 +95,9 @@ def test_unchanged_check(llama2, data_dir, english):
     assert first["a"] != first["b"] and first["text"] == english[first["line"] - 1][:200]
 
 
-def test_throughput_is_positive(gpt2, english):
+def test_throughput_wall_and_cpu_clock(gpt2, english):
     assert metrics.throughput(gpt2, english, repeats=1) > 1000
+    assert metrics.throughput(gpt2, english, repeats=2, cpu=True) > 1000
 
 
 def test_read_lines_errors(tmp_path):
