@@ -18,32 +18,35 @@ class FusedHeadCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, delta, weight, idx, labels, chunk):  # noqa: D401 — autograd API
-        w_eff = weight.detach().index_copy(0, idx, delta.detach().to(weight.dtype))
-        flat_h = h.reshape(-1, h.shape[-1])
+        # One cast of the merged weight to the autocast dtype up front, not one per chunk and matmul.
+        dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else h.dtype
+        w_eff = weight.detach().index_copy(0, idx, delta.detach().to(weight.dtype)).to(dtype)
+        flat_h = h.detach().reshape(-1, h.shape[-1])
         flat_y = labels.reshape(-1)
         n_valid = (flat_y != -100).sum().clamp(min=1)
         grad_h = torch.zeros_like(flat_h) if h.requires_grad else None
         grad_delta = torch.zeros(delta.shape, dtype=torch.float32, device=delta.device) \
             if delta.requires_grad else None
         total = torch.zeros((), dtype=torch.float32, device=h.device)
-        for start in range(0, flat_h.shape[0], chunk):
-            hc, yc = flat_h[start:start + chunk], flat_y[start:start + chunk]
-            logits = (hc @ w_eff.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            valid = yc != -100
-            safe_y = yc.clamp(min=0)
-            total += (lse - logits.gather(1, safe_y[:, None]).squeeze(1))[valid].sum()
-            if grad_h is None and grad_delta is None:
-                continue
-            # dlogits = softmax - onehot, zero on ignored positions; computed in place to keep one [chunk, V] buffer
-            g = logits.sub_(lse[:, None]).exp_()
-            g[torch.arange(len(yc), device=g.device), safe_y] -= 1.0
-            g[~valid] = 0.0
-            g = g.to(hc.dtype if hc.dtype != torch.float32 else w_eff.dtype)
-            if grad_h is not None:
-                grad_h[start:start + chunk] = (g @ w_eff.to(g.dtype)).to(grad_h.dtype)
-            if grad_delta is not None:
-                grad_delta += (g[:, idx].t() @ hc.to(g.dtype)).float()
+        with torch.autocast(h.device.type, enabled=False):
+            for start in range(0, flat_h.shape[0], chunk):
+                hc, yc = flat_h[start:start + chunk].to(dtype), flat_y[start:start + chunk]
+                logits = (hc @ w_eff.t()).float()
+                lse = torch.logsumexp(logits, dim=-1)
+                valid = yc != -100
+                safe_y = yc.clamp(min=0)
+                total += (lse - logits.gather(1, safe_y[:, None]).squeeze(1))[valid].sum()
+                if grad_h is None and grad_delta is None:
+                    continue
+                # dlogits = softmax - onehot, zero on ignored positions, built in place in the logits buffer
+                g = logits.sub_(lse[:, None]).exp_()
+                g[torch.arange(len(yc), device=g.device), safe_y] -= 1.0
+                g[~valid] = 0.0
+                g = g.to(dtype)
+                if grad_h is not None:
+                    grad_h[start:start + chunk] = (g @ w_eff).to(grad_h.dtype)
+                if grad_delta is not None:
+                    grad_delta += (g[:, idx].t() @ hc).float()
         ctx.save_for_backward(grad_h if grad_h is not None else torch.empty(0),
                               grad_delta if grad_delta is not None else torch.empty(0), n_valid)
         ctx.h_shape, ctx.delta_dtype = h.shape, delta.dtype

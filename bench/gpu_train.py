@@ -1,0 +1,201 @@
+"""GPU training throughput and memory: langgraft align/pretrain vs the usual HF + PEFT way, Llama-2-7B shape.
+
+Self-contained: builds a random Llama-2-7B-shape model (hidden 4096, 32 layers, 11008 MLP, 32 heads) with the
+paper's extended vocabulary (49,856 rows, of which 32,000 are old), trains on random tokens (seq 2048,
+micro-batch 2, bf16 autocast, frozen base weights in bf16, trained weights in fp32) and times it:
+- baseline pretrain: PEFT LoRA r=8 α=32 dropout 0.05 on q,k,v,o,gate,up,down + `modules_to_save` =
+  [embed_tokens, lm_head], the model's own loss (`model(input_ids, labels=...)`), no gradient checkpointing.
+- ours pretrain: `langgraft.train.model`: the same LoRA + only the new rows (`trainable_token_indices`), the fused
+  chunked head + cross-entropy, `layer.compile()` on every decoder layer (`--compile off` to turn off).
+- align: baseline trains whole embedding + head matrices; ours the new rows only (same loss/compile as above).
+Writes nothing except, with --out DIR (default $OUT when set), DIR/gpu_train.json. Prints per run tokens/s and
+peak GPU memory, then `RESULT` lines (tokens/s and memory per stage), the last one for pretrain tokens/s.
+
+    python bench/gpu_train.py [--stages align,pretrain] [--steps 10] [--warmup 3] [--compile auto|on|off] [--out DIR]
+    python bench/gpu_train.py --smoke      # same code, tiny model on CPU (checks the script, not the speed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs from a bare checkout too
+
+SHAPES = {
+    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=32, vocab=49856, old=32000, seq=2048),
+    "smoke": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=4, vocab=1024, old=640, seq=128),
+}
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class Lora:
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: list = field(default_factory=lambda: list(TARGETS))
+
+
+@dataclass
+class Cfg:  # the slice of langgraft's TrainConfig that build_peft_model / build_optimizer read
+    lora: Lora = field(default_factory=Lora)
+    optim: object = None
+
+
+def build_model(shape: dict, device: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=shape["vocab"], max_position_embeddings=shape["seq"], tie_word_embeddings=False,
+                      **{k: v for k, v in shape.items() if k not in ("vocab", "old", "seq")})
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    model.config.use_cache = False
+    return model
+
+
+def baseline_setup(model, stage: str):
+    """The usual way: PEFT modules_to_save (pretrain) or whole embedding/head matrices (align)."""
+    import peft
+
+    if stage == "pretrain":
+        model = peft.get_peft_model(model, peft.LoraConfig(
+            r=8, lora_alpha=32, lora_dropout=0.05, target_modules=TARGETS, task_type="CAUSAL_LM",
+            modules_to_save=["embed_tokens", "lm_head"]))
+    else:
+        model.requires_grad_(False)
+        for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+            module.weight.requires_grad_(True)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=2e-4, fused=torch.cuda.is_available() or None)
+
+    def loss_fn(ids):
+        return model(input_ids=ids, labels=ids, use_cache=False).loss
+
+    return model, loss_fn, optimizer
+
+
+def ours_setup(model, stage: str, shape: dict, compile_layers: bool):
+    from types import SimpleNamespace
+
+    from langgraft.train.model import LossModule, build_peft_model
+    from langgraft.train.stages import build_optimizer
+
+    cfg = Cfg(optim=SimpleNamespace(lr=2e-4, embed_lr=None, weight_decay=0.0))
+    peft_model = build_peft_model(model, stage, cfg, list(range(shape["old"], shape["vocab"])))
+    for p in peft_model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    if compile_layers:
+        for layer in peft_model.get_base_model().model.layers:
+            layer.compile()
+    loss_module = LossModule(peft_model, chunk=4096)
+    return peft_model, loss_module, build_optimizer(peft_model, cfg)
+
+
+def time_steps(loss_fn, optimizer, params, shape, args, device) -> dict:
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randint(0, shape["vocab"] - 64, (args.micro_batch, shape["seq"]), generator=gen).to(device)
+               for _ in range(4)]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    losses = []
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            sync()
+            start = time.perf_counter()
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = loss_fn(batches[step % len(batches)])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    sync()
+    elapsed = time.perf_counter() - start
+    tokens = args.steps * args.micro_batch * shape["seq"]
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+    return {"tokens_per_s": tokens / elapsed, "peak_gib": peak, "first_loss": losses[0], "last_loss": losses[-1],
+            "trainable_params": sum(p.numel() for p in params)}
+
+
+def run_one(side: str, stage: str, shape: dict, args, device: str) -> dict:
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    model = build_model(shape, device)
+    if side == "baseline":
+        model, loss_fn, optimizer = baseline_setup(model, stage)
+    else:
+        model, loss_module, optimizer = ours_setup(model, stage, shape, args.compile)
+        loss_fn = loss_module
+    params = [p for p in model.parameters() if p.requires_grad]
+    result = time_steps(loss_fn, optimizer, params, shape, args, device)
+    result["setup_and_run_s"] = time.perf_counter() - t0
+    print(f"{stage:8s} {side:8s} {result['tokens_per_s']:10,.0f} tok/s  peak {result['peak_gib']:6.1f} GiB  "
+          f"loss {result['first_loss']:.3f}→{result['last_loss']:.3f}  trainable {result['trainable_params']:,}  "
+          f"({result['setup_and_run_s']:.0f} s)", flush=True)
+    del model, optimizer, params, loss_fn
+    gc.collect()
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stages", default="align,pretrain")
+    ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps per run")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
+    ap.add_argument("--micro-batch", type=int, default=2)
+    ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                    help="compile each decoder layer (auto: on for the GPU run, off for --smoke)")
+    ap.add_argument("--smoke", action="store_true", help="tiny model on CPU, 2+1 steps, no compile")
+    ap.add_argument("--out", default=os.environ.get("OUT"), help="write gpu_train.json here (default: $OUT)")
+    args = ap.parse_args()
+    if args.smoke:
+        shape, device = SHAPES["smoke"], "cpu"
+        args.steps, args.warmup = min(args.steps, 2), min(args.warmup, 1)
+        args.compile = args.compile == "on"
+    else:
+        if not torch.cuda.is_available():
+            sys.exit("no CUDA device; use --smoke to check the script on CPU")
+        shape, device = SHAPES["7b"], "cuda"
+        args.compile = args.compile != "off"
+        torch.backends.cuda.matmul.allow_tf32 = True
+    gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    print(f"device {gpu}, torch {torch.__version__}; shape {shape}; micro-batch {args.micro_batch}, "
+          f"{args.warmup}+{args.steps} steps, compile {args.compile}", flush=True)
+    results = {}
+    for stage in args.stages.split(","):
+        results[stage] = {side: run_one(side, stage, shape, args, device) for side in ("baseline", "ours")}
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "gpu_train.json").write_text(json.dumps(
+            {"device": gpu, "torch": torch.__version__, "shape": shape, "args": vars(args), "results": results},
+            indent=2))
+    lines = []
+    for stage, r in results.items():
+        o, b = r["ours"], r["baseline"]
+        lines.append(f"RESULT metric={o['peak_gib']:.2f} baseline={b['peak_gib']:.2f} "
+                     f"ratio={b['peak_gib'] / o['peak_gib'] if o['peak_gib'] else float('nan'):.2f} "
+                     f"stage={stage} unit=GiB")
+        lines.append(f"RESULT metric={o['tokens_per_s']:.1f} baseline={b['tokens_per_s']:.1f} "
+                     f"ratio={o['tokens_per_s'] / b['tokens_per_s']:.2f} stage={stage} unit=tokens/s")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
