@@ -11,19 +11,13 @@ import sys
 
 import yaml
 
-from langgraft.config import from_dict, to_dict
-from langgraft.train.config import TrainConfig
-from test_train_support import make_dataset, make_extended_model, persian_lines
+from langgraft.config import to_dict
+from test_train_support import tiny_run
 
 
 def test_torchrun_two_ranks_agree(tmp_path, data_dir):
-    model = make_extended_model(tmp_path, data_dir, n_new=20)
-    fa = persian_lines(data_dir, 80)
-    ds = make_dataset(tmp_path / "data", "fa", fa[:70], fa[70:])
-    cfg = from_dict(TrainConfig, {
-        "model": str(model), "data": {"dataset": str(ds), "block_size": 16}, "micro_batch_size": 2,
-        "max_steps": 4, "checkpoint_every": 2, "eval_every": 4, "eval_batches": 2, "precision": "fp32",
-        "lora": {"targets": ["q_proj", "v_proj"]}, "optim": {"embed_lr": 1e-3}})
+    cfg = tiny_run(tmp_path, data_dir, 70, 10, max_steps=4, checkpoint_every=2, eval_every=4, eval_batches=2,
+                   optim={"embed_lr": 1e-3})
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}

@@ -12,22 +12,15 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from langgraft.config import from_dict, to_dict
+from langgraft.config import to_dict
 from langgraft.train.checkpoint import list_checkpoints
-from langgraft.train.config import TrainConfig
 from langgraft.train.stages import train
-from test_train_support import make_dataset, make_extended_model, persian_lines
+from test_train_support import tiny_run
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, data_dir):
-    model = make_extended_model(tmp_path, data_dir, n_new=20)
-    fa = persian_lines(data_dir, 120)
-    ds = make_dataset(tmp_path / "data", "fa", fa[:100], fa[100:])
-    cfg = from_dict(TrainConfig, {
-        "model": str(model), "data": {"dataset": str(ds), "block_size": 16}, "micro_batch_size": 2,
-        "grad_accum": 2, "max_steps": 30, "checkpoint_every": 4, "keep_checkpoints": 2, "eval_every": 10,
-        "eval_batches": 1, "precision": "fp32", "lora": {"targets": ["q_proj", "v_proj"], "dropout": 0.1},
-        "optim": {"embed_lr": 1e-3, "warmup_ratio": 0.2}})
+    cfg = tiny_run(tmp_path, data_dir, 100, 20, grad_accum=2, max_steps=30, checkpoint_every=4, keep_checkpoints=2,
+                   eval_every=10, eval_batches=1, lora={"dropout": 0.1}, optim={"embed_lr": 1e-3, "warmup_ratio": 0.2})
     config_file = tmp_path / "cfg.yaml"
     config_file.write_text(yaml.safe_dump(to_dict(cfg)))
 

@@ -120,3 +120,18 @@ def make_extended_model(tmp: Path, data_dir: Path, kind: str = "llama", tok_name
     base = save_tiny_model(kind, load_base_tokenizer(data_dir, tok_name, tmp / "base-tok"), tmp / "base")
     extend_model(base, tok_dir, out=tmp / "extended", init=init)
     return tmp / "extended"
+
+
+def tiny_run(tmp: Path, data_dir: Path, n_train: int, n_val: int, **raw):
+    """Extended tiny Llama + Persian dataset + a TrainConfig (fp32, block 16, q/v LoRA) with `raw` on top."""
+    from langgraft.config import from_dict
+    from langgraft.train.config import TrainConfig
+
+    model = make_extended_model(tmp, data_dir, n_new=20)
+    fa = persian_lines(data_dir, n_train + n_val)
+    ds = make_dataset(tmp / "data", "fa", fa[:n_train], fa[n_train:])
+    base = {"model": str(model), "data": {"dataset": str(ds), "block_size": 16}, "micro_batch_size": 2,
+            "precision": "fp32", "lora": {"targets": ["q_proj", "v_proj"]}}
+    for key, value in raw.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and key in base else value
+    return from_dict(TrainConfig, base)

@@ -104,7 +104,8 @@ def run_loop(accelerator, loss_module, optimizer, scheduler, train_blocks: torch
             record = {"step": state.step, "loss": state.last_loss, "lr": lrs,
                       "grad_norm": None if grad_norm is None else float(grad_norm), "tokens": state.tokens,
                       "tokens_per_s": round(rate, 1)}
-        if val is not None and (state.step == state.total_steps or (cfg.eval_every and state.step % cfg.eval_every == 0)):
+        due = state.step == state.total_steps or (cfg.eval_every and state.step % cfg.eval_every == 0)
+        if val is not None and due:
             record = {"step": state.step, **record, **evaluate(accelerator, loss_module, val[0], micro,
                                                                 cfg.eval_batches, val[1])}
         if record and accelerator.is_main_process:
