@@ -31,16 +31,21 @@ def test_every_shipped_task_runs_and_bad_inputs_stay_local(models, tmp_path, cap
     holes = tmp_path / "holes.yaml"
     holes.write_text(f"name: holes\nlang: en\nkind: choice\nmetrics: [acc]\nlabel: y\nchoices: [a, b]\n"
                      f"fields: {{s: s}}\nprompt: '{{s}}'\ndata: {{path: {tmp_path / 'holes.jsonl'}}}\n")
+    empty = tmp_path / "empty.yaml"  # every label outside label_map: skipped records counted, task reported
+    (tmp_path / "empty.jsonl").write_text('{"s": "fine", "y": "1"}\n')
+    empty.write_text(holes.read_text().replace("name: holes", "name: empty").replace("holes.jsonl", "empty.jsonl")
+                     + "label_map: {'7': 0}\n")
     out = tmp_path / "out"
     code = main(["eval", "--model", f"tiny={models[0]}", f"broken={tmp_path / 'nope'}", "--tasks", "all",
-                 str(bad_yaml), str(holes), "--limit", "3", "--max-new-tokens", "3", "--out", str(out)])
+                 str(bad_yaml), str(holes), str(empty), "--limit", "3", "--max-new-tokens", "3", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1
     assert f"bad.yaml: unknown key wrong_key" in err
     assert f"task holes: {tmp_path / 'holes.jsonl'}: record 2: missing field 'y'" in err
     assert "model broken: cannot load model" in err and "no such directory" in err
+    assert "task empty: no examples in" in err and "label '1' not in label_map" in err
     doc = _results(out)
-    assert len(doc["errors"]) == 3
+    assert len(doc["errors"]) == 4
     assert set(doc["results"]["tiny"]) == set(shipped_tasks())
     for task, res in doc["results"]["tiny"].items():
         for metric in doc["tasks"][task]["metrics"]:

@@ -55,6 +55,9 @@ def prepare_tasks(items: list[str], root: Path, limit: int | None, index, errors
             _error(errors, str(exc))
             continue
         examples = pool[:limit] if limit else pool
+        if not examples:
+            _error(errors, f"task {spec.name}: no examples in {shown} (skipped: {dict(skipped) or 'none'})")
+            continue
         files = [str(root / f) for f in ([spec.data.path] if spec.data.path else spec.data.files.values())]
         task = Prepared(spec, examples, pool, skipped, files)
         if index is not None:
@@ -89,7 +92,7 @@ def load_model(path: str, device: str | None):
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device).eval()
     except Exception as exc:  # noqa: BLE001 - any loader failure is the user's path/model problem
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load model {path}: {first}") from None
@@ -147,8 +150,6 @@ def evaluate_all(models: dict[str, str], prepared: list[Prepared], *, shots: int
             continue
         runs[name] = {}
         for task in prepared:
-            if not task.examples:
-                continue
             k = task.spec.shots if shots is None else shots
             started = time.time()
             try:

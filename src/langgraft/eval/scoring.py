@@ -201,10 +201,12 @@ def text_nll(model, tok, texts: list[str], batch_size: int = 8, window: int = 10
             ids[r, : len(c)] = torch.tensor(c)
             mask[r, : len(c)] = 1
         ids, mask = ids.to(model.device), mask.to(model.device)
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
-        token_lp = logp.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]
+        logits = model(input_ids=ids, attention_mask=mask).logits
         for r, (t, c) in enumerate(part):
-            nll[t] -= float(token_lp[r].sum())
-            count[t] += len(c) - 1
+            # Row by row: a float copy of the whole batch's log-probabilities would be batch x window x vocab.
+            n = len(c) - 1
+            nll[t] += float(torch.nn.functional.cross_entropy(logits[r, :n].float(), ids[r, 1: n + 1],
+                                                              reduction="sum"))
+            count[t] += n
         _progress(progress, min(start + batch_size, len(chunks)), len(chunks), started)
     return list(zip(nll, count))
