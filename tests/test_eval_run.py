@@ -137,3 +137,19 @@ def test_extended_copy_keeps_english_bits_per_character(tmp_path, data_dir):
     print(f"English bpc: base {before:.4f}, extended {after:.4f}, change {100 * (after / before - 1):+.3f}%")
     assert after >= before  # new rows can only take probability mass away from English tokens
     assert abs(after / before - 1) < 0.02
+
+
+def test_chat_template_prompts(models, tmp_path, data_dir, capsys):
+    """--chat wraps each prompt as a user turn (BOS once); a tokenizer without a template is one error line."""
+    from transformers import AutoTokenizer
+
+    mistral = AutoTokenizer.from_pretrained(data_dir / "tokenizers/mistral-7b-v0.3")
+    chat = save_tiny_model("llama", mistral, tmp_path / "chat", hidden=16, layers=1)
+    out = tmp_path / "out"
+    code = main(["eval", "--model", f"chat={chat}", f"plain={models[0]}", "--tasks", "sst2,self_instruct_user",
+                 "--limit", "2", "--max-new-tokens", "2", "--chat", "--out", str(out)])
+    assert code == 1 and "model plain: --chat: this model's tokenizer has no chat template" in capsys.readouterr().err
+    rows = [json.loads(x) for x in (out / "samples" / "sst2.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows and all(r["model"] == "chat" for r in rows)
+    assert rows[0]["prompt"].startswith("[INST] Review: ") and rows[0]["prompt"].endswith("Sentiment:[/INST]")
+    assert mistral(rows[0]["prompt"]).input_ids.count(mistral.bos_token_id) == 1

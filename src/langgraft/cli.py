@@ -155,21 +155,23 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap every generation task's budget")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template (instruct models)")
     p.add_argument("--contamination", nargs="+", default=[], metavar="DATASET",
                    help="training data (data prepare dir, .jsonl or .txt) to check eval examples against")
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from langgraft.eval.run import compare, parse_models, run_eval
+    from langgraft.eval.run import EvalOptions, compare, parse_models, run_eval
 
     if args.compare:
         doc = compare(args.compare, args.out)
     else:
         if not args.model or not args.tasks:
             raise UserError("--model and --tasks are required (or use --compare DIR...)")
-        doc = run_eval(parse_models(args.model), args.tasks, args.out, limit=args.limit, shots=args.shots,
-                       data_root=args.data_root, batch_size=args.batch_size, device=args.device,
-                       contamination=args.contamination, max_new_tokens=args.max_new_tokens)
+        opts = EvalOptions(limit=args.limit, shots=args.shots, batch_size=args.batch_size, device=args.device,
+                           max_new_tokens=args.max_new_tokens, chat=args.chat)
+        doc = run_eval(parse_models(args.model), args.tasks, args.out, opts, data_root=args.data_root,
+                       contamination=args.contamination)
     print(f"wrote {args.out}/report.md ({len(doc['models'])} models, {len(doc['tasks'])} tasks, "
           f"{len(doc['errors'])} errors)")
     return 1 if doc["errors"] else 0

@@ -101,12 +101,33 @@ def load_model(path: str, device: str | None):
     return model, tok
 
 
-def run_task(model, tok, task: Prepared, shots: int, batch_size: int, label: str,
-             max_new_tokens: int | None = None) -> tuple[dict, list[dict]]:
+@dataclass
+class EvalOptions:
+    limit: int | None = None  # first N examples of each task
+    shots: int | None = None  # in-context examples (None: each task's own)
+    batch_size: int = 16
+    device: str | None = None  # None: cuda if available, else cpu
+    max_new_tokens: int | None = None  # cap on every generation task's budget
+    chat: bool = False  # wrap prompts in the tokenizer's chat template (instruction-tuned models)
+
+
+def chat_prompt(tok, prompt: str) -> str:
+    """The prompt as one user turn of the model's chat template, ready for the assistant's answer."""
+    if not getattr(tok, "chat_template", None):
+        raise UserError("--chat: this model's tokenizer has no chat template")
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                   add_generation_prompt=True)
+    # The tokenizer adds BOS itself when it encodes; a template that writes it too would double it.
+    bos = tok.bos_token or ""
+    return text[len(bos):] if bos and text.startswith(bos) else text
+
+
+def run_task(model, tok, task: Prepared, opts: EvalOptions, label: str) -> tuple[dict, list[dict]]:
     """Per-metric (n, d) statistics and per-example sample rows for one model on one task."""
     from langgraft.eval import scoring
 
-    spec, exs = task.spec, task.examples
+    spec, exs, batch_size = task.spec, task.examples, opts.batch_size
+    shots = spec.shots if opts.shots is None else opts.shots
     if spec.kind == "intrinsic":
         texts = [ex.text for ex in exs]
         nll = scoring.text_nll(model, tok, texts, batch_size=batch_size, progress=label)
@@ -114,6 +135,8 @@ def run_task(model, tok, task: Prepared, shots: int, batch_size: int, label: str
         rows = [{"id": ex.id, "nll": n, "tokens": k, "chars": len(ex.text)} for ex, (n, k) in zip(exs, nll)]
         return {m: stats for m in spec.metrics}, rows
     prompts = [with_shots(spec, ex, task.pool, shots) for ex in exs]
+    if opts.chat:
+        prompts = [chat_prompt(tok, p) for p in prompts]
     if spec.kind == "choice":
         requests = [(p, spec.choice_prefix + c) for p, ex in zip(prompts, exs) for c in ex.choices]
         flat = scoring.loglikelihoods(model, tok, requests, batch_size=batch_size, progress=label)
@@ -127,7 +150,7 @@ def run_task(model, tok, task: Prepared, shots: int, batch_size: int, label: str
         rows = [{"id": ex.id, "prompt": p, "choices": ex.choices, "logliks": ll, "gold": ex.gold,
                  "pred": int(np.argmax(ll))} for ex, p, ll in zip(exs, prompts, lls)]
         return stats, rows
-    budget = min(spec.max_new_tokens, max_new_tokens or spec.max_new_tokens)
+    budget = min(spec.max_new_tokens, opts.max_new_tokens or spec.max_new_tokens)
     preds = scoring.generate(model, tok, prompts, max_new_tokens=budget, stop=spec.stop,
                              batch_size=batch_size, progress=label)
     preds = [p.strip() for p in preds]
@@ -137,29 +160,27 @@ def run_task(model, tok, task: Prepared, shots: int, batch_size: int, label: str
     return stats, rows
 
 
-def evaluate_all(models: dict[str, str], prepared: list[Prepared], *, shots: int | None, batch_size: int,
-                 device: str | None, errors: list[str], max_new_tokens: int | None = None) -> tuple[dict, dict]:
+def evaluate_all(models: dict[str, str], prepared: list[Prepared], opts: EvalOptions,
+                 errors: list[str]) -> tuple[dict, dict]:
     """runs[model][task] = {"ids", "stats": {metric: array}}, and samples[task] = rows tagged with the model."""
     runs: dict[str, dict] = {}
     samples: dict[str, list[dict]] = {t.spec.name: [] for t in prepared}
     for name, path in models.items():
         try:
-            model, tok = load_model(path, device)
+            model, tok = load_model(path, opts.device)
         except UserError as exc:
             _error(errors, f"model {name}: {exc}")
             continue
         runs[name] = {}
         for task in prepared:
-            k = task.spec.shots if shots is None else shots
             started = time.time()
             try:
-                stats, rows = run_task(model, tok, task, k, batch_size, f"{name} {task.spec.name}",
-                                       max_new_tokens)
+                stats, rows = run_task(model, tok, task, opts, f"{name} {task.spec.name}")
             except UserError as exc:
                 _error(errors, f"model {name}: {exc}")
                 continue
             runs[name][task.spec.name] = {"ids": [ex.id for ex in task.examples], "stats": stats,
-                                          "seconds": round(time.time() - started, 3), "shots": k}
+                                          "seconds": round(time.time() - started, 3)}
             for i, row in enumerate(rows):
                 row["model"] = name
                 row["stats"] = {m: s[i].tolist() for m, s in stats.items()}
@@ -235,25 +256,24 @@ def _model_stamp(path: str) -> dict:
     return {f.name: [f.stat().st_size, int(f.stat().st_mtime)] for f in files}
 
 
-def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, *, limit: int | None = None,
-             shots: int | None = None, data_root: str | None = None, batch_size: int = 16,
-             device: str | None = None, contamination: list[str] = (), max_new_tokens: int | None = None) -> dict:
+def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: EvalOptions | None = None, *,
+             data_root: str | None = None, contamination: list[str] = ()) -> dict:
     """Evaluate, then write results.json, samples/, report.md and charts/ into `out` atomically."""
     from langgraft.eval.contamination import build_index
     from langgraft.rundir import run_stage
 
+    opts = opts or EvalOptions()
     root = default_data_root(data_root)
     errors: list[str] = []
-    prepared = prepare_tasks(tasks, root, limit, build_index(list(contamination)), errors)
+    prepared = prepare_tasks(tasks, root, opts.limit, build_index(list(contamination)), errors)
     config = {"models": models, "model_stamps": {n: _model_stamp(p) for n, p in models.items()},
-              "tasks": [t.spec.name for t in prepared], "limit": limit, "shots": shots, "data_root": str(root),
-              "contamination": list(contamination), "max_new_tokens": max_new_tokens}
+              "tasks": [t.spec.name for t in prepared], "options": to_dict(opts), "data_root": str(root),
+              "contamination": list(contamination)}
     inputs = sorted({f for t in prepared for f in t.files})
     state: dict = {}
 
     def work(tmp: Path) -> dict:
-        runs, samples = evaluate_all(models, prepared, shots=shots, batch_size=batch_size, device=device,
-                                     errors=errors, max_new_tokens=max_new_tokens)
+        runs, samples = evaluate_all(models, prepared, opts, errors)
         meta = {t.spec.name: task_meta(t) for t in prepared}
         state["results"] = write_outputs(tmp, models, meta, runs, samples, errors)
         return {"errors": len(errors), "tasks": len(prepared), "models": len(runs)}
