@@ -88,3 +88,55 @@ def test_cli_errors_are_one_line(tmp_path, data_dir, capsys):
     assert err.startswith("langgraft: error: --model") and "\n" not in err
     assert main(["extend", "--model", "x", "--tokenizer", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "new_tokens.json" in capsys.readouterr().err
+
+
+def test_mean_subtokens_predicts_new_tokens_better_than_random_on_a_trained_model(tmp_path, data_dir):
+    """On the new tokens themselves mean-subtokens starts far better than random (measured: ~4.1 vs ~7.3 nats).
+
+    Over *all* targets it starts worse on these tiny models: its head rows over-predict new tokens and take
+    probability from old ones (see docs/BENCHMARKS.md, surgery notes); this test pins the part that holds.
+    """
+    from test_train_support import persian_lines
+
+    tok_dir = make_extended_tokenizer(data_dir, "mistral", tmp_path / "tok", n_new=40)
+    base_tok = load_base_tokenizer(data_dir, "mistral", tmp_path / "bt")
+    base = save_tiny_model("llama", base_tok, tmp_path / "base", hidden=48, layers=1)
+    lines = persian_lines(data_dir, 160)
+    # train the base a little on Persian (base tokenization) so its sub-token rows mean something
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    ids = [base_tok(t, return_tensors="pt")["input_ids"][:, :48] for t in lines[:120]]
+    for step in range(60):
+        batch = ids[step % len(ids)]
+        model(input_ids=batch, labels=batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(base)
+    new_tok = AutoTokenizer.from_pretrained(tok_dir)
+    held_out = [new_tok(t, return_tensors="pt")["input_ids"][0, :48] for t in lines[120:]]
+    assert sum(int((x >= 32768).sum()) for x in held_out) > 20  # the new tokens do occur
+    losses = {}
+    for method in ("mean-subtokens", "random"):
+        extend_model(base, tok_dir, out=tmp_path / method, init=method)
+        ext = AutoModelForCausalLM.from_pretrained(tmp_path / method).eval()
+        total = count = 0.0
+        with torch.no_grad():
+            for x in held_out:
+                logits, target = ext(input_ids=x[None]).logits[0, :-1], x[1:]
+                nll = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+                total += float(nll[target >= 32768].sum())
+                count += int((target >= 32768).sum())
+        losses[method] = total / count
+    assert losses["mean-subtokens"] < losses["random"] - 1.0, losses
+
+
+def test_not_a_causal_lm_is_rejected(tmp_path, data_dir):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tok_dir = make_extended_tokenizer(data_dir, "mistral", tmp_path / "tok", n_new=5)
+    T5ForConditionalGeneration(T5Config(vocab_size=32768, d_model=16, d_ff=32, num_layers=1, num_heads=2,
+                                        d_kv=8)).save_pretrained(tmp_path / "t5")
+    with pytest.raises(UserError, match="T5Config is not a causal language model"):
+        extend_model(tmp_path / "t5", tok_dir, out=tmp_path / "ext")
+    assert not (tmp_path / "ext").exists()
