@@ -41,6 +41,7 @@ def test_merged_and_adapter_reload_to_same_logits(tmp_path, data_dir, stage, kin
     assert torch.equal(emb[:n_base], base_emb[:n_base]) and not torch.equal(emb[n_base:], base_emb[n_base:])
     if kind == "gemma":
         assert merged.get_output_embeddings().weight.data_ptr() == emb.data_ptr()
+    assert (tmp_path / "export" / "model" / "new_tokens.json").is_file()  # the next stage can train rows=new
     sizes = export_run(tmp_path / "run", out=tmp_path / "export")  # a rerun is a no-op returning the summary
     assert sizes["adapter_mb"] < sizes["model_mb"] / 4
 

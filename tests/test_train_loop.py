@@ -92,9 +92,12 @@ def test_align_trains_only_new_rows(setup):
     assert train("align", config(setup), out=out) == json.loads((out / "manifest.json").read_text())["summary"]
 
 
-def test_pretrain_trains_lora_and_rows(setup):
+def test_pretrain_trains_lora_and_rows_with_replay(setup, data_dir):
     out = setup["tmp"] / "pretrain-run"
-    summary = train("pretrain", config(setup, **{"optim.embed_lr": 1e-3}), out=out)
+    english = make_dataset(setup["tmp"] / "data", "en", english_lines(data_dir, 100), [], lang="en")
+    summary = train("pretrain", config(setup, **{"optim.embed_lr": 1e-3, "data.replay": str(english),
+                                                 "data.replay_fraction": 0.25}), out=out)
+    assert summary["replay_blocks"] == round(summary["train_blocks"] / 3)  # 25% of all blocks
     weights = _delta_keys(out / "adapter")
     assert any("lora_A" in k for k in weights) and any("trainable_tokens_delta" in k for k in weights)
     assert summary["val_loss"] > 0 and len(list((out / "checkpoints").iterdir())) == 2  # keep_checkpoints=2
@@ -119,3 +122,19 @@ def test_nan_loss_stops_with_checkpoint(setup):
         train("align", config(setup, **{"optim.lr": 1e30, "optim.max_grad_norm": 0.0, "optim.warmup_ratio": 0.0}),
               out=out)
     assert (out / "checkpoints").is_dir() and not (out / "manifest.json").exists()
+
+
+def test_fused_loss_under_bf16_autocast_is_close(setup, data_dir):
+    from transformers import AutoTokenizer
+
+    from langgraft.train.model import LossModule, build_peft_model
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(setup["model"])
+    peft_model = build_peft_model(model, "pretrain", config(setup), list(range(32768, 32808))).eval()
+    ids = pack(persian_lines(data_dir, 20), AutoTokenizer.from_pretrained(setup["model"]), 24).blocks[:3]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = peft_model(input_ids=ids, labels=ids).loss
+        ours = LossModule(peft_model, chunk=16)(ids)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, ref.float(), rtol=1e-2, atol=1e-2)

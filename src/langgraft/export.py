@@ -47,6 +47,10 @@ def _export(run: Path, parent: str, tmp: Path) -> dict:
         raise RuntimeError("merging untied a tied head")  # DESIGN: never untie silently
     merged.save_pretrained(tmp / "model")
     AutoTokenizer.from_pretrained(run / "adapter").save_pretrained(tmp / "model")
+    # the next stage (rows=new) needs to know which rows are new: carry the surgery's record along
+    for name in ("new_tokens.json", "extend_report.json"):
+        if (Path(parent) / name).is_file():
+            shutil.copy2(Path(parent) / name, tmp / "model" / name)
     return {"parent": parent, "tied": tied, "model_mb": _mb(tmp / "model"), "adapter_mb": _mb(tmp / "adapter")}
 
 

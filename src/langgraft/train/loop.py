@@ -111,10 +111,31 @@ def run_loop(accelerator, loss_module, optimizer, scheduler, train_blocks: torch
         if record and accelerator.is_main_process:
             with metrics.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+            _tensorboard(out, record)
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < state.total_steps:
             checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out, state)
     bar.close()
     return state
+
+
+_writers: dict = {}
+
+
+def _tensorboard(out: Path, record: dict) -> None:
+    """Mirror metrics to TensorBoard when it is installed (an optional extra, never required)."""
+    if str(out) not in _writers:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            _writers[str(out)] = None
+        else:
+            _writers[str(out)] = SummaryWriter(str(out / "tensorboard"))
+    writer = _writers[str(out)]
+    if writer is not None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key != "step":
+                writer.add_scalar(key, value, record["step"])
+        writer.flush()
 
 
 def checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out: Path, state: LoopState) -> Path:
