@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from test_train_support import load_base_tokenizer, save_tiny_model
 
 from langgraft.cli import main
@@ -153,3 +154,36 @@ def test_chat_template_prompts(models, tmp_path, data_dir, capsys):
     assert rows and all(r["model"] == "chat" for r in rows)
     assert rows[0]["prompt"].startswith("[INST] Review: ") and rows[0]["prompt"].endswith("Sentiment:[/INST]")
     assert mistral(rows[0]["prompt"]).input_ids.count(mistral.bos_token_id) == 1
+
+
+def test_a_model_that_learned_the_task_scores_above_chance(tmp_path, data_dir):
+    """Train a tiny model for a few seconds on SST-2 *train* (answer-token loss only), evaluate on SST-2 dev:
+    accuracy must be clearly above the majority share. Catches reversed labels, misaligned choices and sign
+    errors in scoring, which the chance-level test cannot see."""
+    from transformers import AutoModelForCausalLM
+
+    tok = load_base_tokenizer(data_dir, "llama2", tmp_path / "tok")
+    tok.pad_token = tok.unk_token
+    path = save_tiny_model("llama", tok, tmp_path / "m", seed=0, hidden=32, layers=1)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    lines = (data_dir / "sst2/data/stsa.binary.train").read_text(encoding="utf-8").splitlines()
+    answer = [tok("Sentiment:" + c).input_ids[-1] for c in (" negative", " positive")]  # as in sst2.yaml
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step in range(150):
+        batch = lines[step * 32: step * 32 + 32]
+        enc = tok([f"Review: {line[2:]}\nSentiment:" for line in batch], return_tensors="pt", padding=True,
+                  padding_side="left", truncation=True, max_length=64)
+        logits = model(**enc, logits_to_keep=1).logits[:, -1]
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([answer[int(line[0])] for line in batch]))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(tmp_path / "trained")
+    tok.save_pretrained(tmp_path / "trained")
+    out = tmp_path / "out"
+    assert main(["eval", "--model", f"trained={tmp_path / 'trained'}", "--tasks", "sst2", "--limit", "200",
+                 "--out", str(out)]) == 0
+    doc = _results(out)
+    acc = doc["results"]["trained"]["sst2"]["acc"]
+    assert acc["ci"][0] > max(doc["tasks"]["sst2"]["class_freq"].values()) + 0.1, acc
