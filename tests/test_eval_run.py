@@ -91,6 +91,12 @@ def test_paired_comparison_and_compare_merge(models, tmp_path):
     assert bpc["ci"][0] <= bpc["delta"] <= bpc["ci"][1]
     report = (merged / "report.md").read_text(encoding="utf-8")
     assert "| s0 | s1 |" in report and report.count("**") >= 2
+    twice = tmp_path / "twice"  # a name clash keeps both, the second as NAME@folder; identical -> no difference
+    assert main(["eval", "--compare", str(a), str(a), "--out", str(twice)]) == 0
+    doc = _results(twice)
+    assert list(doc["models"]) == ["s0", "s0@a"]
+    assert all(c["delta"] == 0 and not c["significant"] for c in doc["comparisons"])
+    assert main(["eval", "--compare", str(tmp_path), "--out", str(tmp_path / "x")]) == 2  # not an eval output
 
 
 def test_contamination_warning(models, tmp_path, data_dir, capsys):
