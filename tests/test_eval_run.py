@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from test_train_support import load_base_tokenizer, save_tiny_model
+from test_train_support import load_base_tokenizer, make_dataset, save_tiny_model
 
 from langgraft.cli import main
 from langgraft.eval.tasks import shipped_tasks
@@ -111,6 +111,11 @@ def test_contamination_warning(models, tmp_path, data_dir, capsys):
     assert _results(out)["tasks"]["sst2"]["contaminated"] == [1, 2]
     rows = [json.loads(x) for x in (out / "samples" / "sst2.jsonl").read_text(encoding="utf-8").splitlines()]
     assert all(r["prompt"].count("Sentiment:") == 3 for r in rows)  # --shots 2: two solved examples first
+    # a `data prepare` dataset: the train split counts, the validation split does not
+    prepared = make_dataset(tmp_path / "prep", "en_mono", [lines[4][2:]], [lines[3][2:]], lang="en")
+    assert main(["eval", "--model", f"tiny={models[0]}", "--tasks", "sst2", "--limit", "5",
+                 "--contamination", str(prepared.parent), "--out", str(tmp_path / "out2")]) == 0
+    assert _results(tmp_path / "out2")["tasks"]["sst2"]["contaminated"] == [4]
 
 
 def test_extended_copy_keeps_english_bits_per_character(tmp_path, data_dir):

@@ -20,10 +20,13 @@ N = 8
 
 
 def iter_training_texts(path: str | Path) -> Iterator[str]:
-    """Texts of a `data prepare` dataset folder (parquet `text` column), a .jsonl (`text`) or a .txt file."""
+    """Texts of a `data prepare` output or dataset folder (train-split parquet `text`), a .jsonl (`text`) or .txt."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.rglob("*.parquet")) + sorted(path.rglob("*.jsonl")) + sorted(path.rglob("*.txt"))
+        parquet = sorted(path.rglob("*.parquet"))
+        # A `data prepare` output: only the train split is trained on; validation text may match legitimately.
+        parquet = [f for f in parquet if f.parent.name == "train"] or parquet
+        files = parquet + sorted(path.rglob("*.jsonl")) + sorted(path.rglob("*.txt"))
         if not files:
             raise UserError(f"--contamination {path}: no .parquet, .jsonl or .txt files inside")
         for f in files:
