@@ -200,6 +200,43 @@ def _data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- run / demo
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", metavar="RECIPE.yaml", help="pipeline recipe (see recipes/persian-llama2.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides, e.g. out=runs/x")
+    p.add_argument("--from", dest="start", default=None, metavar="STAGE",
+                   help="first stage to run (earlier ones must be finished): tokenizer, tokenizer_extend, data, "
+                        "model_extend, align, pretrain, report")
+    p.add_argument("--to", dest="stop", default=None, metavar="STAGE", help="last stage to run")
+
+
+def _print_summary(result: dict) -> None:
+    if result["summary"]:
+        print(f"report: {result['out']}/report/summary.md (tables: {result['out']}/report/eval/report.md)")
+        for line in result["summary"]["lines"]:
+            print(f"  {line}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from langgraft.pipeline import run_recipe
+
+    _print_summary(run_recipe(args.recipe, args.overrides, start=args.start, stop=args.stop))
+    return 0
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from langgraft.demo import run_demo
+
+    result = run_demo(args.out)
+    _print_summary(result)
+    print(f"demo finished in {result['wall_s']:.0f} s ({result['cpu_s']:.0f} s CPU in this process)")
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
     ("data", "prepare"): ("clean, deduplicate and split monolingual, bilingual and instruction data",
@@ -216,6 +253,9 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
                   _export_args, _export),
     ("eval",): ("evaluate models on Persian/English tasks with CIs, paired comparisons and a report",
                 _eval_args, _eval),
+    ("run",): ("run a recipe stage by stage (tokenizer → data → surgery → align → pretrain → report), resumable",
+               _run_args, _run),
+    ("demo",): ("the whole pipeline on CPU in a few minutes on a bundled corpus, offline", _demo_args, _demo),
 }
 
 

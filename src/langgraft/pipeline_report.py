@@ -1,0 +1,78 @@
+"""The last stage of `langgraft run`: one report of how both languages moved, stage by stage.
+
+Writes into the report folder: `eval/` (`langgraft eval --compare` of every evaluated stage: report.md with CIs
+and paired tests against the base, charts), `tokenizer/` (`langgraft tokenizer report`: fertility, chars per
+token, byte fallback of the base and extended tokenizers on held-out text), and `summary.json` / `summary.md`:
+the few numbers a reader wants first (Persian fertility before/after, English ids unchanged, bits per character
+and accuracy per stage).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from langgraft.rundir import atomic_write_text, write_json
+
+
+def write_report(out: Path, config: dict) -> dict:
+    from langgraft.eval.run import compare
+
+    doc = compare(config["evals"], out / "eval")
+    summary = {"stages": list(doc["models"]), "tokenizer": {}, "intrinsic": {}, "classification": {}}
+    if config["texts"]:
+        summary["tokenizer"] = _tokenizer_summary(out / "tokenizer", config)
+    for task, meta in doc["tasks"].items():
+        kind = {"intrinsic": "intrinsic", "choice": "classification"}.get(meta["kind"])
+        if kind is None:
+            continue
+        metric = meta["metrics"][0]
+        values = {m: doc["results"][m][task][metric]["value"] for m in doc["models"] if task in doc["results"][m]}
+        summary[kind].setdefault(meta["lang"], {})[task] = {"metric": metric, "values": values}
+    summary["lines"] = summary_lines(summary, config["lang"])
+    write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", "# Pipeline summary\n\n" + "\n".join(f"- {line}" for line in
+                      summary["lines"]) + "\n\nDetails: [eval/report.md](eval/report.md)"
+                      + (", [tokenizer/report.md](tokenizer/report.md)\n" if config["texts"] else "\n"))
+    return {"lines": summary["lines"]}
+
+
+def _tokenizer_summary(out: Path, config: dict) -> dict:
+    from langgraft.vocab.metrics import load_tokenizer, read_lines, unchanged
+    from langgraft.vocab.report import tokenizer_report
+
+    metrics = tokenizer_report(config["tokenizers"], config["texts"], out=out)
+    result = {"fertility": {lang: {name: m["fertility"] for name, m in per.items()}
+                            for lang, per in metrics["results"].items()}, "unchanged": {}}
+    base, ext = (load_tokenizer(config["tokenizers"][k]) for k in ("base", "extended"))
+    for lang, path in config["texts"].items():
+        if lang != config["lang"]:  # the identity guarantee covers text without target-script characters
+            check = unchanged(base, ext, read_lines(path))
+            result["unchanged"][lang] = {"identical": check["identical"], "lines": check["lines"]}
+    return result
+
+
+def summary_lines(summary: dict, lang: str) -> list[str]:
+    """Short human lines: tokenizer first, then each language's headline numbers across the stages."""
+    lines = []
+    tok = summary["tokenizer"]
+    for text_lang, per in tok.get("fertility", {}).items():
+        if text_lang == lang:
+            lines.append(f"{text_lang} fertility (tokens/word): base {per['base']:.2f} → extended "
+                         f"{per['extended']:.2f}")
+    for text_lang, c in tok.get("unchanged", {}).items():
+        lines.append(f"{text_lang} ids unchanged by the extended tokenizer: {c['identical']}/{c['lines']} lines")
+    for kind in ("intrinsic", "classification"):
+        for task_lang, tasks in summary[kind].items():
+            for task, entry in tasks.items():
+                arrow = " → ".join(f"{m} {_fmt(entry['metric'], v)}" for m, v in entry["values"].items())
+                lines.append(f"{task} {entry['metric']}: {arrow}")
+    return lines
+
+
+def _fmt(metric: str, value: float) -> str:
+    return f"{100 * value:.1f}%" if metric in ("acc", "acc_norm", "macro_f1") else f"{value:.3f}"
+
+
+def read_summary(report_dir: str | Path) -> dict:
+    return json.loads((Path(report_dir) / "summary.json").read_text(encoding="utf-8"))

@@ -1,0 +1,158 @@
+"""`langgraft demo` / `langgraft run`: the whole pipeline end to end, reruns, slices, a killed run, bad recipes.
+
+One demo run (module fixture, ~15-30 s on 2 busy cores) feeds the tests that follow it; they run in file order
+and the slice tests change the demo folder on purpose (a retrained align makes pretrain stale).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from langgraft.cli import main
+from langgraft.demo import run_demo
+from langgraft.errors import UserError
+from langgraft.pipeline import STAGES, run_recipe
+
+MODEL_STAGES = ("model_extend", "align/export", "pretrain/export")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    return out, run_demo(out, log=lambda line: None)
+
+
+def _manifest_times(out: Path) -> dict[str, float]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("manifest.json")}
+
+
+def test_demo_runs_every_stage_and_reports(demo):
+    out, result = demo
+    assert [s for s, v in result["stages"].items() if v["status"] == "ran"] == list(STAGES)
+    for stage in ("tokenizer", "tokenizer_extend", "data", *MODEL_STAGES, "report"):
+        assert (out / stage / "manifest.json").is_file(), stage
+    for point in ("base", "extended", "align", "pretrain"):
+        assert (out / "eval" / point / "results.json").is_file()
+    summary = json.loads((out / "report" / "summary.json").read_text(encoding="utf-8"))
+    fert = summary["tokenizer"]["fertility"]["fa"]
+    assert fert["extended"] < fert["base"] / 2  # the Persian pieces cut Persian into far fewer tokens
+    en = summary["tokenizer"]["unchanged"]["en"]
+    assert en["identical"] == en["lines"] > 0  # English ids bit-identical
+    fa_bpc = summary["intrinsic"]["fa"]["demo_bpc_fa"]["values"]
+    assert list(fa_bpc) == ["base", "extended", "align", "pretrain"]
+    assert fa_bpc["pretrain"] < fa_bpc["align"] < fa_bpc["base"]  # training on Persian lowers Persian bpc
+    en_bpc = summary["intrinsic"]["en"]["demo_bpc_en"]["values"]
+    assert abs(en_bpc["extended"] - en_bpc["base"]) < 0.2  # surgery is (almost) an identity for English
+    assert "demo_sentiment_fa" in summary["classification"]["fa"]
+    assert len(summary["lines"]) == 5
+    report = (out / "report" / "eval" / "report.md").read_text(encoding="utf-8")
+    assert "demo_bpc_fa" in report and "pretrain" in report
+    # the recipe in the demo folder is a normal recipe whose first line says how to run it
+    assert (out / "recipe.yaml").read_text(encoding="utf-8").startswith("# langgraft demo")
+
+
+def test_rerun_skips_every_stage_and_prints_summary(demo, capsys):
+    out, _ = demo
+    before = _manifest_times(out)
+    assert main(["demo", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert _manifest_times(out) == before  # nothing rebuilt
+    assert printed.count("up to date, skipped") == len(STAGES)
+    assert "report: " in printed and "fa fertility" in printed and "demo_bpc_en bpc: base" in printed
+
+
+def test_slice_reruns_only_its_stages_and_marks_downstream_stale(demo, capsys):
+    out, _ = demo
+    recipe = out / "recipe.yaml"
+    overrides = yaml.safe_load(recipe.read_text(encoding="utf-8"))["align"]["overrides"]
+    changed = [f"align.overrides=[{', '.join(overrides + ['max_steps=31'])}]"]
+    before = _manifest_times(out)
+    result = run_recipe(recipe, changed, start="align", stop="align", base_dir=out, log=lambda line: None)
+    assert list(result["stages"]) == ["align"] and result["stages"]["align"]["status"] == "ran"
+    after = _manifest_times(out)
+    assert after["align/export/manifest.json"] != before["align/export/manifest.json"]
+    assert after["pretrain/export/manifest.json"] == before["pretrain/export/manifest.json"]  # not in the slice
+    assert json.loads((out / "align/train/manifest.json").read_text())["summary"]["steps"] == 31
+    # pretrain was trained on the old aligned model: running it again retrains instead of skipping
+    result = run_recipe(recipe, changed, start="pretrain", stop="pretrain", base_dir=out, log=lambda line: None)
+    assert result["stages"]["pretrain"]["status"] == "ran"
+    assert "an upstream stage was rebuilt" in capsys.readouterr().err
+
+
+def test_to_and_from_need_earlier_outputs(demo, tmp_path):
+    out, _ = demo
+    fresh = tmp_path / "fresh"
+    result = run_recipe(out / "recipe.yaml", [f"out={fresh}"], stop="tokenizer_extend", base_dir=out,
+                        log=lambda line: None)
+    assert list(result["stages"]) == ["tokenizer", "tokenizer_extend"]
+    assert sorted(p.name for p in fresh.iterdir() if not p.name.startswith(".")) == \
+        ["pipeline.json", "tokenizer", "tokenizer_extend"]
+    with pytest.raises(UserError, match="stage data has no finished output"):
+        run_recipe(out / "recipe.yaml", [f"out={fresh}"], start="model_extend", base_dir=out)
+    with pytest.raises(UserError, match="--from report comes after --to data"):
+        run_recipe(out / "recipe.yaml", [f"out={fresh}"], start="report", stop="data", base_dir=out)
+
+
+def test_killed_run_resumes_from_first_unfinished_stage(tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "langgraft", "demo", "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not (out / "model_extend" / "manifest.json").is_file():
+            assert proc.poll() is None, "demo subprocess ended before it could be killed"
+            assert time.time() < deadline, "demo subprocess too slow"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (out / "report" / "manifest.json").exists()  # killed before the end
+    result = run_demo(out, log=lambda line: None)
+    status = {s: v["status"] for s, v in result["stages"].items()}
+    assert status["tokenizer"] == status["tokenizer_extend"] == status["data"] == "skipped"
+    assert status["report"] == "ran" and (out / "report" / "summary.json").is_file()
+
+
+def _write_recipe(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_unknown_key_is_one_line_exit_2(tmp_path, capsys):
+    recipe = _write_recipe(tmp_path, "out: runs/x\nalign:\n  datset: en_fa\n")
+    assert main(["run", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown key align.datset" in err
+
+
+def test_unknown_key_in_a_stage_override_names_the_stage(demo, tmp_path, capsys, monkeypatch):
+    out, _ = demo
+    monkeypatch.chdir(out)  # the demo recipe's paths are relative to its folder
+    assert main(["run", "recipe.yaml", f"out={tmp_path / 'o'}", "pretrain.overrides=[lora.rank=4]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pretrain:" in err and "lora.rank" in err
+
+
+def test_missing_input_is_one_line_exit_2_and_writes_nothing(demo, tmp_path, capsys, monkeypatch):
+    out, _ = demo
+    monkeypatch.chdir(out)
+    target = tmp_path / "o"
+    code = main(["run", "recipe.yaml", f"out={target}", "tokenizer.input=[corpus/nope.txt]"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "tokenizer.input[0] corpus/nope.txt: not found" in err
+    assert not target.exists()
+    assert main(["run", "recipe.yaml", "--from", "surgery"]) == 2
+    assert "--from surgery: not a stage" in capsys.readouterr().err
