@@ -21,7 +21,9 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +61,8 @@ def build_model(shape: dict, device: str):
     cfg = LlamaConfig(vocab_size=shape["vocab"], max_position_embeddings=shape["seq"], tie_word_embeddings=False,
                       **{k: v for k, v in shape.items() if k not in ("vocab", "old", "seq")})
     torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    with torch.device(device):  # built in bf16 directly: no 27 GB fp32 copy on the way
+        model = LlamaForCausalLM._from_config(cfg, dtype=torch.bfloat16)
     model.config.use_cache = False
     return model
 
@@ -144,6 +146,9 @@ def run_one(side: str, stage: str, shape: dict, args, device: str) -> dict:
         model, loss_module, optimizer = ours_setup(model, stage, shape, args.compile)
         loss_fn = loss_module
     params = [p for p in model.parameters() if p.requires_grad]
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()  # peak of training itself (weights included), not of building
     result = time_steps(loss_fn, optimizer, params, shape, args, device)
     result["setup_and_run_s"] = time.perf_counter() - t0
     print(f"{stage:8s} {side:8s} {result['tokens_per_s']:10,.0f} tok/s  peak {result['peak_gib']:6.1f} GiB  "
@@ -175,8 +180,23 @@ def main() -> None:
         shape, device = SHAPES["7b"], "cuda"
         args.compile = args.compile != "off"
         torch.backends.cuda.matmul.allow_tf32 = True
+    # compiler caches go to a temporary folder that is removed at the end: nothing is left outside --out
+    scratch = tempfile.mkdtemp(prefix="langgraft-gpu-bench-")
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(scratch, "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(scratch, "triton"))
+    try:
+        run_all(args, shape, device)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_all(args, shape: dict, device: str) -> None:
+    import peft
+    import transformers
+
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    print(f"device {gpu}, torch {torch.__version__}; shape {shape}; micro-batch {args.micro_batch}, "
+    print(f"device {gpu}, torch {torch.__version__}, transformers {transformers.__version__}, peft "
+          f"{peft.__version__}; shape {shape}; micro-batch {args.micro_batch}, "
           f"{args.warmup}+{args.steps} steps, compile {args.compile}", flush=True)
     results = {}
     for stage in args.stages.split(","):
