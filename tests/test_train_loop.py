@@ -110,7 +110,10 @@ def test_bad_input_is_one_line(setup):
         train("align", config(setup, **{"data.dataset": str(setup["tmp"])}), out=setup["tmp"] / "bad2")
     out = setup["tmp"] / "bad3"
     train("align", config(setup, max_steps=3), out=out)
-    with pytest.raises(UserError, match="unfinished run|exists"):
+    with pytest.raises(UserError, match=r"holds a finished run with another config \(max_steps: 3 → 4\)"):
+        train("align", config(setup, max_steps=4), out=out)
+    (out / "manifest.json").unlink()  # now it looks like a killed run
+    with pytest.raises(UserError, match="holds an unfinished run; pass --resume"):
         train("align", config(setup, max_steps=4), out=out)
     with pytest.raises(UserError, match=r"config differs .*max_steps: 3 → 4"):
         train("align", config(setup, max_steps=4), out=out, resume=True)

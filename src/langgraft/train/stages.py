@@ -134,6 +134,9 @@ def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool) -> N
     saved_path = out / "train_config.json"
     if saved_path.is_file():
         saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        if (out / "manifest.json").is_file():
+            key = _first_difference(saved.get("config", {}), resolved)
+            raise UserError(f"--out {out}: holds a finished run with another config ({key}); pick a new --out")
         if not resume:
             raise UserError(f"--out {out}: holds an unfinished run; pass --resume to continue it or pick a new --out")
         if saved.get("fingerprint") != fingerprint:
