@@ -51,7 +51,9 @@ def test_demo_runs_every_stage_and_reports(demo):
     assert list(fa_bpc) == ["base", "extended", "align", "pretrain"]
     assert fa_bpc["pretrain"] < fa_bpc["align"] < fa_bpc["base"]  # training on Persian lowers Persian bpc
     en_bpc = summary["intrinsic"]["en"]["demo_bpc_en"]["values"]
-    assert abs(en_bpc["extended"] - en_bpc["base"]) < 0.2  # surgery is (almost) an identity for English
+    # old-token logits are unchanged; only the softmax mass the new rows take moves English bpc (a 400 → ~700
+    # vocabulary makes that larger than on a real base)
+    assert abs(en_bpc["extended"] - en_bpc["base"]) < 0.1 * en_bpc["base"]
     assert "demo_sentiment_fa" in summary["classification"]["fa"]
     assert len(summary["lines"]) == 5
     report = (out / "report" / "eval" / "report.md").read_text(encoding="utf-8")

@@ -193,9 +193,9 @@ def check_inputs(plan: Plan, stages: Sequence[str]) -> None:
             raise UserError(f"{src}: tokenizer.input: required (target-language text files)")
         for i, item in enumerate(r.tokenizer.input):
             need(f"tokenizer.input[{i}]", item)
-    if "tokenizer_extend" in stages:
+    if "tokenizer_extend" in stages:  # a local tokenizer: `tokenizer extend` does not download
         need("tokenizer_extend.base" if r.tokenizer_extend.base else "model_extend.model",
-             r.tokenizer_extend.base or r.model_extend.model, model=True)
+             r.tokenizer_extend.base or r.model_extend.model)
     if "model_extend" in stages:
         need("model_extend.model", r.model_extend.model, model=True)
     if "data" in stages:

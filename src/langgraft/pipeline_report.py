@@ -28,7 +28,10 @@ def write_report(out: Path, config: dict) -> dict:
             continue
         metric = meta["metrics"][0]
         values = {m: doc["results"][m][task][metric]["value"] for m in doc["models"] if task in doc["results"][m]}
-        summary[kind].setdefault(meta["lang"], {})[task] = {"metric": metric, "values": values}
+        entry = {"metric": metric, "values": values, "n": meta["n"]}
+        if "chance" in meta:
+            entry["chance"] = meta["chance"]
+        summary[kind].setdefault(meta["lang"], {})[task] = entry
     summary["lines"] = summary_lines(summary, config["lang"])
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", "# Pipeline summary\n\n" + "\n".join(f"- {line}" for line in
@@ -66,7 +69,8 @@ def summary_lines(summary: dict, lang: str) -> list[str]:
         for task_lang, tasks in summary[kind].items():
             for task, entry in tasks.items():
                 arrow = " → ".join(f"{m} {_fmt(entry['metric'], v)}" for m, v in entry["values"].items())
-                lines.append(f"{task} {entry['metric']}: {arrow}")
+                context = f" (n={entry['n']}, chance {100 * entry['chance']:.0f}%)" if "chance" in entry else ""
+                lines.append(f"{task} {entry['metric']}{context}: {arrow}")
     return lines
 
 

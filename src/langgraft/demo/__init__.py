@@ -42,6 +42,7 @@ def run_demo(out: str | Path = "runs/demo", *, log=print) -> dict:
 
     # Tiny matrices: extra intra-op threads only contend (a 64x64 matmul is faster on one core than on two).
     torch.set_num_threads(1)
+    _quiet_libraries()
     wall, cpu = time.perf_counter(), _cpu_seconds()
     out = Path(out)
     for name in CORPUS:
@@ -52,6 +53,17 @@ def run_demo(out: str | Path = "runs/demo", *, log=print) -> dict:
     result = run_recipe(out / "recipe.yaml", base_dir=out, log=log)
     result.update(wall_s=round(time.perf_counter() - wall, 1), cpu_s=round(_cpu_seconds() - cpu, 1))
     return result
+
+
+def _quiet_libraries() -> None:
+    """A first-time user should see the stages, not a weight-loading bar per model and a library deprecation
+    notice per training run; the stages' own progress lines stay."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 def _cpu_seconds() -> float:
