@@ -234,8 +234,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     result = run_demo(args.out)
     _print_summary(result)
-    print(f"demo finished in {result['wall_s']:.0f} s ({result['cpu_s']:.0f} s CPU). The model has 125k parameters "
-          "and trained for seconds: the numbers show the plumbing and the direction, not results.")
+    print(f"demo finished in {result['wall_s']:.0f} s ({result['cpu_s']:.0f} s CPU) after loading the libraries. The "
+          "model has 125k parameters and trained for seconds: the numbers show the plumbing, not results.")
     return 0
 
 

@@ -16,6 +16,10 @@ config, same inputs), so a rerun skips finished stages and a killed run continue
 Relative paths in a recipe are relative to the working directory (`base_dir` for the Python API, which
 `langgraft demo` points at its own folder). A recipe's sections hold each verb's own flags, or the path of the
 verb's own YAML config plus dotted overrides; unknown keys anywhere are one-line errors before anything runs.
+
+Why not a workflow engine (Snakemake, DVC, Luigi): the stages are a fixed sequence of seven calls, and "up to
+date" already has one definition here (the manifests' config + input hashes); an engine would bring a second one
+(file times, its own lock files) that can disagree with it, and another dependency.
 """
 
 from __future__ import annotations
@@ -376,6 +380,8 @@ def _report(plan: Plan) -> bool:
 
     e = plan.recipe.eval
     evals = [plan.out / "eval" / p for p in EVAL_POINTS if p in e.stages]
+    if not evals:
+        raise UserError(f"{plan.source}: eval.stages is empty; the report has nothing to compare")
     missing = [str(d) for d in evals if not (d / "results.json").is_file()]
     if missing:
         raise UserError(f"report: no evaluation in {missing[0]}; run the model stages first")

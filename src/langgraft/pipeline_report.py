@@ -9,7 +9,6 @@ and accuracy per stage).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from langgraft.rundir import atomic_write_text, write_json
@@ -76,7 +75,3 @@ def summary_lines(summary: dict, lang: str) -> list[str]:
 
 def _fmt(metric: str, value: float) -> str:
     return f"{100 * value:.1f}%" if metric in ("acc", "acc_norm", "macro_f1") else f"{value:.3f}"
-
-
-def read_summary(report_dir: str | Path) -> dict:
-    return json.loads((Path(report_dir) / "summary.json").read_text(encoding="utf-8"))
