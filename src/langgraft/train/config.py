@@ -46,7 +46,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     epochs: int = 1  # passes over the training blocks (ignored when max_steps > 0)
     max_steps: int = 0  # stop after this many optimizer steps (0 = run `epochs`)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto = bf16 autocast on GPUs, fp32 on CPU; never fp16
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto = bf16 autocast where supported; never fp16
     gradient_checkpointing: bool = False  # recompute activations in backward (less memory, slower)
     compile: bool = False  # torch.compile each decoder layer
     loss_chunk: int = 2048  # tokens per chunk of the fused head + cross-entropy (bounds logits memory)
