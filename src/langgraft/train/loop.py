@@ -115,6 +115,9 @@ def run_loop(accelerator, loss_module, optimizer, scheduler, train_blocks: torch
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < state.total_steps:
             checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out, state)
     bar.close()
+    writer = _writers.pop(str(out), None)
+    if writer is not None:  # a later run into the same folder in this process (after it was removed) needs a new one
+        writer.close()
     return state
 
 
