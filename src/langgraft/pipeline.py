@@ -206,14 +206,17 @@ def check_inputs(plan: Plan, stages: Sequence[str]) -> None:
         root = plan.path(plan.prepare.root)
         if not root.is_dir():
             raise UserError(f"{src}: data: root {plan.prepare.root}: not a folder (looked at {root})")
-    if set(stages) & {"model_extend", "align", "pretrain"}:
+    if set(stages) & {"model_extend", "align", "pretrain", "report"}:
         for lang, text in r.eval.texts.items():
             need(f"eval.texts.{lang}", text)
         if r.eval.data_root:
             need("eval.data_root", r.eval.data_root)
         from langgraft.eval.tasks import resolve_tasks
 
-        resolve_tasks(_task_items(plan))
+        try:
+            resolve_tasks(_task_items(plan))
+        except UserError as exc:
+            raise UserError(f"{src}: eval.tasks: {exc}") from None
 
 
 def _task_items(plan: Plan) -> list[str]:

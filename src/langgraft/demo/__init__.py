@@ -9,6 +9,8 @@ BPE tokenizer trained on `en.txt`, and a random 2-layer Llama briefly trained on
 "English retention" means something), then runs the recipe with `langgraft.pipeline.run_recipe`: Persian tokenizer
 → extend → data prepare → model surgery → align → pretrain, evaluating after every model stage, and a report.
 Everything is a normal run folder: rerunning skips what is done, and `langgraft run recipe.yaml` inside DIR works.
+`langgraft demo` puts the shipped corpus back each time; to experiment, edit DIR/corpus/ or DIR/recipe.yaml and
+use `langgraft run recipe.yaml` there (only the stages whose inputs or settings changed run again).
 """
 
 from __future__ import annotations
