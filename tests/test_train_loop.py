@@ -141,3 +141,14 @@ def test_fused_loss_under_bf16_autocast_is_close(setup, data_dir):
         ours = LossModule(peft_model, chunk=16)(ids)
     assert ours.dtype == torch.float32
     torch.testing.assert_close(ours, ref.float(), rtol=1e-2, atol=1e-2)
+
+
+def test_gradient_checkpointing_gives_the_same_step(setup):
+    out_a, out_b = setup["tmp"] / "ckpt-off", setup["tmp"] / "ckpt-on"
+    a = train("pretrain", config(setup, max_steps=2, eval_every=0, checkpoint_every=0), out=out_a)
+    b = train("pretrain", config(setup, max_steps=2, eval_every=0, checkpoint_every=0, gradient_checkpointing=True),
+              out=out_b)
+    assert a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-5)
+    wa, wb = _delta_keys(out_a / "adapter"), _delta_keys(out_b / "adapter")
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-6)
