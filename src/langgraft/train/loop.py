@@ -151,6 +151,8 @@ def checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out: Path, s
 
 def _stop_on_nan(accelerator, loss_module, optimizer, scheduler, cfg, out, state) -> None:
     optimizer.zero_grad(set_to_none=True)
-    path = checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out, state)
-    raise UserError(f"loss is not finite at step {state.step + 1}; stopped, last good weights saved to {path} "
+    where = "not saved (no checkpoints under sharded training)"
+    if accelerator.distributed_type.name not in ("FSDP", "DEEPSPEED"):
+        where = f"saved to {checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out, state)}"
+    raise UserError(f"loss is not finite at step {state.step + 1}; stopped, last good weights {where} "
                     "(lower optim.lr / optim.embed_lr or check the data)")

@@ -40,8 +40,17 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
     if done is not None and done.get("fingerprint") == fingerprint:
         return done["summary"]
     # cpu=True without a GPU: only then does Accelerate turn a torchrun launch into gloo DDP (MULTI_CPU)
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # broadcast_buffers=False: the only buffers are constants (rotary tables, PEFT's copy of the original rows,
+    # 17.5k × 4096 for a 7B model), and DDP would otherwise re-broadcast them on every forward pass.
     accelerator = Accelerator(mixed_precision="bf16" if _use_bf16(cfg.precision) else "no",
-                              cpu=not torch.cuda.is_available())
+                              cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+    if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED") and (cfg.checkpoint_every or resume):
+        raise UserError(f"checkpoint_every/--resume: resumable checkpoints are not implemented under "
+                        f"{accelerator.distributed_type.name} yet; set checkpoint_every=0 (the final adapter is "
+                        "still gathered and saved)")
     if accelerator.is_main_process:
         _prepare_out(out, resolved, fingerprint, resume)
     accelerator.wait_for_everyone()
