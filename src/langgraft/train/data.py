@@ -8,7 +8,6 @@ position is the step counter, nothing else needs saving.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,35 +29,16 @@ class Packed:
 
 
 def iter_texts(dataset_dir: str | Path, split: str):
-    """Texts of one split of a `langgraft data prepare` dataset (contract: dataset.json + parquet `text`)."""
-    try:  # the corpus package owns the reader; fall back to the documented layout while it is not installed
-        from langgraft.data.load import iter_texts as _iter
+    """Texts of one split of a `langgraft data prepare` dataset (the corpus package owns the format)."""
+    from langgraft.data.load import iter_texts as _iter_texts
 
-        yield from _iter(dataset_dir, split)
-        return
-    except ImportError:
-        pass
-    import pyarrow.parquet as pq
-
-    root = Path(dataset_dir)
-    for name in _split_files(root, split):
-        for batch in pq.ParquetFile(root / name).iter_batches(columns=["text"]):
-            yield from batch.column(0).to_pylist()
+    return _iter_texts(dataset_dir, split)
 
 
 def has_split(dataset_dir: str | Path, split: str) -> bool:
-    return bool(_split_files(Path(dataset_dir), split, required=False))
+    from langgraft.data.load import dataset_info
 
-
-def _split_files(root: Path, split: str, required: bool = True) -> list[str]:
-    meta_path = root / "dataset.json"
-    if not meta_path.is_file():
-        raise UserError(f"data.dataset {root}: no dataset.json (expected a `langgraft data prepare` dataset dir)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    files = meta.get("splits", {}).get(split, {}).get("files", [])
-    if required and not files:
-        raise UserError(f"data.dataset {root}: dataset.json has no {split!r} split")
-    return [f if (root / f).exists() else str(Path(split) / f) for f in files]
+    return bool(dataset_info(dataset_dir)["splits"].get(split, {}).get("files"))
 
 
 def pack(texts, tokenizer, block_size: int, max_texts: int = 0, batch: int = 256) -> Packed:
