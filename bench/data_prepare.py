@@ -5,7 +5,7 @@
 1. Throughput on a synthetic Persian corpus of --small-mb (JSONL, one file, cut into 16 MB tasks), exact dedup
    only: MB/s of stages A+B+C (normalise + filters + langid + exact dedup); the MinHash stages' throughput from a
    second run with near-dup on (extra C time + D + E), reported separately.
-2. Peak RSS of the whole process tree (parent, datatrove's pool, workers; sampled every 0.2 s) while preparing the
+2. Peak RSS of the whole process tree (parent, datatrove's pool, workers; sampled every 0.25 s) while preparing the
    --small-mb and the --large-mb corpus with near-dup on: memory must not grow with the corpus.
 3. recipes/data/persian.yaml on ../shared/data: exact and near duplicates per dataset, leaks removed, and the
    overlap of the train output with the evaluation sets (must be 0).
@@ -65,28 +65,35 @@ def make_corpus(path: Path, megabytes: int, pool: list[str], seed: int = 0) -> i
     return written
 
 
-class TreeRSS:
-    """Peak memory of this process plus all its descendants, sampled every 0.2 s: the sum of RSS (shared pages
-    counted once per process, an over-estimate) and the sum of PSS (shared pages split between processes)."""
+class Tree:
+    """This process and all its descendants, sampled every 0.25 s: peak memory as the sum of RSS (shared pages
+    counted once per process, an over-estimate) and the sum of PSS (shared pages split between processes), and the
+    CPU seconds of the descendants (the engine's processes; each one's last 0.25 s can be missed)."""
 
     def __init__(self):
         import psutil
 
         self.me, self.peak, self.peak_pss, self.stop = psutil.Process(), 0, 0, threading.Event()
+        self.cpu: dict[int, float] = {}
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         import psutil
 
-        while not self.stop.wait(0.2):
+        while not self.stop.wait(0.25):
             rss = pss = 0
             for proc in [self.me] + self.me.children(recursive=True):
                 try:
-                    info = proc.memory_full_info()
+                    info, times = proc.memory_full_info(), proc.cpu_times()
                     rss, pss = rss + info.rss, pss + info.pss
+                    if proc.pid != self.me.pid:  # this process only waits (and runs this sampler)
+                        self.cpu[proc.pid] = times.user + times.system
                 except psutil.Error:
                     pass
             self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
 
     def __enter__(self):
         self.thread.start()
@@ -104,16 +111,19 @@ def run(corpus: Path, out: Path, workers: int, near: bool) -> dict:
         "dedup": {"exact": True, "near": near}, "sources": [{"path": corpus.name}]}]}
     path = out.parent / f"{out.name}.yaml"
     path.write_text(json.dumps(cfg), encoding="utf-8")
-    marks: list[tuple[str, float]] = []
+    marks: list[tuple[str, float, float]] = []
     started = time.time()
-    with TreeRSS() as rss:
+    with Tree() as rss:
         manifest = prepare(load_config(PrepareConfig, path), out, progress=False,
-                           on_stage=lambda ds, stage: marks.append((stage, time.time())))
-    ended = time.time()
-    times = {name: round(end - t, 2) for (name, t), (_, end) in zip(marks, marks[1:] + [("end", ended)])}
+                           on_stage=lambda ds, stage: marks.append((stage, time.time(), rss.cpu_seconds())))
+        time.sleep(0.3)  # one more sample after the last stage
+        ended, cpu_end = time.time(), rss.cpu_seconds()
+    nxt = marks[1:] + [("end", ended, cpu_end)]
+    times = {name: round(end - t, 2) for (name, t, _), (_, end, _) in zip(marks, nxt)}
+    cpu = {name: round(c1 - c0, 2) for (name, _, c0), (_, _, c1) in zip(marks, nxt)}
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))["datasets"]["synthetic"]
     shutil.rmtree(out)
-    return {"bytes": stats["input_bytes"], "stages": times, "total": round(ended - started, 2),
+    return {"bytes": stats["input_bytes"], "stages": times, "cpu": cpu, "total": round(ended - started, 2),
             "rss_mb": round(rss.peak / 2**20), "pss_mb": round(rss.peak_pss / 2**20),
             "exact": stats["exact_duplicates"], "near": stats["near_duplicates"],
             "documents": manifest["summary"]["documents"]}
@@ -154,8 +164,11 @@ def main() -> None:
         minhash = near["stages"]["C-exact"] - exact["stages"]["C-exact"] + near["stages"]["D-buckets"] + \
             near["stages"]["E-cluster"]
         print(f"\n{mb:.0f} MB synthetic, {args.workers} workers, stage seconds (exact only): {exact['stages']}")
-        print(f"  normalise + filter + exact dedup (A+B+C): {abc:.1f} s = {mb / abc:.1f} MB/s; "
+        abc_cpu = sum(exact["cpu"][s] for s in ("A-clean", "B-find", "C-exact"))
+        print(f"  normalise + filter + exact dedup (A+B+C): {abc:.1f} s = {mb / abc:.1f} MB/s wall; "
+              f"{abc_cpu:.1f} CPU-s = {2 * mb / abc_cpu:.1f} MB/s on 2 uncontended cores; "
               f"whole prepare {exact['total']:.1f} s = {mb / exact['total']:.1f} MB/s")
+        print(f"  CPU seconds per stage (exact only): {exact['cpu']}")
         print(f"  with near-dup, stage seconds: {near['stages']}")
         print(f"  MinHash near-dup (signatures + buckets + cluster): {minhash:.1f} s = {mb / max(minhash, 1e-9):.1f} "
               f"MB/s; whole prepare {near['total']:.1f} s; exact dups {near['exact']}, near dups {near['near']}")

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from langgraft.data.config import LeakGuardConfig, PrepareConfig
-from langgraft.data.engine import content_hash
+from langgraft.data.config import DatasetConfig, LeakGuardConfig, PrepareConfig
+from langgraft.data.engine import content_hash, leak_keys
 from langgraft.data.readers import explode, expand_paths, field_text, plan_units, read_unit
-from langgraft.data.config import DatasetConfig
 from langgraft.lang import get_language
 
 
@@ -53,8 +52,6 @@ def build_index(cfg: PrepareConfig, path: Path) -> dict[str, int]:
 
 def overlap(train_texts, index: set[int]) -> int:
     """How many training rows share a text or a line with the eval index (must be 0 after prepare)."""
-    from langgraft.data.engine import leak_keys
-
     return sum(1 for parts in train_texts if any(h in index for h in leak_keys(parts)))
 
 

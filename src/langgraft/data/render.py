@@ -26,7 +26,7 @@ def render_rows(docs: Iterable, ds: DatasetConfig, tally: dict) -> Iterator[dict
         tally["docs"] = tally.get("docs", 0) + 1
         m = doc.metadata
         if ds.kind == "monolingual":
-            yield {"text": m["text"], "lang": m["lang"], "_split": m["split"]}
+            yield {"text": doc.text, "lang": m["lang"], "_split": m["split"]}
         elif ds.kind == "instructions":
             parts = [m["instruction"], m["input"], m["output"]] if m["input"] else [m["instruction"], m["output"]]
             yield {"text": "\n\n".join(parts), "lang": m["lang"], "instruction": m["instruction"],
