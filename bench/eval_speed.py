@@ -1,10 +1,12 @@
 """Batched log-likelihood scoring (length-sorted batches + prompt KV-cache reuse) vs one request at a time.
 
-Same random Llama-shaped model (real Llama-2 tokenizer), same requests: the choices of real ParsiNLU multiple-choice
-(4 per Persian question) and SST-2 (2 per English review) examples, as `langgraft eval` builds them. The baseline
-is a full forward pass per (prompt, continuation), the way a simple harness loops. Both must give the same scores.
+Same random Llama-shaped model (real Llama-2 tokenizer), same requests: every choice of the first examples of
+every shipped choice task (Persian sentiment, NLI, multiple choice, paraphrase; English SST-2, RTE), as
+`langgraft eval` builds them. The baseline is a full forward pass per (prompt, continuation), the way a simple
+harness loops. Both must give the same scores.
 
-    python bench/eval_speed.py [--examples 40] [--hidden 256] [--layers 4] [--batch-size 16] [--rounds 4] [--device cuda]
+    python bench/eval_speed.py [--examples 12] [--hidden 256] [--layers 4] [--batch-size 16] [--rounds 4]
+                               [--threads 1] [--device cuda]
 """
 
 from __future__ import annotations
@@ -38,12 +40,15 @@ def build_model(hidden: int, layers: int, tmp: Path):
 
 
 def build_requests(n: int) -> list[tuple[str, str]]:
+    """The first `n` examples of every shipped choice task, each choice a request, as `langgraft eval` builds them."""
     from langgraft.eval.records import build_examples, read_records, with_shots
     from langgraft.eval.tasks import load_task, shipped_tasks
 
     requests = []
-    for name in ("parsinlu_mc_lit", "sst2"):
-        spec = load_task(shipped_tasks()[name])
+    for path in shipped_tasks().values():
+        spec = load_task(path)
+        if spec.kind != "choice":
+            continue
         examples, _ = build_examples(spec, *read_records(spec.data, DATA, spec.name))
         for ex in examples[:n]:
             prompt = with_shots(spec, ex, examples, 0)
@@ -60,13 +65,18 @@ def main() -> None:
     from langgraft.eval.scoring import loglikelihoods, score_one
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--examples", type=int, default=40, help="examples per task")
+    ap.add_argument("--examples", type=int, default=12, help="examples per task")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=4, help="alternate baseline/ours over this many slices")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: on a shared 2-core machine two threads per process spin "
+                         "against other jobs and the timings swing several-fold)")
     ap.add_argument("--device", default="cpu", help="torch device (fp32 either way, so scores can be compared)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model, tok = build_model(args.hidden, args.layers, Path(tmp))
     model = model.to(args.device)
@@ -76,12 +86,16 @@ def main() -> None:
     loglikelihoods(model, tok, requests[:8], batch_size=args.batch_size)  # warm-up both paths
     score_one(model, tok, *requests[0])
 
-    # The machine is shared: alternate the two methods over slices of the requests (whole examples per slice),
+    # The machine is shared: alternate the two methods over slices of the requests (whole prompts per slice),
     # so a load spike hits both instead of whichever happened to run then.
     baseline, ours, t_base, t_ours = [], [], 0.0, 0.0
-    step = -(-len(requests) // args.rounds // 4) * 4  # a multiple of 4 keeps every example in one slice
-    for lo in range(0, len(requests), step):
-        part = requests[lo: lo + step]
+    step = -(-len(requests) // args.rounds)
+    lo = 0
+    while lo < len(requests):
+        hi = min(lo + step, len(requests))
+        while hi < len(requests) and requests[hi][0] == requests[hi - 1][0]:
+            hi += 1  # never split one prompt's choices across slices
+        part, lo = requests[lo:hi], hi
         start = time.perf_counter()
         baseline += [score_one(model, tok, c, x) for c, x in part]
         _sync(args.device)

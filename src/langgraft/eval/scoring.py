@@ -9,11 +9,14 @@ dependency; `score_one` below is the plain one-pass-per-request reference that t
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from collections import defaultdict
 
 import torch
+
+PAD_SLACK = 1.25  # a continuation chunk may hold at most 25% padding tokens
 
 
 def encode_pair(tok, context: str, continuation: str, max_len: int) -> tuple[list[int], list[int]]:
@@ -106,25 +109,60 @@ def _score_batch(model, groups: list, out: list[float]) -> None:
     row_group = [g for g, (_, items) in enumerate(groups) for _ in items]
     conts = [c for _, items in groups for _, c in items]
     index = [i for _, items in groups for i, _ in items]
+    totals = last_logp[row_group, [c[0] for c in conts]]
+    if max(len(c) for c in conts) > 1:
+        totals = totals + _continuation_logprobs(model, first.past_key_values, ctx_mask, plen, row_group, conts)
+    for r, i in enumerate(index):
+        out[i] = float(totals[r])
+
+
+def _continuation_logprobs(model, cache, ctx_mask, plen, row_group: list[int], conts: list[list[int]]):
+    """log P of continuation tokens 2..n of every row, given its prompt's cache.
+
+    Rows are sorted by continuation length and cut into chunks with little padding (choices of one question
+    often differ several-fold in length); each chunk gets its own copy of the rows' prompt caches.
+    """
+    device = ctx_mask.device
+    totals = torch.zeros(len(conts), device=device)
+    order = sorted((r for r, c in enumerate(conts) if len(c) > 1), key=lambda r: -len(conts[r]))
+    chunks: list[list[int]] = []
+    for r in order:
+        # Rows are longest first, so a chunk's width is its first row's length.
+        if chunks and len(conts[chunks[-1][0]]) * (len(chunks[-1]) + 1) <= PAD_SLACK * (
+                sum(len(conts[x]) for x in chunks[-1]) + len(conts[r])):
+            chunks[-1].append(r)
+        else:
+            chunks.append([r])
+    for k, rows in enumerate(chunks):
+        # reorder_cache works in place: copy the prompt caches unless this is the last chunk to use them.
+        part_cache = cache if k == len(chunks) - 1 else copy.deepcopy(cache)
+        totals[rows] = _chunk_logprobs(model, part_cache, ctx_mask, plen, [row_group[r] for r in rows],
+                                       [conts[r] for r in rows])
+    return totals
+
+
+def _chunk_logprobs(model, cache, ctx_mask, plen, row_group: list[int], conts: list[list[int]]):
+    device = ctx_mask.device
     sel = torch.tensor(row_group, device=device)
-    cache = first.past_key_values
     cache.reorder_cache(sel)  # repeat each prompt's cache once per continuation
     clen = max(len(c) for c in conts)
     cont = torch.zeros(len(conts), clen, dtype=torch.long, device=device)
     cont_mask = torch.zeros_like(cont)
+    need = torch.zeros(len(conts), clen, dtype=torch.bool, device=device)
     for r, c in enumerate(conts):
         cont[r, : len(c)] = torch.tensor(c, device=device)
         cont_mask[r, : len(c)] = 1
-    # Prompts are right-padded, so each row's continuation starts at its own position, not at `width`.
+        need[r, : len(c) - 1] = True  # positions that predict a next continuation token
+    # Prompts are right-padded, so each row's continuation starts at its own position, not at the padded width.
     positions = plen[sel, None] + torch.arange(clen, device=device)[None]
+    # The vocabulary projection only where needed (no padding, no last token): a boolean `logits_to_keep`.
     second = model(input_ids=cont, attention_mask=torch.cat([ctx_mask[sel], cont_mask], 1),
-                   position_ids=positions, past_key_values=cache, use_cache=True)
-    logp = torch.log_softmax(second.logits.float(), -1)
-    for r, c in enumerate(conts):
-        total = last_logp[row_group[r], c[0]]
-        if len(c) > 1:
-            total = total + logp[r, : len(c) - 1].gather(-1, cont[r, 1: len(c), None]).sum()
-        out[index[r]] = float(total)
+                   position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=need)
+    logits = second.logits if second.logits.dim() == 2 else second.logits[need]
+    targets = torch.cat([cont[:, 1:], cont[:, :1]], 1)[need]  # the token each kept position predicts
+    token_lp = torch.log_softmax(logits.float(), -1).gather(-1, targets[:, None])[:, 0]
+    rows = need.nonzero()[:, 0]
+    return torch.zeros(len(conts), device=device).index_add_(0, rows, token_lp)
 
 
 @torch.no_grad()
