@@ -94,7 +94,7 @@ def test_mean_subtokens_predicts_new_tokens_better_than_random_on_a_trained_mode
     """On the new tokens themselves mean-subtokens starts far better than random (measured: ~4.1 vs ~7.3 nats).
 
     Over *all* targets it starts worse on these tiny models: its head rows over-predict new tokens and take
-    probability from old ones (see docs/BENCHMARKS.md, surgery notes); this test pins the part that holds.
+    probability from old ones (bench/init_methods.py, docs/BENCHMARKS.md); this test pins the part that holds.
     """
     from test_train_support import persian_lines
 
