@@ -152,3 +152,24 @@ def test_gradient_checkpointing_gives_the_same_step(setup):
     wa, wb = _delta_keys(out_a / "adapter"), _delta_keys(out_b / "adapter")
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-6)
+
+
+def test_cli_train_with_overrides_and_errors(setup, capsys):
+    import yaml
+
+    from langgraft.cli import main
+    from langgraft.config import to_dict
+
+    cfg_file = setup["tmp"] / "cli.yaml"
+    cfg_file.write_text(yaml.safe_dump(to_dict(config(setup))))
+    out = setup["tmp"] / "cli-run"
+    assert main(["train", "--stage", "align", "--config", str(cfg_file), "max_steps=2", "optim.embed_lr=1e-3",
+                 "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["max_steps"] == 2 and manifest["config"]["optim"]["embed_lr"] == 1e-3
+    assert "2 steps" in capsys.readouterr().out
+    assert main(["train", "--stage", "align", "--config", str(cfg_file), "optim.lrr=1", "--out",
+                 str(setup["tmp"] / "cli-bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown key optim.lrr" in err[0]
+    assert not (setup["tmp"] / "cli-bad").exists()
