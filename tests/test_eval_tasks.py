@@ -37,6 +37,8 @@ def test_shipped_task_reads_real_data(name, data_dir):
     if name in EXPECTED:
         assert len(examples) == EXPECTED[name]
     assert len(examples) + sum(skipped.values()) == len(records)  # nothing dropped silently
+    if spec.shots_data is not None:
+        assert build_examples(spec, *read_records(spec.shots_data, data_dir, spec.name))[0]
     first = examples[0]
     if spec.kind == "choice":
         assert all(0 <= ex.gold < len(ex.choices) for ex in examples)
@@ -65,15 +67,26 @@ def test_reading_comprehension_keeps_every_gold_span(data_dir):
     assert examples[0].refs == [a[1] for a in records[0]["answers"]]
 
 
-def test_shots_are_fixed_and_never_the_example_itself(data_dir):
+def test_shots_are_fixed_and_come_from_the_shots_file(data_dir):
     spec = load_task(shipped_tasks()["sst2"])
-    records, shown = read_records(spec.data, data_dir, spec.name)
-    pool, _ = build_examples(spec, records, shown)
-    ex = pool[3]
-    a, b = with_shots(spec, ex, pool, 3), with_shots(spec, ex, pool, 3)
+    dev, _ = build_examples(spec, *read_records(spec.data, data_dir, spec.name))
+    train, _ = build_examples(spec, *read_records(spec.shots_data, data_dir, spec.name))
+    ex = dev[3]
+    a, b = with_shots(spec, ex, train, 3), with_shots(spec, ex, train, 3)
     assert a == b and a.count("Sentiment:") == 4 and a.endswith(spec.prompt.format(**ex.vars))
-    assert ex.vars["sentence"] not in a[: -len(spec.prompt.format(**ex.vars))]
-    assert with_shots(spec, pool[4], pool, 3) != a
+    demos = a.split(spec.shot_separator)[:3]
+    train_sentences = {t.vars["sentence"] for t in train}
+    assert all(d.split("\n")[0].removeprefix("Review: ") in train_sentences for d in demos)
+    assert with_shots(spec, dev[4], train, 3) != a
+
+
+def test_without_shots_file_shots_are_other_eval_examples(data_dir):
+    spec = load_task(shipped_tasks()["rte"])
+    assert spec.shots_data is None
+    pool, _ = build_examples(spec, *read_records(spec.data, data_dir, spec.name))
+    for ex in pool[:20]:
+        prompt = with_shots(spec, ex, pool, 5)
+        assert ex.vars["premise"] not in prompt[: -len(spec.prompt.format(**ex.vars))]
 
 
 def _write_task(tmp_path, **over):

@@ -176,7 +176,8 @@ def with_shots(task: TaskSpec, ex: Example, pool: list[Example], shots: int) -> 
     if shots <= 0:
         return prompt
     rng = random.Random(f"{task.name}:{task.seed}:{ex.id}")
-    candidates = [p for p in pool if p.id != ex.id]
+    # A pool read from `shots_data` is another file: its ids do not name eval examples.
+    candidates = pool if task.shots_data is not None else [p for p in pool if p.id != ex.id]
     chosen = rng.sample(candidates, min(shots, len(candidates)))
     demos = [render(task, s) + task.choice_prefix + answer(task, s) for s in chosen]
     return task.shot_separator.join([*demos, prompt])

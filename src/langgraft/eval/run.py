@@ -50,15 +50,19 @@ def prepare_tasks(items: list[str], root: Path, limit: int | None, index, errors
         try:
             spec = load_task(path)
             records, shown = read_records(spec.data, root, spec.name)
-            pool, skipped = build_examples(spec, records, shown)
+            every, skipped = build_examples(spec, records, shown)
+            pool = every
+            if spec.shots_data is not None:
+                pool = build_examples(spec, *read_records(spec.shots_data, root, spec.name))[0]
         except UserError as exc:
             _error(errors, str(exc))
             continue
-        examples = pool[:limit] if limit else pool
+        examples = every[:limit] if limit else every
         if not examples:
             _error(errors, f"task {spec.name}: no examples in {shown} (skipped: {dict(skipped) or 'none'})")
             continue
-        files = [str(root / f) for f in ([spec.data.path] if spec.data.path else spec.data.files.values())]
+        files = [str(root / f) for d in (spec.data, spec.shots_data) if d is not None
+                 for f in ([d.path] if d.path else d.files.values())]
         task = Prepared(spec, examples, pool, skipped, files)
         if index is not None:
             task.contaminated = [ex.id for ex in examples if any(map(index.contains, _texts(spec, ex)))]

@@ -54,6 +54,7 @@ class TaskSpec:
     text: str = ""  # record path of the text (intrinsic tasks); a list of strings is joined with newlines
     choice_prefix: str = " "  # put between the prompt and each choice / the generated text
     shots: int = 0  # default number of in-context examples (overridden by --shots)
+    shots_data: DataSpec | None = None  # where in-context examples come from (default: the other eval examples)
     shot_separator: str = "\n\n"  # between in-context examples
     stop: list[str] = field(default_factory=lambda: ["\n"])  # generation stops at the first of these
     max_new_tokens: int = 32  # generation budget
@@ -97,10 +98,11 @@ def _check(spec: TaskSpec, path: Path) -> None:
     for key in needs:
         if not getattr(spec, key):
             raise UserError(f"task {path}: missing required key {key} for kind {spec.kind}")
-    if spec.data.format == "parallel" and not spec.data.files:
-        raise UserError(f"task {path}: data.format parallel needs data.files")
-    if spec.data.format != "parallel" and not spec.data.path:
-        raise UserError(f"task {path}: missing required key data.path")
+    for key, data in (("data", spec.data), ("shots_data", spec.shots_data)):
+        if data is not None and data.format == "parallel" and not data.files:
+            raise UserError(f"task {path}: {key}.format parallel needs {key}.files")
+        if data is not None and data.format != "parallel" and not data.path:
+            raise UserError(f"task {path}: missing required key {key}.path")
 
 
 def suites() -> dict[str, list[str]]:
