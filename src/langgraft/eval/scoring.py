@@ -1,8 +1,9 @@
 """Model-side scoring: continuation log-likelihoods, greedy generation, and per-text negative log-likelihood.
 
 Log-likelihood requests that share a prompt (the choices of one question) are scored with one forward pass over
-the prompt and one over all continuations, reusing the prompt's KV cache (`DynamicCache.reorder_cache` repeats a
-row per continuation); groups are sorted by length and batched. Written here rather than taken from
+the prompt and one over the continuations (chunked by length), reusing the prompt's KV cache
+(`DynamicCache.reorder_cache` repeats a row per continuation); the vocabulary projection runs only at positions
+whose next token is scored (`logits_to_keep`); groups are sorted by length and batched. Written here rather than taken from
 lm-evaluation-harness because that harness re-runs the full prompt for every choice and would be a heavy
 dependency; `score_one` below is the plain one-pass-per-request reference that tests compare against.
 """
