@@ -155,6 +155,8 @@ def run_one(side: str, stage: str, shape: dict, args, device: str) -> dict:
           f"loss {result['first_loss']:.3f}→{result['last_loss']:.3f}  trainable {result['trainable_params']:,}  "
           f"({result['setup_and_run_s']:.0f} s)", flush=True)
     del model, optimizer, params, loss_fn
+    if side == "ours" and args.compile:
+        torch._dynamo.reset()  # compiled graphs and guards must not keep this 7B model alive into the next run
     gc.collect()
     return result
 
