@@ -173,3 +173,27 @@ def test_cli_train_with_overrides_and_errors(setup, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown key optim.lrr" in err[0]
     assert not (setup["tmp"] / "cli-bad").exists()
+
+
+def test_fused_loss_matches_on_a_tied_model(tmp_path, data_dir):
+    """Gemma-style tied head: the trained rows get gradient from the embedding and the head, both paths."""
+    from transformers import AutoTokenizer
+
+    from langgraft.train.model import LossModule, build_peft_model
+
+    model_dir = make_extended_model(tmp_path, data_dir, kind="gemma", tok_name="gpt2", n_new=20)
+    torch.manual_seed(0)
+    peft_model = build_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), "pretrain",
+                                  config({"model": model_dir, "dataset": model_dir, "tmp": tmp_path}),
+                                  list(range(50257, 50277))).eval()
+    ids = pack(persian_lines(data_dir, 20), AutoTokenizer.from_pretrained(model_dir), 24).blocks[:2]
+    ref = peft_model(input_ids=ids, labels=ids).loss
+    ref.backward()
+    want = {n: p.grad.clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+    peft_model.zero_grad()
+    ours = LossModule(peft_model, chunk=11)(ids)
+    ours.backward()
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    for name, p in peft_model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, want[name], rtol=1e-4, atol=1e-7, msg=name)
