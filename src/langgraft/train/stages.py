@@ -57,7 +57,7 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
     started = time.time()
     torch.manual_seed(cfg.seed)
     tokenizer, peft_model, token_ids = _build_model(stage, cfg, accelerator)
-    train_blocks, val, data_summary = _build_data(cfg, tokenizer, accelerator)
+    train_blocks, val, data_summary = _build_data(cfg, tokenizer, accelerator, out)
     return _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_blocks, val,
                 {**data_summary, "trained_rows": len(token_ids)}, fingerprint, resolved, started)
 
@@ -104,6 +104,7 @@ def _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_bloc
             "stage": stage, "fingerprint": fingerprint, "config": resolved, "parent": cfg.model,
             "versions": package_versions(), "git_revision": git_revision(),
             "wall_time_s": round(time.time() - started, 3), "summary": summary})
+        (out / "data.pt").unlink(missing_ok=True)  # only a resume needs the packed data
     accelerator.wait_for_everyone()
     return summary
 
@@ -207,25 +208,56 @@ def _build_model(stage: str, cfg: TrainConfig, accelerator):
     return tokenizer, peft_model, token_ids
 
 
-def _build_data(cfg: TrainConfig, tokenizer, accelerator):
+def _build_data(cfg: TrainConfig, tokenizer, accelerator, out: Path):
+    """Packed train/validation blocks, tokenized once per run: rank 0 writes `data.pt`, other ranks and a
+    `--resume` load it (memory-mapped) instead of re-tokenizing the corpus; its key covers the dataset files and
+    the tokenizer, so a dataset rebuilt in place is re-tokenized."""
+    cache = out / "data.pt"
+    key = _data_key(cfg, tokenizer)
+    with accelerator.main_process_first():
+        if cache.is_file():
+            saved = torch.load(cache, weights_only=False)
+            if saved["key"] == key:
+                val = (saved["val"][0].long(), saved["val"][1]) if saved["val"] else None
+                return saved["train"].long(), val, saved["summary"]
+        blocks, val, summary = _pack_data(cfg, tokenizer)
+        if accelerator.is_main_process:  # stored as int32: half the disk of the int64 ids the model takes
+            tmp = cache.with_name(f".{cache.name}.tmp")
+            small_val = (val[0].to(torch.int32), val[1]) if val else None
+            torch.save({"key": key, "train": blocks.to(torch.int32), "val": small_val, "summary": summary}, tmp)
+            tmp.replace(cache)
+    return blocks, val, summary
+
+
+def _data_key(cfg: TrainConfig, tokenizer) -> str:
+    from langgraft.rundir import sha256_path
+
+    d = cfg.data
+    tok_file = Path(cfg.model) / "tokenizer.json"
+    parts = [sha256_path(Path(d.dataset) / "dataset.json"), d.block_size, d.max_texts, d.replay_fraction, cfg.seed,
+             sha256_path(Path(d.replay) / "dataset.json") if d.replay else None, len(tokenizer),
+             sha256_path(tok_file) if tok_file.is_file() else None]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def _pack_data(cfg: TrainConfig, tokenizer):
     from langgraft.train.data import has_split, iter_texts, mix_replay, pack
 
     d = cfg.data
-    with accelerator.main_process_first():
-        main = pack(iter_texts(d.dataset, "train"), tokenizer, d.block_size, d.max_texts)
-        blocks = main.blocks
-        summary = {"train_texts": main.texts, "train_tokens": main.tokens, "train_blocks": int(blocks.shape[0]),
-                   "packing_efficiency": round(main.efficiency, 4)}
-        if d.replay_fraction:
-            replay = pack(iter_texts(d.replay, "train"), tokenizer, d.block_size, d.max_texts)
-            blocks = mix_replay(blocks, replay.blocks, d.replay_fraction, cfg.seed)
-            summary["replay_blocks"] = int(blocks.shape[0] - main.blocks.shape[0])
-        val = None
-        if has_split(d.dataset, "validation"):
-            packed = pack(iter_texts(d.dataset, "validation"), tokenizer, d.block_size)
-            if packed.blocks.shape[0]:
-                val = (packed.blocks, packed.chars / max(packed.tokens, 1))
-                summary["validation_blocks"] = int(packed.blocks.shape[0])
+    main = pack(iter_texts(d.dataset, "train"), tokenizer, d.block_size, d.max_texts)
+    blocks = main.blocks
+    summary = {"train_texts": main.texts, "train_tokens": main.tokens, "train_blocks": int(blocks.shape[0]),
+               "packing_efficiency": round(main.efficiency, 4)}
+    if d.replay_fraction:
+        replay = pack(iter_texts(d.replay, "train"), tokenizer, d.block_size, d.max_texts)
+        blocks = mix_replay(blocks, replay.blocks, d.replay_fraction, cfg.seed)
+        summary["replay_blocks"] = int(blocks.shape[0] - main.blocks.shape[0])
+    val = None
+    if has_split(d.dataset, "validation"):
+        packed = pack(iter_texts(d.dataset, "validation"), tokenizer, d.block_size)
+        if packed.blocks.shape[0]:
+            val = (packed.blocks, packed.chars / max(packed.tokens, 1))
+            summary["validation_blocks"] = int(packed.blocks.shape[0])
     return blocks, val, summary
 
 
