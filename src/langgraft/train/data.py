@@ -56,7 +56,10 @@ def pack(texts, tokenizer, block_size: int, max_texts: int = 0, batch: int = 256
             stream.append(eos)
         pending.clear()
 
-    for text in texts:
+    from tqdm import tqdm
+
+    # disable=None: a progress bar on terminals only (a corpus of GBs tokenizes for minutes), quiet in logs/tests
+    for text in tqdm(texts, desc="tokenizing", unit="doc", disable=None, mininterval=2.0):
         if max_texts and n_texts >= max_texts:
             break
         if not text:
