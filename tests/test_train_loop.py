@@ -197,3 +197,13 @@ def test_fused_loss_matches_on_a_tied_model(tmp_path, data_dir):
     for name, p in peft_model.named_parameters():
         if p.requires_grad:
             torch.testing.assert_close(p.grad, want[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_rows_all_trains_every_real_row(setup):
+    out = setup["tmp"] / "rows-all"
+    summary = train("align", config(setup, rows="all", max_steps=2, eval_every=0, checkpoint_every=0,
+                                    **{"optim.embed_lr": 1e-2}), out=out)
+    delta = next(v for k, v in _delta_keys(out / "adapter").items() if "embed_tokens" in k)
+    emb = AutoModelForCausalLM.from_pretrained(setup["model"]).get_input_embeddings().weight
+    assert summary["trained_rows"] == 32808 == delta.shape[0]  # every tokenizer id, not the padding rows
+    assert not torch.equal(delta[:32768], emb[:32768])  # old rows moved too
