@@ -75,6 +75,7 @@ class Tree:
 
         self.me, self.peak, self.peak_pss, self.stop = psutil.Process(), 0, 0, threading.Event()
         self.cpu: dict[int, float] = {}
+        self.stage, self.stage_pss = "start", {}  # peak PSS per engine stage (set by the caller)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
@@ -91,6 +92,7 @@ class Tree:
                 except psutil.Error:
                     pass
             self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
+            self.stage_pss[self.stage] = max(self.stage_pss.get(self.stage, 0), pss >> 20)
 
     def cpu_seconds(self) -> float:
         return sum(self.cpu.values())
@@ -115,7 +117,8 @@ def run(corpus: Path, out: Path, workers: int, near: bool) -> dict:
     started = time.time()
     with Tree() as rss:
         manifest = prepare(load_config(PrepareConfig, path), out, progress=False,
-                           on_stage=lambda ds, stage: marks.append((stage, time.time(), rss.cpu_seconds())))
+                           on_stage=lambda ds, stage: (marks.append((stage, time.time(), rss.cpu_seconds())),
+                                                       setattr(rss, "stage", stage)))
         time.sleep(0.3)  # one more sample after the last stage
         ended, cpu_end = time.time(), rss.cpu_seconds()
     nxt = marks[1:] + [("end", ended, cpu_end)]
@@ -124,7 +127,7 @@ def run(corpus: Path, out: Path, workers: int, near: bool) -> dict:
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))["datasets"]["synthetic"]
     shutil.rmtree(out)
     return {"bytes": stats["input_bytes"], "stages": times, "cpu": cpu, "total": round(ended - started, 2),
-            "rss_mb": round(rss.peak / 2**20), "pss_mb": round(rss.peak_pss / 2**20),
+            "rss_mb": round(rss.peak / 2**20), "pss_mb": round(rss.peak_pss / 2**20), "stage_pss_mb": rss.stage_pss,
             "exact": stats["exact_duplicates"], "near": stats["near_duplicates"],
             "documents": manifest["summary"]["documents"]}
 
@@ -172,14 +175,15 @@ def main() -> None:
         print(f"  with near-dup, stage seconds: {near['stages']}")
         print(f"  MinHash near-dup (signatures + buckets + cluster): {minhash:.1f} s = {mb / max(minhash, 1e-9):.1f} "
               f"MB/s; whole prepare {near['total']:.1f} s; exact dups {near['exact']}, near dups {near['near']}")
-        print(f"  peak memory (process tree) RSS {near['rss_mb']} MB, PSS {near['pss_mb']} MB at {mb:.0f} MB input")
+        print(f"  peak memory (process tree) RSS {near['rss_mb']} MB, PSS {near['pss_mb']} MB at {mb:.0f} MB input; "
+              f"peak PSS MB per stage {near['stage_pss_mb']}")
         if not args.skip_large:
             large = tmp / "large.jsonl"
             small.unlink()
             make_corpus(large, args.large_mb, pool, seed=1)
             big = run(large, tmp / "large", args.workers, near=True)
             print(f"  peak memory (process tree) RSS {big['rss_mb']} MB, PSS {big['pss_mb']} MB at "
-                  f"{big['bytes'] / 1e6:.0f} MB input "
+                  f"{big['bytes'] / 1e6:.0f} MB input; peak PSS MB per stage {big['stage_pss_mb']} "
                   f"({big['total']:.0f} s, {big['bytes'] / 1e6 / big['total']:.1f} MB/s end to end, "
                   f"stages {big['stages']})")
         if not args.skip_shared:
