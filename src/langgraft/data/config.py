@@ -42,6 +42,7 @@ class FilterConfig:
     langid_chars: int = 256  # classify only the first N characters (py3langid is linear in characters; 256
     # and 400 both drop 0 of 1,044 news articles and catch Arabic)
     langid_candidates: list[str] = field(default_factory=list)  # restrict py3langid to these codes ([] = all 97)
+    langid_min_chars: int = 50  # shorter texts are not language-checked (too few words for py3langid)
     max_dup_line_frac: float = 0.3  # Gopher: documents whose duplicated lines exceed this share are dropped
     max_top_ngram_frac: float = 0.2  # Gopher: the most frequent word 2-gram covers more than this share of chars
     boilerplate: list[str] = field(default_factory=list)  # regexes; matching lines are removed (and counted)
