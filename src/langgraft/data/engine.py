@@ -336,10 +336,3 @@ def run_executor(pipeline: list, *, tasks: int, workers: int, logging_dir: Path)
     executor = LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=max(1, min(workers, tasks)),
                                      logging_dir=str(logging_dir))
     executor.run()
-
-
-def completed_tasks(logging_dir: Path) -> int:
-    folder = logging_dir / "completions"
-    return len(list(folder.iterdir())) if folder.is_dir() else 0
-
-

@@ -14,7 +14,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 from langgraft.data.config import DatasetConfig, FilterConfig
 from langgraft.lang import Language, get_language
@@ -163,7 +162,3 @@ def _langid(text: str, lang: Language, f: FilterConfig, raw: str = "") -> str:
         if raw_label != lang.code and raw_prob >= SURE:
             return f"langid_{raw_label}"
     return "" if prob >= f.langid_min_prob else "langid_low_confidence"
-
-
-def text_stats(text: str) -> dict[str, Any]:
-    return {"chars": len(text), "words": len(text.split())}
