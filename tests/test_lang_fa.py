@@ -11,7 +11,7 @@ import unicodedata
 import pytest
 
 from langgraft.errors import UserError
-from langgraft.lang import get_language
+from langgraft.lang import fa as fa_module, get_language
 
 ZWNJ = "\u200c"
 
@@ -158,3 +158,18 @@ def test_config_round_trip_and_errors():
         get_language("fa", zwnj_repair="yes")
     with pytest.raises(UserError, match="'xx'"):
         get_language("xx")
+
+
+def test_unambiguous_persian_by_letters(data_dir):
+    # Sentences written for this test: Persian, Arabic (with and without ة), Urdu, English.
+    assert fa_module.is_unambiguous("دیروز به بازار رفتم و چند کتاب خریدم که بسیار گران بود")
+    assert not fa_module.is_unambiguous("ذهبت الطالبة إلى المدرسة في الصباح الباكر لكي تدرس مع زميلاتها")
+    assert not fa_module.is_unambiguous("كان الجو جميلا في ذلك اليوم وخرج الناس إلى الحدائق")
+    assert not fa_module.is_unambiguous("میں کل بازار گیا تھا اور وہاں سے کچھ پھل خریدے")
+    assert not fa_module.is_unambiguous("The weather was lovely and people went to the gardens.")
+    lines = [line for line in (data_dir / "ntrex/NTREX-128/newstest2019-ref.fas.txt").read_text().splitlines()
+             if len(line) >= 50]
+    assert sum(map(fa_module.is_unambiguous, lines)) / len(lines) > 0.6  # single sentences; the rest → model
+    paragraphs = [p for p in fars_paragraphs(data_dir) if len(p) >= 300]
+    assert sum(map(fa_module.is_unambiguous, paragraphs)) / len(paragraphs) > 0.95
+    assert get_language("fa").is_unambiguous is fa_module.is_unambiguous and get_language("en").is_unambiguous is None

@@ -154,6 +154,8 @@ def _langid(text: str, lang: Language, f: FilterConfig, raw: str = "") -> str:
     """
     if not f.langid or len(text) < f.langid_min_chars:
         return ""
+    if lang.is_unambiguous is not None and lang.is_unambiguous(raw or text):
+        return ""  # e.g. Persian letters no other Arabic-script language writes: no model needed
     label, prob = identify(text, f)
     if label != lang.code:
         return f"langid_{label}"

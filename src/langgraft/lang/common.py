@@ -26,6 +26,8 @@ class Language:
     is_target_char: Callable[[str], bool]
     is_target_letter: Callable[[str], bool]
     script_ratio: Callable[[str], float]
+    is_unambiguous: Callable[[str], bool] | None = None
+    """True when raw text is certainly this language by its letters alone (lets filters skip language ID)."""
 
     def __reduce__(self):
         # The normaliser is a closure over compiled tables; pickle the recipe (for multiprocessing workers).
