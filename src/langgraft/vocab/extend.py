@@ -121,11 +121,7 @@ def _write_extended(base: Base, new_proto, language, tmp: Path, config: dict) ->
     if base.kind == "sentencepiece" and base.sp_proto is not None:
         _write_sp_model(base.sp_proto, keep, target_block, added, tmp / "tokenizer.model")
 
-    new_tokens = [
-        {"id": vocab[t], "token": t, "text": from_model(t), "base_ids": [tok.id for tok in base.backend.model.tokenize(t)]}
-        for t in added
-    ]
-    write_json(tmp / "new_tokens.json", {"base_vocab_size": base_size, "vocab_size": next_id, "tokens": new_tokens})
+    new_tokens = _write_new_tokens(tmp, base, vocab, added, from_model, base_size)
     write_json(tmp / "langgraft.json", {"lang": language.code, "normalizer": language.normalizer_config,
                                         "base": config["base"], "base_kind": base.kind})
     report = {
@@ -141,6 +137,15 @@ def _write_extended(base: Base, new_proto, language, tmp: Path, config: dict) ->
     write_json(tmp / "extend_report.json", report)
     _verify(tmp, base, next_id)
     return report
+
+
+def _write_new_tokens(tmp: Path, base: Base, vocab: dict, added: list[str], from_model, base_size: int) -> list:
+    """new_tokens.json: id, vocab string, surface text and how the *base* splits it (for mean-subtokens init)."""
+    tokens = [{"id": vocab[t], "token": t, "text": from_model(t),
+               "base_ids": [piece.id for piece in base.backend.model.tokenize(t)]} for t in added]
+    write_json(tmp / "new_tokens.json", {"base_vocab_size": base_size, "vocab_size": base_size + len(added),
+                                         "tokens": tokens})
+    return tokens
 
 
 def _codec(kind: str):
