@@ -47,6 +47,7 @@ from langgraft.data.config import DatasetConfig, PrepareConfig
 from langgraft.data.filters import clean, make_cleaner
 from langgraft.data.readers import explode, field_text, read_unit
 from langgraft.data.render import render_rows
+from langgraft.rundir import write_json
 
 
 def content_hash(text: str) -> int:
@@ -132,7 +133,7 @@ def clean_step(data, rank: int, world_size: int, *, cfg: PrepareConfig, ds: Data
             if src.limit and tally["read"] >= src.limit:
                 break
     os.replace(str(out_path) + ".tmp", out_path)
-    _write_counts(wd / "counts" / f"clean-{rank:05d}.json", tally)
+    write_json(wd / "counts" / f"clean-{rank:05d}.json", tally)
     progress.done(tally["read"], unit["bytes"])
 
 
@@ -178,7 +179,7 @@ def write_jsonl(data, rank: int, world_size: int, *, folder: str, counts: str):
             kept += 1
             yield doc
     os.replace(str(path) + ".tmp", path)
-    _write_counts(Path(counts.format(rank=f"{rank:05d}")), {"kept": kept})
+    write_json(Path(counts.format(rank=f"{rank:05d}")), {"kept": kept})
 
 
 def rows_step(data, rank: int, world_size: int, *, ds: DatasetConfig, counts: str):
@@ -193,7 +194,7 @@ def rows_step(data, rank: int, world_size: int, *, ds: DatasetConfig, counts: st
         s["chars"] += len(row["text"])
         s["words"] += len(row["text"].split())
         yield Document(text=row["text"], id=f"{rank}/{i}", metadata={"split": split, "row": row})
-    _write_counts(Path(counts.format(rank=f"{rank:05d}")), tally)
+    write_json(Path(counts.format(rank=f"{rank:05d}")), tally)
 
 
 def drain(data, rank: int, world_size: int):
@@ -314,13 +315,6 @@ class _Progress:
 
     def done(self, records: int, nbytes: int) -> None:
         self.path.write_text(f"{records} {nbytes}\n")
-
-
-def _write_counts(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False))
-    os.replace(tmp, path)
 
 
 def _quiet(work: str, stage: str, rank: int) -> None:

@@ -92,7 +92,7 @@ def _write_extended(base: Base, new_proto, language, tmp: Path, config: dict) ->
     is_target = _target_test(language, base.kind, from_model)
     points = _split_points(base.kind)
 
-    ordered, skipped, already = _select_pieces(new_proto, language, base, to_model)
+    ordered, skipped, already = _select_pieces(new_proto, language, base, to_model, from_model)
     ordered = _close_under_splits(ordered, vocab, base.kind, points)
     next_id = base_size
     added: list[str] = []
@@ -204,7 +204,7 @@ def _split_points(kind: str):
     return points
 
 
-def _select_pieces(proto, language, base: Base, to_model) -> tuple[list[str], dict, int]:
+def _select_pieces(proto, language, base: Base, to_model, from_model) -> tuple[list[str], dict, int]:
     """New model's admissible pieces, as vocab strings, in its priority order; count every skip by reason.
 
     A byte-level base splits text into pre-tokens before BPE (Llama-3, Qwen2 and GPT-2 split at a ZWNJ), so a piece
@@ -231,7 +231,8 @@ def _select_pieces(proto, language, base: Base, to_model) -> tuple[list[str], di
                 continue
             if parts != tokens:
                 skipped["split_by_base_pretokenizer"] += 1
-                tokens = [t for surface, t in zip(_surfaces(parts), parts) if admissible(surface, language)]
+                surfaces = [from_model(t).replace(" ", SPACE_MARK) for t in parts]
+                tokens = [t for surface, t in zip(surfaces, parts) if admissible(surface, language)]
         for token in tokens:
             if token not in seen:
                 seen.add(token)
@@ -258,11 +259,6 @@ def _pretokens(piece: str, base: Base) -> list[str] | None:
         return None
     pre = base.backend.pre_tokenizer
     return [part for part, _ in pre.pre_tokenize_str(text)] if pre is not None else [text]
-
-
-def _surfaces(tokens: list[str]) -> list[str]:
-    _, from_model = _codec("bytelevel")
-    return [from_model(t).replace(" ", SPACE_MARK) for t in tokens]
 
 
 def _close_under_splits(ordered: list[str], vocab: dict[str, int], kind: str, points) -> list[str]:
