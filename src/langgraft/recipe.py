@@ -1,0 +1,212 @@
+"""Recipe schema for `langgraft run`: one typed section per stage, loaded and checked before anything runs.
+
+A section holds its verb's own flags, or the path of the verb's own YAML config plus dotted overrides; unknown
+keys anywhere are one-line errors. `load_recipe` resolves paths into a `Plan`, `check_inputs` verifies every input
+of the selected stages, `select_stages` turns `--from/--to` into the stage list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field as _field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+from langgraft.config import load_config
+from langgraft.errors import UserError
+
+STAGES = ("tokenizer", "tokenizer_extend", "data", "model_extend", "align", "pretrain", "report")
+EVAL_POINTS = ("base", "extended", "align", "pretrain")
+
+
+# ---------------------------------------------------------------- recipe schema
+@dataclass
+class TokenizerSection:
+    input: list[str] = _field(default_factory=list)  # target-language text files (.txt a document per line, .jsonl)
+    vocab_size: int = 20000  # SentencePiece pieces (paper: 20,000)
+    model_type: Literal["bpe", "unigram"] = "bpe"
+    field: str = "text"  # jsonl field holding the text
+    max_sentences: int = 2_000_000  # sample at most this many lines
+    threads: Optional[int] = None  # trainer threads (default: all cores)
+    normalizer: dict[str, Any] = _field(default_factory=dict)  # normaliser options, e.g. {digits: latin}
+
+
+@dataclass
+class TokenizerExtendSection:
+    base: str = ""  # base tokenizer (HF dir, tokenizer.model, vocab.json+merges.txt dir); default: model_extend.model
+
+
+@dataclass
+class DataSection:
+    config: str = ""  # a `langgraft data prepare` YAML (e.g. recipes/data/persian.yaml)
+    overrides: list[str] = _field(default_factory=list)  # dotted overrides of that config, e.g. [workers=8]
+
+
+@dataclass
+class ModelExtendSection:
+    model: str = ""  # the base causal LM: local HF dir (or hub id, which needs network)
+    init: Literal["mean-subtokens", "mean", "random"] = "mean-subtokens"  # how new rows start
+    seed: int = 0  # seed for init=random
+    trust_remote_code: bool = False
+
+
+@dataclass
+class TrainSection:
+    config: str = ""  # a `langgraft train` YAML (recipes/train/align.yaml, pretrain.yaml); empty = defaults
+    dataset: str = ""  # name of the prepared dataset in OUT/data/ to train on
+    replay: str = ""  # pretrain: name of a prepared English dataset mixed in (set data.replay_fraction)
+    overrides: list[str] = _field(default_factory=list)  # dotted overrides, e.g. [max_steps=100, optim.lr=1e-4]
+
+
+@dataclass
+class EvalSection:
+    tasks: list[str] = _field(default_factory=lambda: ["fa_core", "en_core"])  # task names, suites or .yaml files
+    stages: list[Literal["base", "extended", "align", "pretrain"]] = _field(
+        default_factory=lambda: list(EVAL_POINTS))  # which models to evaluate
+    limit: Optional[int] = None  # evaluate only the first N examples of each task
+    shots: Optional[int] = None  # in-context examples (default: each task's own)
+    batch_size: int = 16
+    max_new_tokens: Optional[int] = None  # cap every generation task's budget
+    device: Optional[str] = None  # torch device (default: cuda if available, else cpu)
+    data_root: str = ""  # task data root (default: $LANGGRAFT_DATA or ../shared/data)
+    texts: dict[str, str] = _field(default_factory=dict)  # lang -> held-out text (.txt/.jsonl) for the tokenizer
+    # report: fertility base vs extended, and (for languages other than `lang`) the ids-unchanged check
+
+
+@dataclass
+class Recipe:
+    out: str = ""  # output folder: one subfolder per stage
+    lang: str = "fa"  # the language being grafted
+    tokenizer: TokenizerSection = _field(default_factory=TokenizerSection)
+    tokenizer_extend: TokenizerExtendSection = _field(default_factory=TokenizerExtendSection)
+    data: DataSection = _field(default_factory=DataSection)
+    model_extend: ModelExtendSection = _field(default_factory=ModelExtendSection)
+    align: TrainSection = _field(default_factory=TrainSection)
+    pretrain: TrainSection = _field(default_factory=TrainSection)
+    eval: EvalSection = _field(default_factory=EvalSection)
+
+
+@dataclass
+class Plan:
+    """A checked recipe: resolved paths and the stages' own configs, loaded and validated up front."""
+
+    recipe: Recipe
+    source: str  # recipe file, for error messages
+    base_dir: Path
+    out: Path
+    prepare: Any  # data.config.PrepareConfig
+    train: dict  # "align"/"pretrain" -> train.config.TrainConfig
+
+    def path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def model_path(self, value: str) -> str:
+        """A local model path resolved; a hub id (org/name, not on disk) kept as it is."""
+        p = self.path(value)
+        return str(p) if p.exists() or value.startswith((".", "/", "~")) or value.count("/") != 1 else value
+
+    @property
+    def base_model(self) -> str:
+        return self.model_path(self.recipe.model_extend.model)
+
+    @property
+    def base_tokenizer(self) -> str:
+        return self.model_path(self.recipe.tokenizer_extend.base or self.recipe.model_extend.model)
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.out / stage
+
+    def model_of(self, point: str) -> str:
+        return {"base": self.base_model, "extended": str(self.out / "model_extend"),
+                "align": str(self.out / "align" / "export" / "model"),
+                "pretrain": str(self.out / "pretrain" / "export" / "model")}[point]
+
+
+# ---------------------------------------------------------------- loading and checking
+def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: str | Path | None = None) -> Plan:
+    """Read + validate a recipe and every config it names; raises one UserError line for the first problem."""
+    from langgraft.data.config import PrepareConfig
+    from langgraft.lang import get_language
+    from langgraft.train.config import TrainConfig
+
+    recipe = load_config(Recipe, path, overrides)
+    src = str(path)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    if not recipe.out:
+        raise UserError(f"{src}: out: required (the output folder)")
+    get_language(recipe.lang)
+    plan = Plan(recipe, src, base, Path(recipe.out) if Path(recipe.out).is_absolute() else base / recipe.out,
+                None, {})
+    plan.prepare = _sub_config(plan, PrepareConfig, "data", recipe.data.config, recipe.data.overrides)
+    names = [ds.name for ds in plan.prepare.datasets]
+    for stage in ("align", "pretrain"):
+        section: TrainSection = getattr(recipe, stage)
+        plan.train[stage] = _sub_config(plan, TrainConfig, stage, section.config, section.overrides)
+        for key in ("dataset", "replay"):
+            name = getattr(section, key)
+            if (name or key == "dataset") and name not in names:
+                raise UserError(f"{src}: {stage}.{key} {name!r} is not a dataset of data.config "
+                                f"(datasets: {', '.join(names) or 'none'})")
+    return plan
+
+
+def _sub_config(plan: Plan, cls: type, key: str, config: str, overrides: list[str]):
+    if config and not plan.path(config).is_file():
+        raise UserError(f"{plan.source}: {key}.config {config}: file not found")
+    try:
+        return load_config(cls, plan.path(config) if config else None, overrides)
+    except UserError as exc:
+        raise UserError(f"{plan.source}: {key}: {exc}") from None
+
+
+def check_inputs(plan: Plan, stages: Sequence[str]) -> None:
+    """Inputs of the stages about to run must exist: fail before the first stage, naming the recipe key."""
+    r, src = plan.recipe, plan.source
+
+    def need(key: str, value: str, model: bool = False) -> None:
+        if not value:
+            raise UserError(f"{src}: {key}: required")
+        resolved = plan.model_path(value) if model else str(plan.path(value))
+        if not Path(resolved).exists() and (not model or resolved != value):
+            raise UserError(f"{src}: {key} {value}: not found (looked at {resolved})")
+
+    if "tokenizer" in stages:
+        if not r.tokenizer.input:
+            raise UserError(f"{src}: tokenizer.input: required (target-language text files)")
+        for i, item in enumerate(r.tokenizer.input):
+            need(f"tokenizer.input[{i}]", item)
+    if "tokenizer_extend" in stages:  # a local tokenizer: `tokenizer extend` does not download
+        need("tokenizer_extend.base" if r.tokenizer_extend.base else "model_extend.model",
+             r.tokenizer_extend.base or r.model_extend.model)
+    if "model_extend" in stages:
+        need("model_extend.model", r.model_extend.model, model=True)
+    if "data" in stages:
+        root = plan.path(plan.prepare.root)
+        if not root.is_dir():
+            raise UserError(f"{src}: data: root {plan.prepare.root}: not a folder (looked at {root})")
+    if set(stages) & {"model_extend", "align", "pretrain", "report"}:
+        for lang, text in r.eval.texts.items():
+            need(f"eval.texts.{lang}", text)
+        if r.eval.data_root:
+            need("eval.data_root", r.eval.data_root)
+        from langgraft.eval.tasks import resolve_tasks
+
+        try:
+            resolve_tasks(task_items(plan))
+        except UserError as exc:
+            raise UserError(f"{src}: eval.tasks: {exc}") from None
+
+
+def task_items(plan: Plan) -> list[str]:
+    return [str(plan.path(t)) if t.endswith((".yaml", ".yml")) else t for t in plan.recipe.eval.tasks]
+
+
+def select_stages(start: str | None, stop: str | None) -> list[str]:
+    for flag, name in (("--from", start), ("--to", stop)):
+        if name is not None and name not in STAGES:
+            raise UserError(f"{flag} {name}: not a stage (stages: {', '.join(STAGES)})")
+    i = STAGES.index(start) if start else 0
+    j = STAGES.index(stop) if stop else len(STAGES) - 1
+    if i > j:
+        raise UserError(f"--from {start} comes after --to {stop}")
+    return list(STAGES[i:j + 1])
