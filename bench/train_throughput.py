@@ -89,8 +89,13 @@ def run_ours(inputs: dict, steps: int, precision: str, out: Path, val_blocks: in
     from langgraft.train.config import TrainConfig
     from langgraft.train.stages import train
 
+    import yaml
+
+    # the shipped recipe's optimiser settings (lr 2e-4 for adapters, its own embed_lr for the new rows)
+    optim = yaml.safe_load((ROOT / "recipes/train/pretrain.yaml").read_text())["optim"]
     cfg = from_dict(TrainConfig, {
         "model": inputs["model"], "micro_batch_size": MICRO, "max_steps": steps, "precision": precision, "checkpoint_every": 0,
+        "optim": optim,
         "eval_every": 0, "eval_batches": val_blocks // MICRO, "log_every": 1, "data": {
             "dataset": inputs["dataset"], "block_size": BLOCK, "max_texts": inputs["max_texts"]}})
     summary = train("pretrain", cfg, out=out)

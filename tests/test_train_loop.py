@@ -207,3 +207,25 @@ def test_rows_all_trains_every_real_row(setup):
     emb = AutoModelForCausalLM.from_pretrained(setup["model"]).get_input_embeddings().weight
     assert summary["trained_rows"] == 32808 == delta.shape[0]  # every tokenizer id, not the padding rows
     assert not torch.equal(delta[:32768], emb[:32768])  # old rows moved too
+
+
+@pytest.mark.parametrize("ids", [[5, 6, 7, 8], [9, 2, 30, 17]], ids=["one-run", "scattered"])
+def test_fused_head_ce_matches_autograd_for_any_trained_ids(ids):
+    """Contiguous ids take the slice path, scattered ones the gather path; ignored labels (-100) count nowhere."""
+    from langgraft.train.loss import fused_head_ce
+
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(40, 8, generator=gen)
+    idx = torch.tensor(ids)
+    h = torch.randn(3, 11, 8, generator=gen, requires_grad=True)
+    delta = torch.randn(len(ids), 8, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 40, (3, 11), generator=gen)
+    labels[0, :4] = -100
+    loss = fused_head_ce(h, delta, weight, idx, labels, chunk=5)
+    loss.backward()
+    h2, d2 = h.detach().clone().requires_grad_(True), delta.detach().clone().requires_grad_(True)
+    w_eff = weight.index_copy(0, idx, d2)
+    ref = torch.nn.functional.cross_entropy((h2 @ w_eff.t()).reshape(-1, 40), labels.reshape(-1), ignore_index=-100)
+    ref.backward()
+    assert torch.allclose(loss, ref, atol=1e-5)
+    assert torch.allclose(h.grad, h2.grad, atol=1e-5) and torch.allclose(delta.grad, d2.grad, atol=1e-5)

@@ -49,7 +49,7 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto = bf16 autocast where supported; never fp16
     gradient_checkpointing: bool = False  # recompute activations in backward (less memory, slower)
     compile: bool = False  # torch.compile each decoder layer
-    loss_chunk: int = 2048  # tokens per chunk of the fused head + cross-entropy (bounds logits memory)
+    loss_chunk: int = 0  # tokens per chunk of the fused head + cross-entropy; 0 = auto (see train/loss.py)
     seed: int = 0  # seeds data order, dropout and LoRA init
     checkpoint_every: int = 200  # optimizer steps between checkpoints (0 = only at the end)
     keep_checkpoints: int = 2  # how many checkpoints to keep

@@ -133,9 +133,11 @@ def _validate(stage: str, cfg: TrainConfig) -> None:
         raise UserError(f"data.replay_fraction: must be in [0, 1), got {cfg.data.replay_fraction}")
     if cfg.data.replay_fraction and not cfg.data.replay:
         raise UserError("data.replay: required when data.replay_fraction > 0")
-    for key in ("micro_batch_size", "grad_accum", "loss_chunk", "log_every"):
+    for key in ("micro_batch_size", "grad_accum", "log_every"):
         if getattr(cfg, key) < 1:
             raise UserError(f"{key}: must be ≥ 1, got {getattr(cfg, key)}")
+    if cfg.loss_chunk < 0:
+        raise UserError(f"loss_chunk: must be ≥ 0 (0 = auto), got {cfg.loss_chunk}")
     if cfg.data.block_size < 2:
         raise UserError(f"data.block_size: must be ≥ 2, got {cfg.data.block_size}")
 
