@@ -22,7 +22,7 @@ from langgraft.demo import run_demo
 from langgraft.errors import UserError
 from langgraft.pipeline import STAGES, run_recipe
 
-MODEL_STAGES = ("model_extend", "align/export", "pretrain/export")
+MODEL_STAGES = ("model_extend", "align/export", "pretrain/export", "instruct/export")
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +40,21 @@ def test_demo_runs_every_stage_and_reports(demo):
     assert [s for s, v in result["stages"].items() if v["status"] == "ran"] == list(STAGES)
     for stage in ("tokenizer", "tokenizer_extend", "data", *MODEL_STAGES, "report"):
         assert (out / stage / "manifest.json").is_file(), stage
-    for point in ("base", "extended", "align", "pretrain"):
+    for point in ("base", "extended", "align", "pretrain", "instruct"):
         assert (out / "eval" / point / "results.json").is_file()
+    # instruct tuned the pretrained model on both languages' instructions, responses only, none dropped
+    inst = json.loads((out / "instruct/train/manifest.json").read_text())["summary"]
+    stats = json.loads((out / "data/stats.json").read_text())["datasets"]["instructions"]
+    assert inst["train_examples"] == stats["splits"]["train"]["records"] > 30 and inst["skipped"] == {}
+    assert json.loads((out / "instruct/upstream.json").read_text())["model"][0] == \
+        json.loads((out / "pretrain/export/manifest.json").read_text())["fingerprint"]
     summary = json.loads((out / "report" / "summary.json").read_text(encoding="utf-8"))
     fert = summary["tokenizer"]["fertility"]["fa"]
     assert fert["extended"] < fert["base"] / 2  # the Persian pieces cut Persian into far fewer tokens
     en = summary["tokenizer"]["unchanged"]["en"]
     assert en["identical"] == en["lines"] > 0  # English ids bit-identical
     fa_bpc = summary["intrinsic"]["fa"]["demo_bpc_fa"]["values"]
-    assert list(fa_bpc) == ["base", "extended", "align", "pretrain"]
+    assert list(fa_bpc) == ["base", "extended", "align", "pretrain", "instruct"]
     assert fa_bpc["pretrain"] < fa_bpc["align"] < fa_bpc["base"]  # training on Persian lowers Persian bpc
     en_bpc = summary["intrinsic"]["en"]["demo_bpc_en"]["values"]
     # old-token logits are unchanged; only the softmax mass the new rows take moves English bpc (a 400 → ~700
@@ -88,6 +94,15 @@ def test_slice_reruns_only_its_stages_and_marks_downstream_stale(demo, capsys):
     result = run_recipe(recipe, changed, start="pretrain", stop="pretrain", base_dir=out, log=lambda line: None)
     assert result["stages"]["pretrain"]["status"] == "ran"
     assert "an upstream stage was rebuilt" in capsys.readouterr().err
+
+
+def test_a_recipe_without_instruct_dataset_stops_after_pretrain(demo, tmp_path):
+    out, _ = demo
+    result = run_recipe(out / "recipe.yaml", ["instruct.dataset=''"], start="instruct", base_dir=out,
+                        log=lambda line: None)
+    assert result["stages"]["instruct"]["status"] == "not configured"
+    assert list(json.loads((out / "report/summary.json").read_text())["stages"]) == \
+        ["base", "extended", "align", "pretrain"]
 
 
 def test_to_and_from_need_earlier_outputs(demo, tmp_path):

@@ -112,7 +112,8 @@ def _extend(args: argparse.Namespace) -> int:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--stage", required=True, choices=["align", "pretrain"], help="which stage to train")
+    p.add_argument("--stage", required=True, choices=["align", "pretrain", "instruct"],
+                   help="which stage to train")
     p.add_argument("--config", default=None, help="YAML config (see recipes/train/)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. optim.lr=1e-4")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
@@ -207,7 +208,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="dotted recipe overrides right after RECIPE.yaml, e.g. out=runs/x eval.limit=50")
     p.add_argument("--from", dest="start", default=None, metavar="STAGE",
                    help="first stage to run (earlier ones must be finished): tokenizer, tokenizer_extend, data, "
-                        "model_extend, align, pretrain, report")
+                        "model_extend, align, pretrain, instruct, report")
     p.add_argument("--to", dest="stop", default=None, metavar="STAGE", help="last stage to run")
 
 
@@ -250,7 +251,7 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
     ("tokenizer", "report"): ("fertility, chars/bytes per token, byte-fallback and unknown rates per text",
                               _tokenizer_report_args, _tokenizer_report),
     ("extend",): ("resize a model to an extended tokenizer and initialise the new rows", _extend_args, _extend),
-    ("train",): ("train a stage (align: embeddings+head; pretrain: LoRA+embeddings+head)", _train_args, _train),
+    ("train",): ("train a stage (align: embeddings+head; pretrain, instruct: LoRA+embeddings+head)", _train_args, _train),
     ("export",): ("merge a training run into a full HF checkpoint plus a compact PEFT adapter",
                   _export_args, _export),
     ("eval",): ("evaluate models on Persian/English tasks with CIs, paired comparisons and a report",

@@ -7,6 +7,8 @@ Stages, in order (`--from`/`--to` take these names):
   model_extend      embedding surgery; evaluates the base and the extended model   → OUT/model_extend/, OUT/eval/
   align             `train --stage align` + `export`; evaluates the result         → OUT/align/{train,export}/
   pretrain          `train --stage pretrain` on the aligned model + `export`; eval  → OUT/pretrain/{train,export}/
+  instruct          `train --stage instruct` on the pretrained model + `export`;    → OUT/instruct/{train,export}/
+                    eval (optional: only when the recipe names instruct.dataset)
   report            `eval --compare` of every evaluated stage + tokenizer report    → OUT/report/
 Each stage calls the Python API of its verb, and each of those skips itself when its manifest matches (same
 config, same inputs), so a rerun skips finished stages and a killed run continues from the first unfinished one
@@ -34,7 +36,7 @@ from typing import Sequence
 
 from langgraft.config import from_dict, to_dict
 from langgraft.errors import UserError
-from langgraft.recipe import (EVAL_POINTS, STAGES, Plan, TrainSection, check_inputs, load_recipe, select_stages,
+from langgraft.recipe import (STAGES, Plan, TrainSection, check_inputs, load_recipe, select_stages,
                               task_items)
 from langgraft.rundir import read_manifest, run_stage, write_json
 
@@ -51,8 +53,10 @@ def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | 
         started = time.time()
         log(f"[{n}/{len(stages)}] {stage} ...")
         skipped = STAGE_FUNCS[stage](plan)
-        status[stage] = {"status": "skipped" if skipped else "ran", "seconds": round(time.time() - started, 2)}
-        word = "up to date, skipped" if skipped else f"done in {status[stage]['seconds']:.1f} s"
+        state = "not configured" if plan.skipped(stage) else "skipped" if skipped else "ran"
+        status[stage] = {"status": state, "seconds": round(time.time() - started, 2)}
+        word = {"not configured": f"not configured (no {stage}.dataset in the recipe)",
+                "skipped": "up to date, skipped"}.get(state, f"done in {status[stage]['seconds']:.1f} s")
         log(f"[{n}/{len(stages)}] {stage}: {word} → {plan.stage_dir(stage)}")
         write_json(plan.out / "pipeline.json", {"recipe": plan.source, "resolved": to_dict(plan.recipe),
                                                 "stages": status})
@@ -64,9 +68,10 @@ def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | 
 def _check_earlier_outputs(plan: Plan, stages: list[str]) -> None:
     first = STAGES.index(stages[0])
     outputs = {"tokenizer": "tokenizer", "tokenizer_extend": "tokenizer_extend", "data": "data",
-               "model_extend": "model_extend", "align": "align/export", "pretrain": "pretrain/export"}
+               "model_extend": "model_extend", "align": "align/export", "pretrain": "pretrain/export",
+               "instruct": "instruct/export"}
     for stage in STAGES[:first]:
-        if read_manifest(plan.out / outputs[stage]) is None:
+        if not plan.skipped(stage) and read_manifest(plan.out / outputs[stage]) is None:
             raise UserError(f"--from {stages[0]}: stage {stage} has no finished output in "
                             f"{plan.out / outputs[stage]}; run it first")
 
@@ -130,10 +135,13 @@ def _train_stage(plan: Plan, stage: str) -> bool:
     from langgraft.export import export_run
     from langgraft.train.stages import train
 
+    if plan.skipped(stage):
+        return True
     section: TrainSection = getattr(plan.recipe, stage)
     cfg = from_dict(type(plan.train[stage]), to_dict(plan.train[stage]))
-    parent = "model_extend" if stage == "align" else "align/export"
-    cfg.model = plan.model_of("extended" if stage == "align" else "align")
+    previous = {"align": "extended", "pretrain": "align", "instruct": "pretrain"}[stage]
+    parent = "model_extend" if stage == "align" else f"{previous}/export"
+    cfg.model = plan.model_of(previous)
     cfg.data.dataset = str(plan.stage_dir("data") / section.dataset)
     if section.replay:
         cfg.data.replay = str(plan.stage_dir("data") / section.replay)
@@ -168,7 +176,7 @@ def _evaluate(plan: Plan, point: str) -> bool:
     from langgraft.eval.run import EvalOptions, run_eval
 
     e = plan.recipe.eval
-    if point not in e.stages:
+    if point not in plan.eval_points():
         return False
     opts = EvalOptions(limit=e.limit, shots=e.shots, batch_size=e.batch_size, device=e.device,
                        max_new_tokens=e.max_new_tokens)
@@ -186,7 +194,7 @@ def _report(plan: Plan) -> bool:
     from langgraft.pipeline_report import write_report
 
     e = plan.recipe.eval
-    evals = [plan.out / "eval" / p for p in EVAL_POINTS if p in e.stages]
+    evals = [plan.out / "eval" / p for p in plan.eval_points()]
     if not evals:
         raise UserError(f"{plan.source}: eval.stages is empty; the report has nothing to compare")
     missing = [str(d) for d in evals if not (d / "results.json").is_file()]
@@ -203,4 +211,5 @@ def _report(plan: Plan) -> bool:
 
 STAGE_FUNCS = {"tokenizer": _tokenizer, "tokenizer_extend": _tokenizer_extend, "data": _data,
                "model_extend": _model_extend, "align": lambda p: _train_stage(p, "align"),
-               "pretrain": lambda p: _train_stage(p, "pretrain"), "report": _report}
+               "pretrain": lambda p: _train_stage(p, "pretrain"), "instruct": lambda p: _train_stage(p, "instruct"),
+               "report": _report}

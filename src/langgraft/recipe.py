@@ -14,8 +14,8 @@ from typing import Any, Literal, Optional, Sequence
 from langgraft.config import load_config
 from langgraft.errors import UserError
 
-STAGES = ("tokenizer", "tokenizer_extend", "data", "model_extend", "align", "pretrain", "report")
-EVAL_POINTS = ("base", "extended", "align", "pretrain")
+STAGES = ("tokenizer", "tokenizer_extend", "data", "model_extend", "align", "pretrain", "instruct", "report")
+EVAL_POINTS = ("base", "extended", "align", "pretrain", "instruct")
 
 
 # ---------------------------------------------------------------- recipe schema
@@ -51,8 +51,8 @@ class ModelExtendSection:
 
 @dataclass
 class TrainSection:
-    config: str = ""  # a `langgraft train` YAML (recipes/train/align.yaml, pretrain.yaml); empty = defaults
-    dataset: str = ""  # name of the prepared dataset in OUT/data/ to train on
+    config: str = ""  # a `langgraft train` YAML (recipes/train/{align,pretrain,instruct}.yaml); empty = defaults
+    dataset: str = ""  # name of the prepared dataset in OUT/data/ to train on (instruct: empty = no instruct stage)
     replay: str = ""  # pretrain: name of a prepared English dataset mixed in (set data.replay_fraction)
     overrides: list[str] = _field(default_factory=list)  # dotted overrides, e.g. [max_steps=100, optim.lr=1e-4]
 
@@ -60,8 +60,8 @@ class TrainSection:
 @dataclass
 class EvalSection:
     tasks: list[str] = _field(default_factory=lambda: ["fa_core", "en_core"])  # task names, suites or .yaml files
-    stages: list[Literal["base", "extended", "align", "pretrain"]] = _field(
-        default_factory=lambda: list(EVAL_POINTS))  # which models to evaluate
+    stages: list[Literal["base", "extended", "align", "pretrain", "instruct"]] = _field(
+        default_factory=lambda: list(EVAL_POINTS))  # which models to evaluate (instruct: when it is configured)
     limit: Optional[int] = None  # evaluate only the first N examples of each task
     shots: Optional[int] = None  # in-context examples (default: each task's own)
     batch_size: int = 16
@@ -82,6 +82,7 @@ class Recipe:
     model_extend: ModelExtendSection = _field(default_factory=ModelExtendSection)
     align: TrainSection = _field(default_factory=TrainSection)
     pretrain: TrainSection = _field(default_factory=TrainSection)
+    instruct: TrainSection = _field(default_factory=TrainSection)  # optional: set instruct.dataset to run it
     eval: EvalSection = _field(default_factory=EvalSection)
 
 
@@ -94,7 +95,7 @@ class Plan:
     base_dir: Path
     out: Path
     prepare: Any  # data.config.PrepareConfig
-    train: dict  # "align"/"pretrain" -> train.config.TrainConfig
+    train: dict  # "align"/"pretrain"/"instruct" -> train.config.TrainConfig
 
     def path(self, value: str) -> Path:
         p = Path(value).expanduser()
@@ -117,9 +118,16 @@ class Plan:
         return self.out / stage
 
     def model_of(self, point: str) -> str:
-        return {"base": self.base_model, "extended": str(self.out / "model_extend"),
-                "align": str(self.out / "align" / "export" / "model"),
-                "pretrain": str(self.out / "pretrain" / "export" / "model")}[point]
+        if point in ("base", "extended"):
+            return self.base_model if point == "base" else str(self.out / "model_extend")
+        return str(self.out / point / "export" / "model")
+
+    def skipped(self, stage: str) -> bool:
+        """instruct is optional: a recipe without `instruct.dataset` stops after pretrain."""
+        return stage == "instruct" and not self.recipe.instruct.dataset
+
+    def eval_points(self) -> list[str]:
+        return [p for p in EVAL_POINTS if p in self.recipe.eval.stages and not self.skipped(p)]
 
 
 # ---------------------------------------------------------------- loading and checking
@@ -139,9 +147,11 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: st
                 None, {})
     plan.prepare = _sub_config(plan, PrepareConfig, "data", recipe.data.config, recipe.data.overrides)
     names = [ds.name for ds in plan.prepare.datasets]
-    for stage in ("align", "pretrain"):
+    for stage in ("align", "pretrain", "instruct"):
         section: TrainSection = getattr(recipe, stage)
         plan.train[stage] = _sub_config(plan, TrainConfig, stage, section.config, section.overrides)
+        if plan.skipped(stage):
+            continue
         for key in ("dataset", "replay"):
             name = getattr(section, key)
             if (name or key == "dataset") and name not in names:
@@ -184,7 +194,7 @@ def check_inputs(plan: Plan, stages: Sequence[str]) -> None:
         root = plan.path(plan.prepare.root)
         if not root.is_dir():
             raise UserError(f"{src}: data: root {plan.prepare.root}: not a folder (looked at {root})")
-    if set(stages) & {"model_extend", "align", "pretrain", "report"}:
+    if set(stages) & {"model_extend", "align", "pretrain", "instruct", "report"}:
         for lang, text in r.eval.texts.items():
             need(f"eval.texts.{lang}", text)
         if r.eval.data_root:

@@ -25,7 +25,7 @@ from pathlib import Path
 from langgraft.rundir import run_stage
 
 CORPUS = ("fa.txt", "en.txt", "pairs.en.txt", "pairs.fa.txt", "heldout_fa.jsonl", "heldout_en.jsonl",
-          "sentiment_fa.jsonl", "data.yaml", "task_bpc_fa.yaml", "task_bpc_en.yaml", "task_sentiment_fa.yaml")
+          "sentiment_fa.jsonl", "instructions_fa.jsonl", "instructions_en.jsonl", "data.yaml", "task_bpc_fa.yaml", "task_bpc_en.yaml", "task_sentiment_fa.yaml")
 # The base: small enough for seconds on one CPU core, big enough to learn something from a few KB. 40 steps:
 # held-out English bpc 3.25 (80 steps: 3.61, 150: 5.1 — a 125k-parameter model memorises 3.6 KB quickly).
 BASE = {"vocab_size": 400, "hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "block": 64, "batch": 8,

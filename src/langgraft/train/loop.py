@@ -94,7 +94,7 @@ def run_loop(accelerator, loss_module, optimizer, scheduler, train_blocks: torch
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        state.tokens += micro * accum * world * train_blocks.shape[1]
+        state.tokens += micro * accum * world * train_blocks.shape[-1]
         state.last_loss = float(step_loss)
         rate = (state.tokens - tokens0) / max(time.perf_counter() - t0, 1e-9)
         bar.update(1)

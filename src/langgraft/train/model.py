@@ -25,14 +25,14 @@ def build_peft_model(model, stage: str, cfg, token_ids: list[int]):
     targets = [emb_name] if tied else [emb_name, head_name]
     if stage == "align":
         pcfg = peft.TrainableTokensConfig(target_modules=targets, token_indices=token_ids)
-    elif stage == "pretrain":
+    elif stage in ("pretrain", "instruct"):
         check_lora_targets(model, cfg.lora.targets)
         pcfg = peft.LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                target_modules="all-linear" if cfg.lora.targets == ["all-linear"] else cfg.lora.targets,
                                task_type="CAUSAL_LM",
                                trainable_token_indices={name: token_ids for name in targets})
     else:
-        raise UserError(f"--stage {stage}: must be align or pretrain")
+        raise UserError(f"--stage {stage}: must be align, pretrain or instruct")
     return peft.get_peft_model(model, pcfg)
 
 
@@ -86,21 +86,29 @@ class LossModule(nn.Module):
         idx = torch.as_tensor(tl.token_indices["default"], device=weight.device)
         return weight, delta, idx
 
-    def forward(self, input_ids):
+    def forward(self, batch):
+        """`batch` is [B, T] token ids (every next token is a target) or [B, 2, T] ids and labels (-100 =
+        not a target: instruction prompts and padding)."""
+        input_ids, labels = split_batch(batch)
         if not self.fused:
-            return self.peft_model(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+            return self.peft_model(input_ids=input_ids, labels=labels, use_cache=False).loss
         h = self.hidden(input_ids)[:, :-1]
         weight, delta, idx = self.head()
-        return fused_head_ce(h, delta, weight, idx, input_ids[:, 1:], self.chunk)
+        return fused_head_ce(h, delta, weight, idx, labels[:, 1:], self.chunk)
 
     @torch.no_grad()
-    def loss_sum(self, input_ids) -> tuple[float, int]:
-        """(summed nats, tokens) for validation."""
+    def loss_sum(self, batch) -> tuple[float, int]:
+        """(summed nats, target tokens) for validation."""
+        input_ids, labels = split_batch(batch)
         if not self.fused:
-            out = self.peft_model(input_ids=input_ids, labels=input_ids, use_cache=False)
-            n = input_ids[:, 1:].numel()
+            out = self.peft_model(input_ids=input_ids, labels=labels, use_cache=False)
+            n = int((labels[:, 1:] != -100).sum())
             return float(out.loss) * n, n
         h = self.hidden(input_ids)[:, :-1]
         weight, delta, idx = self.head()
         w_eff = weight.index_copy(0, idx, delta.to(weight.dtype))
-        return head_ce_sum(h, w_eff, input_ids[:, 1:], self.chunk)
+        return head_ce_sum(h, w_eff, labels[:, 1:], self.chunk)
+
+
+def split_batch(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (batch[:, 0], batch[:, 1]) if batch.dim() == 3 else (batch, batch)

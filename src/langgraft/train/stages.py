@@ -22,7 +22,7 @@ from langgraft.errors import UserError
 from langgraft.rundir import atomic_dir, git_revision, package_versions, read_manifest, write_json
 from langgraft.train.config import TrainConfig
 
-STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual"}
+STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual", "instruct": "instructions"}
 
 
 def train_stage(stage: str, config_path, overrides=(), *, out, resume: bool = False) -> dict:
@@ -57,7 +57,7 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
     started = time.time()
     torch.manual_seed(cfg.seed)
     tokenizer, peft_model, token_ids = _build_model(stage, cfg, accelerator)
-    train_blocks, val, data_summary = _build_data(cfg, tokenizer, accelerator, out)
+    train_blocks, val, data_summary = _build_data(stage, cfg, tokenizer, accelerator, out)
     return _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_blocks, val,
                 {**data_summary, "trained_rows": len(token_ids)}, fingerprint, resolved, started)
 
@@ -129,6 +129,15 @@ def _validate(stage: str, cfg: TrainConfig) -> None:
         raise UserError(f"data.dataset: required (a prepared {STAGE_DATA[stage]} dataset dir for --stage {stage})")
     if not (Path(cfg.data.dataset) / "dataset.json").is_file():
         raise UserError(f"data.dataset {cfg.data.dataset}: not a prepared dataset (no dataset.json)")
+    if stage == "instruct":
+        from langgraft.data.load import dataset_info
+
+        kind = dataset_info(cfg.data.dataset).get("kind")
+        if kind != "instructions":
+            raise UserError(f"data.dataset {cfg.data.dataset}: a {kind} dataset; --stage instruct needs an "
+                            "instructions dataset (kind: instructions in the data config)")
+        if cfg.data.replay_fraction:
+            raise UserError("data.replay_fraction: only --stage pretrain mixes in replay data")
     if not 0 <= cfg.data.replay_fraction < 1:
         raise UserError(f"data.replay_fraction: must be in [0, 1), got {cfg.data.replay_fraction}")
     if cfg.data.replay_fraction and not cfg.data.replay:
@@ -186,12 +195,16 @@ def _build_model(stage: str, cfg: TrainConfig, accelerator):
     from transformers import AutoTokenizer
 
     from langgraft.surgery.resize import load_causal_lm, read_new_tokens
+    from langgraft.train.instruct import ensure_chat_template
     from langgraft.train.model import build_peft_model
 
     model_dir = Path(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dtype = torch.bfloat16 if accelerator.device.type == "cuda" and _use_bf16(cfg.precision) else torch.float32
     model = load_causal_lm(str(model_dir), dtype=dtype)
+    if stage == "instruct" and ensure_chat_template(tokenizer):
+        accelerator.print(f"langgraft train: {model_dir} has no chat template; using the built-in "
+                          "'### Instruction / ### Response' one (saved with the adapter)")
     if cfg.rows == "new":
         token_ids = [t["id"] for t in read_new_tokens(model_dir)["tokens"]]
     else:
@@ -210,19 +223,19 @@ def _build_model(stage: str, cfg: TrainConfig, accelerator):
     return tokenizer, peft_model, token_ids
 
 
-def _build_data(cfg: TrainConfig, tokenizer, accelerator, out: Path):
+def _build_data(stage: str, cfg: TrainConfig, tokenizer, accelerator, out: Path):
     """Packed train/validation blocks, tokenized once per run: rank 0 writes `data.pt`, other ranks and a
     `--resume` load it (memory-mapped) instead of re-tokenizing the corpus; its key covers the dataset files and
     the tokenizer, so a dataset rebuilt in place is re-tokenized."""
     cache = out / "data.pt"
-    key = _data_key(cfg, tokenizer)
+    key = _data_key(stage, cfg, tokenizer)
     with accelerator.main_process_first():
         if cache.is_file():
             saved = torch.load(cache, weights_only=False)
             if saved["key"] == key:
                 val = (saved["val"][0].long(), saved["val"][1]) if saved["val"] else None
                 return saved["train"].long(), val, saved["summary"]
-        blocks, val, summary = _pack_data(cfg, tokenizer)
+        blocks, val, summary = (_pack_instructions if stage == "instruct" else _pack_data)(cfg, tokenizer)
         if accelerator.is_main_process:  # stored as int32: half the disk of the int64 ids the model takes
             tmp = cache.with_name(f".{cache.name}.tmp")
             small_val = (val[0].to(torch.int32), val[1]) if val else None
@@ -231,12 +244,12 @@ def _build_data(cfg: TrainConfig, tokenizer, accelerator, out: Path):
     return blocks, val, summary
 
 
-def _data_key(cfg: TrainConfig, tokenizer) -> str:
+def _data_key(stage: str, cfg: TrainConfig, tokenizer) -> str:
     from langgraft.rundir import sha256_path
 
     d = cfg.data
     tok_file = Path(cfg.model) / "tokenizer.json"
-    parts = [sha256_path(Path(d.dataset) / "dataset.json"), d.block_size, d.max_texts, d.replay_fraction, cfg.seed,
+    parts = [stage == "instruct", sha256_path(Path(d.dataset) / "dataset.json"), d.block_size, d.max_texts, d.replay_fraction, cfg.seed,
              sha256_path(Path(d.replay) / "dataset.json") if d.replay else None, len(tokenizer),
              sha256_path(tok_file) if tok_file.is_file() else None]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
@@ -261,6 +274,31 @@ def _pack_data(cfg: TrainConfig, tokenizer):
             val = (packed.blocks, packed.chars / max(packed.tokens, 1))
             summary["validation_blocks"] = int(packed.blocks.shape[0])
     return blocks, val, summary
+
+
+def _pack_instructions(cfg: TrainConfig, tokenizer):
+    """Labelled instruction rows (prompt tokens not trained); skipped examples are counted by reason."""
+    from langgraft.data.load import iter_records
+    from langgraft.train.data import has_split
+    from langgraft.train.instruct import pack_examples
+
+    d = cfg.data
+    columns = ["instruction", "input", "output"]
+    main = pack_examples(iter_records(d.dataset, "train", columns), tokenizer, d.block_size, d.max_texts)
+    summary = {"train_examples": main.examples, "train_rows": int(main.rows.shape[0]),
+               "train_response_tokens": main.response_tokens, "packing_efficiency": round(main.efficiency, 4),
+               "skipped": main.skipped}
+    if main.skipped:
+        print(f"langgraft train: skipped instruction examples: "
+              f"{', '.join(f'{k} {v}' for k, v in sorted(main.skipped.items()))}", flush=True)
+    val = None
+    if has_split(d.dataset, "validation"):
+        packed = pack_examples(iter_records(d.dataset, "validation", columns), tokenizer, d.block_size)
+        if packed.rows.shape[0]:
+            # bits per character of the responses: the only tokens the loss counts
+            val = (packed.rows, packed.response_chars / max(packed.response_tokens, 1))
+            summary["validation_rows"] = int(packed.rows.shape[0])
+    return main.rows, val, summary
 
 
 def build_optimizer(peft_model, cfg: TrainConfig):

@@ -1,0 +1,109 @@
+"""Instruction data for `train --stage instruct`: prompt format, response-only labels, packing into rows.
+
+Each example becomes its prompt (the user turn of the chat template; label -100, the model is not trained to
+write the question) followed by the response and EOS (trained). Examples are packed in order into rows of
+`block_size` tokens, a new row when the next example does not fit; the rest of a row is padding with label
+-100. A row is stored as [2, block_size] (ids, labels), so the engine's block machinery — batch order as a
+function of the step, exact resume, DDP shards, the `data.pt` cache — serves this stage unchanged.
+
+Why written here rather than TRL's SFTTrainer (which also masks prompts): it brings its own training loop, which
+would lose this engine's fused head + loss, new-row training, exact resume and metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from langgraft.errors import UserError
+
+# The prompt format when the model's tokenizer has no chat template (base models): written into the trained
+# tokenizer, so `langgraft eval --chat` and `apply_chat_template` prompt the tuned model the way it was trained.
+DEFAULT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}### Instruction:\n{{ message['content'] }}\n\n### Response:\n"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}\n\n"
+    "{% endif %}{% endfor %}"
+)
+
+
+@dataclass
+class PackedExamples:
+    rows: torch.Tensor  # [n_rows, 2, block_size]: token ids, labels (-100 = not trained)
+    examples: int  # examples packed
+    skipped: dict = field(default_factory=dict)  # reason → count
+    response_tokens: int = 0
+    response_chars: int = 0
+    slots: int = 0  # block positions holding a real token (prompt or response)
+
+    @property
+    def efficiency(self) -> float:
+        return self.slots / max(self.rows.numel() // 2, 1)
+
+
+def ensure_chat_template(tokenizer) -> bool:
+    """Give `tokenizer` the default template when it has none; True when it was set."""
+    if getattr(tokenizer, "chat_template", None):
+        return False
+    tokenizer.chat_template = DEFAULT_TEMPLATE
+    return True
+
+
+def user_turn(record: dict) -> str:
+    return f"{record['instruction']}\n\n{record['input']}" if record.get("input") else record["instruction"]
+
+
+def encode_example(tokenizer, record: dict) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids + EOS) of one instruction record."""
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": user_turn(record)}], tokenize=False,
+                                           add_generation_prompt=True)
+    # The template may already start with the BOS text; add the BOS id only when it does not.
+    bos = tokenizer.bos_token
+    add_special = not (bos and prompt.startswith(bos))
+    prompt_ids = tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+    if add_special and tokenizer.eos_token_id is not None and prompt_ids and prompt_ids[-1] == tokenizer.eos_token_id:
+        prompt_ids = prompt_ids[:-1]  # tokenizers that append EOS to every text (Qwen-style post-processors)
+    response_ids = tokenizer(record["output"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return prompt_ids, response_ids
+
+
+def pack_examples(records, tokenizer, block_size: int, max_texts: int = 0) -> PackedExamples:
+    """Encode and pack instruction records (dicts with instruction, input, output) into labelled rows."""
+    if tokenizer.eos_token_id is None:
+        raise UserError("tokenizer has no eos_token; instruction tuning ends each response with one")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows: list[tuple[list[int], list[int]]] = []
+    ids: list[int] = []
+    labels: list[int] = []
+    out = PackedExamples(torch.empty(0, 2, block_size, dtype=torch.long), 0)
+    for record in records:
+        if max_texts and out.examples >= max_texts:
+            break
+        if not record.get("output", "").strip() or not record.get("instruction", "").strip():
+            out.skipped["empty_instruction_or_output"] = out.skipped.get("empty_instruction_or_output", 0) + 1
+            continue
+        prompt_ids, response_ids = encode_example(tokenizer, record)
+        n = len(prompt_ids) + len(response_ids)
+        if n > block_size:
+            out.skipped["longer_than_block_size"] = out.skipped.get("longer_than_block_size", 0) + 1
+            continue
+        if len(ids) + n > block_size:
+            rows.append((ids, labels))
+            ids, labels = [], []
+        ids += prompt_ids + response_ids
+        labels += [-100] * len(prompt_ids) + response_ids
+        out.examples += 1
+        out.slots += n
+        out.response_tokens += len(response_ids)
+        out.response_chars += len(record["output"])
+    if ids:
+        rows.append((ids, labels))
+    if rows:
+        tensor = torch.full((len(rows), 2, block_size), -100, dtype=torch.long)
+        tensor[:, 0] = pad
+        for i, (row_ids, row_labels) in enumerate(rows):
+            tensor[i, 0, :len(row_ids)] = torch.tensor(row_ids)
+            tensor[i, 1, :len(row_labels)] = torch.tensor(row_labels)
+        out.rows = tensor
+    return out

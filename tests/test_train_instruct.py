@@ -1,0 +1,154 @@
+"""`train --stage instruct`: response-only labels, packing, the loss on labelled rows, the trained adapter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from langgraft.cli import main
+from langgraft.config import from_dict, load_config
+from langgraft.data.config import PrepareConfig
+from langgraft.data.load import load_records
+from langgraft.data.prepare import prepare
+from langgraft.errors import UserError
+from langgraft.train.config import TrainConfig
+from langgraft.train.instruct import DEFAULT_TEMPLATE, encode_example, ensure_chat_template, pack_examples
+from langgraft.train.stages import train
+from test_train_support import make_dataset, make_extended_model, persian_lines
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, data_dir):
+    """Tiny extended model + a real instructions dataset from `data prepare` (Persian + English seed tasks)."""
+    tmp = tmp_path_factory.mktemp("instruct")
+    model = make_extended_model(tmp, data_dir)
+    cfg = {"root": str(tmp), "workers": 1, "datasets": [{
+        "name": "inst", "kind": "instructions", "lang": "fa", "validation_fraction": 0.2,
+        "filters": {"min_chars": 5, "min_words": 1, "min_script_ratio": 0.3},
+        "sources": [{"path": str(data_dir / "persian_instruct/persian_seed_tasks.jsonl"), "records": "instances",
+                     "limit": 60},
+                    {"path": str(data_dir / "self_instruct/data/seed_tasks.jsonl"), "records": "instances",
+                     "lang": "en", "limit": 20}]}]}
+    (tmp / "prep.yaml").write_text(yaml.safe_dump(cfg))
+    prepare(load_config(PrepareConfig, tmp / "prep.yaml"), tmp / "data", progress=False)
+    # the same model with a tokenizer that has no chat template (a base model's usual state)
+    bare = tmp / "bare"
+    shutil.copytree(model, bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    tok_cfg = json.loads((bare / "tokenizer_config.json").read_text())
+    tok_cfg.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+    assert not AutoTokenizer.from_pretrained(bare).chat_template
+    return {"tmp": tmp, "model": model, "bare": bare, "dataset": tmp / "data" / "inst"}
+
+
+def config(setup, **raw) -> TrainConfig:
+    base = {"model": str(setup["model"]), "data": {"dataset": str(setup["dataset"]), "block_size": 160},
+            "micro_batch_size": 2, "max_steps": 4, "checkpoint_every": 0, "eval_every": 4, "eval_batches": 2,
+            "log_every": 1, "precision": "fp32", "lora": {"targets": ["q_proj", "v_proj"]},
+            "optim": {"lr": 1e-3}}
+    return from_dict(TrainConfig, {**base, **raw})
+
+
+def test_the_models_own_chat_template_is_used_with_one_bos(setup):
+    tok = AutoTokenizer.from_pretrained(setup["model"])  # Mistral-7B-v0.3's tokenizer, with its [INST] template
+    assert not ensure_chat_template(tok)
+    record = load_records(setup["dataset"], "train")[0]
+    prompt, response = encode_example(tok, record)
+    assert prompt.count(tok.bos_token_id) == 1 and prompt[0] == tok.bos_token_id
+    assert "[INST]" in tok.decode(prompt) and record["instruction"][:20] in tok.decode(prompt)
+    assert tok.decode(response[:-1]).strip() == record["output"].strip() and response[-1] == tok.eos_token_id
+
+
+def test_prompt_tokens_are_not_targets_and_examples_pack_in_order(setup):
+    tok = AutoTokenizer.from_pretrained(setup["bare"])
+    assert ensure_chat_template(tok) and tok.chat_template == DEFAULT_TEMPLATE
+    records = load_records(setup["dataset"], "train")
+    assert any(r["input"] for r in records) and {r["lang"] for r in records} == {"fa", "en"}
+    packed = pack_examples(records, tok, 160)
+    rows = packed.rows
+    assert rows.shape[1:] == (2, 160) and packed.examples + sum(packed.skipped.values()) == len(records)
+    # every kept example's response (then EOS) is a target, its prompt is not, in order, row after row
+    targets = [row[1][row[1] != -100].tolist() for row in rows]
+    expected = []
+    for r in records:
+        prompt, response = encode_example(tok, r)
+        if len(prompt) + len(response) <= 160:
+            expected.append(response)
+            assert tok.decode(prompt).count("### Instruction:") == 1 and r["instruction"][:20] in tok.decode(prompt)
+            assert response[-1] == tok.eos_token_id
+    assert sum(targets, []) == sum(expected, [])
+    # labels equal the ids wherever they are set; padding has label -100
+    mask = rows[:, 1] != -100
+    assert torch.equal(rows[:, 0][mask], rows[:, 1][mask])
+    assert packed.response_tokens == int(mask.sum()) and 0 < packed.efficiency <= 1
+
+
+def test_skipped_examples_are_counted_by_reason(setup):
+    tok = AutoTokenizer.from_pretrained(setup["model"])
+    ensure_chat_template(tok)
+    records = [{"instruction": "یک جمله بنویس.", "input": "", "output": "این یک جمله است."},
+               {"instruction": "بنویس", "input": "", "output": ""},
+               {"instruction": "خلاصه کن: " + "کلمه " * 200, "input": "", "output": "خلاصه"}]
+    packed = pack_examples(records, tok, 64)
+    assert packed.examples == 1
+    assert packed.skipped == {"empty_instruction_or_output": 1, "longer_than_block_size": 1}
+
+
+def test_labelled_rows_give_the_models_own_masked_loss(setup):
+    from langgraft.train.model import LossModule, build_peft_model
+
+    cfg = config(setup)
+    tok = AutoTokenizer.from_pretrained(setup["model"])
+    ensure_chat_template(tok)
+    rows = pack_examples(load_records(setup["dataset"], "train"), tok, 160).rows[:2]
+    torch.manual_seed(0)
+    peft_model = build_peft_model(AutoModelForCausalLM.from_pretrained(setup["model"]), "instruct", cfg,
+                                  list(range(32768, 32808)))
+    peft_model.eval()
+    ref = peft_model(input_ids=rows[:, 0], labels=rows[:, 1]).loss
+    ours = LossModule(peft_model, chunk=13)(rows)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    nats, count = LossModule(peft_model, chunk=13).loss_sum(rows)
+    assert count == int((rows[:, 1, 1:] != -100).sum()) and nats / count == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_instruct_stage_trains_lora_and_saves_the_chat_template(setup):
+    out = setup["tmp"] / "run"
+    summary = train("instruct", config(setup, model=str(setup["bare"])), out=out)
+    assert summary["steps"] == 4 and summary["train_examples"] > 20 and summary["val_loss"] > 0
+    assert summary["skipped"] == {} or all(v > 0 for v in summary["skipped"].values())
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    adapter_tok = AutoTokenizer.from_pretrained(out / "adapter")
+    assert adapter_tok.chat_template == DEFAULT_TEMPLATE
+    text = adapter_tok.apply_chat_template([{"role": "user", "content": "سلام"}], tokenize=False,
+                                           add_generation_prompt=True)
+    assert text.endswith("### Instruction:\nسلام\n\n### Response:\n")
+    from safetensors.torch import load_file
+
+    weights = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
+    # the exported model keeps the template it was tuned with, so `eval --chat` prompts it the same way
+    from langgraft.export import export_run
+
+    export_run(out, out=setup["tmp"] / "export")
+    assert AutoTokenizer.from_pretrained(setup["tmp"] / "export" / "model").chat_template == DEFAULT_TEMPLATE
+
+
+def test_instruct_needs_an_instructions_dataset(setup, data_dir, capsys):
+    mono = make_dataset(setup["tmp"] / "mono", "fa", persian_lines(data_dir, 30), [])
+    with pytest.raises(UserError, match="needs an instructions dataset"):
+        train("instruct", config(setup, data={"dataset": str(mono), "block_size": 160}), out=setup["tmp"] / "x")
+    assert not (setup["tmp"] / "x").exists()
+    (setup["tmp"] / "cfg.yaml").write_text(yaml.safe_dump({"model": str(setup["model"]),
+                                                           "data": {"dataset": str(mono)}}))
+    assert main(["train", "--stage", "instruct", "--config", str(setup["tmp"] / "cfg.yaml"),
+                 "--out", str(setup["tmp"] / "y")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("langgraft: error: data.dataset") and "\n" not in err
