@@ -152,3 +152,33 @@ def test_instruct_needs_an_instructions_dataset(setup, data_dir, capsys):
                  "--out", str(setup["tmp"] / "y")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("langgraft: error: data.dataset") and "\n" not in err
+
+
+def test_instruct_resumes_exactly_from_a_checkpoint(setup):
+    """The labelled rows go through the same step-indexed batches and data cache as pretraining: a run cut
+    back to its step-2 checkpoint and resumed ends with the uninterrupted run's weights."""
+    from safetensors.torch import load_file
+
+    from langgraft.train.checkpoint import list_checkpoints
+
+    cfg = config(setup, max_steps=4, checkpoint_every=2, keep_checkpoints=3, lora={"targets": ["q_proj", "v_proj"],
+                                                                                  "dropout": 0.1})
+    whole, cut = setup["tmp"] / "whole", setup["tmp"] / "cut"
+    train("instruct", cfg, out=whole)
+    train("instruct", cfg, out=cut)
+    # back to the state a kill after step 2 leaves: no final outputs, the step-2 checkpoint the newest
+    for ckpt in list_checkpoints(cut / "checkpoints"):
+        if ckpt.name > "step-00000002":
+            shutil.rmtree(ckpt)
+    shutil.rmtree(cut / "adapter")
+    (cut / "manifest.json").unlink()
+    summary = train("instruct", cfg, out=cut, resume=True)
+    assert summary["steps"] == 4
+    # it continued from step 2 (a restart would have logged steps 1-4 a second time)
+    steps = [json.loads(line)["step"] for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    a = load_file(cut / "adapter" / "adapter_model.safetensors")
+    b = load_file(whole / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
