@@ -182,3 +182,15 @@ def test_instruct_resumes_exactly_from_a_checkpoint(setup):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("name,own", [("qwen2", True), ("gpt2", False)])
+def test_byte_level_tokenizers_with_and_without_a_template(data_dir, name, own):
+    tok = AutoTokenizer.from_pretrained(data_dir / "tokenizers" / name)
+    assert ensure_chat_template(tok) is not own
+    record = {"instruction": "این جمله را به انگلیسی ترجمه کن.", "input": "هوا سرد است.", "output": "It is cold."}
+    prompt, response = encode_example(tok, record)
+    text = tok.decode(prompt)
+    assert "این جمله را به انگلیسی ترجمه کن.\n\nهوا سرد است." in text
+    assert text.endswith("<|im_start|>assistant\n" if own else "### Response:\n")
+    assert response[-1] == tok.eos_token_id and tok.decode(response[:-1]) == "It is cold."

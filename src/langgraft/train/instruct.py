@@ -55,7 +55,8 @@ def user_turn(record: dict) -> str:
 
 
 def encode_example(tokenizer, record: dict) -> tuple[list[int], list[int]]:
-    """(prompt ids, response ids + EOS) of one instruction record."""
+    """(prompt ids, response ids + EOS) of one instruction record. BOS follows the tokenizer's own setting."""
+    eos = _eos_id(tokenizer)
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": user_turn(record)}], tokenize=False,
                                            add_generation_prompt=True)
     # The template may already start with the BOS text; add the BOS id only when it does not.
@@ -64,15 +65,19 @@ def encode_example(tokenizer, record: dict) -> tuple[list[int], list[int]]:
     prompt_ids = tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
     if add_special and tokenizer.eos_token_id is not None and prompt_ids and prompt_ids[-1] == tokenizer.eos_token_id:
         prompt_ids = prompt_ids[:-1]  # tokenizers that append EOS to every text (Qwen-style post-processors)
-    response_ids = tokenizer(record["output"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    response_ids = tokenizer(record["output"], add_special_tokens=False)["input_ids"] + [eos]
     return prompt_ids, response_ids
+
+
+def _eos_id(tokenizer) -> int:
+    if tokenizer.eos_token_id is None:
+        raise UserError("tokenizer has no eos_token; instruction tuning ends each response with one")
+    return tokenizer.eos_token_id
 
 
 def pack_examples(records, tokenizer, block_size: int, max_texts: int = 0) -> PackedExamples:
     """Encode and pack instruction records (dicts with instruction, input, output) into labelled rows."""
-    if tokenizer.eos_token_id is None:
-        raise UserError("tokenizer has no eos_token; instruction tuning ends each response with one")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _eos_id(tokenizer)
     rows: list[tuple[list[int], list[int]]] = []
     ids: list[int] = []
     labels: list[int] = []
