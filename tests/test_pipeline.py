@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -173,3 +175,28 @@ def test_missing_input_is_one_line_exit_2_and_writes_nothing(demo, tmp_path, cap
     assert not target.exists()
     assert main(["run", "recipe.yaml", "--from", "surgery"]) == 2
     assert "--from surgery: not a stage" in capsys.readouterr().err
+
+
+def test_torchrun_trains_on_every_process_and_does_the_rest_once(demo, tmp_path):
+    """`torchrun -m langgraft run`: pretrain and instruct train as 2-rank DDP (gloo), export/eval/report once."""
+    out, _ = demo
+    work = tmp_path / "dist"
+    shutil.copytree(out, work)  # moved: its absolute paths change, so pretrain and instruct retrain here
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", port, "-m", "langgraft", "run",
+                           "recipe.yaml", "--from", "pretrain"], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for stage in ("pretrain", "instruct"):
+        summary = json.loads((work / stage / "train" / "manifest.json").read_text())["summary"]
+        assert summary["world_size"] == 2 and len(set(summary["rank_checksums"])) == 1, stage
+        assert (work / stage / "export" / "manifest.json").is_file()
+        assert json.loads((work / "eval" / stage / "manifest.json").read_text())["config"]["models"] == \
+            {stage: str(work / stage / "export" / "model")}
+    assert proc.stdout.count("[1/3] pretrain ...") == 1 and proc.stdout.count("summary.md (tables: ") == 1
+    status = json.loads((work / "pipeline.json").read_text())["stages"]
+    assert {s: v["status"] for s, v in status.items()} == {"pretrain": "ran", "instruct": "ran", "report": "ran"}

@@ -20,6 +20,11 @@ Relative paths in a recipe are relative to the working directory (`base_dir` for
 verb's own YAML config plus dotted overrides (schema: recipe.py); unknown keys anywhere are one-line errors before
 anything runs.
 
+Multi-GPU: `accelerate launch -m langgraft run RECIPE.yaml` (or torchrun) runs the training stages on every
+process (DDP, FSDP, ZeRO as the launch config says) and everything else — tokenizer, data, surgery, export, eval,
+report — on the main process while the others wait at a barrier (timeout 24 h: evaluating a 7B model on one GPU
+takes long).
+
 Why not a workflow engine (Snakemake, DVC, Luigi): the stages are a fixed sequence of seven calls, and "up to
 date" already has one definition here (the manifests' config + input hashes); an engine would bring a second one
 (file times, its own lock files) that can disagree with it, and another dependency.
@@ -28,11 +33,13 @@ date" already has one definition here (the manifests' config + input hashes); an
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from langgraft.config import from_dict, to_dict
 from langgraft.errors import UserError
@@ -48,21 +55,54 @@ def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | 
     stages = select_stages(start, stop)
     check_inputs(plan, stages)
     _check_earlier_outputs(plan, stages)
+    ranks = _ranks()
+    if not ranks.main:
+        log = _silent
     status: dict[str, dict] = {}
     for n, stage in enumerate(stages, 1):
         started = time.time()
         log(f"[{n}/{len(stages)}] {stage} ...")
-        skipped = STAGE_FUNCS[stage](plan)
+        if stage in TRAIN_STAGES:
+            skipped = _train_stage(plan, stage, ranks)
+        else:
+            skipped = STAGE_FUNCS[stage](plan) if ranks.main else True
+            ranks.barrier()
         state = "not configured" if plan.skipped(stage) else "skipped" if skipped else "ran"
         status[stage] = {"status": state, "seconds": round(time.time() - started, 2)}
         word = {"not configured": f"not configured (no {stage}.dataset in the recipe)",
                 "skipped": "up to date, skipped"}.get(state, f"done in {status[stage]['seconds']:.1f} s")
         log(f"[{n}/{len(stages)}] {stage}: {word} → {plan.stage_dir(stage)}")
-        write_json(plan.out / "pipeline.json", {"recipe": plan.source, "resolved": to_dict(plan.recipe),
-                                                "stages": status})
+        if ranks.main:
+            write_json(plan.out / "pipeline.json", {"recipe": plan.source, "resolved": to_dict(plan.recipe),
+                                                    "stages": status})
     summary = json.loads((plan.out / "report" / "summary.json").read_text(encoding="utf-8")) \
-        if "report" in stages else None
+        if "report" in stages and ranks.main else None
     return {"out": str(plan.out), "stages": status, "summary": summary}
+
+
+@dataclass
+class _Ranks:
+    """This process's place in a multi-process launch of `langgraft run` (one process: main, no-op barrier)."""
+
+    main: bool = True
+    barrier: Callable[[], None] = lambda: None
+
+
+def _ranks() -> _Ranks:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _Ranks()
+    from datetime import timedelta
+
+    import torch
+    from accelerate import PartialState
+
+    # the same process group the training stages' Accelerator then reuses (cpu=True: gloo without a GPU)
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=24))
+    return _Ranks(state.is_main_process, state.wait_for_everyone)
+
+
+def _silent(*_args, **_kwargs) -> None:
+    return None
 
 
 def _check_earlier_outputs(plan: Plan, stages: list[str]) -> None:
@@ -131,7 +171,7 @@ def _model_extend(plan: Plan) -> bool:
     return not ran and not any(evals)
 
 
-def _train_stage(plan: Plan, stage: str) -> bool:
+def _train_stage(plan: Plan, stage: str, ranks: _Ranks | None = None) -> bool:
     from langgraft.export import export_run
     from langgraft.train.stages import train
 
@@ -147,11 +187,17 @@ def _train_stage(plan: Plan, stage: str) -> bool:
         cfg.data.replay = str(plan.stage_dir("data") / section.replay)
     run_dir, export_dir = plan.out / stage / "train", plan.out / stage / "export"
     upstream = {"model": _stamp(plan.out / parent), "data": _stamp(plan.stage_dir("data"))}
-    _discard_stale(run_dir, stage, cfg, json.loads(json.dumps(upstream)))
-    write_json(plan.out / stage / "upstream.json", upstream)
-    trained = _ran(run_dir, lambda: train(stage, cfg, out=run_dir, resume=True))
-    exported = _ran(export_dir, lambda: export_run(run_dir, out=export_dir))
-    evaluated = _evaluate(plan, stage)
+    ranks = ranks or _Ranks()
+    if ranks.main:
+        _discard_stale(run_dir, stage, cfg, json.loads(json.dumps(upstream)))
+        write_json(plan.out / stage / "upstream.json", upstream)
+    ranks.barrier()
+    trained = _ran(run_dir, lambda: train(stage, cfg, out=run_dir, resume=True))  # every process: DDP/FSDP
+    exported = evaluated = False
+    if ranks.main:
+        exported = _ran(export_dir, lambda: export_run(run_dir, out=export_dir))
+        evaluated = _evaluate(plan, stage)
+    ranks.barrier()
     return not (trained or exported or evaluated)
 
 
@@ -210,6 +256,5 @@ def _report(plan: Plan) -> bool:
 
 
 STAGE_FUNCS = {"tokenizer": _tokenizer, "tokenizer_extend": _tokenizer_extend, "data": _data,
-               "model_extend": _model_extend, "align": lambda p: _train_stage(p, "align"),
-               "pretrain": lambda p: _train_stage(p, "pretrain"), "instruct": lambda p: _train_stage(p, "instruct"),
-               "report": _report}
+               "model_extend": _model_extend, "report": _report}
+TRAIN_STAGES = ("align", "pretrain", "instruct")  # run by every process of a multi-process launch
