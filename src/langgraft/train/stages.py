@@ -33,6 +33,8 @@ def train_stage(stage: str, config_path, overrides=(), *, out, resume: bool = Fa
 def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> dict:
     from accelerate import Accelerator
 
+    from langgraft.train.checkpoint import list_checkpoints
+
     _validate(stage, cfg)
     resolved = {"stage": stage, **to_dict(cfg)}
     fingerprint = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
@@ -47,7 +49,9 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
     accelerator = Accelerator(mixed_precision="bf16" if _use_bf16(cfg.precision) else "no",
                               cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
-    if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED") and (cfg.checkpoint_every or resume):
+    # resume=True with nothing to resume is fine there (`langgraft run` always passes it)
+    pending = resume and bool(list_checkpoints(out / "checkpoints"))
+    if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED") and (cfg.checkpoint_every or pending):
         raise UserError(f"checkpoint_every/--resume: resumable checkpoints are not implemented under "
                         f"{accelerator.distributed_type.name} yet; set checkpoint_every=0 (the final adapter is "
                         "still gathered and saved)")
