@@ -98,6 +98,17 @@ def test_slice_reruns_only_its_stages_and_marks_downstream_stale(demo, capsys):
     assert "an upstream stage was rebuilt" in capsys.readouterr().err
 
 
+def test_chat_stages_prompt_that_stage_through_its_chat_template(demo):
+    out, _ = demo
+    before = json.loads((out / "eval/pretrain/manifest.json").read_text())["fingerprint"]
+    run_recipe(out / "recipe.yaml", ["eval.chat_stages=[instruct]"], start="instruct", stop="instruct",
+               base_dir=out, log=lambda line: None)
+    assert json.loads((out / "eval/instruct/manifest.json").read_text())["config"]["options"]["chat"] is True
+    rows = [json.loads(line) for line in (out / "eval/instruct/samples/demo_sentiment_fa.jsonl").read_text().splitlines()]
+    assert rows[0]["prompt"].startswith("### Instruction:\n") and rows[0]["prompt"].endswith("### Response:\n")
+    assert json.loads((out / "eval/pretrain/manifest.json").read_text())["fingerprint"] == before  # untouched
+
+
 def test_a_recipe_without_instruct_dataset_stops_after_pretrain(demo, tmp_path):
     out, _ = demo
     result = run_recipe(out / "recipe.yaml", ["instruct.dataset=''"], start="instruct", base_dir=out,
