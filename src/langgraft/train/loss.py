@@ -17,7 +17,7 @@ class FusedHeadCE(torch.autograd.Function):
     """loss = mean CE(h @ W_eff.T, labels) with W_eff = W with rows `idx` replaced by `delta`."""
 
     @staticmethod
-    def forward(ctx, h, delta, weight, idx, labels, chunk):  # noqa: D401 — autograd API
+    def forward(ctx, h, delta, weight, idx, labels, chunk, rows):  # noqa: D401 — autograd API
         # One cast of the merged weight to the autocast dtype up front, not one per chunk and matmul.
         dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else h.dtype
         w_eff = weight.detach().index_copy(0, idx, delta.detach().to(weight.dtype)).to(dtype)
@@ -28,7 +28,6 @@ class FusedHeadCE(torch.autograd.Function):
         grad_delta = torch.zeros(delta.shape, dtype=torch.float32, device=delta.device) \
             if delta.requires_grad else None
         total = torch.zeros((), dtype=torch.float32, device=h.device)
-        rows = _contiguous(idx)
         with torch.autocast(h.device.type, enabled=False):
             for start in range(0, flat_h.shape[0], chunk):
                 hc, yc = flat_h[start:start + chunk].to(dtype), flat_y[start:start + chunk]
@@ -66,13 +65,13 @@ class FusedHeadCE(torch.autograd.Function):
         scale = grad_out / n_valid
         gh = (grad_h * scale.to(grad_h.dtype)).reshape(ctx.h_shape) if ctx.has[0] else None
         gd = (grad_delta * scale).to(ctx.delta_dtype) if ctx.has[1] else None
-        return gh, gd, None, None, None, None
+        return gh, gd, None, None, None, None, None
 
 
-def _contiguous(idx: torch.Tensor) -> slice | None:
-    """idx as a slice when it is one increasing run of ids (new rows are appended, so usually it is)."""
-    if idx.numel() and int(idx[-1]) - int(idx[0]) + 1 == idx.numel() and bool((idx.diff() == 1).all()):
-        return slice(int(idx[0]), int(idx[-1]) + 1)
+def as_slice(ids: list[int]) -> slice | None:
+    """`ids` as a slice when they are one increasing run (new rows are appended, so they usually are)."""
+    if ids and all(b == a + 1 for a, b in zip(ids, ids[1:])):
+        return slice(ids[0], ids[-1] + 1)
     return None
 
 
@@ -86,9 +85,12 @@ def auto_chunk(device: torch.device, vocab: int) -> int:
 
 
 def fused_head_ce(h: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor,
-                  labels: torch.Tensor, chunk: int = 0) -> torch.Tensor:
-    """Mean next-token cross-entropy of hidden states `h` [.., dim] against `labels` [..] (-100 = ignore)."""
-    return FusedHeadCE.apply(h, delta, weight, idx, labels, chunk or auto_chunk(h.device, weight.shape[0]))
+                  labels: torch.Tensor, chunk: int = 0, rows: slice | None | str = "auto") -> torch.Tensor:
+    """Mean next-token cross-entropy of hidden states `h` [.., dim] against `labels` [..] (-100 = ignore).
+    `rows`: `as_slice` of the ids (a slice, or None when they are not one run); "auto" computes it here."""
+    if rows == "auto":
+        rows = as_slice(idx.tolist())
+    return FusedHeadCE.apply(h, delta, weight, idx, labels, chunk or auto_chunk(h.device, weight.shape[0]), rows)
 
 
 @torch.no_grad()

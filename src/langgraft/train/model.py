@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from langgraft.errors import UserError
-from langgraft.train.loss import fused_head_ce, head_ce_sum
+from langgraft.train.loss import as_slice, fused_head_ce, head_ce_sum
 
 
 def build_peft_model(model, stage: str, cfg, token_ids: list[int]):
@@ -68,6 +68,8 @@ class LossModule(nn.Module):
         super().__init__()
         self.peft_model = peft_model
         self.chunk = chunk
+        self._ids: torch.Tensor | None = None
+        self._rows: slice | None = None
         lm = causal_lm(peft_model)
         # Logit soft-capping (Gemma 2/3) is not fused: those models take the model's own loss path.
         self.fused = not getattr(lm.config.get_text_config(), "final_logit_softcapping", None)
@@ -78,13 +80,15 @@ class LossModule(nn.Module):
         return body(input_ids=input_ids, use_cache=False).last_hidden_state
 
     def head(self):
-        """(base weight [V, D], trained rows [k, D], their ids [k]) of the output head."""
+        """(base weight [V, D], trained rows [k, D], their ids [k], the ids as a slice or None) of the head."""
         layer = self.peft_model.get_output_embeddings()
         tl = token_layer(layer)
         weight = getattr(layer, "token_adapter", layer).base_layer.weight
         delta = tl.trainable_tokens_delta["default"]
-        idx = torch.as_tensor(tl.token_indices["default"], device=weight.device)
-        return weight, delta, idx
+        if self._ids is None or self._ids.device != weight.device:  # once: not a host→device copy every step
+            ids = list(tl.token_indices["default"])
+            self._ids, self._rows = torch.as_tensor(ids, device=weight.device), as_slice(ids)
+        return weight, delta, self._ids, self._rows
 
     def forward(self, batch):
         """`batch` is [B, T] token ids (every next token is a target) or [B, 2, T] ids and labels (-100 =
@@ -93,8 +97,8 @@ class LossModule(nn.Module):
         if not self.fused:
             return self.peft_model(input_ids=input_ids, labels=labels, use_cache=False).loss
         h = self.hidden(input_ids)[:, :-1]
-        weight, delta, idx = self.head()
-        return fused_head_ce(h, delta, weight, idx, labels[:, 1:], self.chunk)
+        weight, delta, idx, rows = self.head()
+        return fused_head_ce(h, delta, weight, idx, labels[:, 1:], self.chunk, rows)
 
     @torch.no_grad()
     def loss_sum(self, batch) -> tuple[float, int]:
@@ -105,7 +109,7 @@ class LossModule(nn.Module):
             n = int((labels[:, 1:] != -100).sum())
             return float(out.loss) * n, n
         h = self.hidden(input_ids)[:, :-1]
-        weight, delta, idx = self.head()
+        weight, delta, idx, _ = self.head()
         w_eff = weight.index_copy(0, idx, delta.to(weight.dtype))
         return head_ce_sum(h, w_eff, labels[:, 1:], self.chunk)
 
