@@ -240,3 +240,44 @@ def test_stages_run_on_another_executor_then_prepare_only_publishes(tmp_path, da
     assert manifest["summary"]["documents"] == 6 and manifest["summary"]["near_duplicates"] == 1
     # every task was finished on the "cluster": the local run found the completion markers and rewrote nothing
     assert written and {p: p.stat().st_mtime_ns for p in written} == written
+
+
+def _seed_conversations(data_dir: Path, n: int) -> list[dict]:
+    """ShareGPT-style two-exchange chats from the Persian seed tasks: one task's instruction, two instances."""
+    chats = []
+    for line in (data_dir / "persian_instruct/persian_seed_tasks.jsonl").read_text(encoding="utf-8").splitlines()[:n]:
+        inst = json.loads(line)["instances"]
+        if len(inst) < 2:
+            inst = inst * 2
+        turns = [{"from": "system", "value": "به فارسی پاسخ بده."}]
+        for x in inst[:2]:
+            turns += [{"from": "human", "value": f"{x['instruction']}\n{x['input']}".strip()},
+                      {"from": "gpt", "value": x["output"]}]
+        chats.append({"conversations": turns})
+    return chats
+
+
+def test_conversations_keep_every_turn(tmp_path, data_dir):
+    chats = _seed_conversations(data_dir, 12) + [{"conversations": [{"from": "gpt", "value": "سلام، چطور کمک کنم؟"}]}]
+    (tmp_path / "chat.jsonl").write_text("\n".join(json.dumps(c, ensure_ascii=False) for c in chats) + "\n",
+                                         encoding="utf-8")
+    cfg = {"root": str(tmp_path), "workers": 1, "datasets": [{
+        "name": "chat", "kind": "instructions", "lang": "fa", "validation_fraction": 0.0,
+        "filters": {"min_chars": 5, "min_words": 1, "min_script_ratio": 0.3, "langid": False},
+        "dedup": {"near": False},
+        "sources": [{"path": "chat.jsonl", "messages": "conversations", "role": "from", "content": "value"}]}]}
+    prepare(load_config(PrepareConfig, _write(tmp_path, cfg)), tmp_path / "out", progress=False)
+    stats = json.loads((tmp_path / "out/stats.json").read_text(encoding="utf-8"))["datasets"]["chat"]
+    assert stats["dropped"] == {"no_user_then_assistant_turn": 1}
+    rows = load_records(tmp_path / "out" / "chat", "train")
+    assert len(rows) + stats["exact_duplicates"] == 12
+    for row in rows:
+        roles = [t["role"] for t in row["messages"]]
+        assert roles == ["system", "user", "assistant", "user", "assistant"]
+        # the first exchange is also the row's instruction/output; the text holds every turn
+        assert row["instruction"] == row["messages"][1]["content"] and row["output"] == row["messages"][2]["content"]
+        assert all(t["content"] in row["text"] for t in row["messages"])
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"conversations": [{"from": "narrator", "value": "x"}]}) + "\n",
+                                         encoding="utf-8")
+    _expect_error(tmp_path, cfg, r"chat\.jsonl:1: conversations\[0\]\.from 'narrator' is not one of user, human",
+                  out="bad")

@@ -194,3 +194,60 @@ def test_byte_level_tokenizers_with_and_without_a_template(data_dir, name, own):
     assert "این جمله را به انگلیسی ترجمه کن.\n\nهوا سرد است." in text
     assert text.endswith("<|im_start|>assistant\n" if own else "### Response:\n")
     assert response[-1] == tok.eos_token_id and tok.decode(response[:-1]) == "It is cold."
+
+
+def _chat(data_dir, system: bool) -> list[dict]:
+    """Two exchanges of real Persian seed-task text (one task's instruction with two of its instances)."""
+    import json as _json
+
+    line = (data_dir / "persian_instruct/persian_seed_tasks.jsonl").read_text(encoding="utf-8").splitlines()[3]
+    inst = _json.loads(line)["instances"] * 2
+    turns = [{"role": "system", "content": "به فارسی پاسخ بده."}] if system else []
+    for x in inst[:2]:
+        turns += [{"role": "user", "content": f"{x['instruction']}\n{x['input']}".strip()},
+                  {"role": "assistant", "content": x["output"]}]
+    return turns
+
+
+@pytest.mark.parametrize("name,system", [("bare", True), ("mistral", False), ("qwen2", True)])
+def test_conversations_train_on_every_assistant_turn_only(setup, data_dir, name, system):
+    from langgraft.train.instruct import encode_conversation
+
+    path = {"bare": setup["bare"], "mistral": setup["model"], "qwen2": data_dir / "tokenizers" / "qwen2"}[name]
+    tok = AutoTokenizer.from_pretrained(path)
+    ensure_chat_template(tok)
+    turns = _chat(data_dir, system)
+    ids, labels = encode_conversation(tok, turns)
+    assert len(ids) == len(labels)
+    # the whole sequence is the template's rendering of the chat (one BOS at most, at the start)
+    bos = tok.bos_token_id
+    assert bos is None or bos not in ids[1:]
+    text = tok.apply_chat_template(turns, tokenize=False)
+    # (turns are tokenized one by one, so a SentencePiece tokenizer may start a reply with a word-boundary space)
+    decoded = tok.decode([i for i in ids if i != bos])
+    assert "".join(decoded.split()) == "".join(text.removeprefix(tok.bos_token or "").split())
+    # targets: the two assistant replies, each closed by EOS; nothing of the system or user turns
+    spans, cur = [], []
+    for i, lab in zip(ids, labels):
+        if lab != -100:
+            cur.append(i)
+        elif cur:
+            spans.append(cur)
+            cur = []
+    spans += [cur] if cur else []
+    assert len(spans) == 2
+    for span, reply in zip(spans, [t for t in turns if t["role"] == "assistant"]):
+        assert reply["content"].strip() in tok.decode(span) and tok.eos_token_id in span
+    assert not any(t["content"][:15] in tok.decode([i for i, lab in zip(ids, labels) if lab != -100])
+                   for t in turns if t["role"] != "assistant")
+
+
+def test_packing_takes_conversations_from_messages(setup, data_dir):
+    tok = AutoTokenizer.from_pretrained(setup["bare"])
+    ensure_chat_template(tok)
+    chat = {"instruction": "x", "input": "", "output": "y", "messages": _chat(data_dir, True)}
+    single = load_records(setup["dataset"], "train")[0]
+    packed = pack_examples([chat, single, {**chat, "messages": [{"role": "user", "content": "سلام"}]}], tok, 4096)
+    assert packed.examples == 2 and packed.skipped == {"no_assistant_turn": 1}
+    assert packed.response_chars == sum(len(t["content"]) for t in chat["messages"] if t["role"] == "assistant") \
+        + len(single["output"])

@@ -26,6 +26,10 @@ class SourceConfig:
     instruction: str = "instruction"  # instructions: field names
     input: str = "input"  # instructions: optional field (missing means empty)
     output: str = "output"
+    messages: str = ""  # instructions: a list field of chat turns (OpenAI `messages`, ShareGPT `conversations`);
+    # when set it replaces instruction/input/output and multi-turn conversations are kept whole
+    role: str = "role"  # a turn's role field (ShareGPT: from); human/gpt/model/bot read as user/assistant
+    content: str = "content"  # a turn's text field (ShareGPT: value)
     line_prefix: str = ""  # text reader: keep only lines starting with this prefix (prefix removed)
     split: str = "train"  # hf reader: which split
     limit: int = 0  # read at most this many records from each file of this source (0 = all)

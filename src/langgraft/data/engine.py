@@ -45,7 +45,7 @@ from datatrove.utils.word_tokenizers import WordTokenizer
 
 from langgraft.data.config import DatasetConfig, PrepareConfig
 from langgraft.data.filters import clean, make_cleaner
-from langgraft.data.readers import explode, field_text, read_unit
+from langgraft.data.readers import chat_turns, explode, field_text, read_unit
 from langgraft.data.render import render_rows
 from langgraft.rundir import write_json
 
@@ -73,7 +73,14 @@ def dedup_key(kind: str, fields: dict) -> str:
         return fields["text"]
     if kind == "bilingual":
         return f"{fields['src']}\n{fields['tgt']}"
-    return "\n".join((fields["instruction"], fields["input"], fields["output"]))
+    return "\n".join(_instruction_parts(fields))
+
+
+def _instruction_parts(fields: dict) -> list[str]:
+    """The texts of an instruction record: every turn of a conversation, else instruction, input, output."""
+    if fields.get("messages"):
+        return [turn["content"] for turn in fields["messages"]]
+    return [fields["instruction"], fields["input"], fields["output"]]
 
 
 def _fields(record: dict, ds: DatasetConfig, si: int, where: str) -> dict:
@@ -83,6 +90,8 @@ def _fields(record: dict, ds: DatasetConfig, si: int, where: str) -> dict:
     if ds.kind == "bilingual":
         return {"src": field_text(record, src.src, where), "tgt": field_text(record, src.tgt, where),
                 "src_lang": ds.src_lang, "tgt_lang": ds.tgt_lang}
+    if src.messages:
+        return {"messages": chat_turns(record, src.messages, src.role, src.content, where)}
     return {"instruction": field_text(record, src.instruction, where),
             "input": field_text(record, src.input, where, required=False),
             "output": field_text(record, src.output, where)}
@@ -143,7 +152,7 @@ def _leaks(fields: dict, kind: str, leaks: set[int]) -> bool:
     elif kind == "bilingual":
         parts = [fields["src"], fields["tgt"]]
     else:
-        parts = [fields["instruction"], fields["input"], fields["output"]]
+        parts = _instruction_parts(fields)
     return any(h in leaks for h in leak_keys(parts))
 
 

@@ -102,7 +102,9 @@ def _clean_pair(fields: dict[str, str], c: Cleaner, tally: dict) -> tuple[dict |
     return {"src": src, "tgt": tgt, "src_lang": src_lang.code, "tgt_lang": tgt_lang.code}, ""
 
 
-def _clean_instruction(fields: dict[str, str], lang: Language, c: Cleaner) -> tuple[dict | None, str]:
+def _clean_instruction(fields: dict, lang: Language, c: Cleaner) -> tuple[dict | None, str]:
+    if "messages" in fields:
+        return _clean_conversation(fields["messages"], lang, c)
     out = {k: lang.normalize(fields[k]).strip() for k in ("instruction", "input", "output")}
     if not out["instruction"] or not out["output"]:
         return None, "empty_instruction_or_output"
@@ -110,6 +112,19 @@ def _clean_instruction(fields: dict[str, str], lang: Language, c: Cleaner) -> tu
     raw = f"{fields['instruction']}\n{fields['output']}"
     reason = _length(body, c.filters) or _script(body, lang, c.filters) or _langid(body, lang, c.filters, raw)
     return (None, reason) if reason else (out, "")
+
+
+def _clean_conversation(turns: list[dict], lang: Language, c: Cleaner) -> tuple[dict | None, str]:
+    """A chat: every turn normalised; it needs a user turn and an assistant turn after it."""
+    out = [{"role": t["role"], "content": lang.normalize(t["content"]).strip()} for t in turns]
+    out = [t for t in out if t["content"]]
+    roles = [t["role"] for t in out]
+    if "user" not in roles or "assistant" not in roles[roles.index("user"):]:
+        return None, "no_user_then_assistant_turn"
+    body = "\n".join(t["content"] for t in out)
+    raw = "\n".join(t["content"] for t in turns)
+    reason = _length(body, c.filters) or _script(body, lang, c.filters) or _langid(body, lang, c.filters, raw)
+    return (None, reason) if reason else ({"messages": out}, "")
 
 
 def _length(text: str, f: FilterConfig) -> str:

@@ -298,3 +298,23 @@ def explode(record: dict, name: str, where: str) -> list[dict]:
         raise UserError(f"{where}: missing list field {name!r} (records:)")
     parent = {k: v for k, v in record.items() if k != name}
     return [{**parent, **item} if isinstance(item, dict) else {**parent, name: item} for item in items]
+
+
+ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "model": "assistant",
+         "bot": "assistant", "system": "system"}
+
+
+def chat_turns(record: dict, name: str, role: str, content: str, where: str) -> list[dict]:
+    """The list field `name` as [{"role": user|assistant|system, "content": str}], roles named as OpenAI does."""
+    turns = record.get(name)
+    if not isinstance(turns, list):
+        raise UserError(f"{where}: field {name!r} is not a list of chat turns")
+    out = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or role not in turn or content not in turn:
+            raise UserError(f"{where}: {name}[{i}] needs {role!r} and {content!r} fields")
+        mapped = ROLES.get(str(turn[role]).lower())
+        if mapped is None:
+            raise UserError(f"{where}: {name}[{i}].{role} {turn[role]!r} is not one of {', '.join(ROLES)}")
+        out.append({"role": mapped, "content": "" if turn[content] is None else str(turn[content])})
+    return out

@@ -6,7 +6,8 @@ Bilingual formats (recorded in dataset.json as `format`):
   translate   two rows per pair in a translation-prompt form, both directions (TRANSLATE below)
   interleave  `interleave_group` consecutive pairs of the same split per row, alternating languages:
               "{src1}\\n{tgt1}\\n{src2}\\n{tgt2}..."
-Instructions: "{instruction}\\n\\n{input}\\n\\n{output}" (the input paragraph only when there is one).
+Instructions: "{instruction}\\n\\n{input}\\n\\n{output}" (the input paragraph only when there is one); a conversation's
+turns joined by blank lines. Every instruction row also carries `messages` (the chat turns).
 """
 
 from __future__ import annotations
@@ -28,9 +29,7 @@ def render_rows(docs: Iterable, ds: DatasetConfig, tally: dict) -> Iterator[dict
         if ds.kind == "monolingual":
             yield {"text": doc.text, "lang": m["lang"], "_split": m["split"]}
         elif ds.kind == "instructions":
-            parts = [m["instruction"], m["input"], m["output"]] if m["input"] else [m["instruction"], m["output"]]
-            yield {"text": "\n\n".join(parts), "lang": m["lang"], "instruction": m["instruction"],
-                   "input": m["input"], "output": m["output"], "_split": m["split"]}
+            yield _instruction_row(m)
         elif ds.format == "interleave":
             group = groups.setdefault(m["split"], [])
             group.append(m)
@@ -42,6 +41,23 @@ def render_rows(docs: Iterable, ds: DatasetConfig, tally: dict) -> Iterator[dict
     for group in groups.values():
         if group:
             yield _interleaved(group)
+
+
+def _instruction_row(m: dict) -> dict:
+    """Every instruction row has both shapes: the chat `messages` and the first exchange as instruction/input/output
+    (a conversation's first user turn and the assistant turn after it; `input` empty)."""
+    if m.get("messages"):
+        turns = m["messages"]
+        roles = [t["role"] for t in turns]
+        first_user = roles.index("user")
+        reply = roles.index("assistant", first_user)
+        instruction, inp, output = turns[first_user]["content"], "", turns[reply]["content"]
+    else:
+        instruction, inp, output = m["instruction"], m["input"], m["output"]
+        turns = [{"role": "user", "content": f"{instruction}\n\n{inp}" if inp else instruction},
+                 {"role": "assistant", "content": output}]
+    return {"text": "\n\n".join(t["content"] for t in turns), "lang": m["lang"], "instruction": instruction,
+            "input": inp, "output": output, "messages": turns, "_split": m["split"]}
 
 
 def _pair(src: str, tgt: str, src_lang: str, tgt_lang: str, text: str, split: str) -> dict:

@@ -287,7 +287,7 @@ def _pack_instructions(cfg: TrainConfig, tokenizer):
     from langgraft.train.instruct import pack_examples
 
     d = cfg.data
-    columns = ["instruction", "input", "output"]
+    columns = None  # all: instruction, input, output, and `messages` in datasets prepared with conversations
     main = pack_examples(iter_records(d.dataset, "train", columns), tokenizer, d.block_size, d.max_texts)
     summary = {"train_examples": main.examples, "train_rows": int(main.rows.shape[0]),
                "train_response_tokens": main.response_tokens, "packing_efficiency": round(main.efficiency, 4),
