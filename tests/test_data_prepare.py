@@ -265,12 +265,17 @@ def test_conversations_keep_every_turn(tmp_path, data_dir):
         "name": "chat", "kind": "instructions", "lang": "fa", "validation_fraction": 0.0,
         "filters": {"min_chars": 5, "min_words": 1, "min_script_ratio": 0.3, "langid": False},
         "dedup": {"near": False},
-        "sources": [{"path": "chat.jsonl", "messages": "conversations", "role": "from", "content": "value"}]}]}
-    prepare(load_config(PrepareConfig, _write(tmp_path, cfg)), tmp_path / "out", progress=False)
+        "sources": [{"path": "chat.jsonl", "messages": "conversations", "role": "from", "content": "value"}]}],
+        # an evaluation text that is the *second* reply of the first chat: the guard reads every turn
+        "leak_guard": {"min_chars": 20, "eval_sets": [{"name": "held", "source": {"path": "held.jsonl"}}]}}
+    (tmp_path / "held.jsonl").write_text(json.dumps({"text": chats[0]["conversations"][4]["value"]},
+                                                    ensure_ascii=False) + "\n", encoding="utf-8")
+    manifest = prepare(load_config(PrepareConfig, _write(tmp_path, cfg)), tmp_path / "out", progress=False)
     stats = json.loads((tmp_path / "out/stats.json").read_text(encoding="utf-8"))["datasets"]["chat"]
-    assert stats["dropped"] == {"no_user_then_assistant_turn": 1}
+    assert stats["dropped"] == {"no_user_then_assistant_turn": 1, "eval_leak": 1}
+    assert manifest["summary"]["leak_guard"]["overlap_after"] == 0
     rows = load_records(tmp_path / "out" / "chat", "train")
-    assert len(rows) + stats["exact_duplicates"] == 12
+    assert len(rows) + stats["exact_duplicates"] == 11
     for row in rows:
         roles = [t["role"] for t in row["messages"]]
         assert roles == ["system", "user", "assistant", "user", "assistant"]

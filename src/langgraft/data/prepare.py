@@ -28,7 +28,7 @@ from langgraft.rundir import run_stage, sha256_path, write_json
 
 SPLITS = ("train", "validation")
 LEAK_COLUMNS = {"monolingual": ["text"], "bilingual": ["src", "tgt"],
-                "instructions": ["instruction", "input", "output"]}
+                "instructions": ["instruction", "input", "output", "messages"]}
 
 
 def prepare(cfg: PrepareConfig, out: str | Path, *, force: bool = False, progress: bool = True,
@@ -261,8 +261,14 @@ def _overlap_after(cfg: PrepareConfig, out: Path, index_path: Path) -> int:
     for ds in cfg.datasets:
         cols = LEAK_COLUMNS[ds.kind]
         rows = iter_records(out / ds.name, "train", columns=cols)
-        total += leaks.overlap(([row[c] or "" for c in cols] for row in rows), index)
+        total += leaks.overlap((_row_texts(row, cols) for row in rows), index)
     return total
+
+
+def _row_texts(row: dict, cols: list[str]) -> list[str]:
+    """The texts of a published row; a chat's `messages` contribute every turn."""
+    texts = [row[c] or "" for c in cols if c != "messages"]
+    return texts + [turn["content"] for turn in row.get("messages") or []]
 
 
 def _preview(cfg: PrepareConfig, out: Path) -> str:
