@@ -65,7 +65,17 @@ def test_the_models_own_chat_template_is_used_with_one_bos(setup):
     assert tok.decode(response[:-1]).strip() == record["output"].strip() and response[-1] == tok.eos_token_id
 
 
-def test_prompt_tokens_are_not_targets_and_examples_pack_in_order(setup):
+def test_best_fit_packs_tighter_than_in_order_and_keeps_every_example():
+    from langgraft.train.instruct import best_fit
+
+    lengths = [6, 5, 4, 5, 4, 6]  # in order: 6 | 5 4 | 5 4 | 6 = 4 rows of 10; 6+4, 6+4, 5+5 = 3
+    rows = best_fit(lengths, 10)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= 10 for row in rows) and len(rows) == 3
+    assert all(row == sorted(row) for row in rows)
+
+
+def test_prompt_tokens_are_not_targets_and_every_example_is_packed(setup):
     tok = AutoTokenizer.from_pretrained(setup["bare"])
     assert ensure_chat_template(tok) and tok.chat_template == DEFAULT_TEMPLATE
     records = load_records(setup["dataset"], "train")
@@ -73,16 +83,25 @@ def test_prompt_tokens_are_not_targets_and_examples_pack_in_order(setup):
     packed = pack_examples(records, tok, 160)
     rows = packed.rows
     assert rows.shape[1:] == (2, 160) and packed.examples + sum(packed.skipped.values()) == len(records)
-    # every kept example's response (then EOS) is a target, its prompt is not, in order, row after row
-    targets = [row[1][row[1] != -100].tolist() for row in rows]
+    # every kept example's response (then EOS) is a target, its prompt is not: the runs of targets in the rows are
+    # exactly the kept examples' responses (rows are bin-packed, so compared as a multiset)
+    targets = []
+    for row in rows:
+        run = []
+        for label in row[1].tolist() + [-100]:
+            if label != -100:
+                run.append(label)
+            elif run:
+                targets.append(tuple(run))
+                run = []
     expected = []
     for r in records:
         prompt, response = encode_example(tok, r)
         if len(prompt) + len(response) <= 160:
-            expected.append(response)
+            expected.append(tuple(response))
             assert tok.decode(prompt).count("### Instruction:") == 1 and r["instruction"][:20] in tok.decode(prompt)
             assert response[-1] == tok.eos_token_id
-    assert sum(targets, []) == sum(expected, [])
+    assert sorted(targets) == sorted(expected)
     # labels equal the ids wherever they are set; padding has label -100
     mask = rows[:, 1] != -100
     assert torch.equal(rows[:, 0][mask], rows[:, 1][mask])
