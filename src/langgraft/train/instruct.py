@@ -1,9 +1,11 @@
 """Instruction data for `train --stage instruct`: prompt format, response-only labels, packing into rows.
 
 Each example becomes its prompt (the user turn of the chat template; label -100, the model is not trained to
-write the question) followed by the response and EOS (trained). Examples are packed into rows of `block_size`
-tokens by best-fit decreasing bin packing; the rest of a row is padding with label -100. A row is stored as [2, block_size] (ids, labels), so the engine's block machinery — batch order as a
-function of the step, exact resume, DDP shards, the `data.pt` cache — serves this stage unchanged.
+write the question) followed by the response and EOS (trained); a conversation trains every assistant turn.
+Whole examples are packed into rows of `block_size` tokens by best-fit decreasing bin packing; the rest of a row
+is padding with label -100. A row is stored as [2, block_size] (ids, labels), so the engine's block machinery —
+batch order as a function of the step, exact resume, DDP shards, the `data.pt` cache — serves this stage
+unchanged. (Packed examples share a row's causal attention, as in pretraining packing.)
 
 Why written here rather than TRL's SFTTrainer (which also masks prompts): it brings its own training loop, which
 would lose this engine's fused head + loss, new-row training, exact resume and metrics.
