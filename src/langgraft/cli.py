@@ -240,6 +240,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- chat
+def _chat_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="HF model dir (e.g. an `export` model/) or hub id")
+    p.add_argument("--prompt", default=None, help="answer this one prompt and exit (default: read lines from stdin)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (reproducible); > 0 samples")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--json", action="store_true", help="one JSON object per turn instead of the bare reply")
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from langgraft.chat import ChatOptions, run_chat
+
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens: must be ≥ 1, got {args.max_new_tokens}")
+    run_chat(args.model, ChatOptions(args.max_new_tokens, args.temperature, args.device, args.json),
+             prompt=args.prompt)
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
     ("data", "prepare"): ("clean, deduplicate and split monolingual, bilingual and instruction data",
@@ -256,8 +276,9 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
                   _export_args, _export),
     ("eval",): ("evaluate models on Persian/English tasks with CIs, paired comparisons and a report",
                 _eval_args, _eval),
-    ("run",): ("run a recipe stage by stage (tokenizer → data → surgery → align → pretrain → report), resumable",
-               _run_args, _run),
+    ("chat",): ("talk to a model through its chat template (or answer one --prompt)", _chat_args, _chat),
+    ("run",): ("run a recipe stage by stage (tokenizer → data → surgery → align → pretrain → instruct → report), "
+               "resumable", _run_args, _run),
     ("demo",): ("the whole pipeline on CPU in a few minutes on a bundled corpus, offline", _demo_args, _demo),
 }
 

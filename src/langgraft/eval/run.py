@@ -115,11 +115,11 @@ class EvalOptions:
     chat: bool = False  # wrap prompts in the tokenizer's chat template (instruction-tuned models)
 
 
-def chat_prompt(tok, prompt: str) -> str:
-    """The prompt as one user turn of the model's chat template, ready for the assistant's answer."""
+def chat_prompt(tok, prompt: str, history: list[dict] | tuple = ()) -> str:
+    """The prompt as the next user turn (after `history`) of the model's chat template, ready for the answer."""
     if not getattr(tok, "chat_template", None):
         raise UserError("--chat: this model's tokenizer has no chat template")
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+    text = tok.apply_chat_template([*history, {"role": "user", "content": prompt}], tokenize=False,
                                    add_generation_prompt=True)
     # The tokenizer adds BOS itself when it encodes; a template that writes it too would double it.
     bos = tok.bos_token or ""
