@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 
 import pytest
 import torch
@@ -12,20 +11,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from langgraft.chat import ChatOptions, run_chat
 from langgraft.cli import main
-from test_train_support import make_extended_model
+from test_train_support import copy_without_chat_template, make_extended_model
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("chat")
     chat = make_extended_model(tmp, data_dir)  # Mistral-7B-v0.3's tokenizer: an [INST] chat template
-    plain = tmp / "plain"
-    shutil.copytree(chat, plain)
-    (plain / "chat_template.jinja").unlink(missing_ok=True)
-    cfg = json.loads((plain / "tokenizer_config.json").read_text())
-    cfg.pop("chat_template", None)
-    (plain / "tokenizer_config.json").write_text(json.dumps(cfg))
-    return chat, plain
+    return chat, copy_without_chat_template(chat, tmp / "plain")
 
 
 def _greedy(path, text: str, n: int) -> tuple[str, int]:

@@ -19,7 +19,7 @@ from langgraft.errors import UserError
 from langgraft.train.config import TrainConfig
 from langgraft.train.instruct import DEFAULT_TEMPLATE, encode_example, ensure_chat_template, pack_examples
 from langgraft.train.stages import train
-from test_train_support import make_dataset, make_extended_model, persian_lines
+from test_train_support import copy_without_chat_template, make_dataset, make_extended_model, persian_lines
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +36,7 @@ def setup(tmp_path_factory, data_dir):
                      "lang": "en", "limit": 20}]}]}
     (tmp / "prep.yaml").write_text(yaml.safe_dump(cfg))
     prepare(load_config(PrepareConfig, tmp / "prep.yaml"), tmp / "data", progress=False)
-    # the same model with a tokenizer that has no chat template (a base model's usual state)
-    bare = tmp / "bare"
-    shutil.copytree(model, bare)
-    (bare / "chat_template.jinja").unlink(missing_ok=True)
-    tok_cfg = json.loads((bare / "tokenizer_config.json").read_text())
-    tok_cfg.pop("chat_template", None)
-    (bare / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+    bare = copy_without_chat_template(model, tmp / "bare")
     assert not AutoTokenizer.from_pretrained(bare).chat_template
     return {"tmp": tmp, "model": model, "bare": bare, "dataset": tmp / "data" / "inst"}
 

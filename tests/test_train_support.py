@@ -135,3 +135,15 @@ def tiny_run(tmp: Path, data_dir: Path, n_train: int, n_val: int, **raw):
     for key, value in raw.items():
         base[key] = {**base[key], **value} if isinstance(value, dict) and key in base else value
     return from_dict(TrainConfig, base)
+
+
+def copy_without_chat_template(src: Path, dst: Path) -> Path:
+    """A copy of a model dir whose tokenizer has no chat template (a base model's usual state)."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    (dst / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((dst / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (dst / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return dst
