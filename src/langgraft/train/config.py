@@ -1,4 +1,4 @@
-"""Typed configuration of `langgraft train` (align and pretrain share one engine and one config shape)."""
+"""Typed configuration of `langgraft train` (align, pretrain and instruct share one engine and one config shape)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 @dataclass
 class DataConfig:
     dataset: str = ""  # a prepared dataset dir (`data prepare` output DIR/<dataset>, with dataset.json)
-    replay: Optional[str] = None  # optional English prepared dataset mixed into training (pretrain)
+    replay: Optional[str] = None  # optional English prepared dataset mixed into training (pretrain only)
     replay_fraction: float = 0.0  # share of training blocks drawn from `replay` (0 ≤ x < 1)
-    block_size: int = 512  # tokens per packed training block
-    max_texts: int = 0  # read at most this many training texts (0 = all); for smoke runs
+    block_size: int = 512  # tokens per packed training block (instruct: per row of packed examples)
+    max_texts: int = 0  # read at most this many training texts / instruct examples (0 = all); for smoke runs
 
 
 @dataclass
