@@ -211,10 +211,8 @@ def test_byte_level_tokenizers_with_and_without_a_template(data_dir, name, own):
 
 def _chat(data_dir, system: bool) -> list[dict]:
     """Two exchanges of real Persian seed-task text (one task's instruction with two of its instances)."""
-    import json as _json
-
     line = (data_dir / "persian_instruct/persian_seed_tasks.jsonl").read_text(encoding="utf-8").splitlines()[3]
-    inst = _json.loads(line)["instances"] * 2
+    inst = json.loads(line)["instances"] * 2
     turns = [{"role": "system", "content": "به فارسی پاسخ بده."}] if system else []
     for x in inst[:2]:
         turns += [{"role": "user", "content": f"{x['instruction']}\n{x['input']}".strip()},

@@ -171,7 +171,7 @@ def _model_extend(plan: Plan) -> bool:
     return not ran and not any(evals)
 
 
-def _train_stage(plan: Plan, stage: str, ranks: _Ranks | None = None) -> bool:
+def _train_stage(plan: Plan, stage: str, ranks: _Ranks) -> bool:
     from langgraft.export import export_run
     from langgraft.train.stages import train
 
@@ -187,7 +187,6 @@ def _train_stage(plan: Plan, stage: str, ranks: _Ranks | None = None) -> bool:
         cfg.data.replay = str(plan.stage_dir("data") / section.replay)
     run_dir, export_dir = plan.out / stage / "train", plan.out / stage / "export"
     upstream = {"model": _stamp(plan.out / parent), "data": _stamp(plan.stage_dir("data"))}
-    ranks = ranks or _Ranks()
     if ranks.main:
         _discard_stale(run_dir, stage, cfg, json.loads(json.dumps(upstream)))
         write_json(plan.out / stage / "upstream.json", upstream)

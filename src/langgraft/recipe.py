@@ -16,6 +16,7 @@ from langgraft.errors import UserError
 
 STAGES = ("tokenizer", "tokenizer_extend", "data", "model_extend", "align", "pretrain", "instruct", "report")
 EVAL_POINTS = ("base", "extended", "align", "pretrain", "instruct")
+Point = Literal["base", "extended", "align", "pretrain", "instruct"]  # a model the recipe can evaluate
 
 
 # ---------------------------------------------------------------- recipe schema
@@ -60,10 +61,10 @@ class TrainSection:
 @dataclass
 class EvalSection:
     tasks: list[str] = _field(default_factory=lambda: ["fa_core", "en_core"])  # task names, suites or .yaml files
-    stages: list[Literal["base", "extended", "align", "pretrain", "instruct"]] = _field(
+    stages: list[Point] = _field(
         default_factory=lambda: list(EVAL_POINTS))  # which models to evaluate (instruct: when it is configured)
     # stages whose prompts go through the model's chat template (e.g. [instruct]); the rest get plain prompts
-    chat_stages: list[Literal["base", "extended", "align", "pretrain", "instruct"]] = _field(default_factory=list)
+    chat_stages: list[Point] = _field(default_factory=list)
     limit: Optional[int] = None  # evaluate only the first N examples of each task
     shots: Optional[int] = None  # in-context examples (default: each task's own)
     batch_size: int = 16

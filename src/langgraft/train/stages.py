@@ -287,8 +287,8 @@ def _pack_instructions(cfg: TrainConfig, tokenizer):
     from langgraft.train.instruct import pack_examples
 
     d = cfg.data
-    columns = None  # all: instruction, input, output, and `messages` in datasets prepared with conversations
-    main = pack_examples(iter_records(d.dataset, "train", columns), tokenizer, d.block_size, d.max_texts)
+    # every column: `messages` is there in datasets prepared since conversations were supported, not before
+    main = pack_examples(iter_records(d.dataset, "train"), tokenizer, d.block_size, d.max_texts)
     summary = {"train_examples": main.examples, "train_rows": int(main.rows.shape[0]),
                "train_response_tokens": main.response_tokens, "packing_efficiency": round(main.efficiency, 4),
                "skipped": main.skipped}
@@ -297,7 +297,7 @@ def _pack_instructions(cfg: TrainConfig, tokenizer):
               f"{', '.join(f'{k} {v}' for k, v in sorted(main.skipped.items()))}", flush=True)
     val = None
     if has_split(d.dataset, "validation"):
-        packed = pack_examples(iter_records(d.dataset, "validation", columns), tokenizer, d.block_size)
+        packed = pack_examples(iter_records(d.dataset, "validation"), tokenizer, d.block_size)
         if packed.rows.shape[0]:
             # bits per character of the responses: the only tokens the loss counts
             val = (packed.rows, packed.response_chars / max(packed.response_tokens, 1))
