@@ -13,6 +13,27 @@ from typing import Callable
 from langgraft.errors import UserError
 
 
+def _force_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="rebuild even if --out is up to date, or replace another verb's output there")
+
+
+def _produce(args: argparse.Namespace, make: Callable):
+    """(make(), skipped): run the verb with its --force, and say so when --out was already up to date."""
+    from langgraft.rundir import FORCE, output_stamp
+
+    before = output_stamp(args.out)
+    token = FORCE.set(bool(getattr(args, "force", False)))
+    try:
+        result = make()
+    finally:
+        FORCE.reset(token)
+    skipped = before is not None and output_stamp(args.out) == before
+    if skipped:
+        print(f"{args.out}: up to date, skipped (same config and inputs; --force reruns it)")
+    return result, skipped
+
+
 # ---------------------------------------------------------------- tokenizer train
 def _tokenizer_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", nargs="+", required=True, metavar="FILE", help=".txt (a document per line) or .jsonl")
@@ -25,17 +46,19 @@ def _tokenizer_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalizer", nargs="*", default=[], metavar="KEY=VALUE",
                    help="normaliser options, e.g. digits=latin newlines=space zwnj_repair=false")
     p.add_argument("--out", required=True, help="output directory")
+    _force_arg(p)
 
 
 def _tokenizer_train(args: argparse.Namespace) -> int:
     from langgraft.vocab.train import parse_normalizer_options, train_tokenizer
 
-    result = train_tokenizer(
+    result, skipped = _produce(args, lambda: train_tokenizer(
         args.input, lang=args.lang, vocab_size=args.vocab_size, model_type=args.model_type, out=args.out,
         field=args.field, max_sentences=args.max_sentences, threads=args.threads,
         normalizer=parse_normalizer_options(args.normalizer),
-    )
-    print(f"wrote {result['model']} ({result['vocab_size']} pieces)")
+    ))
+    if not skipped:
+        print(f"wrote {result['model']} ({result['vocab_size']} pieces)")
     return 0
 
 
@@ -46,14 +69,16 @@ def _tokenizer_extend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add", required=True, help="SentencePiece model (or `tokenizer train` output dir)")
     p.add_argument("--lang", required=True, help="language code, e.g. fa")
     p.add_argument("--out", required=True, help="output HF tokenizer directory")
+    _force_arg(p)
 
 
 def _tokenizer_extend(args: argparse.Namespace) -> int:
     from langgraft.vocab.extend import extend_tokenizer
 
-    report = extend_tokenizer(args.base, args.add, lang=args.lang, out=args.out)
-    print(f"wrote {args.out}: {report['base_vocab_size']} → {report['vocab_size']} "
-          f"(+{report['added']} new tokens, {report['new_merges']} merges)")
+    report, skipped = _produce(args, lambda: extend_tokenizer(args.base, args.add, lang=args.lang, out=args.out))
+    if not skipped:
+            print(f"wrote {args.out}: {report['base_vocab_size']} → {report['vocab_size']} "
+              f"(+{report['added']} new tokens, {report['new_merges']} merges)")
     return 0
 
 
@@ -76,17 +101,19 @@ def _tokenizer_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep-train", nargs="+", default=[], metavar="FILE", help="training text for --sweep")
     p.add_argument("--lang", default=None, help="language of the new pieces for --sweep, e.g. fa")
     p.add_argument("--out", required=True, help="output directory")
+    _force_arg(p)
 
 
 def _tokenizer_report(args: argparse.Namespace) -> int:
     from langgraft.vocab.report import parse_pairs, tokenizer_report
 
-    tokenizer_report(
+    _, skipped = _produce(args, lambda: tokenizer_report(
         parse_pairs(args.tokenizer, "--tokenizer"), parse_pairs(args.text, "--text"), out=args.out,
         normalize=args.normalize, sweep=args.sweep, sweep_base=args.sweep_base, sweep_train=args.sweep_train,
         lang=args.lang,
-    )
-    print(f"wrote {args.out}/report.md, report.json, fertility.png")
+    ))
+    if not skipped:
+        print(f"wrote {args.out}/report.md, report.json, fertility.png")
     return 0
 
 
@@ -99,15 +126,17 @@ def _extend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for --init random")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
     p.add_argument("--out", required=True, help="output HF model directory")
+    _force_arg(p)
 
 
 def _extend(args: argparse.Namespace) -> int:
     from langgraft.surgery.resize import extend_model
 
-    r = extend_model(args.model, args.tokenizer, out=args.out, init=args.init, seed=args.seed,
-                     trust_remote_code=args.trust_remote_code)
-    print(f"wrote {args.out}: {r['old_rows']} → {r['padded_vocab_size']} rows (+{r['new_tokens']} new tokens, "
-          f"{r['padding_rows']} padding, init {r['init']})")
+    r, skipped = _produce(args, lambda: extend_model(args.model, args.tokenizer, out=args.out, init=args.init,
+                                                     seed=args.seed, trust_remote_code=args.trust_remote_code))
+    if not skipped:
+            print(f"wrote {args.out}: {r['old_rows']} → {r['padded_vocab_size']} rows (+{r['new_tokens']} new tokens, "
+              f"{r['padding_rows']} padding, init {r['init']})")
     return 0
 
 
@@ -118,28 +147,34 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. optim.lr=1e-4")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, adapter/)")
+    p.add_argument("--force", action="store_true",
+                   help="discard the langgraft run already in --out (finished or not) and train from scratch")
 
 
 def _train(args: argparse.Namespace) -> int:
     from langgraft.train.stages import train_stage
 
-    summary = train_stage(args.stage, args.config, args.overrides, out=args.out, resume=args.resume)
-    print(f"wrote {args.out}: {summary['steps']} steps, {summary['tokens']} tokens, "
-          f"final loss {summary['final_loss']:.4f}")
+    summary, skipped = _produce(args, lambda: train_stage(args.stage, args.config, args.overrides, out=args.out,
+                                                          resume=args.resume))
+    if not skipped:
+        print(f"wrote {args.out}: {summary['steps']} steps, {summary['tokens']} tokens, "
+              f"final loss {summary['final_loss']:.4f}")
     return 0
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="a finished `langgraft train` run directory")
     p.add_argument("--out", required=True, help="output: model/ (merged HF checkpoint) and adapter/ (PEFT)")
+    _force_arg(p)
 
 
 def _export(args: argparse.Namespace) -> int:
     from langgraft.export import export_run
 
-    r = export_run(args.run, out=args.out)
-    print(f"wrote {args.out}/model ({r['model_mb']:.1f} MB) and {args.out}/adapter "
-          f"({r['adapter_mb']:.2f} MB of weights)")
+    r, skipped = _produce(args, lambda: export_run(args.run, out=args.out))
+    if not skipped:
+        print(f"wrote {args.out}/model ({r['model_mb']:.1f} MB) and {args.out}/adapter "
+              f"({r['adapter_mb']:.2f} MB of weights)")
     return 0
 
 
@@ -159,22 +194,24 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template (instruct models)")
     p.add_argument("--contamination", nargs="+", default=[], metavar="DATASET",
                    help="training data (data prepare dir, .jsonl or .txt) to check eval examples against")
+    _force_arg(p)
 
 
 def _eval(args: argparse.Namespace) -> int:
     from langgraft.eval.run import EvalOptions, compare, parse_models, run_eval
 
     if args.compare:
-        doc = compare(args.compare, args.out)
+        doc, skipped = _produce(args, lambda: compare(args.compare, args.out))
     else:
         if not args.model or not args.tasks:
             raise UserError("--model and --tasks are required (or use --compare DIR...)")
         opts = EvalOptions(limit=args.limit, shots=args.shots, batch_size=args.batch_size, device=args.device,
                            max_new_tokens=args.max_new_tokens, chat=args.chat)
-        doc = run_eval(parse_models(args.model), args.tasks, args.out, opts, data_root=args.data_root,
-                       contamination=args.contamination)
-    print(f"wrote {args.out}/report.md ({len(doc['models'])} models, {len(doc['tasks'])} tasks, "
-          f"{len(doc['errors'])} errors)")
+        doc, skipped = _produce(args, lambda: run_eval(parse_models(args.model), args.tasks, args.out, opts,
+                                                       data_root=args.data_root, contamination=args.contamination))
+    if not skipped:
+            print(f"wrote {args.out}/report.md ({len(doc['models'])} models, {len(doc['tasks'])} tasks, "
+              f"{len(doc['errors'])} errors)")
     return 1 if doc["errors"] else 0
 
 
@@ -183,7 +220,7 @@ def _data_prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="FILE", help="data recipe YAML (e.g. recipes/data/persian.yaml)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. workers=4 root=/data")
     p.add_argument("--strict", action="store_true", help="the first broken JSON line is an error, not a counted drop")
-    p.add_argument("--force", action="store_true", help="rebuild even if --out holds a matching result")
+    _force_arg(p)
     p.add_argument("--out", required=True, help="output directory")
 
 
@@ -193,7 +230,9 @@ def _data_prepare(args: argparse.Namespace) -> int:
     from langgraft.data.prepare import prepare
 
     overrides = list(args.overrides) + (["strict=true"] if args.strict else [])
-    manifest = prepare(load_config(PrepareConfig, args.config, overrides), args.out, force=args.force)
+    manifest, skipped = _produce(args, lambda: prepare(load_config(PrepareConfig, args.config, overrides), args.out))
+    if skipped:
+        return 0
     s = manifest["summary"]
     print(f"wrote {args.out}: {s['documents']} documents, {s['exact_duplicates']} exact + {s['near_duplicates']} "
           f"near duplicates removed, {s['leak_guard']['removed']} eval leaks removed "

@@ -15,9 +15,9 @@ from langgraft.rundir import atomic_write_text, write_json
 
 
 def write_report(out: Path, config: dict) -> dict:
-    from langgraft.eval.run import compare
+    from langgraft.eval.run import merge_evals
 
-    doc = compare(config["evals"], out / "eval")
+    doc = merge_evals(config["evals"], out / "eval")
     summary = {"stages": list(doc["models"]), "tokenizer": {}, "intrinsic": {}, "classification": {}}
     if config["texts"]:
         summary["tokenizer"] = _tokenizer_summary(out / "tokenizer", config)

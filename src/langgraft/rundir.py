@@ -5,11 +5,19 @@ failed or killed stage never leaves a half-written output behind. `manifest.json
 resolved config, sha256 of every input file, package versions, the git revision of langgraft, the wall time and
 whatever summary the stage returns. Rerunning a stage whose manifest fingerprint (stage + config + input hashes)
 matches is a no-op that returns the stored manifest.
+
+What a stage may replace is decided here, once for every verb: an empty or missing folder, or an earlier output
+of the same stage (another stage's output only with `--force`); never a folder langgraft did not write, never a
+folder holding one of the stage's inputs, never an output inside one of its inputs. While a stage writes, a
+sibling `.NAME.lock` is held with `flock`, which the kernel releases when the process dies, so a second writer
+gets one line naming the holder instead of racing it. Outputs get the user's umask like any other file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import fcntl
 import hashlib
 import json
 import os
@@ -26,6 +34,8 @@ from typing import Any, Callable, Iterator, Sequence
 from langgraft.errors import UserError
 
 MANIFEST = "manifest.json"
+# `--force` of the verb being run: replace an up-to-date output, or another stage's output (never a non-langgraft one)
+FORCE: contextvars.ContextVar[bool] = contextvars.ContextVar("langgraft_force", default=False)
 PACKAGES = ("langgraft", "torch", "transformers", "tokenizers", "sentencepiece", "peft", "accelerate", "datasets")
 
 
@@ -47,30 +57,121 @@ def run_stage(
 ) -> StageResult:
     """Run `work(tmp_dir)` unless `out` already holds a matching result; publish atomically with a manifest."""
     out = Path(out)
+    force = force or FORCE.get()
     started = time.time()
-    input_hashes = {str(p): sha256_path(p) for p in inputs}
-    fingerprint = _fingerprint(stage, config, input_hashes)
-    existing = read_manifest(out)
-    if existing is not None and existing.get("fingerprint") == fingerprint and not force:
-        return StageResult(out, existing, skipped=True)
-    if out.exists() and existing is None and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out}: exists and is not a langgraft output; refusing to overwrite")
-    with atomic_dir(out) as tmp:
-        summary = work(tmp) or {}
-        manifest = {
-            "stage": stage,
-            "fingerprint": fingerprint,
-            "config": config,
-            "inputs": input_hashes,
-            "versions": package_versions(),
-            "git_revision": git_revision(),
-            "python": sys.version.split()[0],
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-            "wall_time_s": round(time.time() - started, 3),
-            "summary": summary,
-        }
-        write_json(tmp / MANIFEST, manifest)
+    check_apart(out, inputs)
+    with output_lock(out):
+        input_hashes = {str(p): sha256_path(p) for p in inputs}
+        fingerprint = _fingerprint(stage, config, input_hashes)
+        existing = read_manifest(out)
+        if existing is not None and existing.get("fingerprint") == fingerprint and not force:
+            return StageResult(out, existing, skipped=True)
+        check_replaceable(out, stage, force=force)
+        with atomic_dir(out) as tmp:
+            summary = work(tmp) or {}
+            manifest = {
+                "stage": stage,
+                "fingerprint": fingerprint,
+                "config": config,
+                "inputs": input_hashes,
+                "versions": package_versions(),
+                "git_revision": git_revision(),
+                "python": sys.version.split()[0],
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                "wall_time_s": round(time.time() - started, 3),
+                "summary": summary,
+            }
+            write_json(tmp / MANIFEST, manifest)
     return StageResult(out, manifest, skipped=False)
+
+
+def check_replaceable(out: Path, stage: str, *, force: bool = False) -> None:
+    """`out` may be (re)built by `stage`: missing, empty, or an output of the same stage (another's with force)."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; refusing to overwrite")
+    if not any(out.iterdir()):
+        return
+    existing = read_manifest(out)
+    if existing is None:
+        raise UserError(f"--out {out}: exists and is not a langgraft output; refusing to overwrite")
+    other = existing.get("stage")
+    if other != stage and not force:
+        raise UserError(f"--out {out}: holds a `{other}` output, not a `{stage}` one; pick another --out "
+                        "(or pass --force to replace it)")
+
+
+def check_apart(out: Path, inputs: Sequence[str | Path]) -> None:
+    """An output may neither contain an input (replacing it would delete the input) nor lie inside one (it
+    would hash itself as an input and never be up to date)."""
+    target = out.resolve()
+    for item in inputs:
+        src = Path(item).resolve()
+        if src == target or target in src.parents:
+            raise UserError(f"--out {out}: contains the input {item}; pick an --out outside the inputs")
+        if src in target.parents and src.is_dir():
+            raise UserError(f"--out {out}: is inside the input folder {item}; pick an --out outside the inputs")
+
+
+_held: dict[str, int] = {}  # lock files this process holds -> nesting depth
+
+
+@contextlib.contextmanager
+def output_lock(out: str | Path) -> Iterator[None]:
+    """Hold `.NAME.lock` next to `out` (flock: released by the kernel if the process dies); a second process
+    gets one line naming the holder's pid. Re-entrant within a process."""
+    out = Path(out).resolve()
+    lock = out.parent / f".{out.name}.lock"
+    key = str(lock)
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    fd = _acquire(lock, out)
+    _held[key] = 1
+    try:
+        yield
+    finally:
+        del _held[key]
+        # unlinked while still held: a process that opened the old file notices (inode check) and retries
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+def _acquire(lock: Path, out: Path) -> int:
+    while True:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot write there ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"--out {out}: another langgraft process (pid {holder}) is writing it; "
+                            "wait for it to finish or pick another --out") from None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd
+        os.close(fd)  # the holder released and removed it between our open and flock: take the new one
+
+
+def output_stamp(out: str | Path) -> tuple | None:
+    """Identity of one published output: a rerun that skipped leaves it unchanged, a rebuild changes it."""
+    m = read_manifest(out)
+    return None if m is None else (m.get("fingerprint"), m.get("started"), m.get("wall_time_s"))
 
 
 def read_manifest(out: str | Path) -> dict | None:
@@ -87,9 +188,13 @@ def read_manifest(out: str | Path) -> dict | None:
 def atomic_dir(out: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces `out`, on failure it is removed."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write there ({exc.strerror})") from None
+    try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700: outputs are shared like any folder the user makes
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -106,9 +211,13 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror})") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
@@ -116,6 +225,13 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | Path, obj: Any) -> None:

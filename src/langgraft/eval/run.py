@@ -270,8 +270,10 @@ def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: Ev
     root = default_data_root(data_root)
     errors: list[str] = []
     prepared = prepare_tasks(tasks, root, opts.limit, build_index(list(contamination)), errors)
+    # the whole resolved spec of every task (not only its name): an edited task file is a different eval
     config = {"models": models, "model_stamps": {n: _model_stamp(p) for n, p in models.items()},
-              "tasks": [t.spec.name for t in prepared], "options": to_dict(opts), "data_root": str(root),
+              "tasks": [t.spec.name for t in prepared], "task_specs": {t.spec.name: to_dict(t.spec) for t in prepared},
+              "options": to_dict(opts), "data_root": str(root),
               "contamination": list(contamination)}
     inputs = sorted({f for t in prepared for f in t.files})
     state: dict = {}
@@ -284,7 +286,6 @@ def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: Ev
 
     result = run_stage(out, stage="eval", config=config, inputs=inputs, work=work)
     if result.skipped:
-        print(f"{out}: up to date (same models, tasks and data); not re-run")
         return json.loads((Path(out) / "results.json").read_text(encoding="utf-8"))
     return state["results"]
 
@@ -304,9 +305,26 @@ def write_outputs(out: Path, models: dict, meta: dict, runs: dict, samples: dict
 
 
 def compare(dirs: list[str], out: str | Path) -> dict:
-    """Merge earlier eval outputs (models keep their names; a clash gets `@folder`) and re-compare."""
-    from langgraft.rundir import atomic_dir
+    """`eval --compare`: merge earlier eval outputs into `out`, an eval output like any other (same guards)."""
+    from langgraft.rundir import run_stage
 
+    for d in map(Path, dirs):
+        if not (d / "results.json").is_file():
+            raise UserError(f"--compare {d}: no results.json (not a langgraft eval output)")
+    state: dict = {}
+
+    def work(tmp: Path) -> dict:
+        state["doc"] = merge_evals(dirs, tmp)
+        return {"errors": len(state["doc"]["errors"]), "compared": len(dirs)}
+
+    result = run_stage(out, stage="eval", config={"compare": [str(d) for d in dirs]}, inputs=list(dirs), work=work)
+    if result.skipped:
+        return json.loads((Path(out) / "results.json").read_text(encoding="utf-8"))
+    return state["doc"]
+
+
+def merge_evals(dirs: list[str], out: Path) -> dict:
+    """Merge earlier eval outputs into folder `out` (models keep their names; a clash gets `@folder`)."""
     models: dict = {}
     meta: dict = {}
     runs: dict = {}
@@ -332,6 +350,4 @@ def compare(dirs: list[str], out: str | Path) -> dict:
                 row = json.loads(line)
                 row["model"] = rename.get(row["model"], row["model"])
                 samples.setdefault(t, []).append(row)
-    with atomic_dir(out) as tmp:
-        doc = write_outputs(tmp, models, meta, runs, samples, errors)
-    return doc
+    return write_outputs(out, models, meta, runs, samples, errors)
