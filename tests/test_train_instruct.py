@@ -76,7 +76,7 @@ def test_prompt_tokens_are_not_targets_and_every_example_is_packed(setup):
     assert any(r["input"] for r in records) and {r["lang"] for r in records} == {"fa", "en"}
     packed = pack_examples(records, tok, 160)
     rows = packed.rows
-    assert rows.shape[1:] == (2, 160) and packed.examples + sum(packed.skipped.values()) == len(records)
+    assert rows.shape[1:] == (3, 160) and packed.examples + sum(packed.skipped.values()) == len(records)
     # every kept example's response (then EOS) is a target, its prompt is not: the runs of targets in the rows are
     # exactly the kept examples' responses (rows are bin-packed, so compared as a multiset)
     targets = []
@@ -124,7 +124,7 @@ def test_labelled_rows_give_the_models_own_masked_loss(setup):
     peft_model = build_peft_model(AutoModelForCausalLM.from_pretrained(setup["model"]), "instruct", cfg,
                                   list(range(32768, 32808)))
     peft_model.eval()
-    ref = peft_model(input_ids=rows[:, 0], labels=rows[:, 1]).loss
+    ref = peft_model(input_ids=rows[:, 0], labels=rows[:, 1], position_ids=rows[:, 2]).loss
     ours = LossModule(peft_model, chunk=13)(rows)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
     nats, count = LossModule(peft_model, chunk=13).loss_sum(rows)
@@ -262,3 +262,77 @@ def test_packing_takes_conversations_from_messages(setup, data_dir):
     assert packed.examples == 2 and packed.skipped == {"no_assistant_turn": 1}
     assert packed.response_chars == sum(len(t["content"]) for t in chat["messages"] if t["role"] == "assistant") \
         + len(single["output"])
+
+
+def _peft_loss_module(path, attn: str, token_ids: list[int]):
+    from langgraft.train.instruct import check_packed_attention
+    from langgraft.train.model import LossModule, build_peft_model
+
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn)
+    check_packed_attention(model)
+    cfg = from_dict(TrainConfig, {"model": str(path), "data": {"dataset": "x"}, "lora": {"targets": ["q_proj", "v_proj"]}})
+    peft_model = build_peft_model(model, "instruct", cfg, token_ids)
+    torch.manual_seed(1)
+    for p in peft_model.parameters():  # LoRA B starts at zero: move every trained weight so all get gradients
+        if p.requires_grad:
+            p.data += 0.05 * torch.randn_like(p)
+    peft_model.eval()
+    return LossModule(peft_model, chunk=7)
+
+
+@pytest.mark.parametrize("name,attn", [("bare", "sdpa"), ("mistral", "sdpa"), ("qwen2", "sdpa"), ("qwen2", "eager")])
+def test_a_packed_example_has_the_loss_and_gradients_it_has_alone(setup, data_dir, tmp_path, name, attn):
+    """Two real examples packed in one row: the second one's loss and every trained weight's gradient equal
+    those of the same example alone (and differ clearly when the row shares one causal attention)."""
+    from langgraft.train.instruct import _encode_record, _row_tensor
+    from test_train_support import save_tiny_model
+
+    src = {"bare": setup["bare"], "mistral": setup["model"], "qwen2": data_dir / "tokenizers" / "qwen2"}[name]
+    tok = AutoTokenizer.from_pretrained(src)
+    ensure_chat_template(tok)
+    kind = {"bare": "llama", "mistral": "mistral", "qwen2": "qwen2"}[name]
+    path = save_tiny_model(kind, tok, tmp_path / "m", hidden=32, layers=2)
+    records = load_records(setup["dataset"], "train")
+    first = _encode_record(tok, records[0])[0][:2]
+    second = _encode_record(tok, records[1])[0][:2]
+    width = len(first[0]) + len(second[0]) + 5
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    packed = _row_tensor([[([*first[0]], [-100] * len(first[1])), second]], width, pad)
+    alone = _row_tensor([[second]], width, pad)
+    shared = packed.clone()
+    shared[:, 2] = torch.arange(width)
+
+    # trained rows: tokens of both examples (rows only the first one uses must get no gradient from it)
+    module = _peft_loss_module(path, attn, sorted(set(first[0]) | set(second[0])))
+
+    def loss_and_grads(rows):
+        module.zero_grad()
+        loss = module(rows)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.requires_grad}
+
+    ref_loss, ref_grads = loss_and_grads(alone)
+    got_loss, got_grads = loss_and_grads(packed)
+    torch.testing.assert_close(got_loss, ref_loss, rtol=1e-5, atol=1e-6)
+    assert ref_grads.keys() == got_grads.keys() and len(ref_grads) > 4
+    for key in ref_grads:
+        assert ref_grads[key].abs().sum() > 0, key
+        torch.testing.assert_close(got_grads[key], ref_grads[key], rtol=1e-4, atol=1e-6, msg=key)
+    leaky_loss, _ = loss_and_grads(shared)
+    assert abs(float(leaky_loss - ref_loss)) > 1e-4  # the check can tell isolation from a shared attention
+    nats, count = module.loss_sum(packed)
+    assert count == len([x for x in second[1][1:] if x != -100]) and nats / count == pytest.approx(float(ref_loss))
+
+
+def test_packed_rows_restart_positions_at_every_example(setup):
+    tok = AutoTokenizer.from_pretrained(setup["model"])
+    packed = pack_examples(load_records(setup["dataset"], "train"), tok, 160)
+    assert packed.rows.shape[1] == 3
+    for row in packed.rows[:5]:
+        positions = row[2].tolist()
+        starts = [i for i, p in enumerate(positions) if p == 0]
+        assert starts[0] == 0 and len(starts) >= 2  # several examples (or an example and padding) per row
+        for a, b in zip(starts, starts[1:] + [160]):
+            assert positions[a:b] == list(range(b - a))
+        if tok.bos_token_id is not None:  # each example starts with its own BOS, at position 0
+            assert all(row[0, s] == tok.bos_token_id for s in starts if row[1, s:].ne(-100).any())

@@ -3,9 +3,16 @@
 Each example becomes its prompt (the user turn of the chat template; label -100, the model is not trained to
 write the question) followed by the response and EOS (trained); a conversation trains every assistant turn.
 Whole examples are packed into rows of `block_size` tokens by best-fit decreasing bin packing; the rest of a row
-is padding with label -100. A row is stored as [2, block_size] (ids, labels), so the engine's block machinery —
-batch order as a function of the step, exact resume, DDP shards, the `data.pt` cache — serves this stage
-unchanged. (Packed examples share a row's causal attention, as in pretraining packing.)
+is padding with label -100. A row is stored as [3, block_size] (ids, labels, position ids), so the engine's block
+machinery — batch order as a function of the step, exact resume, DDP shards, the `data.pt` cache — serves this
+stage unchanged.
+
+Packed examples do not see each other: position ids restart at 0 for every example (and for the padding), and
+the model is called with those position ids and no 2-D attention mask, from which transformers builds a
+block-diagonal causal mask (`masking_utils.find_packed_sequence_indices`, for the eager and sdpa paths). An
+example's loss and gradients are then the same packed as alone, so its response is never trained to depend on
+an unrelated neighbour. Flash-attention only splits a packed batch of one row, so those models are switched to
+sdpa; `check_packed_attention` probes the loaded model once and refuses one whose code ignores the packing.
 
 Why written here rather than TRL's SFTTrainer (which also masks prompts): it brings its own training loop, which
 would lose this engine's fused head + loss, new-row training, exact resume and metrics.
@@ -34,7 +41,7 @@ DEFAULT_TEMPLATE = (
 
 @dataclass
 class PackedExamples:
-    rows: torch.Tensor  # [n_rows, 2, block_size]: token ids, labels (-100 = not trained)
+    rows: torch.Tensor  # [n_rows, 3, block_size]: token ids, labels (-100 = not trained), position ids
     examples: int  # examples packed
     skipped: dict = field(default_factory=dict)  # reason → count
     response_tokens: int = 0
@@ -43,7 +50,7 @@ class PackedExamples:
 
     @property
     def efficiency(self) -> float:
-        return self.slots / max(self.rows.numel() // 2, 1)
+        return self.slots / max(self.rows.numel() // 3, 1)
 
 
 def ensure_chat_template(tokenizer) -> bool:
@@ -134,7 +141,7 @@ def pack_examples(records, tokenizer, block_size: int, max_texts: int = 0) -> Pa
     them: conversations other than one user → assistant exchange train on every assistant turn) into rows."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _eos_id(tokenizer)
     examples: list[tuple[list[int], list[int]]] = []
-    out = PackedExamples(torch.empty(0, 2, block_size, dtype=torch.long), 0)
+    out = PackedExamples(torch.empty(0, 3, block_size, dtype=torch.long), 0)
     for record in records:
         if max_texts and out.examples >= max_texts:
             break
@@ -152,15 +159,56 @@ def pack_examples(records, tokenizer, block_size: int, max_texts: int = 0) -> Pa
         out.response_chars += chars
     rows = best_fit([len(ids) for ids, _ in examples], block_size)
     if rows:
-        tensor = torch.full((len(rows), 2, block_size), -100, dtype=torch.long)
-        tensor[:, 0] = pad
-        for r, members in enumerate(rows):
-            row_ids = [t for i in members for t in examples[i][0]]
-            row_labels = [t for i in members for t in examples[i][1]]
-            tensor[r, 0, :len(row_ids)] = torch.tensor(row_ids)
-            tensor[r, 1, :len(row_labels)] = torch.tensor(row_labels)
-        out.rows = tensor
+        out.rows = _row_tensor([[examples[i] for i in members] for members in rows], block_size, pad)
     return out
+
+
+def _row_tensor(rows: list[list[tuple[list[int], list[int]]]], block_size: int, pad: int) -> torch.Tensor:
+    """[n_rows, 3, block_size]: ids, labels, and position ids that restart at 0 for each example and for the
+    padding after them (padding is a segment of its own: it attends to nothing real and has no target)."""
+    tensor = torch.full((len(rows), 3, block_size), -100, dtype=torch.long)
+    tensor[:, 0] = pad
+    for r, members in enumerate(rows):
+        row_ids = [t for ids, _ in members for t in ids]
+        row_labels = [t for _, labels in members for t in labels]
+        positions = [p for ids, _ in members for p in range(len(ids))] + list(range(block_size - len(row_ids)))
+        tensor[r, 0, :len(row_ids)] = torch.tensor(row_ids)
+        tensor[r, 1, :len(row_labels)] = torch.tensor(row_labels)
+        tensor[r, 2] = torch.tensor(positions)
+    return tensor
+
+
+# Attention implementations whose masks transformers builds from restarted position ids for any batch size.
+PACKED_ATTENTION = ("sdpa", "eager")
+
+
+def check_packed_attention(model, say=print) -> None:
+    """Make `model` keep packed examples apart, or refuse it. An implementation outside `PACKED_ATTENTION`
+    is switched to sdpa; then a 12-token probe checks that the second of two packed segments gets the hidden
+    states it gets alone (architectures that compute their own masks could ignore the position ids)."""
+    impl = model.config._attn_implementation
+    if impl not in PACKED_ATTENTION:
+        say(f"langgraft train: attention {impl!r} does not separate packed examples in batches of several "
+            "rows; using 'sdpa'")
+        model.set_attn_implementation("sdpa")
+    body = getattr(model, model.base_model_prefix)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    ids = torch.randint(0, vocab, (1, 12), generator=torch.Generator().manual_seed(0))
+    device = model.get_input_embeddings().weight.device
+    ids = ids.to(device)
+    restart = torch.tensor([list(range(6)) * 2], device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        alone = body(input_ids=ids[:, 6:], use_cache=False).last_hidden_state.float()
+        packed = body(input_ids=ids, position_ids=restart, use_cache=False).last_hidden_state[:, 6:].float()
+        shared = body(input_ids=ids, use_cache=False).last_hidden_state[:, 6:].float()
+    model.train(was_training)
+    leak, mixing = (packed - alone).abs().max(), (shared - alone).abs().max()
+    if leak > 0.05 * mixing + 1e-5 * alone.abs().max():
+        raise UserError(f"model {model.config.model_type} (attention {model.config._attn_implementation!r}): "
+                        "packed instruction examples would attend to each other (its attention ignores restarted "
+                        "position ids); instruction tuning needs an architecture that isolates them")
 
 
 def best_fit(lengths: list[int], capacity: int) -> list[list[int]]:

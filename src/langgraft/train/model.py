@@ -74,10 +74,11 @@ class LossModule(nn.Module):
         # Logit soft-capping (Gemma 2/3) is not fused: those models take the model's own loss path.
         self.fused = not getattr(lm.config.get_text_config(), "final_logit_softcapping", None)
 
-    def hidden(self, input_ids):
+    def hidden(self, input_ids, position_ids=None):
         lm = causal_lm(self.peft_model)
         body = getattr(lm, lm.base_model_prefix)
-        return body(input_ids=input_ids, use_cache=False).last_hidden_state
+        # no attention mask: with restarted position ids transformers builds the block-diagonal causal mask
+        return body(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
 
     def head(self):
         """(base weight [V, D], trained rows [k, D], their ids [k], the ids as a slice or None) of the head."""
@@ -91,28 +92,29 @@ class LossModule(nn.Module):
         return weight, delta, self._ids, self._rows
 
     def forward(self, batch):
-        """`batch` is [B, T] token ids (every next token is a target) or [B, 2, T] ids and labels (-100 =
-        not a target: instruction prompts and padding)."""
-        input_ids, labels = split_batch(batch)
+        """`batch` is [B, T] token ids (every next token is a target) or [B, 3, T] ids, labels (-100 = not a
+        target: instruction prompts and padding) and position ids (restarting at each packed example)."""
+        input_ids, labels, positions = split_batch(batch)
         if not self.fused:
-            return self.peft_model(input_ids=input_ids, labels=labels, use_cache=False).loss
-        h = self.hidden(input_ids)[:, :-1]
+            return self.peft_model(input_ids=input_ids, labels=labels, position_ids=positions, use_cache=False).loss
+        h = self.hidden(input_ids, positions)[:, :-1]
         weight, delta, idx, rows = self.head()
         return fused_head_ce(h, delta, weight, idx, labels[:, 1:], self.chunk, rows)
 
     @torch.no_grad()
     def loss_sum(self, batch) -> tuple[float, int]:
         """(summed nats, target tokens) for validation."""
-        input_ids, labels = split_batch(batch)
+        input_ids, labels, positions = split_batch(batch)
         if not self.fused:
-            out = self.peft_model(input_ids=input_ids, labels=labels, use_cache=False)
+            out = self.peft_model(input_ids=input_ids, labels=labels, position_ids=positions, use_cache=False)
             n = int((labels[:, 1:] != -100).sum())
             return float(out.loss) * n, n
-        h = self.hidden(input_ids)[:, :-1]
+        h = self.hidden(input_ids, positions)[:, :-1]
         weight, delta, idx, _ = self.head()
         w_eff = weight.index_copy(0, idx, delta.to(weight.dtype))
         return head_ce_sum(h, w_eff, labels[:, 1:], self.chunk)
 
 
-def split_batch(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return (batch[:, 0], batch[:, 1]) if batch.dim() == 3 else (batch, batch)
+def split_batch(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(ids, labels, position ids or None) of a pretraining [B, T] or instruction [B, 3, T] batch."""
+    return (batch[:, 0], batch[:, 1], batch[:, 2]) if batch.dim() == 3 else (batch, batch, None)

@@ -10,8 +10,12 @@ and, once finished, `adapter/` (PEFT format) and `manifest.json`, each written a
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +23,9 @@ import torch
 
 from langgraft.config import load_config, to_dict
 from langgraft.errors import UserError
-from langgraft.rundir import atomic_dir, git_revision, package_versions, read_manifest, write_json
+from langgraft.hub import resolve_model
+from langgraft.rundir import (FORCE, atomic_dir, git_revision, output_lock, package_versions, read_manifest,
+                              write_json)
 from langgraft.train.config import TrainConfig
 
 STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual", "instruct": "instructions"}
@@ -36,10 +42,12 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
     from langgraft.train.checkpoint import list_checkpoints
 
     _validate(stage, cfg)
+    # absolute: the adapter records it as its base, which must load from any working directory
+    cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, flag="model"))
     resolved = {"stage": stage, **to_dict(cfg)}
     fingerprint = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
     done = read_manifest(out)
-    if done is not None and done.get("fingerprint") == fingerprint:
+    if done is not None and done.get("fingerprint") == fingerprint and not FORCE.get():
         return done["summary"]
     # cpu=True without a GPU: only then does Accelerate turn a torchrun launch into gloo DDP (MULTI_CPU)
     from accelerate.utils import DistributedDataParallelKwargs
@@ -55,20 +63,37 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
         raise UserError(f"checkpoint_every/--resume: resumable checkpoints are not implemented under "
                         f"{accelerator.distributed_type.name} yet; set checkpoint_every=0 (the final adapter is "
                         "still gathered and saved)")
-    if accelerator.is_main_process:
-        _prepare_out(out, resolved, fingerprint, resume)
-    accelerator.wait_for_everyone()
-    started = time.time()
-    torch.manual_seed(cfg.seed)
-    tokenizer, peft_model, token_ids = _build_model(stage, cfg, accelerator)
-    train_blocks, val, data_summary = _build_data(stage, cfg, tokenizer, accelerator, out)
-    return _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_blocks, val,
-                {**data_summary, "trained_rows": len(token_ids)}, fingerprint, resolved, started)
+    # one writer per run folder (the main process holds the lock; other ranks are its own launch)
+    with output_lock(out) if accelerator.is_main_process else contextlib.nullcontext():
+        created = not out.exists()
+        try:
+            if accelerator.is_main_process:
+                _prepare_out(out, resolved, fingerprint, resume)
+            accelerator.wait_for_everyone()
+            started = time.time()
+            torch.manual_seed(cfg.seed)
+            tokenizer, peft_model, token_ids = _build_model(stage, cfg, accelerator)
+            train_blocks, val, data_summary = _build_data(stage, cfg, tokenizer, accelerator, out)
+            return _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_blocks, val,
+                        {**data_summary, "trained_rows": len(token_ids)}, fingerprint, resolved, started)
+        except BaseException:
+            # a start that failed before step 1 leaves no run folder behind (nothing in it could be resumed)
+            if accelerator.is_main_process and created and not _reached_step(out):
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+
+def _reached_step(out: Path) -> bool:
+    from langgraft.train.checkpoint import list_checkpoints
+
+    metrics = out / "metrics.jsonl"
+    return bool(list_checkpoints(out / "checkpoints")) or (metrics.is_file() and metrics.stat().st_size > 0)
 
 
 def _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_blocks, val, summary, fingerprint,
          resolved, started) -> dict:
-    from langgraft.train.checkpoint import list_checkpoints, load_checkpoint
+    from langgraft.export import write_adapter_card
+    from langgraft.train.checkpoint import apply_checkpoint, latest_good_checkpoint
     from langgraft.train.loop import LoopState, checkpoint, cosine_with_warmup, run_loop
     from langgraft.train.model import LossModule
 
@@ -84,13 +109,14 @@ def _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_bloc
     scheduler = cosine_with_warmup(optimizer, round(cfg.optim.warmup_ratio * total), total, cfg.optim.min_lr_ratio)
     loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
     state = LoopState(step=0, total_steps=total, steps_per_epoch=steps_per_epoch)
-    found = list_checkpoints(out / "checkpoints") if resume else []
+    found = latest_good_checkpoint(out / "checkpoints", rank=accelerator.process_index, world=world,
+                                   log=accelerator.print) if resume else None
     if found:
-        saved = load_checkpoint(found[-1], model=accelerator.unwrap_model(loss_module), optimizer=optimizer,
-                                scheduler=scheduler, rank=accelerator.process_index)
+        saved = apply_checkpoint(found[1], found[2], model=accelerator.unwrap_model(loss_module),
+                                 optimizer=optimizer, scheduler=scheduler)
         state.step, state.tokens, state.last_loss = saved["step"], saved["tokens"], saved["loss"]
-        if accelerator.is_main_process:
-            _truncate_metrics(out / "metrics.jsonl", state.step)
+    if accelerator.is_main_process:  # lines after the resumed step (or every line, from scratch) are redone
+        _truncate_metrics(out / "metrics.jsonl", state.step)
     state = run_loop(accelerator, loss_module, optimizer, scheduler, train_blocks, cfg, out, state, val)
     if cfg.checkpoint_every:
         checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out, state)
@@ -104,6 +130,8 @@ def _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_bloc
         with atomic_dir(out / "adapter") as tmp:
             accelerator.unwrap_model(loss_module).peft_model.save_pretrained(tmp, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
+            write_adapter_card(tmp, cfg.model, stage)
+            write_adapter_card(tmp, cfg.model, stage)
         write_json(out / "manifest.json", {
             "stage": stage, "fingerprint": fingerprint, "config": resolved, "parent": cfg.model,
             "versions": package_versions(), "git_revision": git_revision(),
@@ -157,8 +185,16 @@ def _validate(stage: str, cfg: TrainConfig) -> None:
 
 def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool) -> None:
     saved_path = out / "train_config.json"
-    if saved_path.is_file():
-        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    if saved_path.is_file() and FORCE.get():
+        print(f"langgraft train: --force: discarding the run in {out}", file=sys.stderr)
+        shutil.rmtree(out)
+    elif saved_path.is_file() and not _reached_step(out) and not (out / "manifest.json").is_file():
+        pass  # a run that never reached step 1 has nothing to keep: start it again with this config
+    elif saved_path.is_file():
+        try:
+            saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise UserError(f"{saved_path}: not valid JSON; pass --force to start the run over") from None
         if (out / "manifest.json").is_file():
             key = _first_difference(saved.get("config", {}), resolved)
             raise UserError(f"--out {out}: holds a finished run with another config ({key}); pick a new --out")
@@ -168,9 +204,15 @@ def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool) -> N
             key = _first_difference(saved.get("config", {}), resolved)
             raise UserError(f"--resume {out}: config differs from the run's ({key}); use the same config")
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; refusing to overwrite")
+    if out.is_dir() and any(p.name not in RUN_FILES for p in out.iterdir()):
         raise UserError(f"--out {out}: exists and is not a langgraft training run; refusing to overwrite")
     write_json(saved_path, {"fingerprint": fingerprint, "config": resolved})
+
+
+# what a run folder that never reached step 1 may hold (restarting it replaces them)
+RUN_FILES = {"train_config.json", "data.pt", "checkpoints", "metrics.jsonl", "tensorboard"}
 
 
 def _first_difference(a, b, prefix: str = "") -> str:
@@ -199,7 +241,7 @@ def _build_model(stage: str, cfg: TrainConfig, accelerator):
     from transformers import AutoTokenizer
 
     from langgraft.surgery.resize import load_causal_lm, read_new_tokens
-    from langgraft.train.instruct import ensure_chat_template
+    from langgraft.train.instruct import check_packed_attention, ensure_chat_template
     from langgraft.train.model import build_peft_model
 
     model_dir = Path(cfg.model)
@@ -209,6 +251,8 @@ def _build_model(stage: str, cfg: TrainConfig, accelerator):
     if stage == "instruct" and ensure_chat_template(tokenizer):
         accelerator.print(f"langgraft train: {model_dir} has no chat template; using the built-in "
                           "'### Instruction / ### Response' one (saved with the adapter)")
+    if stage == "instruct":
+        check_packed_attention(model, accelerator.print)
     if cfg.rows == "new":
         token_ids = [t["id"] for t in read_new_tokens(model_dir)["tokens"]]
     else:
@@ -235,8 +279,8 @@ def _build_data(stage: str, cfg: TrainConfig, tokenizer, accelerator, out: Path)
     key = _data_key(stage, cfg, tokenizer)
     with accelerator.main_process_first():
         if cache.is_file():
-            saved = torch.load(cache, weights_only=False)
-            if saved["key"] == key:
+            saved = _read_cache(cache)
+            if saved is not None and saved["key"] == key:
                 val = (saved["val"][0].long(), saved["val"][1]) if saved["val"] else None
                 return saved["train"].long(), val, saved["summary"]
         blocks, val, summary = (_pack_instructions if stage == "instruct" else _pack_data)(cfg, tokenizer)
@@ -248,12 +292,23 @@ def _build_data(stage: str, cfg: TrainConfig, tokenizer, accelerator, out: Path)
     return blocks, val, summary
 
 
+def _read_cache(path: Path) -> dict | None:
+    """The packed-data cache, read as tensors and plain values only; an unreadable one is rebuilt."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with a cache, rebuilding it is the answer
+        print(f"langgraft train: {path} cannot be read safely ({type(exc).__name__}); tokenizing again",
+              file=sys.stderr, flush=True)
+        return None
+
+
 def _data_key(stage: str, cfg: TrainConfig, tokenizer) -> str:
     from langgraft.rundir import sha256_path
 
     d = cfg.data
     tok_file = Path(cfg.model) / "tokenizer.json"
-    parts = [stage == "instruct", sha256_path(Path(d.dataset) / "dataset.json"), d.block_size, d.max_texts, d.replay_fraction, cfg.seed,
+    # "positions": instruction rows carry position ids (rows cached without them are rebuilt)
+    parts = [stage == "instruct" and "positions", sha256_path(Path(d.dataset) / "dataset.json"), d.block_size, d.max_texts, d.replay_fraction, cfg.seed,
              sha256_path(Path(d.replay) / "dataset.json") if d.replay else None, len(tokenizer),
              sha256_path(tok_file) if tok_file.is_file() else None]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
@@ -318,15 +373,28 @@ def build_optimizer(peft_model, cfg: TrainConfig):
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume drop metrics lines after the checkpoint's step: they are about to be recomputed."""
+    """On resume drop metrics lines after the checkpoint's step: they are about to be recomputed. A line torn
+    by a kill mid-append is dropped too."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    keep = [line for line in _metric_lines(path) if line["step"] <= step]
+    path.write_text("".join(json.dumps(line) + "\n" for line in keep), encoding="utf-8")
+
+
+def _metric_lines(path: Path) -> list[dict]:
+    lines = []
+    for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(text)
+        except ValueError:
+            continue  # only a kill mid-write makes one (the loop writes whole lines)
+        if isinstance(record, dict) and "step" in record:
+            lines.append(record)
+    return lines
 
 
 def _last_eval(path: Path) -> dict:
     if not path.is_file():
         return {}
-    evals = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if "val_loss" in line]
+    evals = [line for line in _metric_lines(path) if "val_loss" in line]
     return {"val_loss": evals[-1]["val_loss"], "val_bpc": evals[-1]["val_bpc"]} if evals else {}
