@@ -1,13 +1,19 @@
-"""Training checkpoints: trainable weights, optimizer, scheduler, step and RNG, written atomically.
+"""Training checkpoints: trainable weights, optimizer, scheduler, step and RNG, written atomically, self-verifying.
 
 A checkpoint holds only the parameters that train (LoRA + trained rows: megabytes, not the base model). It is
 written into a temporary folder and renamed to `checkpoints/step-NNNNNNNN`, so a run killed mid-write leaves
 the previous checkpoint intact; only the newest `keep` are kept. Each process saves its own RNG state
 (`rng-RANK.pt`) so dropout streams resume exactly under DDP too.
+
+Nothing here runs code from the files: they hold tensors, numbers and strings only and are read with
+`torch.load(weights_only=True)` (numpy's RNG state is stored as a tensor, not a pickled array). Every checkpoint
+ends with `checksums.json` (sha256 of each file); a resume verifies it first and skips to the previous checkpoint,
+naming the damaged one, when a file was changed, cut short or cannot be read.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -15,9 +21,11 @@ from pathlib import Path
 
 import torch
 
-from langgraft.rundir import atomic_dir
+from langgraft.errors import UserError
+from langgraft.rundir import atomic_dir, sha256_path, write_json
 
 PREFIX = "step-"
+CHECKSUMS = "checksums.json"
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -31,7 +39,9 @@ def rng_state() -> dict:
     try:
         import numpy as np
 
-        state["numpy"] = np.random.get_state()
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        # as a tensor: a pickled ndarray would need numpy's globals, which weights_only loading rightly refuses
+        state["numpy"] = [name, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached]
     except ImportError:
         pass
     return state
@@ -45,7 +55,8 @@ def set_rng_state(state: dict) -> None:
     if "numpy" in state:
         import numpy as np
 
-        np.random.set_state(state["numpy"])
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
 def save_checkpoint(root: Path, step: int, *, model, optimizer, scheduler, extra: dict, keep: int,
@@ -63,6 +74,8 @@ def save_checkpoint(root: Path, step: int, *, model, optimizer, scheduler, extra
                         "scheduler": scheduler.state_dict(), "step": step, **extra}, tmp / "state.pt")
             for r in range(world):
                 os.replace(staging / f"rng-{r}.pt", tmp / f"rng-{r}.pt")
+            files = sorted(f.name for f in tmp.iterdir())
+            write_json(tmp / CHECKSUMS, {name: sha256_path(tmp / name) for name in files})
         shutil.rmtree(staging, ignore_errors=True)
         for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
@@ -76,14 +89,71 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
 
 
-def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0) -> dict:
+def verify_checkpoint(path: Path, world: int = 1) -> str | None:
+    """None when every file matches `checksums.json`; otherwise why not (one phrase naming the file)."""
+    try:
+        recorded = json.loads((path / CHECKSUMS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"no readable {CHECKSUMS} (written by an older langgraft, or cut short)"
+    needed = {"state.pt", *(f"rng-{r}.pt" for r in range(world))}
+    missing = sorted(needed - set(recorded))
+    if missing:
+        return f"{missing[0]} missing"
+    for name, digest in sorted(recorded.items()):
+        if not (path / name).is_file():
+            return f"{name} missing"
+        if sha256_path(path / name) != digest:
+            return f"{name} does not match its checksum (changed or cut short)"
+    return None
+
+
+def read_checkpoint(path: Path, *, rank: int = 0, world: int = 1) -> tuple[dict, dict]:
+    """(state, this rank's RNG state) of a verified checkpoint; a damaged one is a UserError naming it."""
+    reason = verify_checkpoint(path, world)
+    if reason is None:
+        try:
+            state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+            rng = torch.load(path / f"rng-{rank}.pt", map_location="cpu", weights_only=True)
+            return state, rng
+        except Exception as exc:  # noqa: BLE001 - any unreadable content (incl. refused pickle code) is damage
+            reason = f"cannot be read safely ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]})"
+    raise UserError(f"checkpoint {path}: {reason}")
+
+
+def latest_good_checkpoint(root: Path, *, rank: int = 0, world: int = 1, log=None) -> tuple[Path, dict, dict] | None:
+    """The newest checkpoint that verifies and reads, as (path, state, rng); each damaged newer one is named on
+    stderr (by `log`) and skipped. None when there are no checkpoints; a UserError when none is intact."""
+    found = list_checkpoints(root)
+    problems = []
+    for path in reversed(found):
+        try:
+            return (path, *read_checkpoint(path, rank=rank, world=world))
+        except UserError as exc:
+            problems.append(str(exc))
+            if log is not None:
+                log(f"langgraft: warning: {exc}; using the one before it")
+    if found:
+        raise UserError(f"--resume {root.parent}: no intact checkpoint ({problems[0]}); rerun with --force "
+                        "to start over")
+    return None
+
+
+def apply_checkpoint(state: dict, rng: dict, *, model, optimizer, scheduler) -> dict:
     """Restore weights, optimizer, scheduler and this rank's RNG; returns the saved dict (step, extras)."""
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     params = dict(model.named_parameters())
+    unknown = sorted(set(state["model"]) - set(params))
+    if unknown:
+        raise UserError(f"checkpoint holds weights this model lacks ({unknown[0]}); was it written by this run?")
     with torch.no_grad():
         for name, value in state["model"].items():
             params[name].copy_(value)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(torch.load(path / f"rng-{rank}.pt", map_location="cpu", weights_only=False))
+    set_rng_state(rng)
     return state
+
+
+def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0, world: int = 1) -> dict:
+    """Verify, read and restore one checkpoint (see `read_checkpoint`, `apply_checkpoint`)."""
+    state, rng = read_checkpoint(path, rank=rank, world=world)
+    return apply_checkpoint(state, rng, model=model, optimizer=optimizer, scheduler=scheduler)

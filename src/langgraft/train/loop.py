@@ -87,7 +87,7 @@ def run_loop(accelerator, loss_module, optimizer, scheduler, train_blocks: torch
             step_loss += loss.detach()
         step_loss = accelerator.reduce(step_loss, reduction="mean")
         if not torch.isfinite(step_loss):
-            _stop_on_nan(accelerator, loss_module, optimizer, scheduler, cfg, out, state)
+            _stop_on_nan(optimizer, out, state)
         grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm) if cfg.optim.max_grad_norm else None
         lrs = scheduler.get_last_lr()  # the rates this step used (logged below)
         optimizer.step()
@@ -149,10 +149,13 @@ def checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out: Path, s
                            barrier=accelerator.wait_for_everyone)
 
 
-def _stop_on_nan(accelerator, loss_module, optimizer, scheduler, cfg, out, state) -> None:
+def _stop_on_nan(optimizer, out: Path, state: LoopState) -> None:
+    """Stop without saving: the weights that produced a non-finite loss are not a "last good" checkpoint, and
+    saving them would also prune the older, good ones."""
+    from langgraft.train.checkpoint import list_checkpoints
+
     optimizer.zero_grad(set_to_none=True)
-    where = "not saved (no checkpoints under sharded training)"
-    if accelerator.distributed_type.name not in ("FSDP", "DEEPSPEED"):
-        where = f"saved to {checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out, state)}"
-    raise UserError(f"loss is not finite at step {state.step + 1}; stopped, last good weights {where} "
-                    "(lower optim.lr / optim.embed_lr or check the data)")
+    found = list_checkpoints(out / "checkpoints")
+    last = f"the last checkpoint is {found[-1]} (--resume continues from it)" if found else "no checkpoint was saved"
+    raise UserError(f"loss is not finite at step {state.step + 1}; stopped without saving, {last}; lower "
+                    "optim.lr / optim.embed_lr, or check the data and the model it started from")
