@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from peft import PeftModel
@@ -9,10 +15,10 @@ from transformers import AutoModelForCausalLM
 
 from langgraft.cli import main
 from langgraft.config import from_dict
-from langgraft.export import export_run
+from langgraft.export import export_run, write_adapter_card
 from langgraft.train.config import TrainConfig
 from langgraft.train.stages import train
-from test_train_support import make_dataset, make_extended_model, persian_lines
+from test_train_support import make_dataset, make_extended_model, persian_lines, tiny_run
 
 
 @pytest.mark.parametrize("stage,kind,tok", [("pretrain", "llama", "mistral"), ("align", "gemma", "gpt2")])
@@ -49,3 +55,41 @@ def test_merged_and_adapter_reload_to_same_logits(tmp_path, data_dir, stage, kin
 def test_unfinished_run_is_rejected(tmp_path, capsys):
     assert main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "not a finished `langgraft train` run" in capsys.readouterr().err
+
+
+def test_adapter_loads_its_base_from_another_working_directory(tmp_path, data_dir, monkeypatch):
+    """A relative model path given to train becomes an absolute base in the adapter (and its README), so
+    `AutoPeftModelForCausalLM.from_pretrained(ADAPTER)` works from anywhere, offline, with the same logits."""
+    work = tmp_path / "work"
+    cfg = tiny_run(work, data_dir, 40, 8, max_steps=2, checkpoint_every=0, eval_every=0)
+    monkeypatch.chdir(work)
+    cfg.model = "extended"  # as a user types it on the command line
+    train("align", cfg, out=Path("run"))
+    adapter = work / "run" / "adapter"
+    base = str((work / "extended").resolve())
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == base
+    readme = (adapter / "README.md").read_text(encoding="utf-8")
+    assert f"Base model: `{base}`" in readme and f"`langgraft extend` of `{(work / 'base').resolve()}`" in readme
+    ids = [[1, 5, 9, 32770]]
+    script = ("import sys, torch; from peft import AutoPeftModelForCausalLM; "
+              "m = AutoPeftModelForCausalLM.from_pretrained(sys.argv[1]).eval(); "
+              f"print(float(m(torch.tensor({ids})).logits.double().sum()))")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run([sys.executable, "-c", script, "../work/run/adapter"], cwd=elsewhere, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    here = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
+    with torch.no_grad():
+        want = float(here(torch.tensor(ids)).logits.double().sum())
+    assert float(proc.stdout.strip().splitlines()[-1]) == pytest.approx(want, rel=1e-6)
+
+
+def test_adapter_card_names_the_hub_model_the_base_was_extended_from(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "extend_report.json").write_text(json.dumps({"source_model": "HuggingFaceTB/SmolLM2-135M"}))
+    (tmp_path / "adapter").mkdir()
+    write_adapter_card(tmp_path / "adapter", str(tmp_path / "base"), "pretrain")
+    card = (tmp_path / "adapter" / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\nbase_model: HuggingFaceTB/SmolLM2-135M\nlibrary_name: peft\n---\n")
+    assert f"Base model: `{tmp_path / 'base'}`" in card and "`langgraft extend` of `HuggingFaceTB/SmolLM2-135M`" in card

@@ -29,8 +29,16 @@ MODEL_STAGES = ("model_extend", "align/export", "pretrain/export", "instruct/exp
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    return out, run_demo(out, log=lambda line: None)
+    """As a newcomer runs it: `langgraft demo` with its default relative folder, inside a git checkout."""
+    repo = tmp_path_factory.mktemp("clone")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        result = run_demo("runs/demo", log=lambda line: None)
+    finally:
+        os.chdir(cwd)
+    return repo / "runs" / "demo", result
 
 
 def _manifest_times(out: Path) -> dict[str, float]:
@@ -68,6 +76,36 @@ def test_demo_runs_every_stage_and_reports(demo):
     assert "demo_bpc_fa" in report and "pretrain" in report
     # the recipe in the demo folder is a normal recipe whose first line says how to run it
     assert (out / "recipe.yaml").read_text(encoding="utf-8").startswith("# langgraft demo")
+
+
+def test_run_inside_the_demo_folder_skips_every_stage(demo, capsys, monkeypatch):
+    out, _ = demo
+    before = _manifest_times(out)
+    monkeypatch.chdir(out)  # the README's next step: `langgraft run recipe.yaml` in the demo folder
+    assert main(["run", "recipe.yaml"]) == 0
+    assert capsys.readouterr().out.count("up to date, skipped") == len(STAGES)
+    assert _manifest_times(out) == before  # nothing rebuilt
+
+
+@pytest.mark.parametrize("named", ["runs/demo", "./runs/demo", "runs/../runs/demo", "link", "ABS"])
+def test_recipe_paths_are_the_same_from_any_working_directory(tmp_path, monkeypatch, named):
+    from langgraft.demo import demo_file
+    from langgraft.recipe import load_recipe, task_items
+
+    folder = tmp_path / "runs" / "demo"
+    (folder / "corpus").mkdir(parents=True)
+    for name in ("recipe.yaml", "data.yaml"):
+        shutil.copyfile(demo_file(name), folder / ("corpus/" if name == "data.yaml" else "") / name)
+    (tmp_path / "link").symlink_to(folder)
+    monkeypatch.chdir(tmp_path)
+    named = str(folder) if named == "ABS" else named
+    outside = load_recipe(Path(named) / "recipe.yaml", base_dir=named)
+    monkeypatch.chdir(folder)
+    inside = load_recipe("recipe.yaml")
+    assert outside.out == inside.out == folder.resolve()
+    assert outside.base_model == inside.base_model == str(folder.resolve() / "base")
+    assert task_items(outside) == task_items(inside)
+    assert outside.path("corpus/fa.txt") == inside.path("corpus/fa.txt")
 
 
 def test_rerun_skips_every_stage_and_prints_summary(demo, capsys):

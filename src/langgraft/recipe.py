@@ -142,7 +142,10 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: st
 
     recipe = load_config(Recipe, path, overrides)
     src = str(path)
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    # Absolute from here on: every stage records its inputs and config paths in its fingerprint, so the same
+    # folder named relative to another directory (`langgraft demo --out runs/demo`, then `langgraft run`
+    # inside it) must produce the same strings or every stage looks changed.
+    base = Path(base_dir).expanduser().resolve() if base_dir is not None else Path.cwd().resolve()
     if not recipe.out:
         raise UserError(f"{src}: out: required (the output folder)")
     get_language(recipe.lang)

@@ -46,7 +46,7 @@ def run_demo(out: str | Path = "runs/demo", *, log=print) -> dict:
     torch.set_num_threads(1)
     _quiet_libraries()
     wall, cpu = time.perf_counter(), _cpu_seconds()
-    out = Path(out)
+    out = Path(out).expanduser().resolve()  # the base's manifest records paths: the same from any cwd
     for name in CORPUS:
         _copy_if_changed(demo_file(name), out / "corpus" / name)
     _copy_if_changed(demo_file("recipe.yaml"), out / "recipe.yaml")

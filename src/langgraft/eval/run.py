@@ -20,6 +20,7 @@ from langgraft.errors import UserError
 from langgraft.eval import metrics as M
 from langgraft.eval.records import Example, build_examples, read_records, with_shots
 from langgraft.eval.tasks import LOWER_IS_BETTER, TaskSpec, default_data_root, load_task, resolve_tasks
+from langgraft.hub import resolve_model
 
 
 @dataclass
@@ -90,8 +91,7 @@ def load_model(path: str, device: str | None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not Path(path).exists() and (path.startswith((".", "/", "~")) or path.count("/") != 1):
-        raise UserError(f"cannot load model {path}: no such directory")
+    path = resolve_model(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:

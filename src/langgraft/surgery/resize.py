@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from langgraft.errors import UserError
+from langgraft.hub import resolve_model
 from langgraft.rundir import run_stage, write_json
 from langgraft.surgery.init import METHODS, init_mean, init_rows
 
@@ -24,14 +25,15 @@ def extend_model(model: str | Path, tokenizer: str | Path, *, out: str | Path, i
     """Resize `model` to the tokenizer dir written by `tokenizer extend`; write an HF model dir to `out`."""
     if init not in METHODS:
         raise UserError(f"--init {init}: must be one of {', '.join(METHODS)}")
+    model = resolve_model(model)  # before anything is written: a mistyped path fails here, in a second
     tok_dir = Path(tokenizer)
     new_tokens = read_new_tokens(tok_dir)
-    config = {"model": str(model), "tokenizer": str(tok_dir), "init": init, "pad_multiple": PAD_MULTIPLE,
+    config = {"model": model, "tokenizer": str(tok_dir), "init": init, "pad_multiple": PAD_MULTIPLE,
               "seed": seed, "trust_remote_code": trust_remote_code}
     inputs = [tok_dir] + ([model] if Path(model).exists() else [])
 
     def work(tmp: Path) -> dict:
-        return _extend(str(model), tok_dir, new_tokens, tmp, init=init, trust_remote_code=trust_remote_code,
+        return _extend(model, tok_dir, new_tokens, tmp, init=init, trust_remote_code=trust_remote_code,
                        seed=seed)
 
     return run_stage(out, stage="extend", config=config, inputs=inputs, work=work).manifest["summary"]
@@ -55,6 +57,7 @@ def load_causal_lm(model: str, *, trust_remote_code: bool = False, dtype="auto")
     """Load an HF causal LM (safetensors only); a non-causal-LM config is a one-line UserError."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    model = resolve_model(model)
     try:
         cfg = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -133,7 +136,7 @@ def _extend(model_id: str, tok_dir: Path, new_tokens: dict, tmp: Path, *, init: 
     report = {"base_vocab_size": base_size, "old_rows": old_rows, "vocab_size": len(tokenizer),
               "padded_vocab_size": size, "new_tokens": len(tokens), "padding_rows": len(pad_ids), "init": init,
               "mean_fallbacks": fallbacks, "tied": tied, "superset_check": check,
-              "model_type": model.config.model_type}
+              "model_type": model.config.model_type, "source_model": model_id}
     write_json(tmp / "extend_report.json", report)
     return report
 

@@ -131,7 +131,6 @@ def _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_bloc
             accelerator.unwrap_model(loss_module).peft_model.save_pretrained(tmp, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
             write_adapter_card(tmp, cfg.model, stage)
-            write_adapter_card(tmp, cfg.model, stage)
         write_json(out / "manifest.json", {
             "stage": stage, "fingerprint": fingerprint, "config": resolved, "parent": cfg.model,
             "versions": package_versions(), "git_revision": git_revision(),
