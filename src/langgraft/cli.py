@@ -77,7 +77,7 @@ def _tokenizer_extend(args: argparse.Namespace) -> int:
 
     report, skipped = _produce(args, lambda: extend_tokenizer(args.base, args.add, lang=args.lang, out=args.out))
     if not skipped:
-            print(f"wrote {args.out}: {report['base_vocab_size']} → {report['vocab_size']} "
+        print(f"wrote {args.out}: {report['base_vocab_size']} → {report['vocab_size']} "
               f"(+{report['added']} new tokens, {report['new_merges']} merges)")
     return 0
 
@@ -124,7 +124,8 @@ def _extend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", choices=["mean-subtokens", "mean", "random"], default="mean-subtokens",
                    help="how new rows start (default: mean of the base pieces of each new token)")
     p.add_argument("--seed", type=int, default=0, help="seed for --init random")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
+    p.add_argument("--trust-tokenizer", action="store_true",
+                   help="proceed when the model folder has no tokenizer to check --tokenizer against (sizes only)")
     p.add_argument("--out", required=True, help="output HF model directory")
     _force_arg(p)
 
@@ -133,9 +134,9 @@ def _extend(args: argparse.Namespace) -> int:
     from langgraft.surgery.resize import extend_model
 
     r, skipped = _produce(args, lambda: extend_model(args.model, args.tokenizer, out=args.out, init=args.init,
-                                                     seed=args.seed, trust_remote_code=args.trust_remote_code))
+                                                     seed=args.seed, trust_tokenizer=args.trust_tokenizer))
     if not skipped:
-            print(f"wrote {args.out}: {r['old_rows']} → {r['padded_vocab_size']} rows (+{r['new_tokens']} new tokens, "
+        print(f"wrote {args.out}: {r['old_rows']} → {r['padded_vocab_size']} rows (+{r['new_tokens']} new tokens, "
               f"{r['padding_rows']} padding, init {r['init']})")
     return 0
 
@@ -210,7 +211,7 @@ def _eval(args: argparse.Namespace) -> int:
         doc, skipped = _produce(args, lambda: run_eval(parse_models(args.model), args.tasks, args.out, opts,
                                                        data_root=args.data_root, contamination=args.contamination))
     if not skipped:
-            print(f"wrote {args.out}/report.md ({len(doc['models'])} models, {len(doc['tasks'])} tasks, "
+        print(f"wrote {args.out}/report.md ({len(doc['models'])} models, {len(doc['tasks'])} tasks, "
               f"{len(doc['errors'])} errors)")
     return 1 if doc["errors"] else 0
 

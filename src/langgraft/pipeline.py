@@ -166,7 +166,7 @@ def _model_extend(plan: Plan) -> bool:
     m = plan.recipe.model_extend
     out = plan.stage_dir("model_extend")
     ran = _ran(out, lambda: extend_model(plan.base_model, plan.stage_dir("tokenizer_extend"), out=out, init=m.init,
-                                         seed=m.seed, trust_remote_code=m.trust_remote_code))
+                                         seed=m.seed, trust_tokenizer=m.trust_tokenizer))
     evals = [_evaluate(plan, point) for point in ("base", "extended")]
     return not ran and not any(evals)
 

@@ -47,7 +47,7 @@ class ModelExtendSection:
     model: str = ""  # the base causal LM: local HF dir (or hub id, which needs network)
     init: Literal["mean-subtokens", "mean", "random"] = "mean-subtokens"  # how new rows start
     seed: int = 0  # seed for init=random
-    trust_remote_code: bool = False
+    trust_tokenizer: bool = False  # the model folder has no tokenizer: check the extended one by sizes only
 
 
 @dataclass

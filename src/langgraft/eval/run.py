@@ -96,7 +96,9 @@ def load_model(path: str, device: str | None):
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device).eval()
+        # the same policy as every other loader (surgery.resize.load_causal_lm): safetensors only, no remote code
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device, use_safetensors=True,
+                                                     trust_remote_code=False).eval()
     except Exception as exc:  # noqa: BLE001 - any loader failure is the user's path/model problem
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load model {path}: {first}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 from langgraft.errors import UserError
@@ -21,20 +22,22 @@ PAD_MULTIPLE = 64
 
 
 def extend_model(model: str | Path, tokenizer: str | Path, *, out: str | Path, init: str = "mean-subtokens",
-                 trust_remote_code: bool = False, seed: int = 0) -> dict:
-    """Resize `model` to the tokenizer dir written by `tokenizer extend`; write an HF model dir to `out`."""
+                 trust_tokenizer: bool = False, seed: int = 0) -> dict:
+    """Resize `model` to the tokenizer dir written by `tokenizer extend`; write an HF model dir to `out`.
+
+    The extended tokenizer must keep every id of the model's own tokenizer; when the model folder has no
+    tokenizer to compare with, only `trust_tokenizer=True` (`--trust-tokenizer`) proceeds on sizes alone."""
     if init not in METHODS:
         raise UserError(f"--init {init}: must be one of {', '.join(METHODS)}")
     model = resolve_model(model)  # before anything is written: a mistyped path fails here, in a second
     tok_dir = Path(tokenizer)
     new_tokens = read_new_tokens(tok_dir)
     config = {"model": model, "tokenizer": str(tok_dir), "init": init, "pad_multiple": PAD_MULTIPLE,
-              "seed": seed, "trust_remote_code": trust_remote_code}
+              "seed": seed, "trust_tokenizer": trust_tokenizer}
     inputs = [tok_dir] + ([model] if Path(model).exists() else [])
 
     def work(tmp: Path) -> dict:
-        return _extend(model, tok_dir, new_tokens, tmp, init=init, trust_remote_code=trust_remote_code,
-                       seed=seed)
+        return _extend(model, tok_dir, new_tokens, tmp, init=init, trust_tokenizer=trust_tokenizer, seed=seed)
 
     return run_stage(out, stage="extend", config=config, inputs=inputs, work=work).manifest["summary"]
 
@@ -53,18 +56,20 @@ def read_new_tokens(tok_dir: Path) -> dict:
     return data
 
 
-def load_causal_lm(model: str, *, trust_remote_code: bool = False, dtype="auto"):
-    """Load an HF causal LM (safetensors only); a non-causal-LM config is a one-line UserError."""
+def load_causal_lm(model: str, *, dtype="auto"):
+    """Load an HF causal LM the one way langgraft loads models: safetensors only and no model-supplied Python
+    (`trust_remote_code` off), so loading weights never runs code; a non-causal-LM config is a one-line
+    UserError."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     model = resolve_model(model)
     try:
-        cfg = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+        cfg = AutoConfig.from_pretrained(model, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise UserError(f"--model {model}: cannot load a model config ({str(exc).splitlines()[0]})") from None
     try:
         return AutoModelForCausalLM.from_pretrained(model, config=cfg, dtype=dtype, use_safetensors=True,
-                                                    trust_remote_code=trust_remote_code)
+                                                    trust_remote_code=False)
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
             raise UserError(f"--model {model}: {type(cfg).__name__} is not a causal language model") from None
@@ -104,14 +109,21 @@ def check_superset(model: str, tokenizer, new_tokens: dict, old_rows: int, where
     return "token strings of all base ids"
 
 
-def _extend(model_id: str, tok_dir: Path, new_tokens: dict, tmp: Path, *, init: str, trust_remote_code: bool,
+def _extend(model_id: str, tok_dir: Path, new_tokens: dict, tmp: Path, *, init: str, trust_tokenizer: bool,
             seed: int) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    model = load_causal_lm(model_id, trust_remote_code=trust_remote_code)
+    model = load_causal_lm(model_id)
     old_rows = model.get_input_embeddings().weight.shape[0]
     check = check_superset(model_id, tokenizer, new_tokens, old_rows, tok_dir)
+    if check.startswith("sizes only"):
+        if not trust_tokenizer:
+            raise UserError(f"--model {model_id}: no tokenizer files next to the model, so {tok_dir} cannot be "
+                            "checked to keep every id of the model's vocabulary; add them, or pass "
+                            "--trust-tokenizer to proceed on vocabulary sizes alone")
+        print(f"langgraft extend: warning: --trust-tokenizer: {tok_dir} checked against {model_id} by vocabulary "
+              "sizes only (no tokenizer next to the model)", file=sys.stderr, flush=True)
     size = max(old_rows, math.ceil(len(tokenizer) / PAD_MULTIPLE) * PAD_MULTIPLE)
     tied = _is_tied(model)
     model.resize_token_embeddings(size, mean_resizing=False)
