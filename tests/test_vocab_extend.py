@@ -160,6 +160,47 @@ def test_sentencepiece_model_agrees_with_fast(extended, persian):
     assert same / len(lines) >= 0.98
 
 
+def _spaced_lines(persian_docs: list[str]) -> list[str]:
+    """English source lines with indentation and aligned columns (stdlib and transformers docstrings, tables),
+    plus Persian words in aligned columns: where a fast conversion splits runs of spaces unlike SentencePiece."""
+    import json as json_module
+
+    import transformers.convert_slow_tokenizer
+    import transformers.tokenization_utils_base
+
+    lines = []
+    for module in (json_module.decoder, json_module.encoder, transformers.convert_slow_tokenizer,
+                   transformers.tokenization_utils_base):
+        lines += Path(module.__file__).read_text(encoding="utf-8").splitlines()
+    words = [w for doc in persian_docs[:20] for w in doc.split()[:6]]
+    for i in range(0, len(words) - 2, 3):
+        row = [words[i], words[i + 1], str(i), words[i + 2]]
+        lines.append("| " + " | ".join(cell.ljust(14 - k * 3) for k, cell in enumerate(row)) + " |")
+        lines.append(" " * (i % 19) + "  ".join(row) + " " * (i % 5))
+    lines += ["a  b   c    d", "x\n  y", " " * 40 + "x", "|" + " " * 17 + "|", "  ", "\t  tab"]
+    # SentencePiece knows no special tokens: text spelling "<s>" is plain text to it, a special token to HF.
+    return [line for line in lines if line.strip(" ") and not any(t in line for t in ("<s>", "</s>", "<unk>"))]
+
+
+def test_llama2_fast_tokenizers_split_spaces_like_sentencepiece(data_dir, extended, persian):
+    """The base's conversion (what `tokenizer report` measures) and the extended tokenizer.json give exactly the
+    ids SentencePiece gives, on every line: aligned columns, indentation, trailing and Persian runs of spaces."""
+    name, base, ext, out, _ = extended
+    if name != "llama2":
+        return
+    import sentencepiece as spm
+
+    lines = _spaced_lines(persian["heldout"])
+    assert len(lines) > 4000 and sum("   " in line for line in lines) > 1000
+    for sp_path, fast in ((data_dir / BASES[name], base), (out / "tokenizer.model", ext)):
+        sp = spm.SentencePieceProcessor(model_file=str(sp_path))
+        expected = [sp.encode(line) for line in lines]
+        got = _ids(fast, lines)
+        differ = [(line, sp.encode(line, out_type=str), fast.convert_ids_to_tokens(ids))
+                  for line, want, ids in zip(lines, expected, got) if want != ids]
+        assert not differ, (sp_path, len(differ), differ[:3])
+
+
 def test_rerun_is_skipped_and_bad_inputs_fail_cleanly(data_dir, sp_model, tmp_path, capsys):
     out = tmp_path / "ext"
     args = ["tokenizer", "extend", "--base", str(data_dir / BASES["gpt2"]), "--add", str(sp_model),

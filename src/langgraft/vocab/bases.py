@@ -92,7 +92,51 @@ def _load_file(path: Path) -> Base:
         settings = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False}
         (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(settings))
         hf = _auto(tmp, path)
-    return Base(hf=hf, kind="sentencepiece", source=str(path), sp_proto=proto)
+    return Base(hf=_like_sentencepiece(hf, proto), kind="sentencepiece", source=str(path), sp_proto=proto)
+
+
+def _like_sentencepiece(hf, proto):
+    """transformers' conversion of a SentencePiece BPE model, changed where it tokenizes unlike SentencePiece.
+
+    - Merges are ranked by id, not by score: Llama-2's whitespace-only pieces have low ids but the lowest score
+      (-1e9), so the conversion merges runs of spaces first ("▁▁▁▁▁▁▁▁▁▁" + "|" where SentencePiece gives
+      "▁▁▁▁▁▁▁▁▁" + "▁|"). `sp_merges` ranks them as SentencePiece does.
+    - Its Metaspace pre-tokenizer adds no "▁" to text that already starts with a space; SentencePiece always adds
+      its dummy prefix ("    def" → "▁▁▁▁" + "▁def"). A Prepend normalizer always adds it, as Meta's own HF
+      Llama-2 tokenizer.json does (so, like it, also after a special token in the text).
+    Returns a generic fast tokenizer: model-specific classes rebuild this pipeline on load in transformers 5.
+    """
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(hf.backend_tokenizer.to_str())
+    spec["model"]["merges"] = [list(m) for m in sp_merges(proto)]
+    spec["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
+    spec["pre_tokenizer"] = None
+    backend = Tokenizer.from_str(json.dumps(spec))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=hf.bos_token, eos_token=hf.eos_token, unk_token=hf.unk_token,
+        chat_template=hf.chat_template, clean_up_tokenization_spaces=False,
+    )
+
+
+def sp_merges(proto) -> list[tuple[str, str]]:
+    """A SentencePiece BPE model's merges in the order SentencePiece applies them, as HF BPE ranks.
+
+    SentencePiece merges the adjacent pair whose result has the highest score, the leftmost on ties. Ranking every
+    split of every piece by the result's score reproduces that wherever scores differ. Equal scores (Llama-2's
+    whitespace-only pieces all score -1e9) tie-break on the longer left half first: a run of spaces then grows
+    from its left end, "▁▁" → "▁▁▁" → …, as SentencePiece's leftmost rule does, instead of pairing up everywhere.
+    """
+    pieces = {p.piece: (i, p.score) for i, p in enumerate(proto.pieces) if p.type == 1}  # NORMAL pieces merge
+    ranked = []
+    for piece, (index, score) in pieces.items():
+        for cut in range(1, len(piece)):
+            if piece[:cut] in pieces and piece[cut:] in pieces:
+                ranked.append((-score, -cut, index, piece[:cut], piece[cut:]))
+    ranked.sort()
+    return [(left, right) for *_, left, right in ranked]
 
 
 def _load_tiktoken(path: Path) -> Base:

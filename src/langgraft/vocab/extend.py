@@ -20,7 +20,8 @@ How it works, on the HF `tokenizer.json` BPE model (the thing users load):
    bytes first and then merge in the Persian model's order. Byte-level merges that can only fire on target-script
    bytes (e.g. a space plus a UTF-8 lead byte of U+0600-06FF) move with the target block.
 5. For SentencePiece bases an extended `tokenizer.model` is written too, with scores in the same order as the
-   merges, so slow (sentencepiece) and fast tokenizers agree.
+   merges, so slow (sentencepiece) and fast tokenizers agree; the new merges rank before the base's trailing
+   whitespace-only merges, as the new pieces' scores rank above those pieces' lowest scores.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def _write_extended(base: Base, new_proto, language, tmp: Path, config: dict) ->
     target_block = _merges_for(ordered, vocab, points)
     seen = set(target_block)
     target_block += [m for m in moved if m not in seen]
-    spec["model"]["merges"] = [list(m) for m in keep + target_block]
+    head, spaces = _split_trailing_spaces(keep) if base.kind == "sentencepiece" else (keep, [])
+    spec["model"]["merges"] = [list(m) for m in head + target_block + spaces]
 
     from tokenizers import Tokenizer
 
@@ -137,6 +139,16 @@ def _write_extended(base: Base, new_proto, language, tmp: Path, config: dict) ->
     write_json(tmp / "extend_report.json", report)
     _verify(tmp, base, next_id)
     return report
+
+
+def _split_trailing_spaces(merges: list[tuple[str, str]]) -> tuple[list, list]:
+    """The base's merges, less the block of whitespace-only merges at its end (Llama-2 and Mistral score those
+    pieces lowest, so SentencePiece forms runs of spaces last). New pieces must rank before that block, as their
+    scores in the extended tokenizer.model do, or "▁▁" + "می" would win over SentencePiece's "▁" + "▁می"."""
+    cut = len(merges)
+    while cut and set(merges[cut - 1][0] + merges[cut - 1][1]) == {SPACE_MARK}:
+        cut -= 1
+    return merges[:cut], merges[cut:]
 
 
 def _write_new_tokens(tmp: Path, base: Base, vocab: dict, added: list[str], from_model, base_size: int) -> list:
