@@ -141,7 +141,36 @@ def _extend(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ShowTrainConfig(argparse.Action):
+    """`train --show-config`: print every config key and exit, like --help (so --stage/--out are not needed)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from langgraft.config import describe
+        from langgraft.train.config import TrainConfig
+
+        print("langgraft train config: YAML keys (--config FILE) or KEY=VALUE overrides; see docs/TRAINING.md for "
+              "the HF Trainer / LLaMA-Factory names")
+        print(config_table(describe(TrainConfig)))
+        parser.exit()
+
+
+def config_table(rows: list[tuple]) -> str:
+    """KEY TYPE DEFAULT MEANING, one line per key, defaults written as YAML would read them."""
+    import json
+
+    cells = [(key, tp, json.dumps(default, ensure_ascii=False), meaning) for key, tp, default, meaning in rows]
+    # a long default (lora.targets) overflows its own line instead of widening every line
+    widths = [min(24, max(len(c[i]) for c in cells + [("KEY", "TYPE", "DEFAULT", "")])) for i in range(3)]
+    lines = [("KEY", "TYPE", "DEFAULT", "MEANING")] + cells
+    return "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(3)) + "  " + c[3] for c in lines)
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--show-config", action=_ShowTrainConfig,
+                   help="print every config key with its type, default and meaning, then exit")
     p.add_argument("--stage", required=True, choices=["align", "pretrain", "instruct"],
                    help="which stage to train")
     p.add_argument("--config", default=None, help="YAML config (see recipes/train/)")

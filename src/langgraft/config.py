@@ -166,3 +166,63 @@ def _scalar(tp: Any, value: Any, *, source: str, key: str) -> Any:
         raise TypeError(f"unsupported config type {tp!r} for {key}")
     name = getattr(tp, "__name__", str(tp))
     raise UserError(f"{source}: {key} must be {name}, got {type(value).__name__} {value!r}")
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's one-line meaning, read from the comment on its line (or the comment lines right above it) in
+    the dataclass's own source: the config classes document themselves there, and `--show-config` prints that,
+    so the help cannot drift from the code."""
+    import inspect
+    import io
+    import tokenize
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    helps: dict[str, str] = {}
+    above: list[str] = []
+    current = previous = None
+    for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline):
+        if tok.type == tokenize.COMMENT:
+            text = tok.string.lstrip("#").strip()
+            if current is not None:
+                helps[current] = text
+            elif tok.line.strip().startswith("#"):
+                above.append(text)
+        elif tok.type == tokenize.NEWLINE:
+            current = None
+        elif tok.type == tokenize.NL and current is None and not tok.line.strip():
+            above = []  # a blank line ends a comment block
+        elif (tok.string == ":" and previous is not None and previous.string in names and current is None
+              and not previous.line[:previous.start[1]].strip()):
+            current = previous.string
+            if above:
+                helps[current] = " ".join(above)
+            above = []
+        previous = tok
+    return {f.name: helps.get(f.name, "") for f in dataclasses.fields(cls)}
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, meaning) of every field of `cls`, nested sections flattened."""
+    rows = []
+    hints = get_type_hints(cls)
+    helps = field_help(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        rows.append((f"{prefix}{f.name}", _type_name(tp), default, helps[f.name]))
+    return rows
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "|".join(map(str, get_args(tp)))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None)) + " or null"
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in get_args(tp))}]"
+    return getattr(tp, "__name__", str(tp))
