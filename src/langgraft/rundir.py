@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,25 @@ MANIFEST = "manifest.json"
 # `--force` of the verb being run: replace an up-to-date output, or another stage's output (never a non-langgraft one)
 FORCE: contextvars.ContextVar[bool] = contextvars.ContextVar("langgraft_force", default=False)
 PACKAGES = ("langgraft", "torch", "transformers", "tokenizers", "sentencepiece", "peft", "accelerate", "datasets")
+
+
+# Names (datasets, tasks, suites, models) become file and folder names: letters, digits, `_`, `-` and inner dots
+NAME = re.compile(r"[^\W][\w.-]{0,99}")
+
+
+def check_name(value: str, where: str) -> str:
+    """`value` if it is a safe name (no `/`, no leading dot, so never `.` or `..`); else one UserError line."""
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise UserError(f"{where}: {value!r} is not a valid name (letters, digits, _ - and inner dots; "
+                        "at most 100 characters)")
+    return value
+
+
+def check_relative(value: str, where: str, inside: str = "the data root (choose it with --data-root)") -> str:
+    """`value` if it is a relative path that stays inside the folder it is resolved against (no `..`)."""
+    if not isinstance(value, str) or Path(value).is_absolute() or ".." in Path(value).parts or value.startswith("~"):
+        raise UserError(f"{where}: {value!r} must be a relative path inside {inside}, without `..`")
+    return value
 
 
 @dataclass
@@ -245,7 +265,8 @@ def sha256_path(path: str | Path) -> str:
         return _sha256_file(path)
     if path.is_dir():
         digest = hashlib.sha256()
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        # langgraft.log (console text, appended on every run there) is not content: leave it out
+        for child in sorted(p for p in path.rglob("*") if p.is_file() and p.name != "langgraft.log"):
             digest.update(str(child.relative_to(path)).encode())
             digest.update(_sha256_file(child).encode())
         return digest.hexdigest()

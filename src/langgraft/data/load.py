@@ -26,7 +26,10 @@ def split_files(dataset_dir: str | Path, split: str) -> list[Path]:
     info = dataset_info(dataset_dir)
     if split not in info["splits"]:
         raise UserError(f"{dataset_dir}: no split {split!r} (has: {', '.join(info['splits'])})")
-    return [Path(dataset_dir) / name for name in info["splits"][split]["files"]]
+    from langgraft.rundir import check_relative
+
+    where = f"{Path(dataset_dir) / 'dataset.json'}: splits.{split}.files"
+    return [Path(dataset_dir) / check_relative(name, where, "the dataset folder") for name in info["splits"][split]["files"]]
 
 
 def iter_records(dataset_dir: str | Path, split: str, columns: Sequence[str] | None = None) -> Iterator[dict]:

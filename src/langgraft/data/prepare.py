@@ -24,7 +24,7 @@ from langgraft.data.engine import run_dataset, stage_pipelines
 from langgraft.data.load import iter_records
 from langgraft.data.readers import plan_units
 from langgraft.errors import UserError
-from langgraft.rundir import run_stage, sha256_path, write_json
+from langgraft.rundir import check_name, run_stage, sha256_path, write_json
 
 SPLITS = ("train", "validation")
 LEAK_COLUMNS = {"monolingual": ["text"], "bilingual": ["src", "tgt"],
@@ -105,8 +105,9 @@ def _validate(cfg: PrepareConfig) -> None:
         raise UserError("config: datasets is empty")
     names = [ds.name for ds in cfg.datasets]
     for i, ds in enumerate(cfg.datasets):
-        if not ds.name or "/" in ds.name or names.count(ds.name) > 1:
-            raise UserError(f"config: datasets[{i}].name must be a unique folder name, got {ds.name!r}")
+        check_name(ds.name, f"config: datasets[{i}].name")
+        if names.count(ds.name) > 1:
+            raise UserError(f"config: datasets[{i}].name {ds.name!r} is used twice")
         if not ds.sources:
             raise UserError(f"config: datasets[{i}].sources is empty ({ds.name})")
         if not 0.0 <= ds.validation_fraction <= 1.0:

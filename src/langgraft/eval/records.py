@@ -33,6 +33,15 @@ class Example:
 
 def read_records(spec: DataSpec, root: Path, task: str) -> tuple[list[dict], str]:
     """All records of the dataset, plus a display name of the file(s) for error messages."""
+    try:
+        return _read_records(spec, root, task)
+    except UnicodeDecodeError as exc:
+        shown = "+".join(str(root / f) for f in ([spec.path] if spec.path else spec.files.values()))
+        raise UserError(f"task {task}: {shown}: not UTF-8 text (invalid byte 0x{exc.object[exc.start]:02x}); "
+                        "convert the file to UTF-8") from None
+
+
+def _read_records(spec: DataSpec, root: Path, task: str) -> tuple[list[dict], str]:
     if spec.format == "parallel":
         columns = {col: _read_lines(root / rel, task) for col, rel in spec.files.items()}
         lengths = {len(v) for v in columns.values()}

@@ -21,6 +21,7 @@ from langgraft.eval import metrics as M
 from langgraft.eval.records import Example, build_examples, read_records, with_shots
 from langgraft.eval.tasks import LOWER_IS_BETTER, TaskSpec, default_data_root, load_task, resolve_tasks
 from langgraft.hub import resolve_model
+from langgraft.rundir import check_name
 
 
 @dataclass
@@ -39,6 +40,7 @@ def parse_models(items: list[str]) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise UserError(f"--model {item!r}: expected NAME=PATH")
+        check_name(name, f"--model {item}")
         if name in models:
             raise UserError(f"--model {name}: name given twice")
         models[name] = path

@@ -98,7 +98,15 @@ def _check(spec: TaskSpec, path: Path) -> None:
     for key in needs:
         if not getattr(spec, key):
             raise UserError(f"task {path}: missing required key {key} for kind {spec.kind}")
+    from langgraft.rundir import check_name, check_relative
+
+    # the name and suites become file names (samples/NAME.jsonl, charts/SUITE.png); data paths stay in the root
+    check_name(spec.name, f"task {path}: name")
+    for suite in spec.suites:
+        check_name(suite, f"task {path}: suites")
     for key, data in (("data", spec.data), ("shots_data", spec.shots_data)):
+        for rel in ([data.path] if data and data.path else []) + (list(data.files.values()) if data else []):
+            check_relative(rel, f"task {path}: {key} path")
         if data is not None and data.format == "parallel" and not data.files:
             raise UserError(f"task {path}: {key}.format parallel needs {key}.files")
         if data is not None and data.format != "parallel" and not data.path:
