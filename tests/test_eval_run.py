@@ -43,7 +43,7 @@ def test_every_shipped_task_runs_and_bad_inputs_stay_local(models, tmp_path, cap
     assert code == 1
     assert "bad.yaml: unknown key wrong_key" in err
     assert f"task holes: {tmp_path / 'holes.jsonl'}: record 2: missing field 'y'" in err
-    assert "model broken: cannot load model" in err and "no such directory" in err
+    assert "model broken: cannot load model" in err and "no such local directory" in err
     assert "task empty: no examples in" in err and "label '1' not in label_map" in err
     doc = _results(out)
     assert len(doc["errors"]) == 4

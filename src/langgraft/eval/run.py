@@ -93,7 +93,7 @@ def load_model(path: str, device: str | None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model(path)
+    path = resolve_model(path, flag="cannot load model")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
