@@ -290,6 +290,9 @@ def _print_summary(result: dict) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from langgraft.pipeline import run_recipe
+    from langgraft.recipe import load_recipe
+
+    args.out = str(load_recipe(args.recipe, args.overrides).out)  # where langgraft.log goes
 
     _print_summary(run_recipe(args.recipe, args.overrides, start=args.start, stop=args.stop))
     return 0
@@ -372,6 +375,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import time
+    import traceback
+
+    from langgraft.consolelog import append_log, capture
+
+    started, status, captured = time.time(), 1, []
+    try:
+        with capture() as captured:
+            try:
+                status = _dispatch(args)
+            except Exception:
+                captured.append(traceback.format_exc())
+                raise
+    finally:  # the console text goes into --out's langgraft.log, whatever the outcome
+        append_log(getattr(args, "out", None), sys.argv[1:] if argv is None else argv, status, captured, started)
+    return status
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

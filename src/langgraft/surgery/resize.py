@@ -29,9 +29,9 @@ def extend_model(model: str | Path, tokenizer: str | Path, *, out: str | Path, i
     tokenizer to compare with, only `trust_tokenizer=True` (`--trust-tokenizer`) proceeds on sizes alone."""
     if init not in METHODS:
         raise UserError(f"--init {init}: must be one of {', '.join(METHODS)}")
-    model = resolve_model(model)  # before anything is written: a mistyped path fails here, in a second
     tok_dir = Path(tokenizer)
     new_tokens = read_new_tokens(tok_dir)
+    model = resolve_model(model)  # before anything is written: a mistyped path fails here, in a second
     config = {"model": model, "tokenizer": str(tok_dir), "init": init, "pad_multiple": PAD_MULTIPLE,
               "seed": seed, "trust_tokenizer": trust_tokenizer}
     inputs = [tok_dir] + ([model] if Path(model).exists() else [])

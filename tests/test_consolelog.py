@@ -1,0 +1,70 @@
+"""`OUT/langgraft.log`: the console text of every verb run into a folder, without progress-bar frames."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+from langgraft.cli import main
+from langgraft.consolelog import LOG, capture, terminal_text
+from langgraft.rundir import sha256_path
+from test_vocab_train import news_texts
+
+
+def test_terminal_text_keeps_what_a_terminal_shows():
+    cases = {
+        "plain\nlines\n": "plain\nlines\n",
+        "\r 10%|#   | 1/10\r 50%|#####  | 5/10\r100%|########| 10/10\n": "100%|########| 10/10\n",
+        "frame one that is long\rshort\n": "short one that is long\n",  # a terminal overwrites, no clearing
+        "before\n\rbar 1\rbar 2\r          \rafter\n": "before\nafter\n",  # a cleared bar (leave=False) goes
+        "\x1b[A\x1b[32mgreen\x1b[0m\n": "green\n",
+        "kept\n\nblank line kept\n": "kept\n\nblank line kept\n",
+    }
+    for raw, shown in cases.items():
+        assert terminal_text(raw) == shown, raw
+
+
+def test_capture_collapses_a_real_bar_written_in_pieces(capsys):
+    with capture() as captured:
+        print("tokenizing 40 documents")
+        for _ in tqdm(range(40), file=sys.stderr, mininterval=0, ascii=True, desc="tokenizing"):
+            pass
+        sys.stderr.write("partial ")
+        sys.stderr.write("line\rfinal, longer line\n")
+        print("no newline at the end", end="")
+    text = "".join(captured)
+    assert "\r" not in text
+    assert text.count("tokenizing") == 2 and "40/40" in text and " 1/40" not in text
+    assert "\nfinal, longer line\n" in text and text.endswith("no newline at the end\n")
+    console = capsys.readouterr()
+    assert console.err.count("\r") > 40  # the console itself still got every frame
+
+
+def test_each_output_folder_gets_the_console_text(data_dir, tmp_path, capsys):
+    corpus = tmp_path / "fa.txt"
+    corpus.write_text("\n".join(news_texts(data_dir, n_articles=20)) + "\n", encoding="utf-8")
+    out = tmp_path / "fa-sp"
+    args = ["tokenizer", "train", "--input", str(corpus), "--lang", "fa", "--vocab-size", "400", "--out", str(out)]
+    assert main(args) == 0
+    digest = sha256_path(out)
+    first = (out / LOG).read_text(encoding="utf-8")
+    console = capsys.readouterr()
+    assert f"langgraft {' '.join(args)} (exit 0" in first
+    for line in (console.out + console.err).splitlines():
+        assert line in first
+    assert "wrote " in first and "trained 400 pieces" in first
+
+    assert main(args) == 0  # a skipped rerun appends; the folder's hash (what downstream stages see) is unchanged
+    log = (out / LOG).read_text(encoding="utf-8")
+    assert log.startswith(first) and "up to date, skipped" in log[len(first):]
+    assert sha256_path(out) == digest
+
+    # A failed start leaves no folder, so no log; a folder langgraft did not write gets none either.
+    assert main([*args[:-1], str(tmp_path / "bad"), "--vocab-size", "0"]) == 2
+    assert not (tmp_path / "bad").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    assert main([*args[:-1], str(mine)]) == 2
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
