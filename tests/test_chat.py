@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from langgraft.chat import ChatOptions, run_chat
 from langgraft.cli import main
+from langgraft.generation import Sampling
 from test_train_support import copy_without_chat_template, make_extended_model
 
 
@@ -26,7 +27,8 @@ def _greedy(path, text: str, n: int) -> tuple[str, int]:
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     ids = tok(text, return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        out = model.generate(input_ids=ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.eos_token_id)
+        out = model.generate(input_ids=ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.eos_token_id,
+                             repetition_penalty=1.1)  # the default of langgraft.generation
     return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip(), ids.shape[1]
 
 
@@ -44,7 +46,7 @@ def test_one_prompt_is_answered_through_the_template(models, capsys):
 def test_a_conversation_keeps_history_until_reset(models):
     chat, _ = models
     out = io.StringIO()
-    turns = run_chat(str(chat), ChatOptions(max_new_tokens=4, json=True),
+    turns = run_chat(str(chat), ChatOptions(Sampling(max_new_tokens=4), json=True),
                      stdin=io.StringIO("سلام\nحالت چطور است؟\n/reset\nحالت چطور است؟\n/exit\nignored\n"),
                      stdout=out)
     assert [t["prompt"] for t in turns] == ["سلام", "حالت چطور است؟", "حالت چطور است؟"]
@@ -60,7 +62,7 @@ def test_a_conversation_keeps_history_until_reset(models):
 def test_a_model_without_template_continues_plain_text(models):
     _, plain = models
     out = io.StringIO()
-    turns = run_chat(str(plain), ChatOptions(max_new_tokens=5), stdin=io.StringIO("امروز هوا\nامروز هوا\n"),
+    turns = run_chat(str(plain), ChatOptions(Sampling(max_new_tokens=5)), stdin=io.StringIO("امروز هوا\nامروز هوا\n"),
                      stdout=out)
     expected, n_ctx = _greedy(plain, "امروز هوا", 5)
     assert [t["reply"] for t in turns] == [expected, expected]  # no history in plain mode
@@ -74,3 +76,52 @@ def test_bad_input_is_one_line(tmp_path, models, capsys):
     assert err.startswith("langgraft: error: cannot load model") and "\n" not in err
     assert main(["chat", "--model", str(models[0]), "--prompt", "x", "--max-new-tokens", "0"]) == 2
     assert "--max-new-tokens" in capsys.readouterr().err
+
+
+def test_streamed_replies_print_the_same_text_as_the_non_streamed_ones(models, data_dir):
+    chat, plain = models
+    lines = [ln for ln in (data_dir / "ntrex/NTREX-128/newstest2019-ref.fas.txt").read_text(
+        encoding="utf-8").splitlines()[:2]] + ["Hello, how are you?"]
+    for path, sampling in ((chat, Sampling(max_new_tokens=12)), (plain, Sampling(max_new_tokens=12, stop=["e"])),
+                           (chat, Sampling(max_new_tokens=12, temperature=0.8, top_k=40, seed=5))):
+        streamed = io.StringIO()
+        turns = run_chat(str(path), ChatOptions(sampling), stdin=io.StringIO("\n".join(lines) + "\n"), stdout=streamed)
+        whole = run_chat(str(path), ChatOptions(sampling, json=True), stdin=io.StringIO("\n".join(lines) + "\n"),
+                         stdout=io.StringIO())
+        assert streamed.getvalue().splitlines() == [t["reply"] for t in whole] == [t["reply"] for t in turns]
+        assert all(t["new_tokens"] > 0 for t in turns)
+    cut = run_chat(str(plain), ChatOptions(Sampling(max_new_tokens=12, stop=["e"])), prompt=lines[2],
+                   stdout=io.StringIO())
+    assert "e" not in cut[0]["reply"]
+
+
+def test_system_message_empty_lines_and_end_of_input(models):
+    chat, _ = models
+    script = "\n   \nسلام\n/system به فارسی پاسخ بده.\n\nسلام\n/system\nسلام\n/help\n"  # no /exit: ends at EOF
+    out = io.StringIO()
+    turns = run_chat(str(chat), ChatOptions(Sampling(max_new_tokens=3), json=True), stdin=io.StringIO(script),
+                     stdout=out)
+    assert [t["prompt"] for t in turns] == ["سلام"] * 3
+    tok = AutoTokenizer.from_pretrained(chat)
+    history = [{"role": "user", "content": "سلام"}, {"role": "assistant", "content": turns[0]["reply"]}]
+    system = [{"role": "system", "content": "به فارسی پاسخ بده."}]
+    with_system = tok.apply_chat_template([*system, *history, {"role": "user", "content": "سلام"}], tokenize=False,
+                                          add_generation_prompt=True)
+    assert turns[1]["context_tokens"] == len(tok(with_system.removeprefix(tok.bos_token))["input_ids"])
+    history += [{"role": "user", "content": "سلام"}, {"role": "assistant", "content": turns[1]["reply"]}]
+    without = tok.apply_chat_template([*history, {"role": "user", "content": "سلام"}], tokenize=False,
+                                      add_generation_prompt=True)  # "/system" alone removed the system message
+    assert turns[2]["context_tokens"] == len(tok(without.removeprefix(tok.bos_token))["input_ids"])
+    assert "commands:" in out.getvalue()
+    assert run_chat(str(chat), ChatOptions(Sampling(max_new_tokens=3)), stdin=io.StringIO(""),
+                    stdout=io.StringIO()) == []
+
+
+def test_sampling_options_are_checked(models, capsys):
+    chat, _ = models
+    for flags, name in ((["--temperature", "-1"], "--temperature"), (["--top-p", "0"], "--top-p"),
+                        (["--top-k", "-3"], "--top-k"), (["--repetition-penalty", "0"], "--repetition-penalty"),
+                        (["--top-q", "0.9"], "--top-q"), (["--stop", ""], "--stop")):
+        assert main(["chat", "--model", str(chat), "--prompt", "x", *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("langgraft: error:") and name in err and "\n" not in err, err

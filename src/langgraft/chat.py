@@ -1,69 +1,115 @@
 """`langgraft chat --model PATH`: talk to a model in the terminal, or answer one `--prompt`, through its template.
 
-A model with a chat template (an instruct stage's export, or any chat model) gets the conversation so far as
-chat turns; a base model without one continues each line as plain text, without history. Decoding is greedy
-unless `--temperature` > 0, so a reply is reproducible. `--json` prints one JSON object per turn (prompt, reply,
-token counts) instead of the bare reply. In the terminal, `/reset` starts a new conversation and `/exit` (or
-end of input) ends it.
+A model with a chat template (an instruct stage's export or adapter, or any chat model) gets the conversation so
+far as chat turns; a base model without one continues each line as plain text, without history. Replies stream
+to the terminal as they are generated (decoding options: `langgraft.generation`; greedy with repetition penalty
+1.1 unless `--temperature` > 0). `--json` prints one JSON object per turn (prompt, reply, token counts) instead.
+
+Commands: `/system TEXT` sets the system message (an empty TEXT removes it), `/reset` starts a new
+conversation, `/help` lists the commands, `/exit` or end of input (Ctrl-D) ends it; empty lines are ignored.
+Text is printed as plain UTF-8: Persian shows right-to-left in terminals with bidirectional text support
+(docs/TRAINING.md says which).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
+
+from langgraft.generation import Sampling
 
 
 @dataclass
 class ChatOptions:
-    max_new_tokens: int = 256
-    temperature: float = 0.0  # 0 = greedy
+    sampling: Sampling = field(default_factory=Sampling)
     device: str | None = None
     json: bool = False
+    base: str | None = None  # the base model under an adapter dir (default: the one the adapter names)
+    system: str = ""
 
 
-def reply(model, tok, history: list[dict], text: str, opts: ChatOptions) -> dict:
-    """Generate the answer to `text` after `history`; returns the turn's record."""
-    import torch
-
-    from langgraft.eval.run import chat_prompt
+def reply(model, tok, history: list[dict], text: str, opts: ChatOptions, write=None) -> dict:
+    """Generate the answer to `text` after `history`; `write` receives the reply's text as it is generated
+    (None: not streamed). Returns the turn's record."""
+    from langgraft.generation import chat_text, generate_texts, stream
 
     templated = bool(getattr(tok, "chat_template", None))
-    prompt = chat_prompt(tok, text, history) if templated else text
-    enc = tok(prompt, return_tensors="pt").to(model.device)
-    sampling = {"do_sample": True, "temperature": opts.temperature} if opts.temperature > 0 else {"do_sample": False}
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=opts.max_new_tokens, pad_token_id=tok.pad_token_id, **sampling)
-    new = out[0, enc["input_ids"].shape[1]:]
-    answer = tok.decode(new, skip_special_tokens=True).strip()
-    return {"prompt": text, "reply": answer, "chat_template": templated,
-            "context_tokens": int(enc["input_ids"].shape[1]), "new_tokens": int(new.shape[0])}
+    system = [{"role": "system", "content": opts.system}] if opts.system and templated else []
+    prompt = chat_text(tok, [*system, *history, {"role": "user", "content": text}]) if templated else text
+    if write is not None:
+        out = stream(model, tok, prompt, opts.sampling, write)
+    else:
+        out = generate_texts(model, tok, [prompt], opts.sampling)[0]
+        out["text"] = out["text"].strip()
+    return {"prompt": text, "reply": out["text"], "chat_template": templated,
+            **{k: out[k] for k in ("context_tokens", "new_tokens", "truncated_tokens")}}
 
 
 def run_chat(path: str, opts: ChatOptions, *, prompt: str | None = None, stdin: TextIO | None = None,
              stdout: TextIO | None = None) -> list[dict]:
     """One `prompt`, or a conversation read line by line from `stdin`; prints and returns the turns."""
-    from langgraft.eval.run import load_model
+    from langgraft.generation import load
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout  # looked up now: callers may have redirected them
-    model, tok = load_model(path, opts.device)
+    model, tok = load(path, opts.device, opts.base)
     history: list[dict] = []
     turns: list[dict] = []
-    lines = [prompt] if prompt is not None else stdin
     interactive = prompt is None and stdin.isatty()
     if interactive:
-        print(f"chatting with {path} (/reset: new conversation, /exit: quit)", file=stdout)
-    for line in lines:
-        text = line.strip()
+        print(f"chatting with {path} (/system TEXT, /reset: new conversation, /exit or Ctrl-D: quit)", file=stdout)
+
+    def write(piece: str) -> None:
+        stdout.write(piece)
+        stdout.flush()
+
+    for text in _lines(prompt, stdin, stdout if interactive else None):
         if text == "/exit":
             break
-        if text == "/reset" or not text:
-            history = [] if text == "/reset" else history
+        if _command(text, opts, history, stdout):
             continue
-        turn = reply(model, tok, history, text, opts)
+        turn = reply(model, tok, history, text, opts, None if opts.json else write)
         turns.append(turn)
         if turn["chat_template"]:
             history += [{"role": "user", "content": text}, {"role": "assistant", "content": turn["reply"]}]
-        print(json.dumps(turn, ensure_ascii=False) if opts.json else turn["reply"], file=stdout, flush=True)
+        print(json.dumps(turn, ensure_ascii=False) if opts.json else "", file=stdout, flush=True)
+        if turn["truncated_tokens"]:
+            print(f"langgraft: note: the conversation is longer than the context; its first "
+                  f"{turn['truncated_tokens']} tokens were left out (/reset starts afresh)", file=sys.stderr)
     return turns
+
+
+def _lines(prompt: str | None, stdin: TextIO, prompt_to: TextIO | None):
+    """The user's lines, stripped; ends at end of input or Ctrl-C at the prompt."""
+    if prompt is not None:
+        yield prompt.strip()
+        return
+    while True:
+        if prompt_to is not None:
+            print("> ", end="", file=prompt_to, flush=True)
+        try:
+            line = stdin.readline()
+        except KeyboardInterrupt:
+            line = ""
+        if not line:  # end of input (Ctrl-D)
+            if prompt_to is not None:
+                print(file=prompt_to)
+            return
+        yield line.strip()
+
+
+def _command(text: str, opts: ChatOptions, history: list[dict], stdout: TextIO) -> bool:
+    """Handle an empty line, /reset or /system; True when `text` was one of them (nothing to answer)."""
+    if not text:
+        return True
+    if text == "/reset":
+        history.clear()
+        return True
+    if text == "/system" or text.startswith("/system "):
+        opts.system = text[len("/system"):].strip()
+        return True
+    if text == "/help":
+        print("commands: /system TEXT (empty: none), /reset, /exit (or Ctrl-D)", file=stdout, flush=True)
+        return True
+    return False

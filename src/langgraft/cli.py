@@ -222,6 +222,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap every generation task's budget")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template (instruct models)")
+    p.add_argument("--repetition-penalty", type=float, default=1.1,
+                   help="generation tasks: greedy with this penalty (default 1.1; 1 = none)")
     p.add_argument("--contamination", nargs="+", default=[], metavar="DATASET",
                    help="training data (data prepare dir, .jsonl or .txt) to check eval examples against")
     _force_arg(p)
@@ -236,7 +238,8 @@ def _eval(args: argparse.Namespace) -> int:
         if not args.model or not args.tasks:
             raise UserError("--model and --tasks are required (or use --compare DIR...)")
         opts = EvalOptions(limit=args.limit, shots=args.shots, batch_size=args.batch_size, device=args.device,
-                           max_new_tokens=args.max_new_tokens, chat=args.chat)
+                           max_new_tokens=args.max_new_tokens, chat=args.chat,
+                           repetition_penalty=args.repetition_penalty)
         doc, skipped = _produce(args, lambda: run_eval(parse_models(args.model), args.tasks, args.out, opts,
                                                        data_root=args.data_root, contamination=args.contamination))
     if not skipped:
@@ -313,22 +316,54 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- chat
-def _chat_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="HF model dir (e.g. an `export` model/) or hub id")
-    p.add_argument("--prompt", default=None, help="answer this one prompt and exit (default: read lines from stdin)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (reproducible); > 0 samples")
+def _model_args(p: argparse.ArgumentParser) -> None:
+    from langgraft.generation import add_sampling_args
+
+    p.add_argument("--model", required=True,
+                   help="HF model dir (e.g. an `export` model/), hub id, or a PEFT adapter dir (e.g. a run's adapter/)")
+    p.add_argument("--base", default=None, help="base model under an adapter dir (default: the one it names)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--json", action="store_true", help="one JSON object per turn instead of the bare reply")
+    add_sampling_args(p)
+
+
+def _chat_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.add_argument("--prompt", default=None, help="answer this one prompt and exit (default: read lines from stdin)")
+    p.add_argument("--system", default="", help="system message (also /system TEXT in the conversation)")
+    p.add_argument("--json", action="store_true", help="one JSON object per turn instead of the streamed reply")
 
 
 def _chat(args: argparse.Namespace) -> int:
     from langgraft.chat import ChatOptions, run_chat
+    from langgraft.generation import sampling_from_args
 
-    if args.max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens: must be ≥ 1, got {args.max_new_tokens}")
-    run_chat(args.model, ChatOptions(args.max_new_tokens, args.temperature, args.device, args.json),
-             prompt=args.prompt)
+    opts = ChatOptions(sampling_from_args(args), args.device, args.json, args.base, args.system)
+    run_chat(args.model, opts, prompt=args.prompt)
+    return 0
+
+
+# ---------------------------------------------------------------- generate
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.add_argument("--input", required=True, metavar="FILE.jsonl", help="one JSON object per line")
+    p.add_argument("--out", required=True, metavar="FILE.jsonl",
+                   help="one output line per input line, in order; a rerun resumes after the last complete line")
+    p.add_argument("--field", default="prompt", help="the input field with the prompt (default: prompt)")
+    p.add_argument("--chat", action="store_true",
+                   help="the field is a chat (list of {role, content}, or a string: one user turn), sent through "
+                        "the model's chat template")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts generated together (KV cache, left padding)")
+    p.add_argument("--strict", action="store_true", help="stop at the first unusable input line (default: skip it "
+                                                         "and count it)")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from langgraft.batch_generate import GenerateOptions, run_generate, summary_line
+    from langgraft.generation import sampling_from_args
+
+    opts = GenerateOptions(args.field, args.chat, args.batch_size, args.strict, args.device, args.base)
+    counts = run_generate(args.model, args.input, args.out, sampling_from_args(args), opts)
+    print(summary_line(args.out, counts))
     return 0
 
 
@@ -349,6 +384,7 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
     ("eval",): ("evaluate models on Persian/English tasks with CIs, paired comparisons and a report",
                 _eval_args, _eval),
     ("chat",): ("talk to a model through its chat template (or answer one --prompt)", _chat_args, _chat),
+    ("generate",): ("generate for every prompt of a JSONL file (batched, resumable)", _generate_args, _generate),
     ("run",): ("run a recipe stage by stage (tokenizer → data → surgery → align → pretrain → instruct → report), "
                "resumable", _run_args, _run),
     ("demo",): ("the whole pipeline on CPU in a few minutes on a bundled corpus, offline", _demo_args, _demo),
@@ -374,7 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # one line naming the option, not argparse's usage block
+        verb = " ".join(x for x in (args.verb, getattr(args, "action", None)) if x)
+        print(f"langgraft: error: {verb}: unknown option {unknown[0]} (see langgraft {verb} --help)", file=sys.stderr)
+        return 2
     import time
     import traceback
 

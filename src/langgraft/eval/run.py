@@ -117,17 +117,14 @@ class EvalOptions:
     device: str | None = None  # None: cuda if available, else cpu
     max_new_tokens: int | None = None  # cap on every generation task's budget
     chat: bool = False  # wrap prompts in the tokenizer's chat template (instruction-tuned models)
+    repetition_penalty: float = 1.1  # generation tasks (greedy); 1.0 = none
 
 
 def chat_prompt(tok, prompt: str, history: list[dict] | tuple = ()) -> str:
     """The prompt as the next user turn (after `history`) of the model's chat template, ready for the answer."""
-    if not getattr(tok, "chat_template", None):
-        raise UserError("--chat: this model's tokenizer has no chat template")
-    text = tok.apply_chat_template([*history, {"role": "user", "content": prompt}], tokenize=False,
-                                   add_generation_prompt=True)
-    # The tokenizer adds BOS itself when it encodes; a template that writes it too would double it.
-    bos = tok.bos_token or ""
-    return text[len(bos):] if bos and text.startswith(bos) else text
+    from langgraft.generation import chat_text
+
+    return chat_text(tok, [*history, {"role": "user", "content": prompt}])
 
 
 def run_task(model, tok, task: Prepared, opts: EvalOptions, label: str) -> tuple[dict, list[dict]]:
@@ -160,7 +157,7 @@ def run_task(model, tok, task: Prepared, opts: EvalOptions, label: str) -> tuple
         return stats, rows
     budget = min(spec.max_new_tokens, opts.max_new_tokens or spec.max_new_tokens)
     preds = scoring.generate(model, tok, prompts, max_new_tokens=budget, stop=spec.stop,
-                             batch_size=batch_size, progress=label)
+                             batch_size=batch_size, progress=label, repetition_penalty=opts.repetition_penalty)
     preds = [p.strip() for p in preds]
     refs = [ex.refs for ex in exs]
     stats = {m: M.generation_stats(m, preds, refs) for m in spec.metrics}

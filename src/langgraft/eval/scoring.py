@@ -166,50 +166,25 @@ def _chunk_logprobs(model, cache, ctx_mask, plen, row_group: list[int], conts: l
     return torch.zeros(len(conts), device=device).index_add_(0, rows, token_lp)
 
 
-@torch.no_grad()
 def generate(model, tok, prompts: list[str], *, max_new_tokens: int, stop: list[str], batch_size: int = 8,
-             progress: str = "") -> list[str]:
-    """Greedy continuations, cut at the first stop sequence; prompts are batched by length with left padding."""
-    from transformers import StoppingCriteria, StoppingCriteriaList
+             progress: str = "", repetition_penalty: float = 1.1) -> list[str]:
+    """Greedy continuations cut before the first stop string (`langgraft.generation`: batched by length with
+    left padding, repetition penalty as configured); prompts cut to fit the context are counted on stderr."""
+    from langgraft.generation import Sampling, generate_texts
 
-    limit = max_length(model) - max_new_tokens
-    encoded = [tok(p).input_ids[-limit:] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    out = [""] * len(prompts)
-    started = time.time()
+    sampling = Sampling(max_new_tokens=max_new_tokens, stop=list(stop), repetition_penalty=repetition_penalty)
+    started, done = time.time(), [0]
 
-    tail = max((len(x) for x in stop), default=0) + 4
+    def tick(n: int, _tokens: int) -> None:
+        done[0] += n
+        _progress(progress, done[0], len(prompts), started)
 
-    class StopStrings(StoppingCriteria):
-        def __init__(self, width: int):
-            self.width = width
-
-        def __call__(self, input_ids, scores, **kwargs):
-            # Only the last few tokens can complete a stop string first seen now: decode just that tail.
-            start = max(self.width, input_ids.shape[1] - tail)
-            texts = tok.batch_decode(input_ids[:, start:], skip_special_tokens=True)
-            return torch.tensor([any(s in t for s in stop) for t in texts], device=input_ids.device)
-
-    for start in range(0, len(order), batch_size):
-        rows = order[start: start + batch_size]
-        width = max(len(encoded[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, i in enumerate(rows):
-            ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[r, width - len(encoded[i]):] = 1
-        gen = model.generate(
-            input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=False,
-            max_new_tokens=max_new_tokens, pad_token_id=pad, temperature=None, top_p=None, top_k=None,
-            stopping_criteria=StoppingCriteriaList([StopStrings(width)] if stop else []),
-        )
-        for r, i in enumerate(rows):
-            text = tok.decode(gen[r, width:], skip_special_tokens=True)
-            cuts = [text.find(s) for s in stop if s in text]
-            out[i] = text[: min(cuts)] if cuts else text
-        _progress(progress, min(start + batch_size, len(order)), len(order), started)
-    return out
+    out = generate_texts(model, tok, prompts, sampling, batch_size, tick)
+    cut = sum(1 for o in out if o["truncated_tokens"])
+    if cut:
+        print(f"  {progress or 'generation'}: {cut} of {len(prompts)} prompts longer than the context lost their "
+              "start", file=sys.stderr)
+    return [o["text"] for o in out]
 
 
 @torch.no_grad()

@@ -1,0 +1,213 @@
+"""`langgraft generate --model PATH --input IN.jsonl --out OUT.jsonl`: generate for a file of prompts.
+
+Each input line is a JSON object whose `--field` (default `prompt`) holds the prompt text, or with `--chat` a
+chat: a list of {"role", "content"} messages (or a string, one user turn) rendered through the model's chat
+template. Output line k answers input line k: {"line", "output", "new_tokens", "truncated_tokens"} (plus the
+input's "id" when it has one); a line that cannot be used (not JSON, field missing or of the wrong type, chat the
+template rejects) gets {"line", "skipped": reason, "error"} instead, and the skips are counted by reason at the
+end. `--strict` stops at the first such line (exit 2) instead.
+
+Prompts are generated in windows of input lines, each sorted by length into batches with a KV cache (left
+padding; greedy output does not depend on the batch), and a window's lines are appended in input order and
+flushed to disk before the next one starts. So the output is always a prefix of the finished file: a rerun
+with the same settings resumes after the last complete line (a torn last line from a kill is cut off), and a
+rerun with other settings is refused rather than mixing two runs in one file. With `--seed`, each window samples
+from seed + its first line number, so a resumed file matches an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from langgraft.errors import UserError
+from langgraft.generation import Sampling
+
+
+@dataclass
+class GenerateOptions:
+    field: str = "prompt"
+    chat: bool = False
+    batch_size: int = 16
+    strict: bool = False
+    device: str | None = None
+    base: str | None = None  # base model under an adapter dir (default: the one the adapter names)
+
+
+def read_inputs(path: Path, opts: GenerateOptions) -> list[tuple[dict | None, object, str]]:
+    """(record, field value, "") per input line, or (None, None, "reason: message") for an unusable line."""
+    if not path.is_file():
+        raise UserError(f"--input {path}: no such file")
+    items = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            items.append(_parse(line, n, path, opts))
+    return items
+
+
+def _parse(line: str, n: int, path: Path, opts: GenerateOptions) -> tuple[dict | None, object, str]:
+    where = f"--input {path}:{n}"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return _bad(f"not_json: {where}: not JSON ({exc.msg})", opts)
+    if not isinstance(record, dict):
+        return _bad(f"not_an_object: {where}: a JSON {type(record).__name__}, not an object", opts)
+    if opts.field not in record:
+        return _bad(f"missing_field: {where}: no field {opts.field!r}", opts)
+    value = record[opts.field]
+    if opts.chat and isinstance(value, str):
+        value = [{"role": "user", "content": value}]
+    if opts.chat and not (isinstance(value, list) and value and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in value)):
+        return _bad(f"bad_field: {where}: field {opts.field!r} is not a list of {{role, content}} messages", opts)
+    if not opts.chat and not (isinstance(value, str) and value.strip()):
+        return _bad(f"bad_field: {where}: field {opts.field!r} is not a non-empty string", opts)
+    return record, value, ""
+
+
+def _bad(why: str, opts: GenerateOptions) -> tuple[None, None, str]:
+    if opts.strict:
+        raise UserError(why.split(": ", 1)[1] + " (--strict)")
+    return None, None, why
+
+
+def _prompt(tok, value, opts: GenerateOptions) -> tuple[str | None, str]:
+    from jinja2 import TemplateError
+
+    from langgraft.generation import chat_text
+
+    if not opts.chat:
+        return value, ""
+    try:
+        return chat_text(tok, value), ""
+    except (TemplateError, ValueError) as exc:
+        return None, f"chat_template_rejected: {str(exc).splitlines()[0] if str(exc) else 'rejected'}"
+
+
+def resume_point(out: Path, settings: dict) -> int:
+    """Complete lines already in `out` (a torn last line is cut off); refuses a file from other settings."""
+    meta = out.with_name(out.name + ".settings.json")
+    if not out.exists():
+        meta.unlink(missing_ok=True)
+        return 0
+    if not meta.is_file():
+        raise UserError(f"--out {out}: exists and was not written by `langgraft generate`; pick another --out")
+    saved = json.loads(meta.read_text(encoding="utf-8"))
+    for key in settings:
+        if saved.get(key) != settings[key]:
+            raise UserError(f"--out {out}: started with other settings ({key}: {saved.get(key)!r} → "
+                            f"{settings[key]!r}); rerun with the same ones to resume, or pick another --out")
+    data = out.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):  # a write cut short by a kill: that line is generated again
+        with out.open("r+b") as fh:
+            fh.truncate(keep)
+    return data[:keep].count(b"\n")
+
+
+def run_generate(model_path: str, input_path: str, out_path: str, sampling: Sampling, opts: GenerateOptions,
+                 progress: bool | None = None) -> dict:
+    """Generate for every remaining input line; returns the counts (written, skipped by reason, truncated)."""
+    from tqdm import tqdm
+
+    from langgraft.generation import load
+
+    inp, out = Path(input_path), Path(out_path)
+    if out.resolve() == inp.resolve():
+        raise UserError(f"--out {out}: is the input file")
+    if opts.batch_size < 1:
+        raise UserError(f"--batch-size: must be ≥ 1, got {opts.batch_size}")
+    items = read_inputs(inp, opts)
+    settings = {"model": model_path, "base": opts.base, "input": str(inp.resolve()), "field": opts.field,
+                "chat": opts.chat, **{f"--{k.replace('_', '-')}": v for k, v in asdict(sampling).items()}}
+    done = resume_point(out, settings)
+    if done > len(items):
+        raise UserError(f"--out {out}: has {done} lines but --input {inp} only {len(items)}; pick another --out")
+    counts = {"lines": len(items), "resumed_at": done, "written": 0, "skipped": Counter(), "truncated": 0}
+    if done < len(items):
+        model, tok = load(model_path, opts.device, opts.base)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_name(out.name + ".settings.json").write_text(json.dumps(settings, ensure_ascii=False))
+        # progress None: a bar on terminals only (quiet in logs and tests)
+        bar = tqdm(total=len(items), initial=done, unit="line", dynamic_ncols=True,
+                   disable=None if progress is None else not progress)
+        window = opts.batch_size * 8
+        with out.open("a", encoding="utf-8") as fh:
+            start = done
+            while start < len(items):
+                end = min((start // window + 1) * window, len(items))  # windows at fixed line numbers
+                lines = _window(model, tok, items, start, end, sampling, opts, bar)
+                fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
+                fh.flush()
+                os.fsync(fh.fileno())
+                for r in lines:
+                    counts["written"] += 1
+                    counts["truncated"] += bool(r.get("truncated_tokens"))
+                start = end
+        bar.close()
+    counts["skipped"] = _skips(out)
+    return counts
+
+
+def _window(model, tok, items, start: int, end: int, sampling: Sampling, opts: GenerateOptions, bar) -> list[dict]:
+    """Output records of input lines [start, end) (0-based), in order."""
+    import time
+
+    from langgraft.generation import generate_texts
+
+    rows: list[dict] = []
+    todo: list[tuple[int, str]] = []
+    for k in range(start, end):
+        record, value, why = items[k]
+        prompt = None
+        if not why:
+            prompt, why = _prompt(tok, value, opts)
+            if why and opts.strict:
+                raise UserError(f"--input line {k + 1}: {why} (--strict)")
+        if why:
+            reason, _, message = why.partition(": ")
+            rows.append({"line": k + 1, "skipped": reason, "error": message})
+            continue
+        rows.append({"line": k + 1, **({"id": record["id"]} if "id" in record else {})})
+        todo.append((len(rows) - 1, prompt))
+    started, tokens = time.perf_counter(), [0]
+
+    def tick(n: int, new_tokens: int) -> None:
+        tokens[0] += new_tokens
+        bar.update(n)
+        bar.set_postfix(tok_s=f"{tokens[0] / max(time.perf_counter() - started, 1e-9):,.1f}")
+
+    seeded = replace(sampling, seed=sampling.seed + start) if sampling.seed is not None else sampling
+    results = generate_texts(model, tok, [p for _, p in todo], seeded, opts.batch_size, tick) if todo else []
+    for (r, _), res in zip(todo, results):
+        rows[r].update(output=res["text"], new_tokens=res["new_tokens"], truncated_tokens=res["truncated_tokens"])
+    bar.update(len(rows) - len(todo))
+    return rows
+
+
+def _skips(out: Path) -> Counter:
+    skipped: Counter = Counter()
+    if out.is_file():
+        for line in out.read_text(encoding="utf-8").splitlines():
+            reason = json.loads(line).get("skipped")
+            if reason:
+                skipped[reason] += 1
+    return skipped
+
+
+def summary_line(out: str, counts: dict) -> str:
+    if counts["resumed_at"] == counts["lines"]:
+        parts = [f"{out}: up to date ({counts['lines']} lines), nothing to generate"]
+    else:
+        parts = [f"wrote {out}: {counts['lines']} lines ({counts['written']} written now"
+                 + (f", resumed after line {counts['resumed_at']}" if counts["resumed_at"] else "") + ")"]
+    if counts["skipped"]:
+        parts.append("skipped " + ", ".join(f"{k} {v}" for k, v in sorted(counts["skipped"].items())))
+    if counts["truncated"]:
+        parts.append(f"{counts['truncated']} prompt(s) cut from the left to fit the context (see truncated_tokens)")
+    return "; ".join(parts)

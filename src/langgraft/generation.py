@@ -1,0 +1,225 @@
+"""Text generation for `chat`, `generate` and eval's generation tasks: one set of sampling options, one loader.
+
+Decoding is transformers' `generate` (KV cache, `GenerationConfig`, `stop_strings`, `TextIteratorStreamer`);
+what is decided here is the part every caller must agree on:
+
+- Greedy by default with repetition penalty 1.1 (the setting of the paper's inference script), sampling with
+  temperature / top-p / top-k when `temperature` > 0, reproducible for a given `seed`.
+- Prompts are batched by length with left padding. Padding never changes a greedy output: the repetition
+  penalty is transformers' own processor told to ignore each row's padding (`prompt_ignore_length`), so a pad
+  token (often EOS) is not penalised in a padded row and untouched in a lone one.
+- A prompt longer than the context (`max_position_embeddings` − `max_new_tokens`) loses its start; the number
+  of dropped tokens is returned with every output so callers report it.
+- Text stops before the first stop string (the string itself is not part of the output).
+- `load` takes a merged model dir (an `export` model/, any HF causal LM) or a PEFT adapter dir (a training run's
+  `adapter/`, an `export` adapter/) on top of its base model, merged in memory for speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from langgraft.errors import UserError
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k cut
+    repetition_penalty: float = 1.1  # 1.0 = none
+    seed: int | None = None  # sampling only: the same seed, prompts and batch give the same text
+    stop: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        checks = [("max_new_tokens", self.max_new_tokens >= 1, "≥ 1"),
+                  ("temperature", self.temperature >= 0, "≥ 0 (0 = greedy)"),
+                  ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+                  ("top_k", self.top_k >= 0, "≥ 0 (0 = off)"),
+                  ("repetition_penalty", self.repetition_penalty > 0, "> 0 (1 = off)"),
+                  ("seed", self.seed is None or self.seed >= 0, "≥ 0")]
+        for name, ok, rule in checks:
+            if not ok:
+                raise UserError(f"--{name.replace('_', '-')}: must be {rule}, got {getattr(self, name)}")
+        if any(not s for s in self.stop):
+            raise UserError("--stop: a stop string cannot be empty")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 256) -> None:
+    """The sampling flags shared by `chat` and `generate` (defaults from `Sampling`)."""
+    d = Sampling()
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy (default); > 0 samples")
+    p.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling mass (sampling only)")
+    p.add_argument("--top-k", type=int, default=d.top_k, help="keep the k most likely tokens (0 = off)")
+    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help="1 = off")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling (reproducible output)")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop before this text (repeatable)")
+
+
+def sampling_from_args(args: argparse.Namespace) -> Sampling:
+    return Sampling(**{f.name: getattr(args, f.name) for f in fields(Sampling)})
+
+
+def load(path: str, device: str | None = None, base: str | None = None):
+    """(model, tokenizer) in eval mode, from a model dir or an adapter dir (+ its base, or `base`)."""
+    from langgraft.eval.run import load_model
+
+    adapter_cfg = Path(path) / "adapter_config.json"
+    if not adapter_cfg.is_file():
+        if base:
+            raise UserError(f"--base: {path} is not a PEFT adapter (no adapter_config.json)")
+        return load_model(path, device)
+    base = base or json.loads(adapter_cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{adapter_cfg}: names no base model; pass --base PATH")
+    model, _ = load_model(base, device)
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    try:
+        model = PeftModel.from_pretrained(model, path).merge_and_unload().eval()
+        tok = AutoTokenizer.from_pretrained(path)  # saved with the adapter: it has the tuned chat template
+    except Exception as exc:  # noqa: BLE001 - a mismatched base/adapter pair is the user's choice of paths
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load adapter {path} on base {base}: {first}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return model, tok
+
+
+def chat_text(tok, messages: list[dict]) -> str:
+    """The conversation in the model's chat template, ready for the assistant's reply; BOS left to encoding."""
+    if not getattr(tok, "chat_template", None):
+        raise UserError("--chat: this model's tokenizer has no chat template")
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    bos = tok.bos_token or ""  # the tokenizer adds BOS itself when it encodes; the template may write it too
+    return text[len(bos):] if bos and text.startswith(bos) else text
+
+
+def context_limit(model, s: Sampling) -> int:
+    window = int(getattr(model.config, "max_position_embeddings", None) or 2048)
+    if window <= s.max_new_tokens:
+        raise UserError(f"--max-new-tokens {s.max_new_tokens}: the model's context is {window} tokens")
+    return window - s.max_new_tokens
+
+
+def encode(tok, text: str, limit: int) -> tuple[list[int], int]:
+    """(prompt ids, how many tokens were cut from its start to fit `limit`)."""
+    ids = tok(text).input_ids
+    return ids[-limit:], max(len(ids) - limit, 0)
+
+
+def _pad_id(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+
+def generate_ids(model, tok, prompts: list[list[int]], s: Sampling, streamer=None) -> list[list[int]]:
+    """New token ids for each prompt (one batch, left-padded), ending at EOS (included) or the budget."""
+    import torch
+    from transformers import GenerationConfig, LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+    width = max(len(p) for p in prompts)
+    pad = _pad_id(tok)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[r, width - len(p):] = 1
+    # Every value set explicitly: generate() fills unset ones from the model's generation_config.json (a chat
+    # model's own temperature or repetition penalty would otherwise apply on top of ours).
+    sampling = {"do_sample": False} if s.greedy else {"do_sample": True, "temperature": s.temperature,
+                                                      "top_p": s.top_p, "top_k": s.top_k}
+    config = GenerationConfig(max_new_tokens=s.max_new_tokens, pad_token_id=pad, eos_token_id=tok.eos_token_id,
+                              stop_strings=s.stop or None, repetition_penalty=1.0, **sampling)
+    processors = LogitsProcessorList()
+    if s.repetition_penalty != 1.0:
+        pads = (width - mask.sum(1)).to(model.device)
+        processors.append(RepetitionPenaltyLogitsProcessor(s.repetition_penalty, prompt_ignore_length=pads))
+    if not s.greedy and s.seed is not None:
+        torch.manual_seed(s.seed)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                             generation_config=config, logits_processor=processors, streamer=streamer,
+                             tokenizer=tok if s.stop else None)
+    result = []
+    for row in out[:, width:].tolist():
+        end = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
+        result.append(row[:end])
+    return result
+
+
+def decode(tok, new_ids: list[int], s: Sampling) -> str:
+    text = tok.decode(new_ids, skip_special_tokens=True)
+    return cut_at_stop(text, s.stop)
+
+
+def cut_at_stop(text: str, stop: list[str]) -> str:
+    cuts = [text.find(x) for x in stop if x in text]
+    return text[:min(cuts)] if cuts else text
+
+
+def generate_texts(model, tok, prompts: list[str], s: Sampling, batch_size: int = 16, on_batch=None) -> list[dict]:
+    """{"text", "new_tokens", "truncated_tokens", "context_tokens"} per prompt, in order; batched longest first. `on_batch(n
+    prompts, n new tokens)` is called after each batch (progress)."""
+    limit = context_limit(model, s)
+    encoded = [encode(tok, p, limit) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i][0]))
+    out: list[dict] = [{}] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        new = generate_ids(model, tok, [encoded[i][0] for i in rows], s)
+        for i, ids in zip(rows, new):
+            out[i] = {"text": decode(tok, ids, s), "new_tokens": len(ids), "truncated_tokens": encoded[i][1],
+                      "context_tokens": len(encoded[i][0])}
+        if on_batch is not None:
+            on_batch(len(rows), sum(map(len, new)))
+    return out
+
+
+def stream(model, tok, prompt: str, s: Sampling, write) -> dict:
+    """Generate for one prompt, calling `write(text)` with each piece as it is decoded. The pieces join to the
+    returned text: leading and trailing whitespace is not written, and nothing from a stop string on."""
+    from transformers import TextIteratorStreamer
+
+    ids, truncated = encode(tok, prompt, context_limit(model, s))
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    result: dict = {}
+
+    def work() -> None:
+        try:
+            result["ids"] = generate_ids(model, tok, [ids], s, streamer)[0]
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+            result["error"] = exc
+            streamer.text_queue.put(streamer.stop_signal)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    hold = max((len(x) for x in s.stop), default=1) - 1  # a stop string may still be completing
+    text, shown = "", 0
+    for piece in streamer:
+        text += piece
+        safe = cut_at_stop(text, s.stop).strip()
+        ready = len(safe) if safe != text.strip() else len(safe) - hold
+        start = len(text) - len(text.lstrip())
+        if ready > shown:
+            write(text[start + shown:start + ready])
+            shown = ready
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    final = decode(tok, result["ids"], s).strip()
+    if len(final) > shown:
+        write(final[shown:])
+    return {"text": final, "new_tokens": len(result["ids"]), "truncated_tokens": truncated,
+            "context_tokens": len(ids)}
