@@ -198,3 +198,34 @@ def test_a_model_that_learned_the_task_scores_above_chance(tmp_path, data_dir):
     doc = _results(out)
     acc = doc["results"]["trained"]["sst2"]["acc"]
     assert acc["ci"][0] > max(doc["tasks"]["sst2"]["class_freq"].values()) + 0.1, acc
+
+
+def test_glob_task_seeded_limit_and_own_ids_reach_the_samples(models, tmp_path, data_dir, capsys):
+    from langgraft.eval.records import build_examples, read_records
+    from langgraft.eval.run import select_examples
+    from langgraft.eval.tasks import load_task
+
+    lines = (data_dir / "sst2" / "data" / "stsa.binary.dev").read_text(encoding="utf-8").splitlines()[:12]
+    (tmp_path / "parts").mkdir()
+    for k in range(2):
+        (tmp_path / "parts" / f"part-{k}.jsonl").write_text("".join(
+            json.dumps({"uid": f"sst2-dev-{i}", "s": line[2:], "y": line[0]}) + "\n"
+            for i, line in enumerate(lines) if i % 2 == k))
+    task = tmp_path / "globbed.yaml"
+    task.write_text(f"name: globbed\nlang: en\nkind: choice\nmetrics: [acc]\nlabel: y\nchoices: [negative, positive]\n"
+                    f"fields: {{s: s}}\nprompt: '{{s}}'\nid_field: uid\n"
+                    "data: {path: 'parts/part-*.jsonl'}\n")
+    out = tmp_path / "out"
+    assert main(["eval", "--model", f"tiny={models[0]}", "--tasks", str(task), "--limit", "4", "--sample-seed", "5",
+                 "--data-root", str(tmp_path), "--out", str(out)]) == 0
+    spec = load_task(task)
+    every, _ = build_examples(spec, *read_records(spec.data, tmp_path, spec.name))
+    want = [ex.id for ex in select_examples(every, 4, 5, "globbed")]
+    rows = [json.loads(line) for line in (out / "samples" / "globbed.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == want and all(i.startswith("sst2-dev-") for i in want)
+    assert want != [ex.id for ex in every[:4]]
+    inputs = json.loads((out / "manifest.json").read_text())["inputs"]
+    assert sorted(inputs) == [str(tmp_path / "parts" / f"part-{k}.jsonl") for k in range(2)]
+    assert main(["eval", "--model", f"tiny={models[0]}", "--tasks", str(task), "--sample-seed", "5",
+                 "--out", str(tmp_path / "o2")]) == 2
+    assert "--sample-seed: needs --limit N" in capsys.readouterr().err

@@ -117,3 +117,93 @@ def test_record_missing_field_names_task_file_and_record(tmp_path):
     records, shown = read_records(spec.data, tmp_path, spec.name)
     with pytest.raises(UserError, match=r"task t: .*d\.jsonl: record 2: missing field 'y'"):
         build_examples(spec, records, shown)
+
+
+def _sst2_records(data_dir, n):
+    lines = (data_dir / "sst2" / "data" / "stsa.binary.dev").read_text(encoding="utf-8").splitlines()[:n]
+    return [{"x": line[2:], "y": line[0]} for line in lines]
+
+
+@pytest.mark.parametrize("pattern", ["parts/part-*.jsonl", "parts/part-?.jsonl", "parts/part-[12].jsonl",
+                                     "parts/**/*.jsonl"])
+def test_data_path_glob_reads_every_matching_file_as_one_task(tmp_path, data_dir, pattern):
+    from langgraft.eval.records import data_files
+
+    recs = _sst2_records(data_dir, 7)
+    (tmp_path / "parts").mkdir()
+    for name, chunk in (("part-2.jsonl", recs[4:]), ("part-1.jsonl", recs[:4])):  # written out of order
+        (tmp_path / "parts" / name).write_text("".join(json.dumps(r) + "\n" for r in chunk))
+    spec = load_task(_write_task(tmp_path, data={"path": pattern}))
+    records, shown = read_records(spec.data, tmp_path, spec.name)
+    assert records == recs and "2 files" in shown  # sorted by name: part-1 then part-2
+    examples, _ = build_examples(spec, records, shown)
+    assert [ex.vars["x"] for ex in examples] == [r["x"] for r in recs]
+    assert [ex.id for ex in examples] == list(range(7))  # no own ids: positions across the files
+    assert data_files(spec.data, tmp_path, spec.name) == [tmp_path / "parts/part-1.jsonl",
+                                                          tmp_path / "parts/part-2.jsonl"]
+
+
+def test_a_glob_matching_nothing_is_one_line_naming_the_pattern(tmp_path):
+    spec = load_task(_write_task(tmp_path, data={"path": "parts/nope-*.jsonl"}))
+    with pytest.raises(UserError, match=r"task t: data.path: no files match .*parts/nope-\*\.jsonl .*--data-root"):
+        read_records(spec.data, tmp_path, spec.name)
+
+
+def test_examples_keep_the_records_own_ids(data_dir):
+    spec = load_task(shipped_tasks()["self_instruct_user"])
+    records, shown = read_records(spec.data, data_dir, spec.name)
+    examples, _ = build_examples(spec, records, shown)
+    assert [ex.id for ex in examples] == [r["id"] for r in records] and examples[0].id == "user_oriented_task_0"
+    # ParsiNLU's multiple-choice `id` names the source document (13 ids for 350 questions): not an example id
+    spec = load_task(shipped_tasks()["parsinlu_mc_ml"])
+    examples, _ = build_examples(spec, *read_records(spec.data, data_dir, spec.name))
+    assert [ex.id for ex in examples] == list(range(350))
+
+
+@pytest.mark.parametrize("case,want_own", [("unique", True), ("nested", True), ("duplicate", False),
+                                           ("one missing", False), ("id_field off", False)])
+def test_own_ids_only_when_every_record_has_a_unique_one(tmp_path, data_dir, case, want_own):
+    recs = _sst2_records(data_dir, 5)
+    for i, r in enumerate(recs):
+        r["id"] = f"sst-{i * 7}" if case != "duplicate" else f"sst-{i // 2}"
+        r["meta"] = {"uid": 100 + i}
+    if case == "one missing":
+        del recs[3]["id"]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    over = {"nested": {"id_field": "meta.uid"}, "id_field off": {"id_field": ""}}.get(case, {})
+    spec = load_task(_write_task(tmp_path, **over))
+    examples, _ = build_examples(spec, *read_records(spec.data, tmp_path, spec.name))
+    if not want_own:
+        assert [ex.id for ex in examples] == list(range(5))
+    elif case == "nested":
+        assert [ex.id for ex in examples] == [str(100 + i) for i in range(5)]
+    else:
+        assert [ex.id for ex in examples] == [f"sst-{i * 7}" for i in range(5)]
+
+
+def test_sample_seed_draws_the_same_random_examples_in_data_order(data_dir):
+    from langgraft.eval.run import select_examples
+
+    spec = load_task(shipped_tasks()["sst2"])
+    every, _ = build_examples(spec, *read_records(spec.data, data_dir, spec.name))
+    assert select_examples(every, 10, None, "sst2") == every[:10]
+    a = select_examples(every, 10, 3, "sst2")
+    assert a == select_examples(every, 10, 3, "sst2") and len({ex.id for ex in a}) == 10
+    assert [ex.id for ex in a] == sorted(ex.id for ex in a) and a != every[:10]
+    assert a != select_examples(every, 10, 4, "sst2") and a != select_examples(every, 10, 3, "rte")
+    assert select_examples(every, len(every) + 5, 3, "sst2") == every
+
+
+def test_list_tasks_shows_every_shipped_task_and_where_they_live(capsys):
+    from langgraft.cli import main
+    from langgraft.eval.tasks import tasks_dir
+
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "--list-tasks"])  # no --out needed, like --help
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip() and ":" not in line.split()[0]}
+    for name, path in shipped_tasks().items():
+        spec = load_task(path)
+        assert rows[name][1:3] == [spec.lang, spec.kind], name
+    assert f"task YAMLs: {tasks_dir()}" in out and "fa_core (" in out

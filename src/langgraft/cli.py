@@ -209,13 +209,30 @@ def _export(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- eval
+class _ListTasks(argparse.Action):
+    """`eval --list-tasks`: print the shipped tasks and suites and exit, like --help."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from langgraft.eval.tasks import task_listing
+
+        print(task_listing())
+        parser.exit()
+
+
 def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--list-tasks", action=_ListTasks,
+                   help="list the shipped tasks (name, language, kind, suites, data) and where their YAMLs are")
     p.add_argument("--model", nargs="+", default=[], metavar="NAME=PATH", help="models (HF dirs) to evaluate")
     p.add_argument("--tasks", nargs="+", default=[], metavar="LIST",
                    help="task names, suites (fa_core, en_core, all) or task .yaml files; commas allowed")
     p.add_argument("--compare", nargs="+", default=None, metavar="DIR", help="merge earlier eval outputs instead")
     p.add_argument("--out", required=True, help="output directory (results.json, report.md, samples/, charts/)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples of each task")
+    p.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
+                   help="with --limit: a random N examples drawn with this seed instead of the first N")
     p.add_argument("--shots", type=int, default=None, help="in-context examples (default: each task's own)")
     p.add_argument("--data-root", default=None, help="dataset root (default: $LANGGRAFT_DATA or ../shared/data)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -237,7 +254,10 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         if not args.model or not args.tasks:
             raise UserError("--model and --tasks are required (or use --compare DIR...)")
-        opts = EvalOptions(limit=args.limit, shots=args.shots, batch_size=args.batch_size, device=args.device,
+        if args.sample_seed is not None and not args.limit:
+            raise UserError("--sample-seed: needs --limit N (how many examples to draw)")
+        opts = EvalOptions(limit=args.limit, sample_seed=args.sample_seed, shots=args.shots,
+                           batch_size=args.batch_size, device=args.device,
                            max_new_tokens=args.max_new_tokens, chat=args.chat,
                            repetition_penalty=args.repetition_penalty)
         doc, skipped = _produce(args, lambda: run_eval(parse_models(args.model), args.tasks, args.out, opts,

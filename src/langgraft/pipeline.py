@@ -223,8 +223,8 @@ def _evaluate(plan: Plan, point: str) -> bool:
     e = plan.recipe.eval
     if point not in plan.eval_points():
         return False
-    opts = EvalOptions(limit=e.limit, shots=e.shots, batch_size=e.batch_size, device=e.device,
-                       max_new_tokens=e.max_new_tokens, chat=point in e.chat_stages)
+    opts = EvalOptions(limit=e.limit, sample_seed=e.sample_seed, shots=e.shots, batch_size=e.batch_size,
+                       device=e.device, max_new_tokens=e.max_new_tokens, chat=point in e.chat_stages)
     out = plan.out / "eval" / point
     root = str(plan.path(e.data_root)) if e.data_root else None
     doc: dict = {}

@@ -66,6 +66,7 @@ class EvalSection:
     # stages whose prompts go through the model's chat template (e.g. [instruct]); the rest get plain prompts
     chat_stages: list[Point] = _field(default_factory=list)
     limit: Optional[int] = None  # evaluate only the first N examples of each task
+    sample_seed: Optional[int] = None  # with limit: a random N examples drawn with this seed instead
     shots: Optional[int] = None  # in-context examples (default: each task's own)
     batch_size: int = 16
     max_new_tokens: Optional[int] = None  # cap every generation task's budget

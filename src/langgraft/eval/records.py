@@ -23,7 +23,9 @@ csv.field_size_limit(1 << 26)
 
 @dataclass
 class Example:
-    id: int  # record index in the file, so samples and paired comparisons line up across runs
+    # the record's own id (task `id_field`) when every record has a unique one, else its position in the data;
+    # either way stable, so samples and paired comparisons line up across runs
+    id: int | str
     vars: dict[str, str]  # prompt template variables
     choices: list[str] = field(default_factory=list)
     gold: int = -1
@@ -49,9 +51,29 @@ def _read_records(spec: DataSpec, root: Path, task: str) -> tuple[list[dict], st
         if len(lengths) != 1:
             raise UserError(f"task {task}: {shown}: parallel files have different line counts {sorted(lengths)}")
         return [dict(zip(columns, row)) for row in zip(*columns.values())], shown
-    path = root / spec.path
-    if not path.is_file():
-        raise UserError(f"task {task}: dataset file not found: {path} (data root {root}; set --data-root)")
+    paths = data_files(spec, root, task)
+    records = [r for path in paths for r in _read_file(spec, path, task)]
+    return records, str(paths[0]) if len(paths) == 1 else f"{root / spec.path} ({len(paths)} files)"
+
+
+def data_files(spec: DataSpec, root: Path, task: str) -> list[Path]:
+    """The files a data spec reads, in order: `path` may be a glob (several files, one task), sorted by name."""
+    from langgraft.data.readers import expand_paths
+
+    if spec.format == "parallel":
+        return [root / rel for rel in spec.files.values()]
+    if not any(c in spec.path for c in "*?["):
+        path = root / spec.path
+        if not path.is_file():
+            raise UserError(f"task {task}: dataset file not found: {path} (data root {root}; set --data-root)")
+        return [path]
+    try:
+        return expand_paths(spec.path, root, f"task {task}: data")
+    except UserError as exc:
+        raise UserError(f"{exc} (data root {root}; set --data-root)") from None
+
+
+def _read_file(spec: DataSpec, path: Path, task: str) -> list:
     with path.open(encoding="utf-8", newline="") as fh:
         if spec.format == "jsonl":
             records = []
@@ -77,7 +99,7 @@ def _read_records(spec: DataSpec, root: Path, task: str) -> tuple[list[dict], st
                        for line in fh if line.strip()]
     if not isinstance(records, list):
         raise UserError(f"task {task}: {path}: expected a list of records, got {type(records).__name__}")
-    return records, str(path)
+    return records
 
 
 def _read_lines(path: Path, task: str) -> list[str]:
@@ -124,7 +146,26 @@ def build_examples(task: TaskSpec, records: list[dict], shown: str) -> tuple[lis
                             f"{exc.args[0]!r}") from None
         if ex is not None:
             examples.append(ex)
+    own = _own_ids(task, records, [ex.id for ex in examples])
+    for ex, own_id in zip(examples, own or []):
+        ex.id = own_id
     return examples, skipped
+
+
+def _own_ids(task: TaskSpec, records: list, positions: list[int]) -> list[str] | None:
+    """The examples' own ids from the records, or None when one lacks it or two share one (positions then)."""
+    if not task.id_field:
+        return None
+    ids = []
+    for i in positions:
+        try:
+            value = get_path(records[i], task.id_field)
+        except KeyError:
+            return None
+        if isinstance(value, (dict, list)):
+            return None
+        ids.append(str(value))
+    return ids if len(set(ids)) == len(ids) else None
 
 
 def _example(task: TaskSpec, index: int, record: dict, skipped: Counter) -> Example | None:

@@ -7,6 +7,7 @@ Problems with one task (bad YAML, missing file or field) or one model (cannot lo
 from __future__ import annotations
 
 import json
+import random
 import sys
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ import numpy as np
 from langgraft.config import to_dict
 from langgraft.errors import UserError
 from langgraft.eval import metrics as M
-from langgraft.eval.records import Example, build_examples, read_records, with_shots
+from langgraft.eval.records import Example, build_examples, data_files, read_records, with_shots
 from langgraft.eval.tasks import LOWER_IS_BETTER, TaskSpec, default_data_root, load_task, resolve_tasks
 from langgraft.hub import resolve_model
 from langgraft.rundir import check_name
@@ -47,7 +48,7 @@ def parse_models(items: list[str]) -> dict[str, str]:
     return models
 
 
-def prepare_tasks(items: list[str], root: Path, limit: int | None, index, errors: list[str]) -> list[Prepared]:
+def prepare_tasks(items: list[str], root: Path, opts: EvalOptions, index, errors: list[str]) -> list[Prepared]:
     prepared = []
     for path in resolve_tasks(items):
         try:
@@ -60,12 +61,12 @@ def prepare_tasks(items: list[str], root: Path, limit: int | None, index, errors
         except UserError as exc:
             _error(errors, str(exc))
             continue
-        examples = every[:limit] if limit else every
+        examples = select_examples(every, opts.limit, opts.sample_seed, spec.name)
         if not examples:
             _error(errors, f"task {spec.name}: no examples in {shown} (skipped: {dict(skipped) or 'none'})")
             continue
-        files = [str(root / f) for d in (spec.data, spec.shots_data) if d is not None
-                 for f in ([d.path] if d.path else d.files.values())]
+        files = [str(f) for d in (spec.data, spec.shots_data) if d is not None
+                 for f in data_files(d, root, spec.name)]
         task = Prepared(spec, examples, pool, skipped, files)
         if index is not None:
             task.contaminated = [ex.id for ex in examples if any(map(index.contains, _texts(spec, ex)))]
@@ -76,6 +77,17 @@ def prepare_tasks(items: list[str], root: Path, limit: int | None, index, errors
             print(f"  {spec.name}: skipped {dict(skipped)}", file=sys.stderr)
         prepared.append(task)
     return prepared
+
+
+def select_examples(every: list[Example], limit: int | None, seed: int | None, task: str) -> list[Example]:
+    """The first `limit` examples, or with a seed a random `limit` of them (kept in data order); the draw depends
+    on the seed and the task name only, so every model and every rerun sees the same examples."""
+    if not limit or limit >= len(every):
+        return every
+    if seed is None:
+        return every[:limit]
+    keep = sorted(random.Random(f"{task}:{seed}").sample(range(len(every)), limit))
+    return [every[i] for i in keep]
 
 
 def _texts(spec: TaskSpec, ex: Example) -> list[str]:
@@ -111,7 +123,8 @@ def load_model(path: str, device: str | None):
 
 @dataclass
 class EvalOptions:
-    limit: int | None = None  # first N examples of each task
+    limit: int | None = None  # first N examples of each task (a random N with sample_seed)
+    sample_seed: int | None = None  # with limit: draw the N examples at random with this seed
     shots: int | None = None  # in-context examples (None: each task's own)
     batch_size: int = 16
     device: str | None = None  # None: cuda if available, else cpu
@@ -270,7 +283,7 @@ def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: Ev
     opts = opts or EvalOptions()
     root = default_data_root(data_root)
     errors: list[str] = []
-    prepared = prepare_tasks(tasks, root, opts.limit, build_index(list(contamination)), errors)
+    prepared = prepare_tasks(tasks, root, opts, build_index(list(contamination)), errors)
     # the whole resolved spec of every task (not only its name): an edited task file is a different eval
     config = {"models": models, "model_stamps": {n: _model_stamp(p) for n, p in models.items()},
               "tasks": [t.spec.name for t in prepared], "task_specs": {t.spec.name: to_dict(t.spec) for t in prepared},

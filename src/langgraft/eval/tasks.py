@@ -27,7 +27,8 @@ INTRINSIC_METRICS = {"bpc", "bpb", "ppl"}
 
 @dataclass
 class DataSpec:
-    path: str = ""  # dataset file, relative to the data root (json, jsonl, csv, tsv or text lines)
+    path: str = ""  # dataset file relative to the data root (json, jsonl, csv, tsv or text lines); a glob reads
+    # every matching file, sorted by name, as one task
     format: Literal["jsonl", "json", "csv", "tsv", "lines", "parallel"] = "jsonl"
     columns: list[str] = field(default_factory=list)  # `lines` format: names of the separated columns
     separator: str = " "  # `lines` format: split each line into len(columns) parts at this separator
@@ -60,6 +61,7 @@ class TaskSpec:
     max_new_tokens: int = 32  # generation budget
     max_chars: int = 0  # intrinsic: cut each text to this many characters (0 = whole text)
     seed: int = 1234  # shot sampling seed (fixed so every model sees the same shots)
+    id_field: str = "id"  # record path of the example's own id, kept in samples when every record has a unique one
 
 
 def tasks_dir() -> Path:
@@ -111,6 +113,24 @@ def _check(spec: TaskSpec, path: Path) -> None:
             raise UserError(f"task {path}: {key}.format parallel needs {key}.files")
         if data is not None and data.format != "parallel" and not data.path:
             raise UserError(f"task {path}: missing required key {key}.path")
+
+
+def task_listing() -> str:
+    """The shipped tasks as a table (name, language, kind, suites, data, description), and their folder."""
+    rows = [("TASK", "LANG", "KIND", "SUITES", "DATA (under the data root)", "DESCRIPTION")]
+    for name, path in shipped_tasks().items():
+        try:
+            spec = load_task(path)
+        except UserError as exc:
+            rows.append((name, "?", "?", "", "", str(exc)))
+            continue
+        data = spec.data.path or "+".join(spec.data.files.values())
+        rows.append((name, spec.lang, spec.kind, ",".join(spec.suites), data, spec.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5] for r in rows]
+    lines += ["", "suites: " + "; ".join(f"{s} ({len(v)})" for s, v in suites().items()),
+              f"task YAMLs: {tasks_dir()} (copy one, edit it, and pass the .yaml path to --tasks)"]
+    return "\n".join(lines)
 
 
 def suites() -> dict[str, list[str]]:
