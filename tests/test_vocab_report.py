@@ -103,3 +103,21 @@ def test_sweep_tabulates_size_added_and_fertility(data_dir, texts, tmp_path, cap
     assert "fa" not in small["unchanged"]
     assert (out / "sweep.png").is_file() and (out / "sweep/extended-1200/tokenizer.json").is_file()
     assert "## Sweep" in (out / "report.md").read_text("utf-8")
+
+
+def test_prepared_dataset_text_is_its_validation_split(data_dir, texts, tmp_path, capsys):
+    """`--text fa=DIR` measures a `data prepare` dataset's held-out validation split (`DIR:SPLIT` another): the
+    same numbers as the same texts given as a .txt file."""
+    from test_train_support import make_dataset
+
+    lines = open(texts["fa"], encoding="utf-8").read().splitlines()
+    make_dataset(tmp_path / "data", "fa_mono", lines[:5], lines)
+    tok = f"gpt2={data_dir / 'tokenizers/gpt2'}"
+    runs = {"file": f"fa={texts['fa']}", "dir": f"fa={tmp_path / 'data/fa_mono'}",
+            "split": f"fa={tmp_path / 'data/fa_mono'}:validation", "train": f"fa={tmp_path / 'data/fa_mono'}:train"}
+    results = {}
+    for name, text in runs.items():
+        code, err = _run(capsys, "--tokenizer", tok, "--text", text, "--out", str(tmp_path / name))
+        assert code == 0, err
+        results[name] = json.loads((tmp_path / name / "report.json").read_text("utf-8"))["results"]["fa"]
+    assert results["file"] == results["dir"] == results["split"] != results["train"]

@@ -176,3 +176,34 @@ def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, data_dir, capsys):
         assert len(error_lines) == 1 and message in error_lines[0], (message, err)
         assert not out.exists()
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no temp leftovers
+
+
+def test_prepared_dataset_is_read_like_the_same_text_in_a_file(data_dir, tmp_path, capsys):
+    """`--input DIR` reads a `data prepare` dataset's train split, `DIR:SPLIT` another: the same sentences as a
+    .txt of the same texts; a missing split or a non-dataset folder is one error line."""
+    from test_train_support import make_dataset
+
+    texts = news_texts(data_dir, n_articles=30)
+    held = news_texts(data_dir, n_articles=10, file="news/fars-news-5.json")
+    dataset = make_dataset(tmp_path / "data", "fa_mono", texts + [" "], held)  # a blank row is counted
+    (tmp_path / "fa.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    (tmp_path / "held.txt").write_text("\n".join(held) + "\n", encoding="utf-8")
+    common = ["tokenizer", "train", "--lang", "fa", "--vocab-size", "500", "--threads", "1", "--out"]
+    for name, source in (("txt", "fa.txt"), ("ds", "data/fa_mono"), ("held-txt", "held.txt"),
+                         ("held-ds", "data/fa_mono:validation")):
+        assert main([*common, str(tmp_path / name), "--input", str(tmp_path / source)]) == 0, capsys.readouterr()
+    reports = {name: json.loads((tmp_path / name / "train_report.json").read_text())
+               for name in ("txt", "ds", "held-txt", "held-ds")}
+    for file, ds in (("txt", "ds"), ("held-txt", "held-ds")):  # the same sentences reached SentencePiece
+        assert reports[file]["sentences"] == reports[ds]["sentences"]
+    assert reports["ds"]["records_used"] == len(texts) and reports["held-ds"]["records_used"] == len(held)
+    assert reports["ds"]["skipped"] == {"empty_text": 1}
+    assert json.loads((tmp_path / "held-ds/manifest.json").read_text())["config"]["splits"] == {
+        str(dataset): "validation"}
+    capsys.readouterr()
+    for source, needle in (("data/fa_mono:test", "no split 'test' (has: train, validation)"),
+                           ("data", "not a prepared dataset")):
+        assert main([*common, str(tmp_path / "bad"), "--input", str(tmp_path / source)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+        assert not (tmp_path / "bad").exists()

@@ -36,7 +36,9 @@ def _produce(args: argparse.Namespace, make: Callable):
 
 # ---------------------------------------------------------------- tokenizer train
 def _tokenizer_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", nargs="+", required=True, metavar="FILE", help=".txt (a document per line) or .jsonl")
+    p.add_argument("--input", nargs="+", required=True, metavar="FILE",
+                   help=".txt (a document per line), .jsonl, or a `data prepare` dataset folder: DIR (its train "
+                        "split) or DIR:SPLIT")
     p.add_argument("--field", default="text", help="jsonl field holding the text (default: text)")
     p.add_argument("--lang", required=True, help="language code, e.g. fa")
     p.add_argument("--vocab-size", type=int, required=True)
@@ -93,12 +95,15 @@ def _sizes(value: str) -> list[int]:
 def _tokenizer_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", nargs="+", required=True, metavar="NAME=PATH",
                    help="tokenizers to compare (HF dir, tokenizer.model, vocab.json+merges.txt dir)")
-    p.add_argument("--text", nargs="+", required=True, metavar="LANG=FILE", help=".txt (a line each) or .jsonl")
+    p.add_argument("--text", nargs="+", required=True, metavar="LANG=FILE",
+                   help=".txt (a line each), .jsonl, or a `data prepare` dataset folder: DIR (its validation "
+                        "split, held out) or DIR:SPLIT")
     p.add_argument("--normalize", action="store_true", help="apply each text's language normaliser first")
     p.add_argument("--sweep", type=_sizes, default=[], metavar="N,N,...",
                    help="also train + merge a vocabulary of each size and tabulate fertility")
     p.add_argument("--sweep-base", default=None, metavar="NAME", help="--tokenizer to extend (default: first)")
-    p.add_argument("--sweep-train", nargs="+", default=[], metavar="FILE", help="training text for --sweep")
+    p.add_argument("--sweep-train", nargs="+", default=[], metavar="FILE",
+                   help="training text for --sweep (files or dataset DIR[:SPLIT], as tokenizer train --input)")
     p.add_argument("--lang", default=None, help="language of the new pieces for --sweep, e.g. fa")
     p.add_argument("--out", required=True, help="output directory")
     _force_arg(p)

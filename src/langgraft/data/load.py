@@ -22,6 +22,18 @@ def dataset_info(dataset_dir: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def prepared_split(spec: str | Path, default_split: str) -> tuple[Path, str] | None:
+    """`DIR` or `DIR:SPLIT` naming a prepared dataset (a folder holding dataset.json) → (DIR, SPLIT); None when
+    `spec` names no prepared dataset (e.g. a .txt file). Lets the text-reading verbs take `data prepare` output."""
+    text = str(spec)
+    if (Path(text) / "dataset.json").is_file():
+        return Path(text), default_split
+    head, sep, split = text.rpartition(":")
+    if sep and split and "/" not in split and (Path(head) / "dataset.json").is_file():
+        return Path(head), split
+    return None
+
+
 def split_files(dataset_dir: str | Path, split: str) -> list[Path]:
     info = dataset_info(dataset_dir)
     if split not in info["splits"]:

@@ -123,8 +123,17 @@ def _byte_decoder() -> dict[str, int]:
     return {ch: b for b, ch in bytes_to_unicode().items()}
 
 
-def read_lines(path: str | Path, *, field: str = "text") -> list[str]:
-    """Non-empty lines of a .txt file, or the `field` of each line of a .jsonl file."""
+def read_lines(path: str | Path, *, field: str = "text", split: str = "validation") -> list[str]:
+    """Non-empty lines of a .txt file, the `field` of each line of a .jsonl file, or the non-empty texts of a
+    `data prepare` dataset (`DIR:SPLIT`; plain `DIR` reads `split`, by default the held-out validation split)."""
+    from langgraft.data.load import iter_texts, prepared_split
+
+    prepared = prepared_split(path, split)
+    if prepared is not None:
+        texts = [text for text in iter_texts(*prepared) if text and text.strip()]
+        if not texts:
+            raise UserError(f"{path}: split {prepared[1]!r} holds no text")
+        return texts
     path = Path(path)
     if not path.is_file():
         raise UserError(f"text file not found: {path}")

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from langgraft.data.load import prepared_split
 from langgraft.errors import UserError
 from langgraft.vocab import metrics
 
@@ -45,8 +46,8 @@ def tokenizer_report(
         if not Path(path).exists():
             raise UserError(f"--tokenizer {name}={path}: not found")
     for label, path in texts.items():
-        if not Path(path).is_file():
-            raise UserError(f"--text {label}={path}: file not found")
+        if prepared_split(path, "validation") is None and not Path(path).is_file():
+            raise UserError(f"--text {label}={path}: file not found (nor a prepared dataset folder)")
     if sweep:
         _check_sweep(tokenizers, sweep, sweep_base, sweep_train, lang)
         sweep_base = sweep_base or next(iter(tokenizers))
@@ -71,8 +72,9 @@ def tokenizer_report(
         _write_outputs(tmp, report)
         return {"texts": len(texts), "tokenizers": len(tokenizers), "sweep_sizes": list(sweep)}
 
-    run_stage(out, stage="tokenizer-report", config=config,
-              inputs=[*tokenizers.values(), *texts.values(), *sweep_train], work=work)
+    files = [*tokenizers.values(), *texts.values(), *sweep_train]
+    run_stage(out, stage="tokenizer-report", config=config, work=work,
+              inputs=[(prepared_split(f, "validation") or (f,))[0] for f in files])
     return metrics_json(Path(out))
 
 
@@ -90,8 +92,8 @@ def _check_sweep(tokenizers, sweep, sweep_base, sweep_train, lang) -> None:
     if not lang:
         raise UserError("--sweep needs --lang (the language the new pieces are for, e.g. fa)")
     for path in sweep_train:
-        if not Path(path).is_file():
-            raise UserError(f"--sweep-train {path}: file not found")
+        if prepared_split(path, "train") is None and not Path(path).is_file():
+            raise UserError(f"--sweep-train {path}: file not found (nor a prepared dataset folder)")
     for size in sweep:
         if size <= 0:
             raise UserError(f"--sweep {size}: vocabulary sizes must be positive")

@@ -1,7 +1,8 @@
 """`langgraft tokenizer train`: a SentencePiece model on target-language text, normalised first.
 
-The input (.txt: a document per line; .jsonl: one JSON object per line, text in `field`) is streamed line by line
-through the language's normaliser into a temporary one-sentence-per-line file, so memory does not grow with the
+The input (.txt: a document per line; .jsonl: one JSON object per line, text in `field`; a `data prepare` dataset
+folder, `DIR` for its train split or `DIR:SPLIT`, its `text` column) is streamed record by record through the
+language's normaliser into a temporary one-sentence-per-line file, so memory does not grow with the
 corpus: SentencePiece itself keeps at most `max_sentences` lines (a reservoir sample, `input_sentence_size`).
 Trainer settings that matter for grafting:
 - `normalization_rule_name="identity"`: our normaliser already ran; SentencePiece's default `nmt_nfkc` would
@@ -48,7 +49,7 @@ def train_tokenizer(
 ) -> dict:
     """Train SentencePiece on normalised `inputs`; returns {"model": path of sp.model, "vocab_size": n, ...}."""
     language = get_language(lang, **(normalizer or {}))
-    paths = _check_inputs(inputs)
+    sources = _check_inputs(inputs)
     if model_type not in MODEL_TYPES:
         raise UserError(f"--model-type {model_type!r}: expected one of {', '.join(MODEL_TYPES)}")
     if vocab_size < 1:
@@ -59,11 +60,13 @@ def train_tokenizer(
     config = {"lang": lang, "normalizer": language.normalizer_config, "vocab_size": vocab_size,
               "model_type": model_type, "field": field, "max_sentences": max_sentences,
               "character_coverage": CHARACTER_COVERAGE, "max_sentence_bytes": MAX_SENTENCE_BYTES}
+    if any(split for _, split in sources):  # the folder's hash is the input's; which split was read is config
+        config["splits"] = {str(path): split for path, split in sources if split}
 
     def work(tmp: Path) -> dict:
-        return _train_into(tmp, paths, language, config, threads)
+        return _train_into(tmp, sources, language, config, threads)
 
-    result = run_stage(out, stage="tokenizer-train", config=config, inputs=paths, work=work)
+    result = run_stage(out, stage="tokenizer-train", config=config, inputs=[p for p, _ in sources], work=work)
     model = result.path / "sp.model"
     return {"model": str(model), "vocab_size": result.manifest["summary"]["vocab_size"], "out": str(result.path),
             "skipped": result.skipped}
@@ -80,13 +83,27 @@ def parse_normalizer_options(items: Sequence[str]) -> dict:
     return options
 
 
-def _check_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+def _check_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, str | None]]:
+    """(path, None) per text file and (folder, split) per prepared dataset; bad ones are one-line errors."""
+    from langgraft.data.load import prepared_split, split_files
+
     if not inputs:
         raise UserError("--input: no input files given")
-    paths = [Path(p) for p in inputs]
-    for path in paths:
+    sources: list[tuple[Path, str | None]] = []
+    for item in inputs:
+        prepared = prepared_split(item, "train")
+        if prepared is not None:
+            if not split_files(*prepared):
+                raise UserError(f"--input {item}: split {prepared[1]!r} of this dataset is empty")
+            sources.append(prepared)
+            continue
+        path = Path(item)
+        sources.append((path, None))
         if not path.exists():
             raise UserError(f"--input {path}: not found")
+        if path.is_dir():
+            raise UserError(f"--input {path}: a folder but not a prepared dataset (no dataset.json); give "
+                            "`data prepare` output (DIR or DIR:SPLIT), .txt or .jsonl files")
         if not path.is_file():
             raise UserError(f"--input {path}: not a file")
         if path.stat().st_size == 0:
@@ -94,14 +111,14 @@ def _check_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         if path.suffix.lower() == ".json":
             raise UserError(f"--input {path}: .json is not read (a whole-file JSON document); give .jsonl "
                             "(one object per line, text in --field) or .txt (a document per line)")
-    return paths
+    return sources
 
 
-def _train_into(tmp: Path, paths: list[Path], language: Language, config: dict, threads: int) -> dict:
+def _train_into(tmp: Path, sources: list, language: Language, config: dict, threads: int) -> dict:
     corpus = tmp / "corpus.txt"  # removed before the folder is published
     started = time.perf_counter()
     try:
-        stats = _write_corpus(corpus, paths, language, config["field"])
+        stats = _write_corpus(corpus, sources, language, config["field"])
         normalize_s = time.perf_counter() - started
         _progress(f"normalised {stats['bytes_in'] / 1e6:.1f} MB into {stats['sentences']} lines "
                   f"in {normalize_s:.1f}s; training {config['model_type']} {config['vocab_size']} "
@@ -122,16 +139,17 @@ def _train_into(tmp: Path, paths: list[Path], language: Language, config: dict, 
             "train_seconds": report["train_seconds"]}
 
 
-def _write_corpus(corpus: Path, paths: list[Path], language: Language, field: str) -> dict:
+def _write_corpus(corpus: Path, sources: list, language: Language, field: str) -> dict:
     """Stream every input through the normaliser into `corpus`; count what is skipped and why."""
     skipped: Counter[str] = Counter()
     per_file = {}
     totals = Counter()
     started = time.perf_counter()
     with corpus.open("w", encoding="utf-8") as sink:
-        for path in paths:
-            counts = Counter(bytes_in=path.stat().st_size)
-            for text in _records(path, field, skipped):
+        for path, split in sources:
+            counts = Counter(bytes_in=0 if split else path.stat().st_size)
+            for text in (_dataset_records(path, split, counts, skipped) if split else
+                         _records(path, field, skipped)):
                 counts["records"] += 1
                 if counts["records"] % 200_000 == 0:
                     done = totals["records"] + counts["records"]
@@ -145,13 +163,26 @@ def _write_corpus(corpus: Path, paths: list[Path], language: Language, field: st
                 for line in _sentences(normalized):
                     sink.write(line + "\n")
                     counts["sentences"] += 1
+            name = f"{path}:{split}" if split else str(path)
             if counts["sentences"] == 0:
-                raise UserError(f"--input {path}: no text to train on ({counts['records']} non-blank records, "
+                raise UserError(f"--input {name}: no text to train on ({counts['records']} non-blank records, "
                                 f"none left after normalisation)")
-            per_file[str(path)] = dict(counts)
+            per_file[name] = dict(counts)
             totals.update(counts)
     return {"files": per_file, "records": totals["records"], "records_used": totals["records_used"],
             "sentences": totals["sentences"], "bytes_in": totals["bytes_in"], "skipped": dict(skipped)}
+
+
+def _dataset_records(dataset: Path, split: str, counts: Counter, skipped: Counter) -> Iterator[str]:
+    """The `text` column of a prepared dataset's split (its own cleaning already ran; blank rows are counted)."""
+    from langgraft.data.load import iter_texts
+
+    for text in iter_texts(dataset, split):
+        if not text or not text.strip():
+            skipped["empty_text"] += 1
+            continue
+        counts["bytes_in"] += len(text.encode("utf-8"))
+        yield text
 
 
 def _records(path: Path, field: str, skipped: Counter) -> Iterator[str]:
