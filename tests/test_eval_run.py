@@ -107,7 +107,7 @@ def test_contamination_warning(models, tmp_path, data_dir, capsys):
     out = tmp_path / "out"
     assert main(["eval", "--model", f"tiny={models[0]}", "--tasks", "sst2", "--limit", "5", "--shots", "2",
                  "--contamination", str(train), "--out", str(out)]) == 0
-    assert "task sst2: 2 of 5 examples appear in the training data" in capsys.readouterr().err
+    assert "task sst2: 2 of 5 examples share ≥ 20% of their word 8-grams" in capsys.readouterr().err
     assert _results(out)["tasks"]["sst2"]["contaminated"] == [1, 2]
     rows = [json.loads(x) for x in (out / "samples" / "sst2.jsonl").read_text(encoding="utf-8").splitlines()]
     assert all(r["prompt"].count("Sentiment:") == 3 for r in rows)  # --shots 2: two solved examples first
@@ -229,3 +229,71 @@ def test_glob_task_seeded_limit_and_own_ids_reach_the_samples(models, tmp_path, 
     assert main(["eval", "--model", f"tiny={models[0]}", "--tasks", str(task), "--sample-seed", "5",
                  "--out", str(tmp_path / "o2")]) == 2
     assert "--sample-seed: needs --limit N" in capsys.readouterr().err
+
+
+def _namnak_paragraphs(data_dir, n: int, min_words: int = 40) -> list[str]:
+    """The first `n` paragraphs of real Persian news that share no word 8-gram with each other (the site repeats
+    boilerplate paragraphs, which would blur the overlap each test example is given)."""
+    from langgraft.eval.metrics import words
+
+    articles = json.loads((data_dir / "persian_news/exploring-datasets/health/namnak-5.json").read_text("utf-8"))
+    seen: set = set()
+    out = []
+    for para in (p for a in articles for p in a["paragraphs"] if len(p.split()) >= min_words):
+        w = words(para)
+        grams = {tuple(w[i: i + 8]) for i in range(len(w) - 7)}
+        if not grams & seen:
+            out.append(para)
+            seen |= grams
+        if len(out) == n:
+            break
+    return out
+
+
+def _overlap_setup(tmp_path, data_dir):
+    """Four real Persian paragraphs as a task; training text holding all of #0, the first 40% of #1's words, the
+    first 12% of #2's and nothing of #3, each inside unrelated text."""
+    from langgraft.eval.metrics import words
+
+    paras, filler = _namnak_paragraphs(data_dir, 7)[:4], _namnak_paragraphs(data_dir, 7)[4:]
+    (tmp_path / "paras.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in paras))
+    task = tmp_path / "paras.yaml"
+    task.write_text("name: paras\nlang: fa\nkind: intrinsic\nmetrics: [bpc]\ntext: text\n"
+                    "data: {path: paras.jsonl}\n")
+    w = [words(p) for p in paras]
+    cuts = [len(w[0]), int(0.4 * len(w[1])), int(0.12 * len(w[2]))]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": f"{filler[i]} {' '.join(w[i][:k])} {filler[-1 - i]}"}) + "\n"
+                             for i, k in enumerate(cuts)))
+    expected = [1.0] + [(k - 7) / (len(w[i]) - 7) for i, k in list(enumerate(cuts))[1:]]
+    return task, train, expected
+
+
+@pytest.mark.parametrize("threshold,flagged", [(0.2, [0, 1]), (0.05, [0, 1, 2]), (1.0, [0])])
+def test_contamination_reports_partial_overlap_per_example(tmp_path, data_dir, threshold, flagged):
+    from langgraft.eval.contamination import build_index
+    from langgraft.eval.run import EvalOptions, prepare_tasks
+
+    task, train, expected = _overlap_setup(tmp_path, data_dir)
+    errors: list[str] = []
+    [prepared] = prepare_tasks([str(task)], tmp_path, EvalOptions(contamination_threshold=threshold),
+                               build_index([str(train)]), errors)
+    assert not errors and prepared.contaminated == flagged  # 1.0: only whole copies, as the old check did
+    assert set(prepared.overlap) == {0, 1, 2}  # #3 shares nothing
+    for i, share in enumerate(expected):
+        assert prepared.overlap[i] == pytest.approx(share, abs=0.02), i
+    assert 0.2 < prepared.overlap[1] < 1 and 0 < prepared.overlap[2] < 0.2
+
+
+def test_contamination_overlap_reaches_results_and_report(models, tmp_path, data_dir, capsys):
+    task, train, _ = _overlap_setup(tmp_path, data_dir)
+    out = tmp_path / "out"
+    assert main(["eval", "--model", f"tiny={models[0]}", "--tasks", str(task), "--data-root", str(tmp_path),
+                 "--contamination", str(train), "--out", str(out)]) == 0
+    assert "task paras: 2 of 4 examples share ≥ 20% of their word 8-grams" in capsys.readouterr().err
+    meta = _results(out)["tasks"]["paras"]
+    assert meta["contaminated"] == [0, 1] and meta["contamination"]["threshold"] == 0.2
+    assert sorted(meta["contamination"]["overlap"]) == ["0", "1", "2"]
+    assert "- paras: 2 examples share ≥ 20% of their word 8-grams" in (out / "report.md").read_text("utf-8")
+    assert main(["eval", "--model", f"tiny={models[0]}", "--tasks", str(task), "--data-root", str(tmp_path),
+                 "--contamination", str(train), "--contamination-threshold", "0", "--out", str(tmp_path / "o")]) == 2

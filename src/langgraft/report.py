@@ -80,7 +80,9 @@ def markdown(doc: dict) -> str:
         lines += ["## Skipped records", ""] + [f"- {t}: {s}" for t, s in skipped.items()] + [""]
     if contaminated:
         lines += ["## Contamination warnings", ""]
-        lines += [f"- {t}: {n} examples appear in the training data" for t, n in contaminated.items()] + [""]
+        lines += [f"- {t}: {n} examples share ≥ {doc['tasks'][t].get('contamination', {}).get('threshold', 1):.0%} "
+                  "of their word 8-grams with the training data (per-example overlap: results.json)"
+                  for t, n in contaminated.items()] + [""]
     if doc.get("errors"):
         lines += ["## Errors", ""] + [f"- {e}" for e in doc["errors"]] + [""]
     return "\n".join(lines)

@@ -1,10 +1,16 @@
-"""Contamination check: does an evaluation example's normalised text occur in a training dataset?
+"""Contamination check: how much of an evaluation example's normalised text occurs in a training dataset?
 
 Training text is normalised (the metric tokenizer's `words`) and indexed as hashed word 8-grams plus whole
-normalised records. An example is flagged when it is a whole training record, or when it has at least 8 words and
-every one of its 8-grams occurs in training text, i.e. the example appears verbatim up to normalisation. Hashing
-keeps memory at one integer per training word; datasketch's MinHash estimates similarity instead of containment,
-which is not the question asked here.
+normalised records. An example's overlap is the share of its word 8-grams that occur in training text (1.0 when
+it is a whole training record; a text under 8 words counts only as a whole record). Eval is flagged at or above a
+threshold (`--contamination-threshold`, default 0.2): a paragraph that shares a third of its 8-grams with training
+text has been seen in part, and a model's score on it is no longer a held-out score; unrelated text in the same
+language shares almost none (8 words in a row rarely repeat by chance). Hashing keeps memory at one integer per
+training word; datasketch's MinHash estimates similarity, not containment, which is not the question asked here.
+
+The data prepare leak guard (data/leaks.py) answers another question with another index: it removes training
+records that *equal* an eval text (language-normalised, hashed whole) before training; this module measures,
+after the fact, partial overlap of any eval set with any training data.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from langgraft.errors import UserError
 from langgraft.eval.metrics import words
 
 N = 8
+DEFAULT_THRESHOLD = 0.2  # flag an example when at least this share of its 8-grams occurs in training text
 
 
 def iter_training_texts(path: str | Path) -> Iterator[str]:
@@ -59,15 +66,17 @@ class Index:
             self.records.add(hash(tuple(w)))
             self.grams.update(hash(tuple(w[i: i + N])) for i in range(len(w) - N + 1))
 
-    def contains(self, text: str) -> bool:
+    def overlap(self, text: str) -> float:
+        """Share of the text's word 8-grams found in training text (1.0: the text is a whole training record)."""
         w = words(text)
         if not w:
-            return False
+            return 0.0
         if hash(tuple(w)) in self.records:
-            return True
+            return 1.0
         if len(w) < N:
-            return False
-        return all(hash(tuple(w[i: i + N])) in self.grams for i in range(len(w) - N + 1))
+            return 0.0
+        grams = [hash(tuple(w[i: i + N])) for i in range(len(w) - N + 1)]
+        return sum(g in self.grams for g in grams) / len(grams)
 
 
 def build_index(paths: list[str]) -> Index | None:

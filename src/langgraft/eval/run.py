@@ -19,6 +19,7 @@ import numpy as np
 from langgraft.config import to_dict
 from langgraft.errors import UserError
 from langgraft.eval import metrics as M
+from langgraft.eval.contamination import DEFAULT_THRESHOLD
 from langgraft.eval.records import Example, build_examples, data_files, read_records, with_shots
 from langgraft.eval.tasks import LOWER_IS_BETTER, TaskSpec, default_data_root, load_task, resolve_tasks
 from langgraft.hub import resolve_model
@@ -32,7 +33,9 @@ class Prepared:
     pool: list[Example]  # all examples, the source of in-context shots
     skipped: Counter
     files: list[str]
-    contaminated: list[int] = field(default_factory=list)
+    contaminated: list = field(default_factory=list)  # ids of examples at or above the overlap threshold
+    overlap: dict | None = None  # checked: example id -> share of its 8-grams in training text (when > 0)
+    threshold: float | None = None  # the overlap that flags an example
 
 
 def parse_models(items: list[str]) -> dict[str, str]:
@@ -69,14 +72,26 @@ def prepare_tasks(items: list[str], root: Path, opts: EvalOptions, index, errors
                  for f in data_files(d, root, spec.name)]
         task = Prepared(spec, examples, pool, skipped, files)
         if index is not None:
-            task.contaminated = [ex.id for ex in examples if any(map(index.contains, _texts(spec, ex)))]
-            if task.contaminated:
-                print(f"langgraft: warning: task {spec.name}: {len(task.contaminated)} of {len(examples)} "
-                      f"examples appear in the training data (ids {task.contaminated[:5]})", file=sys.stderr)
+            _check_contamination(task, index, opts.contamination_threshold)
         if skipped:
             print(f"  {spec.name}: skipped {dict(skipped)}", file=sys.stderr)
         prepared.append(task)
     return prepared
+
+
+def _check_contamination(task: Prepared, index, threshold: float) -> None:
+    """Overlap of every example with the training text (its most overlapping input field), flagged ≥ threshold."""
+    task.overlap, task.threshold = {}, threshold
+    for ex in task.examples:
+        share = max(map(index.overlap, _texts(task.spec, ex)), default=0.0)
+        if share > 0:
+            task.overlap[ex.id] = round(share, 4)
+    task.contaminated = [i for i, share in task.overlap.items() if share >= threshold]
+    if task.contaminated:
+        top = max(task.overlap.values())
+        print(f"langgraft: warning: task {task.spec.name}: {len(task.contaminated)} of {len(task.examples)} "
+              f"examples share ≥ {threshold:.0%} of their word 8-grams with the training data (max {top:.0%}; "
+              f"ids {task.contaminated[:5]})", file=sys.stderr)
 
 
 def select_examples(every: list[Example], limit: int | None, seed: int | None, task: str) -> list[Example]:
@@ -125,6 +140,7 @@ def load_model(path: str, device: str | None):
 class EvalOptions:
     limit: int | None = None  # first N examples of each task (a random N with sample_seed)
     sample_seed: int | None = None  # with limit: draw the N examples at random with this seed
+    contamination_threshold: float = DEFAULT_THRESHOLD  # flag at least this share of 8-grams seen in training
     shots: int | None = None  # in-context examples (None: each task's own)
     batch_size: int = 16
     device: str | None = None  # None: cuda if available, else cpu
@@ -236,6 +252,9 @@ def task_meta(task: Prepared) -> dict:
     meta = {"lang": spec.lang, "kind": spec.kind, "suites": spec.suites, "metrics": spec.metrics,
             "description": spec.description, "n": len(task.examples), "skipped": dict(task.skipped),
             "contaminated": task.contaminated, "spec": to_dict(spec)}
+    if task.overlap is not None:
+        overlap = {str(i): share for i, share in task.overlap.items()}
+        meta["contamination"] = {"threshold": task.threshold, "overlap": overlap}
     if spec.kind == "choice" and task.examples:
         meta["chance"] = float(np.mean([1 / len(ex.choices) for ex in task.examples]))
         freq = Counter(ex.gold for ex in task.examples)
