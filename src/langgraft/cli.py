@@ -200,16 +200,22 @@ def _train(args: argparse.Namespace) -> int:
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="a finished `langgraft train` run directory")
     p.add_argument("--out", required=True, help="output: model/ (merged HF checkpoint) and adapter/ (PEFT)")
+    p.add_argument("--gguf", action="store_true", help="also write model.gguf for llama.cpp / Ollama / LM Studio")
+    p.add_argument("--gguf-type", choices=["f16", "bf16", "q8_0"], default=None,
+                   help="GGML type of the GGUF's matrices (default f16; implies --gguf)")
     _force_arg(p)
 
 
 def _export(args: argparse.Namespace) -> int:
     from langgraft.export import export_run
 
-    r, skipped = _produce(args, lambda: export_run(args.run, out=args.out))
+    gguf = args.gguf_type or ("f16" if args.gguf else None)
+    r, skipped = _produce(args, lambda: export_run(args.run, out=args.out, gguf=gguf))
     if not skipped:
-        print(f"wrote {args.out}/model ({r['model_mb']:.1f} MB) and {args.out}/adapter "
+        print(f"wrote {args.out}/model ({r['model_mb']:.1f} MB, model card README.md) and {args.out}/adapter "
               f"({r['adapter_mb']:.2f} MB of weights)")
+        if "gguf" in r:
+            print(f"wrote {args.out}/{r['gguf']['file']} ({r['gguf']['mb']:.1f} MB, {r['gguf']['type']})")
     return 0
 
 
@@ -392,6 +398,24 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- import-gguf
+def _import_gguf_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("gguf", metavar="FILE", help="a local .gguf model file (needs the gguf package: .[real])")
+    p.add_argument("--out", required=True, help="new HF model folder (must not exist)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="weight dtype of the saved model (default float32: the de-quantised values exactly)")
+
+
+def _import_gguf(args: argparse.Namespace) -> int:
+    from langgraft.ggufio import import_gguf
+
+    s = import_gguf(args.gguf, args.out, dtype=args.dtype)["summary"]
+    print(f"wrote {args.out}: {s['architecture']} {s['parameters'] / 1e6:.1f}M parameters ({s['dtype']}), "
+          f"vocabulary {s['vocab_size']:,}, tied embeddings: {'yes' if s['tied_embeddings'] else 'no'}, "
+          f"chat template: {'yes' if s['chat_template'] else 'none'}")
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
     ("data", "prepare"): ("clean, deduplicate and split monolingual, bilingual and instruction data",
@@ -402,6 +426,8 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
                               _tokenizer_extend_args, _tokenizer_extend),
     ("tokenizer", "report"): ("fertility, chars/bytes per token, byte-fallback and unknown rates per text",
                               _tokenizer_report_args, _tokenizer_report),
+    ("import-gguf",): ("turn a local GGUF model file into an HF model folder every verb takes as --model",
+                       _import_gguf_args, _import_gguf),
     ("extend",): ("resize a model to an extended tokenizer and initialise the new rows", _extend_args, _extend),
     ("train",): ("train a stage (align: embeddings+head; pretrain, instruct: LoRA+embeddings+head)", _train_args, _train),
     ("export",): ("merge a training run into a full HF checkpoint plus a compact PEFT adapter",

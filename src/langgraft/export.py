@@ -4,6 +4,8 @@
                tokenizer: loads with `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`.
 `out/adapter/` the PEFT adapter (LoRA + trained rows only, megabytes): `PeftModel.from_pretrained(parent, DIR)`
                on the extended model from `langgraft extend` reproduces the same logits.
+`out/model.gguf` with `--gguf TYPE`: the merged model for llama.cpp / Ollama / LM Studio (ggufio.write_gguf).
+`out/model/README.md` the model card, generated from the run's own records (modelcard.py).
 """
 
 from __future__ import annotations
@@ -16,21 +18,28 @@ from langgraft.errors import UserError
 from langgraft.rundir import read_manifest, run_stage
 
 
-def export_run(run: str | Path, *, out: str | Path) -> dict:
+def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None) -> dict:
+    """Merge training run `run` into `out`; `gguf` (f16, bf16, q8_0) also writes `out/model.gguf`."""
     run = Path(run)
     manifest = read_manifest(run)
     if manifest is None or not (run / "adapter" / "adapter_config.json").is_file():
         raise UserError(f"--run {run}: not a finished `langgraft train` run (no manifest.json or adapter/)")
     parent = manifest["config"]["model"]
     config = {"run": str(run), "parent": parent, "stage": manifest.get("stage")}
+    if gguf is not None:
+        from langgraft.ggufio import check_gguf_writable
+
+        if Path(parent).is_dir():  # before the merge: an unsupported model fails in a second
+            check_gguf_writable(parent, gguf)
+        config["gguf"] = gguf
 
     def work(tmp: Path) -> dict:
-        return _export(run, parent, tmp)
+        return _export(run, parent, tmp, gguf)
 
     return run_stage(out, stage="export", config=config, inputs=[run / "adapter"], work=work).manifest["summary"]
 
 
-def _export(run: Path, parent: str, tmp: Path) -> dict:
+def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
@@ -52,7 +61,16 @@ def _export(run: Path, parent: str, tmp: Path) -> dict:
     for name in ("new_tokens.json", "extend_report.json"):
         if (Path(parent) / name).is_file():
             shutil.copy2(Path(parent) / name, tmp / "model" / name)
-    return {"parent": parent, "tied": tied, "model_mb": _mb(tmp / "model"), "adapter_mb": _mb(tmp / "adapter")}
+    summary = {"parent": parent, "tied": tied, "model_mb": _mb(tmp / "model"), "adapter_mb": _mb(tmp / "adapter")}
+    from langgraft.modelcard import gather, model_name, write_model_card
+
+    facts = gather(run)
+    if gguf is not None:
+        from langgraft.ggufio import write_gguf
+
+        summary["gguf"] = write_gguf(tmp / "model", tmp / "model.gguf", gguf_type=gguf, name=model_name(facts))
+    write_model_card(tmp / "model", facts, gguf=summary.get("gguf"))
+    return summary
 
 
 def _mb(path: Path) -> float:

@@ -1,0 +1,256 @@
+"""The model card (`README.md`) every `langgraft export` writes into its `model/` folder.
+
+Hugging Face's model-card convention: a YAML header (base_model, language, license, library_name, tags, datasets)
+and a markdown body. Everything in it is read from the run's own files, never typed in by hand: the manifests of
+the training stages, the surgery and the tokenizer extension (followed upstream from the exported run through each
+stage's parent), the prepared datasets' `dataset.json`, and — when the run is a `langgraft run` folder — its
+evaluation results and tokenizer report. What a run did not measure is said to be missing, not filled in.
+
+Written with plain string formatting: the header is a handful of flat keys, and huggingface_hub's ModelCard would
+pull in Jinja templates and a hub client for the same few lines.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from langgraft.rundir import atomic_write_text, read_manifest
+
+TRAIN_STAGES = ("align", "pretrain", "instruct")
+WHAT = {"align": "embeddings + head, transformer frozen", "pretrain": "LoRA + embeddings + head",
+        "instruct": "LoRA + embeddings + head, assistant turns"}
+
+
+def write_model_card(model_dir: str | Path, facts: dict, *, gguf: dict | None = None) -> None:
+    """Write `model_dir/README.md` from `gather(run)` of the exported training run (and the GGUF written, if any)."""
+    atomic_write_text(Path(model_dir) / "README.md", render({**facts, "gguf": gguf}))
+
+
+def model_name(facts: dict) -> str:
+    """A hub id as it is, a local folder by its name: the title should not carry someone's disk layout."""
+    base = _base_name(facts)
+    return f"{base if _is_hub_id(base) else Path(base).name} + {_lang(facts)}"
+
+
+# ---------------------------------------------------------------- reading the run
+def gather(run: Path) -> dict:
+    """Walk from a training run to its base: each stage's manifest names its parent model."""
+    facts: dict = {"trains": [], "extend": None, "tokenizer": None, "base": None, "base_gguf": None,
+                   "datasets": [], "evals": None, "fertility": None, "gguf": None}
+    node, seen = run, set()
+    while str(node) not in seen:
+        seen.add(str(node))
+        manifest = _manifest(node)
+        stage = (manifest or {}).get("stage")
+        if stage in TRAIN_STAGES:
+            facts["trains"].insert(0, manifest)
+            node = Path(manifest["config"]["model"])
+        elif stage == "export":
+            node = Path(manifest["config"]["run"])
+        elif stage == "extend":
+            facts["extend"] = manifest
+            facts["tokenizer"] = read_manifest(manifest["config"]["tokenizer"])
+            node = Path(manifest["config"]["model"])
+        elif stage == "import-gguf":
+            facts["base"], facts["base_gguf"] = str(node), manifest["config"].get("gguf")
+            break
+        else:
+            facts["base"] = str(node)
+            break
+    facts["datasets"] = [_dataset(t["config"]["data"]["dataset"]) for t in facts["trains"]]
+    facts["license"] = _license(facts)
+    facts.update(_pipeline_results(run))
+    return facts
+
+
+def _manifest(node: Path) -> dict | None:
+    """A stage's manifest; an export's model/ folder belongs to the export manifest one level up."""
+    manifest = read_manifest(node) if node.is_dir() else None
+    if manifest is None and node.name == "model" and node.parent.is_dir():
+        manifest = read_manifest(node.parent)
+    return manifest
+
+
+def _dataset(path: str) -> dict:
+    info_path = Path(path) / "dataset.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    return {"path": path, "name": info.get("name") or Path(path).name, "kind": info.get("kind", "?"),
+            "lang": info.get("lang", "?"),
+            "records": (info.get("splits", {}).get("train") or {}).get("records")}
+
+
+def _license(facts: dict) -> str | None:
+    """The base's license where it is written down: a GGUF's general.license or the base card's YAML header."""
+    if facts["base_gguf"] and Path(facts["base_gguf"]).is_file():
+        try:
+            from gguf import GGUFReader
+
+            field = GGUFReader(facts["base_gguf"]).fields.get("general.license")
+            if field is not None and field.data:
+                return bytes(field.parts[field.data[0]]).decode("utf-8")
+        except (ImportError, ValueError, OSError):
+            return None
+    card = Path(facts["base"] or "") / "README.md"
+    if card.is_file():
+        head = card.read_text(encoding="utf-8").split("---")
+        for line in (head[1] if len(head) > 2 else "").splitlines():
+            if line.startswith("license:"):
+                return line.split(":", 1)[1].strip() or None
+    return None
+
+
+def _pipeline_results(run: Path) -> dict:
+    """Evaluation and tokenizer numbers of a `langgraft run` folder (OUT/<stage>/train): the final report's
+    comparison when it exists, else each evaluated point's own results."""
+    out = run.parent.parent
+    if run.name != "train" or not (out / "eval").is_dir():
+        return {}
+    found: dict = {}
+    compared = out / "report" / "eval" / "results.json"
+    paths = [compared] if compared.is_file() else sorted((out / "eval").glob("*/results.json"),
+                                                          key=lambda p: p.stat().st_mtime)
+    if paths:
+        found["evals"] = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    summary = out / "report" / "summary.json"
+    if summary.is_file():
+        found["fertility"] = json.loads(summary.read_text(encoding="utf-8")).get("tokenizer", {}).get("fertility")
+    return found
+
+
+# ---------------------------------------------------------------- writing the card
+def _lang(facts: dict) -> str:
+    tok = facts["tokenizer"] or {}
+    return (tok.get("summary") or {}).get("lang") or (tok.get("config") or {}).get("lang") or "fa"
+
+
+def render(facts: dict) -> str:
+    tok = (facts["tokenizer"] or {}).get("summary") or {}
+    lang = _lang(facts)
+    base = _base_name(facts)
+    tags = ["langgraft", "language-adaptation", "vocabulary-extension", lang] + \
+        [t["stage"] for t in facts["trains"]] + (["gguf"] if facts["gguf"] else [])
+    header = {"base_model": base if _is_hub_id(base) else None, "language": [lang, "en"],
+              "license": facts["license"], "library_name": "transformers", "tags": tags,
+              "datasets": sorted({d["name"] for d in facts["datasets"]})}
+    stages = ", ".join(t["stage"] for t in facts["trains"]) or "none"
+    parts = [_yaml(header), f"# {model_name(facts)}: vocabulary-extended and adapted with langgraft\n",
+             f"Base model: `{base}`" + (f" (from the GGUF file `{facts['base_gguf']}`)" if facts["base_gguf"]
+                                       else "") + f". License: {facts['license'] or 'not recorded for the base'}.\n",
+             "Method (Mahdizadeh Sani et al., COLING 2025): extend the tokenizer with target-language pieces, "
+             "resize and initialise the new embedding rows, then train in stages. "
+             f"Stages run: {stages}.\n",
+             _tokenizer_section(facts, tok, lang), _stages_section(facts), _data_section(facts),
+             _eval_section(facts), _files_section(facts)]
+    return "\n".join(p for p in parts if p)
+
+
+def _base_name(facts: dict) -> str:
+    extend = facts["extend"] or {}
+    source = (extend.get("summary") or {}).get("source_model")
+    return str(source or facts["base"] or "unknown")
+
+
+def _is_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not Path(name).exists() and not name.startswith((".", "/"))
+
+
+def _yaml(header: dict) -> str:
+    lines = ["---"]
+    for key, value in header.items():
+        if value in (None, []):
+            continue
+        if isinstance(value, list):
+            lines.append(f"{key}:")
+            lines.extend(f"- {json.dumps(v, ensure_ascii=False)}" for v in value)
+        else:
+            lines.append(f"{key}: {json.dumps(value, ensure_ascii=False)}")
+    return "\n".join(lines + ["---", ""])
+
+
+def _tokenizer_section(facts: dict, tok: dict, lang: str) -> str:
+    if not tok:
+        return "## Tokenizer\n\nNo `tokenizer extend` record upstream of this run.\n"
+    extend = (facts["extend"] or {}).get("summary") or {}
+    lines = ["## Tokenizer\n",
+             f"- Base tokenizer ({tok.get('base_kind', '?')} BPE): {tok.get('base_vocab_size')} tokens → "
+             f"{tok.get('vocab_size')} (+{tok.get('added')} {lang} pieces, {tok.get('new_merges')} new merges, "
+             f"{tok.get('moved_base_merges')} base merges reordered).",
+             f"- Guarantee: {tok.get('identity_guarantee', 'n/a')}."]
+    if extend:
+        lines.append(f"- Embedding rows: {extend.get('old_rows')} → {extend.get('padded_vocab_size')} "
+                     f"(padded to a multiple of 64), new rows initialised with `{extend.get('init')}`.")
+    if tok.get("examples"):
+        lines.append("- First new pieces: " + " ".join(f"`{e}`" for e in tok["examples"][:10]))
+    fert = facts.get("fertility")
+    if fert:
+        for text_lang, per in fert.items():
+            lines.append(f"- Fertility (tokens per word) on held-out {text_lang}: base {per.get('base'):.3f} → "
+                         f"extended {per.get('extended'):.3f}")
+    else:
+        lines.append("- Fertility before/after: not measured in this run (`langgraft run` reports it).")
+    return "\n".join(lines) + "\n"
+
+
+def _stages_section(facts: dict) -> str:
+    if not facts["trains"]:
+        return ""
+    rows = ["## Training\n", "| stage | trains | dataset | steps | tokens | batch × block | lr | LoRA r/α | "
+            "final loss | val bpc | wall time |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in facts["trains"]:
+        c, s = t["config"], t.get("summary") or {}
+        batch = c["micro_batch_size"] * c["grad_accum"] * s.get("world_size", 1)
+        lora = "—" if t["stage"] == "align" else f"{c['lora']['r']}/{c['lora']['alpha']}"
+        rows.append(f"| {t['stage']} | {WHAT[t['stage']]} ({c['rows']} rows) | {Path(c['data']['dataset']).name} | "
+                    f"{s.get('steps', '?')} | {s.get('tokens', '?')} | {batch} × {c['data']['block_size']} | "
+                    f"{c['optim']['lr']} | {lora} | {_num(s.get('final_loss'))} | {_num(s.get('val_bpc'))} | "
+                    f"{_num(t.get('wall_time_s'), 0)} s |")
+    return "\n".join(rows) + "\n"
+
+
+def _data_section(facts: dict) -> str:
+    if not facts["datasets"]:
+        return ""
+    rows = ["## Data\n", "| dataset | kind | language | training records |", "|---|---|---|---|"]
+    for d in facts["datasets"]:
+        rows.append(f"| {d['name']} | {d['kind']} | {d['lang']} | {d['records'] if d['records'] is not None else '?'} |")
+    return "\n".join(rows) + "\n"
+
+
+def _eval_section(facts: dict) -> str:
+    docs = facts.get("evals")
+    if not docs:
+        return "## Evaluation\n\nNo evaluation was recorded for this run.\n"
+    models = [m for doc in docs for m in doc["models"]]
+    rows = ["## Evaluation\n", "| task | lang | metric | n | " + " | ".join(models) + " |",
+            "|---|---|---|---|" + "---|" * len(models)]
+    tasks: dict = {}
+    for doc in docs:
+        tasks.update(doc["tasks"])
+    for task, meta in tasks.items():
+        metric = meta["metrics"][0]
+        values = []
+        for doc in docs:
+            for m in doc["models"]:
+                cell = doc["results"].get(m, {}).get(task, {}).get(metric)
+                values.append(_num(cell["value"]) if cell else "—")
+        rows.append(f"| {task} | {meta.get('lang', '?')} | {metric} | {meta.get('n', '?')} | "
+                    + " | ".join(values) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _files_section(facts: dict) -> str:
+    lines = ["## Files\n", "- `model.safetensors`, `config.json`, tokenizer files: load with "
+             "`AutoModelForCausalLM.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`."]
+    g = facts.get("gguf")
+    if g:
+        lines.append(f"- `../{g['file']}`: GGUF ({g['type']}, {g['architecture']} architecture, {g['tokenizer']} "
+                     f"tokenizer, pre-tokenizer `{g['pre_tokenizer']}`, {g['tokens']} tokens) for llama.cpp, "
+                     "Ollama and LM Studio.")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
