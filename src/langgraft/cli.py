@@ -254,6 +254,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
                    help="generation tasks: greedy with this penalty (default 1.1; 1 = none)")
     p.add_argument("--contamination", nargs="+", default=[], metavar="DATASET",
                    help="training data (data prepare dir, .jsonl or .txt) to check eval examples against")
+    p.add_argument("--contamination-threshold", type=float, default=0.2, metavar="SHARE",
+                   help="flag an example when at least this share of its word 8-grams occurs in that training "
+                        "data (default 0.2; 1 = only whole copies)")
     _force_arg(p)
 
 
@@ -267,7 +270,10 @@ def _eval(args: argparse.Namespace) -> int:
             raise UserError("--model and --tasks are required (or use --compare DIR...)")
         if args.sample_seed is not None and not args.limit:
             raise UserError("--sample-seed: needs --limit N (how many examples to draw)")
+        if not 0 < args.contamination_threshold <= 1:
+            raise UserError(f"--contamination-threshold: must be in (0, 1], got {args.contamination_threshold}")
         opts = EvalOptions(limit=args.limit, sample_seed=args.sample_seed, shots=args.shots,
+                           contamination_threshold=args.contamination_threshold,
                            batch_size=args.batch_size, device=args.device,
                            max_new_tokens=args.max_new_tokens, chat=args.chat,
                            repetition_penalty=args.repetition_penalty)
