@@ -32,6 +32,7 @@ date" already has one definition here (the manifests' config + input hashes); an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -45,7 +46,7 @@ from langgraft.config import from_dict, to_dict
 from langgraft.errors import UserError
 from langgraft.recipe import (STAGES, Plan, TrainSection, check_inputs, load_recipe, select_stages,
                               task_items)
-from langgraft.rundir import read_manifest, run_stage, write_json
+from langgraft.rundir import output_lock, output_stamp, read_manifest, run_stage, write_json
 
 # ---------------------------------------------------------------- running
 def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | None = None,
@@ -58,6 +59,15 @@ def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | 
     ranks = _ranks()
     if not ranks.main:
         log = _silent
+    # one `langgraft run` per output folder: a second one gets one line naming the first one's pid
+    with output_lock(plan.out) if ranks.main else contextlib.nullcontext():
+        status = _run_stages(plan, stages, ranks, log)
+    summary = json.loads((plan.out / "report" / "summary.json").read_text(encoding="utf-8")) \
+        if "report" in stages and ranks.main else None
+    return {"out": str(plan.out), "stages": status, "summary": summary}
+
+
+def _run_stages(plan: Plan, stages: list[str], ranks, log) -> dict[str, dict]:
     status: dict[str, dict] = {}
     for n, stage in enumerate(stages, 1):
         started = time.time()
@@ -75,9 +85,7 @@ def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | 
         if ranks.main:
             write_json(plan.out / "pipeline.json", {"recipe": plan.source, "resolved": to_dict(plan.recipe),
                                                     "stages": status})
-    summary = json.loads((plan.out / "report" / "summary.json").read_text(encoding="utf-8")) \
-        if "report" in stages and ranks.main else None
-    return {"out": str(plan.out), "stages": status, "summary": summary}
+    return status
 
 
 @dataclass
@@ -116,17 +124,11 @@ def _check_earlier_outputs(plan: Plan, stages: list[str]) -> None:
                             f"{plan.out / outputs[stage]}; run it first")
 
 
-def _stamp(path: Path) -> tuple | None:
-    """Identity of one published output: a rerun that skipped leaves it unchanged, a rebuild changes it."""
-    m = read_manifest(path)
-    return None if m is None else (m.get("fingerprint"), m.get("started"), m.get("wall_time_s"))
-
-
 def _ran(path: Path, fn) -> bool:
     """Call fn(); True when it produced a new output at `path` (False: skipped as up to date)."""
-    before = _stamp(path)
+    before = output_stamp(path)
     fn()
-    return before is None or _stamp(path) != before
+    return before is None or output_stamp(path) != before
 
 
 def _tokenizer(plan: Plan) -> bool:
@@ -186,7 +188,7 @@ def _train_stage(plan: Plan, stage: str, ranks: _Ranks) -> bool:
     if section.replay:
         cfg.data.replay = str(plan.stage_dir("data") / section.replay)
     run_dir, export_dir = plan.out / stage / "train", plan.out / stage / "export"
-    upstream = {"model": _stamp(plan.out / parent), "data": _stamp(plan.stage_dir("data"))}
+    upstream = {"model": output_stamp(plan.out / parent), "data": output_stamp(plan.stage_dir("data"))}
     if ranks.main:
         _discard_stale(run_dir, stage, cfg, json.loads(json.dumps(upstream)))
         write_json(plan.out / stage / "upstream.json", upstream)

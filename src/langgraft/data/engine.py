@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -328,14 +329,34 @@ class _Progress:
 
 def _quiet(work: str, stage: str, rank: int) -> None:
     """datatrove logs every task at INFO to stderr; keep that in the work folder's log files instead."""
+    import multiprocess
     from loguru import logger
 
+    if multiprocess.parent_process() is not None:  # a pool worker (workers=1 runs the tasks in-process)
+        die_with_parent()
     logger.remove()
     logger.add(str(Path(work) / "logs" / f"{stage}-{rank:05d}.log"), level="INFO")
 
 
+def die_with_parent() -> None:
+    """Linux: the kernel kills this process when its parent dies, so a killed `data prepare` leaves no worker
+    running on (pool workers, and datatrove's manager process, which this process forks)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+_fork_hook: list[bool] = []
+
+
 def run_executor(pipeline: list, *, tasks: int, workers: int, logging_dir: Path) -> None:
     from datatrove.executor import LocalPipelineExecutor
+
+    if workers > 1 and not _fork_hook:
+        os.register_at_fork(after_in_child=die_with_parent)
+        _fork_hook.append(True)
 
     executor = LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=max(1, min(workers, tasks)),
                                      logging_dir=str(logging_dir))

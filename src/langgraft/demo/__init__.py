@@ -9,8 +9,9 @@ BPE tokenizer trained on `en.txt`, and a random 2-layer Llama briefly trained on
 "English retention" means something), then runs the recipe with `langgraft.pipeline.run_recipe`: Persian tokenizer
 → extend → data prepare → model surgery → align → pretrain, evaluating after every model stage, and a report.
 Everything is a normal run folder: rerunning skips what is done, and `langgraft run recipe.yaml` inside DIR works.
-`langgraft demo` puts the shipped corpus back each time; to experiment, edit DIR/corpus/ or DIR/recipe.yaml and
-use `langgraft run recipe.yaml` there (only the stages whose inputs or settings changed run again).
+`langgraft demo` refreshes the shipped files it wrote but never a file you edited (`.demo.json` records what it
+wrote); to experiment, edit DIR/corpus/ or DIR/recipe.yaml and use `langgraft run recipe.yaml` there (only the
+stages whose inputs or settings changed run again). It refuses a non-empty DIR that is not a demo folder.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ BASE = {"vocab_size": 400, "hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2,
         "steps": 40, "lr": 3e-3, "seed": 0}
 
 
+SHIPPED = ".demo.json"  # relative name -> sha256 of the shipped content the demo last wrote there
+
+
 def demo_file(name: str) -> Path:
     return Path(str(resources.files("langgraft.demo") / name))
 
@@ -47,9 +51,7 @@ def run_demo(out: str | Path = "runs/demo", *, log=print) -> dict:
     _quiet_libraries()
     wall, cpu = time.perf_counter(), _cpu_seconds()
     out = Path(out).expanduser().resolve()  # the base's manifest records paths: the same from any cwd
-    for name in CORPUS:
-        _copy_if_changed(demo_file(name), out / "corpus" / name)
-    _copy_if_changed(demo_file("recipe.yaml"), out / "recipe.yaml")
+    _materialise(out, log)
     log(f"[0] base: tiny English tokenizer + 2-layer Llama → {out / 'base'}")
     build_base(out / "base", out / "corpus" / "en.txt")
     result = run_recipe(out / "recipe.yaml", base_dir=out, log=log)
@@ -74,12 +76,34 @@ def _cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def _copy_if_changed(src: Path, dst: Path) -> None:
-    """Copy only when the content differs, so reruns keep files (and everything built from them) as they are."""
-    data = src.read_bytes()
-    if not dst.is_file() or dst.read_bytes() != data:
+def _materialise(out: Path, log) -> None:
+    """Copy the shipped corpus and recipe into `out`, leaving alone every file the user changed since."""
+    import hashlib
+    import json
+
+    from langgraft.errors import UserError
+    from langgraft.rundir import write_json
+
+    record_path = out / SHIPPED
+    legacy = (out / "corpus").is_dir() and (out / "recipe.yaml").is_file()  # made before .demo.json existed
+    if out.is_dir() and any(out.iterdir()) and not record_path.is_file() and not legacy:
+        raise UserError(f"--out {out}: exists and is not a langgraft demo folder; pick a new or empty folder")
+    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
+    files = {f"corpus/{name}": demo_file(name) for name in CORPUS} | {"recipe.yaml": demo_file("recipe.yaml")}
+    for rel, src in files.items():
+        dst, data = out / rel, src.read_bytes()
+        if dst.is_file():
+            have = dst.read_bytes()
+            if have == data:
+                record[rel] = hashlib.sha256(data).hexdigest()
+                continue
+            if record.get(rel) != hashlib.sha256(have).hexdigest():
+                log(f"keeping your edited {dst} (delete it to get the shipped one back)")
+                continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        shutil.copyfile(src, dst)  # copies only when the content differs: reruns keep what was built from it
+        record[rel] = hashlib.sha256(data).hexdigest()
+    write_json(record_path, record)
 
 
 def build_base(out: Path, english: Path) -> Path:

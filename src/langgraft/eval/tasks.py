@@ -102,13 +102,16 @@ def _check(spec: TaskSpec, path: Path) -> None:
             raise UserError(f"task {path}: missing required key {key} for kind {spec.kind}")
     from langgraft.rundir import check_name, check_relative
 
-    # the name and suites become file names (samples/NAME.jsonl, charts/SUITE.png); data paths stay in the root
+    # the name and suites become file names (samples/NAME.jsonl, charts/SUITE.png); a relative data path stays
+    # inside the data root, and only a task file of the user's own (not a shipped one) may name an absolute path
     check_name(spec.name, f"task {path}: name")
     for suite in spec.suites:
         check_name(suite, f"task {path}: suites")
+    own = Path(path).resolve().parent != tasks_dir().resolve()
     for key, data in (("data", spec.data), ("shots_data", spec.shots_data)):
         for rel in ([data.path] if data and data.path else []) + (list(data.files.values()) if data else []):
-            check_relative(rel, f"task {path}: {key} path")
+            if not (own and Path(rel).is_absolute()):
+                check_relative(rel, f"task {path}: {key} path")
         if data is not None and data.format == "parallel" and not data.files:
             raise UserError(f"task {path}: {key}.format parallel needs {key}.files")
         if data is not None and data.format != "parallel" and not data.path:

@@ -35,6 +35,10 @@ def extend_model(model: str | Path, tokenizer: str | Path, *, out: str | Path, i
     config = {"model": model, "tokenizer": str(tok_dir), "init": init, "pad_multiple": PAD_MULTIPLE,
               "seed": seed, "trust_tokenizer": trust_tokenizer}
     inputs = [tok_dir] + ([model] if Path(model).exists() else [])
+    if not trust_tokenizer and _base_tokenizer(model) is None:  # before any weights load or folder is made
+        raise UserError(f"--model {model}: no tokenizer files next to the model, so {tok_dir} cannot be checked "
+                        "to keep every id of the model's vocabulary; add them, or pass --trust-tokenizer to "
+                        "proceed on vocabulary sizes alone")
 
     def work(tmp: Path) -> dict:
         return _extend(model, tok_dir, new_tokens, tmp, init=init, trust_tokenizer=trust_tokenizer, seed=seed)
@@ -80,8 +84,6 @@ def load_causal_lm(model: str, *, dtype="auto"):
 
 def check_superset(model: str, tokenizer, new_tokens: dict, old_rows: int, where: Path) -> str:
     """The new tokenizer must keep every base id's string; returns how the check was done (for the report)."""
-    from transformers import AutoTokenizer
-
     base_size = new_tokens["base_vocab_size"]
     if len(tokenizer) != new_tokens["vocab_size"]:
         raise UserError(f"--tokenizer {where}: tokenizer has {len(tokenizer)} tokens but new_tokens.json says "
@@ -93,9 +95,8 @@ def check_superset(model: str, tokenizer, new_tokens: dict, old_rows: int, where
     if bad_ids:
         raise UserError(f"{where / 'new_tokens.json'}: new token id {bad_ids[0]} outside "
                         f"[{base_size}, {len(tokenizer)})")
-    try:
-        base_tok = AutoTokenizer.from_pretrained(model)
-    except (OSError, ValueError, TypeError):
+    base_tok = _base_tokenizer(model)
+    if base_tok is None:
         return "sizes only (no tokenizer next to the model)"
     if len(base_tok) != base_size:
         raise UserError(f"--tokenizer {where}: the model's tokenizer has {len(base_tok)} tokens, the extended "
@@ -109,6 +110,16 @@ def check_superset(model: str, tokenizer, new_tokens: dict, old_rows: int, where
     return "token strings of all base ids"
 
 
+def _base_tokenizer(model: str):
+    """The model's own tokenizer, or None when its folder (or hub repo) has none."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def _extend(model_id: str, tok_dir: Path, new_tokens: dict, tmp: Path, *, init: str, trust_tokenizer: bool,
             seed: int) -> dict:
     from transformers import AutoTokenizer
@@ -118,10 +129,6 @@ def _extend(model_id: str, tok_dir: Path, new_tokens: dict, tmp: Path, *, init: 
     old_rows = model.get_input_embeddings().weight.shape[0]
     check = check_superset(model_id, tokenizer, new_tokens, old_rows, tok_dir)
     if check.startswith("sizes only"):
-        if not trust_tokenizer:
-            raise UserError(f"--model {model_id}: no tokenizer files next to the model, so {tok_dir} cannot be "
-                            "checked to keep every id of the model's vocabulary; add them, or pass "
-                            "--trust-tokenizer to proceed on vocabulary sizes alone")
         print(f"langgraft extend: warning: --trust-tokenizer: {tok_dir} checked against {model_id} by vocabulary "
               "sizes only (no tokenizer next to the model)", file=sys.stderr, flush=True)
     size = max(old_rows, math.ceil(len(tokenizer) / PAD_MULTIPLE) * PAD_MULTIPLE)
