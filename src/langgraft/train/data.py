@@ -4,6 +4,16 @@ Packing concatenates documents, each followed by EOS, and cuts the stream into `
 so every position is a training token; only the tail shorter than one block is dropped (reported as packing
 efficiency). Batch order is a pure function of (seed, step), which is what makes `--resume` exact: the data
 position is the step counter, nothing else needs saving.
+
+Documents in a block share one causal attention (unlike packed instruction examples, which are isolated; see
+`instruct.py`). Decided so because: blocks are cut from one stream at arbitrary points, so a block's first
+document is nearly always a tail without its start, and isolating documents would not give the model whole
+documents anyway; every position is a target, so no answer is trained to depend on an unrelated prompt, which is
+the harm isolation prevents for instructions; the bases being adapted were pretrained exactly this way (EOS-joined
+documents, full causal attention), so continued pretraining keeps their regime, and the EOS is there to mark the
+boundary; Llama 3 reports document masking had limited impact in standard pretraining and mattered for very long
+sequences, which these 1–4k blocks are not; and mask-free blocks keep every attention kernel usable, including
+flash-attention with several rows per batch, which ignores restarted position ids.
 """
 
 from __future__ import annotations
