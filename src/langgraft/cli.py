@@ -146,20 +146,26 @@ def _extend(args: argparse.Namespace) -> int:
     return 0
 
 
-class _ShowTrainConfig(argparse.Action):
-    """`train --show-config`: print every config key and exit, like --help (so --stage/--out are not needed)."""
+def _print_and_exit(text: Callable[[], str]) -> type[argparse.Action]:
+    """A flag that prints `text()` and exits during parsing, like --help (so required flags are not needed)."""
 
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+    class PrintAndExit(argparse.Action):
+        def __init__(self, option_strings, dest, **kwargs):
+            super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
-    def __call__(self, parser, namespace, values, option_string=None):
-        from langgraft.config import describe
-        from langgraft.train.config import TrainConfig
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(text())
+            parser.exit()
 
-        print("langgraft train config: YAML keys (--config FILE) or KEY=VALUE overrides; see docs/TRAINING.md for "
-              "the HF Trainer / LLaMA-Factory names")
-        print(config_table(describe(TrainConfig)))
-        parser.exit()
+    return PrintAndExit
+
+
+def _train_config_text() -> str:
+    from langgraft.config import describe
+    from langgraft.train.config import TrainConfig
+
+    return ("langgraft train config: YAML keys (--config FILE) or KEY=VALUE overrides; see docs/TRAINING.md for "
+            "the HF Trainer / LLaMA-Factory names\n" + config_table(describe(TrainConfig)))
 
 
 def config_table(rows: list[tuple]) -> str:
@@ -174,7 +180,7 @@ def config_table(rows: list[tuple]) -> str:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--show-config", action=_ShowTrainConfig,
+    p.add_argument("--show-config", action=_print_and_exit(_train_config_text),
                    help="print every config key with its type, default and meaning, then exit")
     p.add_argument("--stage", required=True, choices=["align", "pretrain", "instruct"],
                    help="which stage to train")
@@ -220,21 +226,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- eval
-class _ListTasks(argparse.Action):
-    """`eval --list-tasks`: print the shipped tasks and suites and exit, like --help."""
+def _task_listing() -> str:
+    from langgraft.eval.tasks import task_listing
 
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        from langgraft.eval.tasks import task_listing
-
-        print(task_listing())
-        parser.exit()
+    return task_listing()
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--list-tasks", action=_ListTasks,
+    p.add_argument("--list-tasks", action=_print_and_exit(_task_listing),
                    help="list the shipped tasks (name, language, kind, suites, data) and where their YAMLs are")
     p.add_argument("--model", nargs="+", default=[], metavar="NAME=PATH", help="models (HF dirs) to evaluate")
     p.add_argument("--tasks", nargs="+", default=[], metavar="LIST",
