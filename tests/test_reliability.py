@@ -453,8 +453,9 @@ def test_models_load_from_safetensors_only(tmp_path, data_dir, loader):
             load_model(str(model), "cpu")
         else:
             from langgraft.chat import ChatOptions, run_chat
+            from langgraft.generation import Sampling
 
-            run_chat(str(model), ChatOptions(4, 0.0, "cpu", False), prompt="hi")
+            run_chat(str(model), ChatOptions(Sampling(max_new_tokens=4), device="cpu"), prompt="hi")
     assert not marker.exists()
 
 
