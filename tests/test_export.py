@@ -93,3 +93,11 @@ def test_adapter_card_names_the_hub_model_the_base_was_extended_from(tmp_path):
     card = (tmp_path / "adapter" / "README.md").read_text(encoding="utf-8")
     assert card.startswith("---\nbase_model: HuggingFaceTB/SmolLM2-135M\nlibrary_name: peft\n---\n")
     assert f"Base model: `{tmp_path / 'base'}`" in card and "`langgraft extend` of `HuggingFaceTB/SmolLM2-135M`" in card
+
+
+def test_adapter_card_of_a_base_taken_straight_from_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no local folder of that name: the base is a hub id (train rows=all on it)
+    (tmp_path / "adapter").mkdir()
+    write_adapter_card(tmp_path / "adapter", "HuggingFaceTB/SmolLM2-135M", "instruct")
+    card = (tmp_path / "adapter" / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\nbase_model: HuggingFaceTB/SmolLM2-135M\n") and "langgraft extend" not in card

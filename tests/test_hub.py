@@ -97,3 +97,25 @@ def test_offline_env_var_is_respected_end_to_end(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "no such local directory" in proc.stderr and "offline mode is on" in proc.stderr
     assert Path(tmp_path).exists() and not list(tmp_path.glob("runs*"))
+
+
+@pytest.mark.parametrize("model,hub_side", [("runs/nope", "the hub is unreachable"),
+                                            ("./runs/nope", "not a hub id either")])
+def test_recipe_model_is_checked_by_the_same_resolution(no_hub, tmp_path, monkeypatch, capsys, model, hub_side):
+    """`langgraft run`: the recipe's model_extend.model fails before any stage runs, naming the recipe key."""
+    import shutil
+
+    from langgraft.demo import CORPUS, demo_file
+
+    for name in CORPUS:
+        (tmp_path / "corpus").mkdir(exist_ok=True)
+        shutil.copyfile(demo_file(name), tmp_path / "corpus" / name)
+    shutil.copyfile(demo_file("recipe.yaml"), tmp_path / "recipe.yaml")
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    assert main(["run", "recipe.yaml", f"model_extend.model={model}", "tokenizer_extend.base=corpus",
+                 "--from", "model_extend", "--to", "model_extend"]) == 2
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"recipe.yaml: model_extend.model {model}: no such local directory" in err
+    assert hub_side in err and not (tmp_path / "model_extend").exists()

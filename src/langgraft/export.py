@@ -83,7 +83,8 @@ def write_adapter_card(adapter: Path, base: str, stage: str) -> None:
     came from, so the adapter is usable by someone who did not train it."""
     report = Path(base) / "extend_report.json"
     source = json.loads(report.read_text(encoding="utf-8")).get("source_model") if report.is_file() else None
-    hub_id = source if source and not Path(source).is_absolute() else None
+    # a hub id is a name that is not an absolute path: the extended model's origin, or the base itself
+    hub_id = next((m for m in (source, base) if m and not Path(m).is_absolute()), None)
     front = f"---\nbase_model: {hub_id}\nlibrary_name: peft\n---\n" if hub_id else "---\nlibrary_name: peft\n---\n"
     origin = (f"It is `langgraft extend` of `{source}` (the new rows appended, the tokenizer in this folder); the "
               "original model alone does not fit this adapter: its vocabulary is smaller.\n") if source else ""

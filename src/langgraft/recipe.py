@@ -106,9 +106,10 @@ class Plan:
         return p if p.is_absolute() else self.base_dir / p
 
     def model_path(self, value: str) -> str:
-        """A local model path resolved; a hub id (org/name, not on disk) kept as it is."""
+        """A model on disk as its resolved path; anything else kept as written, for `hub.resolve_model` to judge
+        (a hub id, or a mistyped path it reports)."""
         p = self.path(value)
-        return str(p) if p.exists() or value.startswith((".", "/", "~")) or value.count("/") != 1 else value
+        return str(p) if p.exists() else value
 
     @property
     def base_model(self) -> str:
@@ -183,8 +184,13 @@ def check_inputs(plan: Plan, stages: Sequence[str]) -> None:
     def need(key: str, value: str, model: bool = False) -> None:
         if not value:
             raise UserError(f"{src}: {key}: required")
-        resolved = plan.model_path(value) if model else str(plan.path(value))
-        if not Path(resolved).exists() and (not model or resolved != value):
+        if model:
+            from langgraft.hub import resolve_model
+
+            resolve_model(plan.model_path(value), flag=f"{src}: {key}")  # a hub id must exist there (or offline)
+            return
+        resolved = str(plan.path(value))
+        if not Path(resolved).exists():
             raise UserError(f"{src}: {key} {value}: not found (looked at {resolved})")
 
     if "tokenizer" in stages:
