@@ -12,6 +12,7 @@ Only BPE models are supported: SentencePiece-style BPE (Metaspace, byte fallback
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tempfile
@@ -79,6 +80,15 @@ def load_base(path: str | Path) -> Base:
 
 
 def _load_file(path: Path) -> Base:
+    stat = path.stat()
+    return _load_file_cached(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_file_cached(path: Path, _mtime_ns: int, _size: int) -> Base:
+    """Converting a 32k SentencePiece model takes seconds; `extend`, `report` and a pipeline's later stages load
+    the same base file again in one process. Keyed on modification time and size, so an edited file reloads.
+    Callers read the Base, never modify it."""
     head = path.read_bytes()[:200].split(b"\n", 1)[0].strip()
     if _TIKTOKEN_LINE.match(head):
         return _load_tiktoken(path)
@@ -174,7 +184,7 @@ def bpe_kind(spec: dict, where: Path | str) -> Kind:
     blob = json.dumps([spec.get("pre_tokenizer"), spec.get("decoder")])
     if "ByteLevel" in blob:
         return "bytelevel"
-    if "Metaspace" in blob or "▁" in json.dumps(spec.get("normalizer")):
+    if "Metaspace" in blob or "▁" in json.dumps(spec.get("normalizer"), ensure_ascii=False):
         return "sentencepiece"
     raise UserError(f"--base {where}: BPE without Metaspace or ByteLevel handling is unsupported")
 
