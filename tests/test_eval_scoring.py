@@ -77,3 +77,14 @@ def test_rolling_nll_counts_every_token_once(tiny):
         logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
     direct = -float(logp.gather(-1, ids[0, 1:, None]).sum())
     assert abs(whole[1][0] - direct) < 1e-3
+
+
+def test_progress_counts_examples_not_requests_or_windows(tiny, data_dir, capsys):
+    """Three 4-choice questions are 12 requests and a long text several windows: the counters say 3 and 2."""
+    model, tok = tiny
+    reqs = _requests(data_dir)[:12]
+    loglikelihoods(model, tok, reqs, batch_size=5, progress="mc", owners=[i // 4 for i in range(12)])
+    text_nll(model, tok, [" ".join(["word"] * 200), "short"], batch_size=2, window=32, progress="bpc")
+    err = capsys.readouterr().err
+    assert "mc: 3/3 examples" in err and "bpc: 2/2 examples" in err, err
+    assert "12/12" not in err

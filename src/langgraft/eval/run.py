@@ -173,7 +173,8 @@ def run_task(model, tok, task: Prepared, opts: EvalOptions, label: str) -> tuple
         prompts = [chat_prompt(tok, p) for p in prompts]
     if spec.kind == "choice":
         requests = [(p, spec.choice_prefix + c) for p, ex in zip(prompts, exs) for c in ex.choices]
-        flat = scoring.loglikelihoods(model, tok, requests, batch_size=batch_size, progress=label)
+        owners = [k for k, ex in enumerate(exs) for _ in ex.choices]
+        flat = scoring.loglikelihoods(model, tok, requests, batch_size=batch_size, progress=label, owners=owners)
         lls, at = [], 0
         for ex in exs:
             lls.append(flat[at: at + len(ex.choices)])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import torch
 
@@ -54,8 +54,9 @@ def score_one(model, tok, context: str, continuation: str) -> float:
 
 @torch.no_grad()
 def loglikelihoods(model, tok, requests: list[tuple[str, str]], batch_size: int = 16,
-                   progress: str = "") -> list[float]:
-    """Sum log P(continuation | context) for every (context, continuation), batched with prompt-cache reuse."""
+                   progress: str = "", owners: list[int] | None = None) -> list[float]:
+    """Sum log P(continuation | context) for every (context, continuation), batched with prompt-cache reuse.
+    `owners[i]` is the example request i belongs to (its choices): the progress line counts examples."""
     limit = max_length(model)
     groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
     for i, (ctx, cont) in enumerate(requests):
@@ -64,21 +65,35 @@ def loglikelihoods(model, tok, requests: list[tuple[str, str]], batch_size: int 
     # Longest first: the first batch shows the memory peak at once, and similar lengths share padding.
     ordered = sorted(groups.items(), key=lambda kv: -(len(kv[0]) + max(len(c) for _, c in kv[1])))
     out = [0.0] * len(requests)
-    done, started = 0, time.time()
+    counter = _Examples(owners if owners is not None else range(len(requests)), progress)
     batch: list = []
     rows = 0
-    for item in ordered:
-        if batch and rows + len(item[1]) > batch_size:
+    for item in ordered + [None]:
+        if batch and (item is None or rows + len(item[1]) > batch_size):
             _score_batch(model, batch, out)
-            done += rows
-            _progress(progress, done, len(requests), started)
+            counter.finish(i for _, conts in batch for i, _ in conts)
             batch, rows = [], 0
-        batch.append(item)
-        rows += len(item[1])
-    if batch:
-        _score_batch(model, batch, out)
-        _progress(progress, len(requests), len(requests), started)
+        if item is not None:
+            batch.append(item)
+            rows += len(item[1])
     return out
+
+
+class _Examples:
+    """Progress in examples, not in the requests or windows they are scored as: an example is done when the last
+    of its parts is (a 4-choice question is 4 requests, a long text several windows)."""
+
+    def __init__(self, owners, label: str):
+        self.owners = list(owners)
+        self.left = Counter(self.owners)
+        self.done, self.label, self.started = 0, label, time.time()
+
+    def finish(self, parts) -> None:
+        for part in parts:
+            owner = self.owners[part]
+            self.left[owner] -= 1
+            self.done += self.left[owner] == 0
+        _progress(self.label, self.done, len(self.left), self.started)
 
 
 def _progress(label: str, done: int, total: int, started: float) -> None:
@@ -88,7 +103,7 @@ def _progress(label: str, done: int, total: int, started: float) -> None:
         return
     rate = done / max(time.time() - started, 1e-9)
     eta = (total - done) / rate if rate else 0
-    print(f"\r  {label}: {done}/{total} ({rate:.1f}/s, ETA {eta:.0f}s)", end="" if done < total else "\n",
+    print(f"\r  {label}: {done}/{total} examples ({rate:.1f}/s, ETA {eta:.0f}s)", end="" if done < total else "\n",
           file=sys.stderr, flush=True)
 
 
@@ -205,7 +220,7 @@ def text_nll(model, tok, texts: list[str], batch_size: int = 8, window: int = 10
     chunks.sort(key=lambda c: -len(c[1]))
     nll = [0.0] * len(texts)
     count = [0] * len(texts)
-    started = time.time()
+    counter = _Examples([t for t, _ in chunks], progress)
     for start in range(0, len(chunks), batch_size):
         part = chunks[start: start + batch_size]
         width = max(len(c) for _, c in part)
@@ -222,5 +237,5 @@ def text_nll(model, tok, texts: list[str], batch_size: int = 8, window: int = 10
             nll[t] += float(torch.nn.functional.cross_entropy(logits[r, :n].float(), ids[r, 1: n + 1],
                                                               reduction="sum"))
             count[t] += n
-        _progress(progress, min(start + batch_size, len(chunks)), len(chunks), started)
+        counter.finish(range(start, start + len(part)))
     return list(zip(nll, count))
