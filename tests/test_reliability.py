@@ -437,15 +437,20 @@ def test_a_pickle_in_the_data_cache_is_never_run(finished, train_setup, tmp_path
 
 
 @pytest.mark.parametrize("loader", ["eval", "extend", "chat"])
-def test_models_load_from_safetensors_only(tmp_path, data_dir, loader):
+@pytest.mark.parametrize("weights", ["plain_bin", "pickle_payload"])
+def test_models_load_from_safetensors_only(tmp_path, data_dir, loader, weights):
+    """One policy for every verb: a pickled .bin is refused, however harmless its content."""
     from langgraft.eval.run import load_model
     from langgraft.surgery.resize import load_causal_lm
 
     tok = load_base_tokenizer(data_dir, "mistral", tmp_path / "tok")
     model = save_tiny_model("llama", tok, tmp_path / "m", hidden=8, layers=1)
-    (model / "model.safetensors").unlink()
     marker = tmp_path / "pwned"
-    _write_payload(model / "pytorch_model.bin", marker)
+    if weights == "plain_bin":
+        torch.save(load_file(model / "model.safetensors"), model / "pytorch_model.bin")
+    else:
+        _write_payload(model / "pytorch_model.bin", marker)
+    (model / "model.safetensors").unlink()
     with pytest.raises(UserError, match=str(model)):
         if loader == "extend":
             load_causal_lm(str(model))
@@ -589,3 +594,27 @@ def test_an_unchanged_tokenizer_train_says_skipped_and_force_reruns(tmp_path, da
     printed = capsys.readouterr().out
     assert "up to date, skipped" in printed and "wrote" not in printed
     assert main(args + ["--force"]) == 0 and "wrote" in capsys.readouterr().out
+
+
+def test_a_dataset_rebuilt_in_place_is_not_up_to_date(train_setup, tmp_path, capsys):
+    import shutil
+
+    from langgraft.rundir import FORCE
+
+    data = tmp_path / "fa"
+    shutil.copytree(train_setup["dataset"], data)
+    cfg = _cfg(train_setup, max_steps=2, checkpoint_every=1, **{"data.dataset": str(data)})
+    train("align", cfg, out=tmp_path / "run")
+    assert train("align", cfg, out=tmp_path / "run")["steps"] == 2  # unchanged: up to date
+    time.sleep(1.1)  # a rebuild is a later write
+    make_dataset(tmp_path, "fa", ["another corpus entirely, rebuilt in place"] * 60, [])
+    with pytest.raises(UserError, match="holds a finished run built on another dataset.*--force"):
+        train("align", cfg, out=tmp_path / "run")
+    (tmp_path / "run" / "manifest.json").unlink()  # as if killed mid-run: resuming on other data is refused too
+    with pytest.raises(UserError, match="--resume .*dataset was rebuilt since it started"):
+        train("align", cfg, out=tmp_path / "run", resume=True)
+    token = FORCE.set(True)
+    try:
+        assert train("align", cfg, out=tmp_path / "run")["steps"] == 2
+    finally:
+        FORCE.reset(token)

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from langgraft.errors import UserError
-from langgraft.rundir import read_manifest, run_stage
+from langgraft.rundir import input_identity, read_manifest, run_stage
 
 
 def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None) -> dict:
@@ -25,7 +25,9 @@ def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None) -> 
     if manifest is None or not (run / "adapter" / "adapter_config.json").is_file():
         raise UserError(f"--run {run}: not a finished `langgraft train` run (no manifest.json or adapter/)")
     parent = manifest["config"]["model"]
-    config = {"run": str(run), "parent": parent, "stage": manifest.get("stage")}
+    # the parent's identity too: a parent rebuilt in place makes another merged model from the same adapter
+    config = {"run": str(run), "parent": parent, "parent_identity": input_identity(parent),
+              "stage": manifest.get("stage")}
     if gguf is not None:
         from langgraft.ggufio import check_gguf_writable
 

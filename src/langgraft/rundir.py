@@ -188,6 +188,21 @@ def _acquire(lock: Path, out: Path) -> int:
         os.close(fd)  # the holder released and removed it between our open and flock: take the new one
 
 
+def folder_stamp(path: str | Path) -> dict:
+    """Cheap identity of a folder's files (name -> [size, mtime]): model weights are too large to hash on every
+    run, and rewriting them in place changes the stamp."""
+    p = Path(path)
+    files = sorted(f for f in p.glob("*") if f.is_file() and f.name != "langgraft.log") if p.is_dir() else []
+    return {f.name: [f.stat().st_size, int(f.stat().st_mtime)] for f in files}
+
+
+def input_identity(path: str | Path) -> Any:
+    """What a stage records about an input folder it reads (a model, a prepared dataset): the producing
+    stage's fingerprint and start time when langgraft wrote it (exact and free), else `folder_stamp`."""
+    stamp = output_stamp(path)
+    return list(stamp[:2]) if stamp is not None else folder_stamp(path)
+
+
 def output_stamp(out: str | Path) -> tuple | None:
     """Identity of one published output: a rerun that skipped leaves it unchanged, a rebuild changes it."""
     m = read_manifest(out)

@@ -23,7 +23,7 @@ from langgraft.eval.contamination import DEFAULT_THRESHOLD
 from langgraft.eval.records import Example, build_examples, data_files, read_records, with_shots
 from langgraft.eval.tasks import LOWER_IS_BETTER, TaskSpec, default_data_root, load_task, resolve_tasks
 from langgraft.hub import resolve_model
-from langgraft.rundir import check_name
+from langgraft.rundir import check_name, folder_stamp
 
 
 @dataclass
@@ -287,13 +287,6 @@ def load_samples(run_dir: Path, task: str) -> dict[str, dict]:
             for m, e in per_model.items()}
 
 
-def _model_stamp(path: str) -> dict:
-    """Cheap identity of a model directory (weights are too large to hash on every eval)."""
-    p = Path(path)
-    files = sorted(f for f in p.glob("*") if f.is_file()) if p.is_dir() else []
-    return {f.name: [f.stat().st_size, int(f.stat().st_mtime)] for f in files}
-
-
 def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: EvalOptions | None = None, *,
              data_root: str | None = None, contamination: list[str] = ()) -> dict:
     """Evaluate, then write results.json, samples/, report.md and charts/ into `out` atomically."""
@@ -305,7 +298,7 @@ def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: Ev
     errors: list[str] = []
     prepared = prepare_tasks(tasks, root, opts, build_index(list(contamination)), errors)
     # the whole resolved spec of every task (not only its name): an edited task file is a different eval
-    config = {"models": models, "model_stamps": {n: _model_stamp(p) for n, p in models.items()},
+    config = {"models": models, "model_stamps": {n: folder_stamp(p) for n, p in models.items()},
               "tasks": [t.spec.name for t in prepared], "task_specs": {t.spec.name: to_dict(t.spec) for t in prepared},
               "options": to_dict(opts), "data_root": str(root),
               "contamination": list(contamination)}

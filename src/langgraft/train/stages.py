@@ -24,8 +24,8 @@ import torch
 from langgraft.config import load_config, to_dict
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
-from langgraft.rundir import (FORCE, atomic_dir, git_revision, output_lock, package_versions, read_manifest,
-                              write_json)
+from langgraft.rundir import (FORCE, atomic_dir, folder_stamp, git_revision, input_identity, output_lock,
+                              output_stamp, package_versions, read_manifest, write_json)
 from langgraft.train.config import TrainConfig
 
 STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual", "instruct": "instructions"}
@@ -46,8 +46,10 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
     cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, flag="model"))
     resolved = {"stage": stage, **to_dict(cfg)}
     fingerprint = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
+    inputs = _inputs(cfg)
     done = read_manifest(out)
-    if done is not None and done.get("fingerprint") == fingerprint and not FORCE.get():
+    if (done is not None and done.get("fingerprint") == fingerprint and done.get("inputs", inputs) == inputs
+            and not FORCE.get()):
         return done["summary"]
     # cpu=True without a GPU: only then does Accelerate turn a torchrun launch into gloo DDP (MULTI_CPU)
     from accelerate.utils import DistributedDataParallelKwargs
@@ -68,7 +70,7 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
         created = not out.exists()
         try:
             if accelerator.is_main_process:
-                _prepare_out(out, resolved, fingerprint, resume)
+                _prepare_out(out, resolved, fingerprint, resume, inputs)
             accelerator.wait_for_everyone()
             started = time.time()
             torch.manual_seed(cfg.seed)
@@ -133,6 +135,7 @@ def _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_bloc
             write_adapter_card(tmp, cfg.model, stage)
         write_json(out / "manifest.json", {
             "stage": stage, "fingerprint": fingerprint, "config": resolved, "parent": cfg.model,
+            "inputs": _inputs(cfg),
             "versions": package_versions(), "git_revision": git_revision(),
             "wall_time_s": round(time.time() - started, 3), "summary": summary})
         (out / "data.pt").unlink(missing_ok=True)  # only a resume needs the packed data
@@ -182,7 +185,18 @@ def _validate(stage: str, cfg: TrainConfig) -> None:
         raise UserError(f"data.block_size: must be ≥ 2, got {cfg.data.block_size}")
 
 
-def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool) -> None:
+def _inputs(cfg: TrainConfig) -> dict:
+    """Identity of what the run reads besides its config: the model and the datasets (a model re-extended or
+    a dataset re-prepared in place is another run)."""
+    def dataset(path: str):
+        stamp = output_stamp(Path(path).parent)  # the `data prepare` output that holds every dataset
+        return list(stamp[:2]) if stamp is not None else folder_stamp(path)
+
+    return {"model": input_identity(cfg.model), "dataset": dataset(cfg.data.dataset),
+            "replay": dataset(cfg.data.replay) if cfg.data.replay else None}
+
+
+def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inputs: dict) -> None:
     saved_path = out / "train_config.json"
     if saved_path.is_file() and FORCE.get():
         print(f"langgraft train: --force: discarding the run in {out}", file=sys.stderr)
@@ -194,24 +208,33 @@ def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool) -> N
             saved = json.loads(saved_path.read_text(encoding="utf-8"))
         except ValueError:
             raise UserError(f"{saved_path}: not valid JSON; pass --force to start the run over") from None
+        same_config = saved.get("fingerprint") == fingerprint
+        # runs started before inputs were recorded have none: they count as built on the current inputs
+        changed = next((k for k, v in inputs.items() if saved.get("inputs", inputs).get(k) != v), None)
         if (out / "manifest.json").is_file():
+            if same_config:
+                raise UserError(f"--out {out}: holds a finished run built on another {changed} (rebuilt since); "
+                                "pick a new --out or pass --force to train again")
             key = _first_difference(saved.get("config", {}), resolved)
             raise UserError(f"--out {out}: holds a finished run with another config ({key}); pick a new --out")
         if not resume:
             raise UserError(f"--out {out}: holds an unfinished run; pass --resume to continue it or pick a new --out")
-        if saved.get("fingerprint") != fingerprint:
+        if not same_config:
             key = _first_difference(saved.get("config", {}), resolved)
             raise UserError(f"--resume {out}: config differs from the run's ({key}); use the same config")
+        if changed:
+            raise UserError(f"--resume {out}: the run's {changed} was rebuilt since it started; pass --force to "
+                            "train again from scratch")
         return
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder; refusing to overwrite")
     if out.is_dir() and any(p.name not in RUN_FILES for p in out.iterdir()):
         raise UserError(f"--out {out}: exists and is not a langgraft training run; refusing to overwrite")
-    write_json(saved_path, {"fingerprint": fingerprint, "config": resolved})
+    write_json(saved_path, {"fingerprint": fingerprint, "config": resolved, "inputs": inputs})
 
 
 # what a run folder that never reached step 1 may hold (restarting it replaces them)
-RUN_FILES = {"train_config.json", "data.pt", "checkpoints", "metrics.jsonl", "tensorboard"}
+RUN_FILES = {"train_config.json", "data.pt", "checkpoints", "metrics.jsonl", "tensorboard", "langgraft.log"}
 
 
 def _first_difference(a, b, prefix: str = "") -> str:
