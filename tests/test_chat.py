@@ -125,3 +125,23 @@ def test_sampling_options_are_checked(models, capsys):
         assert main(["chat", "--model", str(chat), "--prompt", "x", *flags]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("langgraft: error:") and name in err and "\n" not in err, err
+
+
+def test_ctrl_c_stops_the_generation_it_interrupts(models):
+    import threading
+
+    from langgraft.generation import generate_ids, load, stream
+
+    model, tok = load(str(models[1]))
+    ids = tok("امروز هوا").input_ids
+    s = Sampling(max_new_tokens=50, repetition_penalty=1.0)
+    assert len(generate_ids(model, tok, [ids], s)[0]) == 50
+    assert len(generate_ids(model, tok, [ids], s, interrupted=[True])[0]) == 1  # stops at the next step
+
+    def press_ctrl_c(piece: str) -> None:
+        raise KeyboardInterrupt
+
+    before = threading.active_count()
+    with pytest.raises(KeyboardInterrupt):
+        stream(model, tok, "امروز هوا", Sampling(max_new_tokens=400), press_ctrl_c)
+    assert threading.active_count() == before  # the generating thread has ended, not left running

@@ -6,7 +6,8 @@ to the terminal as they are generated (decoding options: `langgraft.generation`;
 1.1 unless `--temperature` > 0). `--json` prints one JSON object per turn (prompt, reply, token counts) instead.
 
 Commands: `/system TEXT` sets the system message (an empty TEXT removes it), `/reset` starts a new
-conversation, `/help` lists the commands, `/exit` or end of input (Ctrl-D) ends it; empty lines are ignored.
+conversation, `/help` lists the commands, `/exit` or end of input (Ctrl-D) ends it; empty lines are ignored;
+Ctrl-C stops a reply while it is written (the reply is not kept).
 Text is printed as plain UTF-8: Persian shows right-to-left in terminals with bidirectional text support
 (docs/TRAINING.md says which).
 """
@@ -69,7 +70,13 @@ def run_chat(path: str, opts: ChatOptions, *, prompt: str | None = None, stdin: 
             break
         if _command(text, opts, history, stdout):
             continue
-        turn = reply(model, tok, history, text, opts, None if opts.json else write)
+        try:
+            turn = reply(model, tok, history, text, opts, None if opts.json else write)
+        except KeyboardInterrupt:
+            if not interactive:
+                raise
+            print("\n[reply stopped; not kept in the conversation]", file=stdout, flush=True)
+            continue
         turns.append(turn)
         if turn["chat_template"]:
             history += [{"role": "user", "content": text}, {"role": "assistant", "content": turn["reply"]}]

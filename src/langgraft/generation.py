@@ -124,10 +124,13 @@ def _pad_id(tok) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
 
-def generate_ids(model, tok, prompts: list[list[int]], s: Sampling, streamer=None) -> list[list[int]]:
-    """New token ids for each prompt (one batch, left-padded), ending at EOS (included) or the budget."""
+def generate_ids(model, tok, prompts: list[list[int]], s: Sampling, streamer=None,
+                 interrupted: list[bool] | None = None) -> list[list[int]]:
+    """New token ids for each prompt (one batch, left-padded), ending at EOS (included) or the budget, or at the
+    next step once `interrupted[0]` is set (from another thread)."""
     import torch
-    from transformers import GenerationConfig, LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+    from transformers import (GenerationConfig, LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
+                              StoppingCriteriaList)
 
     width = max(len(p) for p in prompts)
     pad = _pad_id(tok)
@@ -148,10 +151,14 @@ def generate_ids(model, tok, prompts: list[list[int]], s: Sampling, streamer=Non
         processors.append(RepetitionPenaltyLogitsProcessor(s.repetition_penalty, prompt_ignore_length=pads))
     if not s.greedy and s.seed is not None:
         torch.manual_seed(s.seed)
+    stopping = StoppingCriteriaList()
+    if interrupted is not None:  # a plain function: generate() deep-copies its criteria, sharing this flag
+        stopping.append(lambda input_ids, scores, **_: torch.full((input_ids.shape[0],), interrupted[0],
+                                                                   dtype=torch.bool, device=input_ids.device))
     with torch.no_grad():
         out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                             generation_config=config, logits_processor=processors, streamer=streamer,
-                             tokenizer=tok if s.stop else None)
+                             generation_config=config, logits_processor=processors, stopping_criteria=stopping,
+                             streamer=streamer, tokenizer=tok if s.stop else None)
     result = []
     for row in out[:, width:].tolist():
         end = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
@@ -189,16 +196,18 @@ def generate_texts(model, tok, prompts: list[str], s: Sampling, batch_size: int 
 
 def stream(model, tok, prompt: str, s: Sampling, write) -> dict:
     """Generate for one prompt, calling `write(text)` with each piece as it is decoded. The pieces join to the
-    returned text: leading and trailing whitespace is not written, and nothing from a stop string on."""
+    returned text: leading and trailing whitespace is not written, and nothing from a stop string on. Ctrl-C
+    (KeyboardInterrupt) stops the generation too before it is raised again."""
     from transformers import TextIteratorStreamer
 
     ids, truncated = encode(tok, prompt, context_limit(model, s))
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     result: dict = {}
+    interrupted = [False]
 
     def work() -> None:
         try:
-            result["ids"] = generate_ids(model, tok, [ids], s, streamer)[0]
+            result["ids"] = generate_ids(model, tok, [ids], s, streamer, interrupted)[0]
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
             result["error"] = exc
             streamer.text_queue.put(streamer.stop_signal)
@@ -207,14 +216,19 @@ def stream(model, tok, prompt: str, s: Sampling, write) -> dict:
     thread.start()
     hold = max((len(x) for x in s.stop), default=1) - 1  # a stop string may still be completing
     text, shown = "", 0
-    for piece in streamer:
-        text += piece
-        safe = cut_at_stop(text, s.stop).strip()
-        ready = len(safe) if safe != text.strip() else len(safe) - hold
-        start = len(text) - len(text.lstrip())
-        if ready > shown:
-            write(text[start + shown:start + ready])
-            shown = ready
+    try:
+        for piece in streamer:
+            text += piece
+            safe = cut_at_stop(text, s.stop).strip()
+            ready = len(safe) if safe != text.strip() else len(safe) - hold
+            start = len(text) - len(text.lstrip())
+            if ready > shown:
+                write(text[start + shown:start + ready])
+                shown = ready
+    except KeyboardInterrupt:
+        interrupted[0] = True
+        thread.join()
+        raise
     thread.join()
     if "error" in result:
         raise result["error"]
