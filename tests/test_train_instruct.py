@@ -152,6 +152,15 @@ def test_instruct_stage_trains_lora_and_saves_the_chat_template(setup):
 
     export_run(out, out=setup["tmp"] / "export")
     assert AutoTokenizer.from_pretrained(setup["tmp"] / "export" / "model").chat_template == DEFAULT_TEMPLATE
+    # generation works on the run's adapter (on its base) and on the merged export, with the same text
+    from langgraft.generation import Sampling, chat_text, generate_texts, load
+
+    outputs = []
+    for path in (out / "adapter", setup["tmp"] / "export" / "model"):
+        model, tok = load(str(path))
+        outputs.append(generate_texts(model, tok, [chat_text(tok, [{"role": "user", "content": "سلام"}])],
+                                      Sampling(max_new_tokens=8)))
+    assert outputs[0] == outputs[1] and outputs[0][0]["new_tokens"] > 0
 
 
 def test_instruct_needs_an_instructions_dataset(setup, data_dir, capsys):
