@@ -94,6 +94,7 @@ def test_recipe_paths_are_the_same_from_any_working_directory(tmp_path, monkeypa
 
     folder = tmp_path / "runs" / "demo"
     (folder / "corpus").mkdir(parents=True)
+    (folder / "base").mkdir()  # `langgraft demo` builds the base model there
     for name in ("recipe.yaml", "data.yaml"):
         shutil.copyfile(demo_file(name), folder / ("corpus/" if name == "data.yaml" else "") / name)
     (tmp_path / "link").symlink_to(folder)
