@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import json
 import os
 import signal
@@ -286,3 +287,25 @@ def test_conversations_keep_every_turn(tmp_path, data_dir):
                                          encoding="utf-8")
     _expect_error(tmp_path, cfg, r"chat\.jsonl:1: conversations\[0\]\.from 'narrator' is not one of user, human",
                   out="bad")
+
+
+def test_one_progress_bar_per_phase(tmp_path, data_dir, capfd):
+    """Reading shows input bytes; every later phase (dedup, writing) gets its own bar over its tasks, so no bar sits
+    at "100%, ETA 00:00" while deduplication and writing still run. The bars also reach langgraft.log."""
+    from langgraft.cli import main
+    from langgraft.consolelog import LOG, terminal_text
+
+    _mono_inputs(tmp_path, data_dir)
+    out = tmp_path / "out"
+    assert main(["data", "prepare", "--config", str(_write(tmp_path, _config(tmp_path, data_dir, leak_guard={}))),
+                 "--out", str(out)]) == 0
+    shown = terminal_text(capfd.readouterr().err).splitlines()
+    bars = {line.split(":")[0]: line for line in shown if line.startswith("news ")}
+    assert list(bars) == ["news A-clean", "news B-find", "news C-exact", "news D-buckets", "news E-cluster",
+                          "news F-write"], shown
+    assert "100%" in bars["news A-clean"] and "B/s" in bars["news A-clean"]
+    for phase, line in list(bars.items())[1:]:
+        done = re.search(r"\| (\d+)/(\d+) \[", line)
+        assert "100%" in line and "task" in line and done and done[1] == done[2], line
+    log = (out / LOG).read_text(encoding="utf-8")
+    assert all(line in log for line in bars.values())

@@ -229,3 +229,18 @@ def test_fused_head_ce_matches_autograd_for_any_trained_ids(ids):
     ref.backward()
     assert torch.allclose(loss, ref, atol=1e-5)
     assert torch.allclose(h.grad, h2.grad, atol=1e-5) and torch.allclose(delta.grad, d2.grad, atol=1e-5)
+
+
+def test_console_says_what_it_tokenizes_and_shows_validation_loss(setup, capsys):
+    """Before step 1 the console names the documents being tokenized (a long silence otherwise); every validation
+    run's loss is printed, not only written to metrics.jsonl."""
+    out = setup["tmp"] / "console"
+    train("align", config(setup, max_steps=4, eval_every=2, checkpoint_every=0), out=out)
+    err = capsys.readouterr().err
+    assert "tokenizing 200 documents of fa_mono (train) into blocks of 32 tokens" in err
+    assert "tokenizing 40 documents of fa_mono (validation)" in err
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if "val_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    for r in evals:
+        assert f"step {r['step']}/4: train loss {r['loss']:.4f}, validation loss {r['val_loss']:.4f}" in err

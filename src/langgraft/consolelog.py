@@ -68,19 +68,36 @@ class _Tee:
         return getattr(self._stream, name)
 
 
+_active: list[list[str]] = []  # the capture in progress, if any
+_mirrors: list[_Tee] = []
+
+
 @contextlib.contextmanager
 def capture() -> Iterator[list[str]]:
     """Tee stdout and stderr for the duration; yields the list the captured text is collected in."""
     done: list[str] = []
     out, err = _Tee(sys.stdout, done), _Tee(sys.stderr, done)
     sys.stdout, sys.stderr = out, err
+    _active.append(done)
     try:
         yield done
     finally:
         sys.stdout, sys.stderr = out._stream, err._stream
-        for tee in (out, err):
+        _active.remove(done)
+        for tee in (out, err, *_mirrors):
             if tee.pending():
                 done.append(tee.pending() + "\n")
+        _mirrors.clear()
+
+
+def mirror(stream):
+    """`stream`, also captured into the log when a capture is on: for progress bars written to a saved console
+    file descriptor while fd 2 is redirected (data prepare sends its engine's logs there)."""
+    if not _active:
+        return stream
+    tee = _Tee(stream, _active[-1])
+    _mirrors.append(tee)
+    return tee
 
 
 def append_log(folder: str | Path | None, argv: Sequence[str], status: int, captured: Sequence[str],

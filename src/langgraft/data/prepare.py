@@ -50,7 +50,7 @@ def prepare(cfg: PrepareConfig, out: str | Path, *, force: bool = False, progres
 
                 def stage(name: str, logging_dir: Path, tasks: int, ds_name: str = ds.name, bar=bar) -> None:
                     if bar:
-                        bar.stage(name)
+                        bar.stage(name, logging_dir, tasks)
                     if on_stage:
                         on_stage(ds_name, name)
 
@@ -143,31 +143,53 @@ def _engine_logs(wd: Path) -> Iterator:
 
 
 class _Progress:
-    """A tqdm bar over a dataset's input bytes (MB/s, records/s, ETA), fed by the per-task progress files that a
-    thread polls; the description follows the engine stage. `close()` is safe to call twice."""
+    """One tqdm bar per engine phase, polled by a thread: the first phase (reading and cleaning) over the dataset's
+    input bytes (MB/s, records/s, ETA) from the per-task progress files; each later phase (dedup, writing) over its
+    tasks, from datatrove's completion markers. A single bytes bar would sit at "100%, ETA 00:00" through them.
+    `close()` is safe to call twice."""
 
     def __init__(self, stream, name: str, units: list[dict], wd: Path):
-        from tqdm import tqdm
+        from langgraft.consolelog import mirror
 
-        self.name, self.wd, self.stop = name, wd, threading.Event()
-        # Not a terminal (CI, a log file): a line every 30 s instead of a redraw every 0.5 s.
-        self.bar = tqdm(total=sum(u["bytes"] for u in units) or None, unit="B", unit_scale=True, desc=name,
-                        file=stream, mininterval=0.5 if stream.isatty() else 30)
+        self.stream, self.name, self.wd = mirror(stream), name, wd
+        self.stop, self.lock, self.completions = threading.Event(), threading.Lock(), None
+        self.bar = self._bar(total=sum(u["bytes"] for u in units) or None, unit="B", unit_scale=True, desc=name)
         self.thread = threading.Thread(target=self._poll, daemon=True)
         self.thread.start()
 
+    def _bar(self, **kwargs):
+        from tqdm import tqdm
+
+        # Not a terminal (CI, a log file): a line every 30 s instead of a redraw every 0.5 s.
+        return tqdm(file=self.stream, mininterval=0.5 if self.stream.isatty() else 30, **kwargs)
+
     def _poll(self) -> None:
         while not self.stop.wait(0.5):
-            _update(self.bar, self.wd)
+            with self.lock:
+                self._update()
 
-    def stage(self, stage: str) -> None:
-        self.bar.set_description(f"{self.name} {stage}")
+    def _update(self) -> None:
+        if self.completions is None:
+            _update(self.bar, self.wd)
+        else:
+            self.bar.n = min(sum(1 for _ in self.completions.glob("*")), self.bar.total or 0)
+            self.bar.refresh()
+
+    def stage(self, stage: str, logging_dir: Path, tasks: int) -> None:
+        with self.lock:
+            if self.completions is None and stage.startswith("A-"):  # reading: the bytes bar
+                self.bar.set_description(f"{self.name} {stage}")
+                return
+            self._update()
+            self.bar.close()
+            self.completions = Path(logging_dir) / "completions"
+            self.bar = self._bar(total=tasks, unit="task", desc=f"{self.name} {stage}")
 
     def close(self) -> None:
         if not self.stop.is_set():
             self.stop.set()
             self.thread.join()
-            _update(self.bar, self.wd)
+            self._update()
             self.bar.close()
 
 

@@ -38,11 +38,30 @@ class Packed:
         return self.blocks.numel() / max(self.tokens, 1)
 
 
-def iter_texts(dataset_dir: str | Path, split: str):
-    """Texts of one split of a `langgraft data prepare` dataset (the corpus package owns the format)."""
-    from langgraft.data.load import iter_texts as _iter_texts
+class SplitTexts:
+    """The texts of one split of a `langgraft data prepare` dataset (the corpus package owns the format), streamed;
+    sized from dataset.json, so tokenizing can say how many documents it has ahead and show a bar with an ETA."""
 
-    return _iter_texts(dataset_dir, split)
+    def __init__(self, dataset_dir: str | Path, split: str):
+        from langgraft.data.load import dataset_info
+
+        self.dataset_dir, self.split = Path(dataset_dir), split
+        self.records = int(dataset_info(dataset_dir)["splits"].get(split, {}).get("records") or 0)
+
+    def __len__(self) -> int:
+        return self.records
+
+    def __iter__(self):
+        from langgraft.data.load import iter_texts as _iter_texts
+
+        return iter(_iter_texts(self.dataset_dir, self.split))
+
+    def __str__(self) -> str:
+        return f"{self.dataset_dir.name} ({self.split})"
+
+
+def iter_texts(dataset_dir: str | Path, split: str) -> SplitTexts:
+    return SplitTexts(dataset_dir, split)
 
 
 def has_split(dataset_dir: str | Path, split: str) -> bool:
@@ -66,10 +85,20 @@ def pack(texts, tokenizer, block_size: int, max_texts: int = 0, batch: int = 256
             stream.append(eos)
         pending.clear()
 
+    import sys
+
     from tqdm import tqdm
 
-    # disable=None: a progress bar on terminals only (a corpus of GBs tokenizes for minutes), quiet in logs/tests
-    for text in tqdm(texts, desc="tokenizing", unit="doc", disable=None, mininterval=2.0):
+    total = len(texts) if hasattr(texts, "__len__") else None
+    if total is not None and max_texts:
+        total = min(total, max_texts)
+    # Said before the first step: a corpus of GBs tokenizes for minutes before the step bar appears.
+    print(f"langgraft train: tokenizing {'' if total is None else f'{total:,} '}documents"
+          f"{f' of {texts}' if isinstance(texts, SplitTexts) else ''} into blocks of {block_size} tokens",
+          file=sys.stderr, flush=True)
+    # disable=None: the bar on terminals only, the line above in logs/tests
+    for text in tqdm(texts, desc="tokenizing", unit="doc", total=total, disable=None, mininterval=2.0,
+                     file=sys.stderr):
         if max_texts and n_texts >= max_texts:
             break
         if not text:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ def run_loop(accelerator, loss_module, optimizer, scheduler, train_blocks: torch
     params = [p for p in loss_module.parameters() if p.requires_grad]
     metrics = out / "metrics.jsonl"
     bar = tqdm(total=state.total_steps, initial=state.step, disable=not accelerator.is_main_process,
-               unit="step", dynamic_ncols=True)
+               unit="step", dynamic_ncols=True, file=sys.stderr)
     t0, tokens0 = time.perf_counter(), state.tokens
     loss_module.train()
     while state.step < state.total_steps:
@@ -106,8 +107,11 @@ def run_loop(accelerator, loss_module, optimizer, scheduler, train_blocks: torch
                       "tokens_per_s": round(rate, 1)}
         due = state.step == state.total_steps or (cfg.eval_every and state.step % cfg.eval_every == 0)
         if val is not None and due:
-            record = {"step": state.step, **record, **evaluate(accelerator, loss_module, val[0], micro,
-                                                                cfg.eval_batches, val[1])}
+            scores = evaluate(accelerator, loss_module, val[0], micro, cfg.eval_batches, val[1])
+            record = {"step": state.step, **record, **scores}
+            if accelerator.is_main_process:  # above the bar, which keeps drawing below it
+                bar.write(f"step {state.step}/{state.total_steps}: train loss {state.last_loss:.4f}, validation "
+                          f"loss {scores['val_loss']:.4f} (bpc {scores['val_bpc']:.3f})", file=sys.stderr)
         if record and accelerator.is_main_process:
             with metrics.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
