@@ -582,6 +582,12 @@ def test_an_edited_task_reruns_an_eval_and_an_unchanged_one_says_skipped(tmp_pat
     assert "wrote" in printed and doc["tasks"]["bpc_en"]["spec"]["max_chars"] == 20
     printed, _ = run("--force")
     assert "wrote" in printed and "skipped" not in printed
+    train_text = tmp_path / "train.txt"  # the training data checked for contamination is an input too
+    train_text.write_text("unrelated text\n")
+    assert "wrote" in run("--contamination", str(train_text))[0]
+    assert "up to date, skipped" in run("--contamination", str(train_text))[0]
+    train_text.write_text(lines[0] + "\n")
+    assert "wrote" in run("--contamination", str(train_text))[0]
 
 
 def test_an_unchanged_tokenizer_train_says_skipped_and_force_reruns(tmp_path, data_dir, capsys):
@@ -599,8 +605,6 @@ def test_an_unchanged_tokenizer_train_says_skipped_and_force_reruns(tmp_path, da
 def test_a_dataset_rebuilt_in_place_is_not_up_to_date(train_setup, tmp_path, capsys):
     import shutil
 
-    from langgraft.rundir import FORCE
-
     data = tmp_path / "fa"
     shutil.copytree(train_setup["dataset"], data)
     cfg = _cfg(train_setup, max_steps=2, checkpoint_every=1, **{"data.dataset": str(data)})
@@ -613,6 +617,8 @@ def test_a_dataset_rebuilt_in_place_is_not_up_to_date(train_setup, tmp_path, cap
     (tmp_path / "run" / "manifest.json").unlink()  # as if killed mid-run: resuming on other data is refused too
     with pytest.raises(UserError, match="--resume .*dataset was rebuilt since it started"):
         train("align", cfg, out=tmp_path / "run", resume=True)
+    from langgraft.rundir import FORCE
+
     token = FORCE.set(True)
     try:
         assert train("align", cfg, out=tmp_path / "run")["steps"] == 2

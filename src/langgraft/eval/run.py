@@ -23,7 +23,7 @@ from langgraft.eval.contamination import DEFAULT_THRESHOLD
 from langgraft.eval.records import Example, build_examples, data_files, read_records, with_shots
 from langgraft.eval.tasks import LOWER_IS_BETTER, TaskSpec, default_data_root, load_task, resolve_tasks
 from langgraft.hub import resolve_model
-from langgraft.rundir import check_name, folder_stamp
+from langgraft.rundir import check_name, folder_stamp, input_identity, sha256_path
 
 
 @dataclass
@@ -301,7 +301,10 @@ def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: Ev
     config = {"models": models, "model_stamps": {n: folder_stamp(p) for n, p in models.items()},
               "tasks": [t.spec.name for t in prepared], "task_specs": {t.spec.name: to_dict(t.spec) for t in prepared},
               "options": to_dict(opts), "data_root": str(root),
-              "contamination": list(contamination)}
+              "contamination": list(contamination),
+              # what the training data is, not only where: re-prepared data changes which examples are flagged
+              "contamination_identity": [input_identity(c) if Path(c).is_dir() else sha256_path(c)
+                                         for c in contamination]}
     inputs = sorted({f for t in prepared for f in t.files})
     state: dict = {}
 
