@@ -159,7 +159,8 @@ def test_chat_lines_go_through_the_template(mistral, tmp_path):
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     model, tok = load(str(mistral))
     s = Sampling(max_new_tokens=6)
-    expected = generate_texts(model, tok, [chat_text(tok, chat), chat_text(tok, [{"role": "user", "content": "سلام"}])], s)
+    prompts = [chat_text(tok, chat), chat_text(tok, [{"role": "user", "content": "سلام"}])]
+    expected = generate_texts(model, tok, prompts, s)
     assert [r.get("output") for r in rows[:2]] == [e["text"] for e in expected]
     assert [r.get("skipped") for r in rows[2:]] == ["chat_template_rejected", "bad_field"]
 
@@ -183,3 +184,16 @@ def test_an_adapter_generates_what_its_merged_model_does(mistral, data_dir, tmp_
     assert generate_texts(*load(str(tmp_path / "adapter")), prompts, s) == merged
     assert generate_texts(*load(str(tmp_path / "adapter"), base=str(mistral)), prompts, s) == merged
     assert generate_texts(*load(str(mistral)), prompts, s) != merged
+
+
+def test_generation_stops_at_every_end_token_the_model_names(mistral, data_dir):
+    from langgraft.generation import generate_ids
+
+    model, tok = load(str(mistral))
+    ids = tok(_prompts(data_dir, 3)[2]).input_ids
+    s = Sampling(max_new_tokens=8)
+    free = generate_ids(model, tok, [ids], s)[0]
+    assert len(free) == 8 and tok.eos_token_id not in free
+    end_of_turn = free[3]  # as a chat model's generation_config lists an end-of-turn token besides EOS
+    model.generation_config.eos_token_id = [tok.eos_token_id, end_of_turn]
+    assert generate_ids(model, tok, [ids], s)[0] == free[:free.index(end_of_turn) + 1]

@@ -279,7 +279,8 @@ def _peft_loss_module(path, attn: str, token_ids: list[int]):
 
     model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn)
     check_packed_attention(model)
-    cfg = from_dict(TrainConfig, {"model": str(path), "data": {"dataset": "x"}, "lora": {"targets": ["q_proj", "v_proj"]}})
+    cfg = from_dict(TrainConfig, {"model": str(path), "data": {"dataset": "x"},
+                                  "lora": {"targets": ["q_proj", "v_proj"]}})
     peft_model = build_peft_model(model, "instruct", cfg, token_ids)
     torch.manual_seed(1)
     for p in peft_model.parameters():  # LoRA B starts at zero: move every trained weight so all get gradients

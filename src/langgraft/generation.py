@@ -124,6 +124,14 @@ def _pad_id(tok) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
 
+def _eos_ids(model, tok) -> list[int]:
+    """The tokenizer's EOS and every end token the model's generation config names (chat models often list an
+    end-of-turn token there that is not the tokenizer's EOS)."""
+    own = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [tok.eos_token_id] + (own if isinstance(own, list) else [own])
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
 def generate_ids(model, tok, prompts: list[list[int]], s: Sampling, streamer=None,
                  interrupted: list[bool] | None = None) -> list[list[int]]:
     """New token ids for each prompt (one batch, left-padded), ending at EOS (included) or the budget, or at the
@@ -143,7 +151,8 @@ def generate_ids(model, tok, prompts: list[list[int]], s: Sampling, streamer=Non
     # model's own temperature or repetition penalty would otherwise apply on top of ours).
     sampling = {"do_sample": False} if s.greedy else {"do_sample": True, "temperature": s.temperature,
                                                       "top_p": s.top_p, "top_k": s.top_k}
-    config = GenerationConfig(max_new_tokens=s.max_new_tokens, pad_token_id=pad, eos_token_id=tok.eos_token_id,
+    eos = _eos_ids(model, tok)
+    config = GenerationConfig(max_new_tokens=s.max_new_tokens, pad_token_id=pad, eos_token_id=eos or None,
                               stop_strings=s.stop or None, repetition_penalty=1.0, **sampling)
     processors = LogitsProcessorList()
     if s.repetition_penalty != 1.0:
@@ -161,8 +170,8 @@ def generate_ids(model, tok, prompts: list[list[int]], s: Sampling, streamer=Non
                              streamer=streamer, tokenizer=tok if s.stop else None)
     result = []
     for row in out[:, width:].tolist():
-        end = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
-        result.append(row[:end])
+        ends = [k for k, t in enumerate(row) if t in eos]
+        result.append(row[:ends[0] + 1] if ends else row)
     return result
 
 
@@ -177,8 +186,8 @@ def cut_at_stop(text: str, stop: list[str]) -> str:
 
 
 def generate_texts(model, tok, prompts: list[str], s: Sampling, batch_size: int = 16, on_batch=None) -> list[dict]:
-    """{"text", "new_tokens", "truncated_tokens", "context_tokens"} per prompt, in order; batched longest first. `on_batch(n
-    prompts, n new tokens)` is called after each batch (progress)."""
+    """{"text", "new_tokens", "truncated_tokens", "context_tokens"} per prompt, in order; batched longest first.
+    `on_batch(n prompts, n new tokens)` is called after each batch (progress)."""
     limit = context_limit(model, s)
     encoded = [encode(tok, p, limit) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i][0]))
