@@ -8,7 +8,7 @@ template rejects) gets {"line", "skipped": reason, "error"} instead, and the ski
 end. `--strict` stops at the first such line (exit 2) instead.
 
 Prompts are generated in windows of input lines, each sorted by length into batches with a KV cache (left
-padding; greedy output does not depend on the batch), and a window's lines are appended in input order and
+padding; in fp32 greedy output does not depend on the batch), and a window's lines are appended in input order and
 flushed to disk before the next one starts. So the output is always a prefix of the finished file: a rerun
 with the same settings resumes after the last complete line (a torn last line from a kill is cut off), and a
 rerun with other settings is refused rather than mixing two runs in one file. With `--seed`, each window samples

@@ -5,9 +5,11 @@ what is decided here is the part every caller must agree on:
 
 - Greedy by default with repetition penalty 1.1 (the setting of the paper's inference script), sampling with
   temperature / top-p / top-k when `temperature` > 0, reproducible for a given `seed`.
-- Prompts are batched by length with left padding. Padding never changes a greedy output: the repetition
-  penalty is transformers' own processor told to ignore each row's padding (`prompt_ignore_length`), so a pad
-  token (often EOS) is not penalised in a padded row and untouched in a lone one.
+- Prompts are batched by length with left padding, which must not change a greedy output: positions come from
+  the attention mask, and the repetition penalty is transformers' own processor told to ignore each row's
+  padding (`prompt_ignore_length`), so a pad token (often EOS) is not penalised in a padded row when it would
+  not be in a lone one. In fp32 batched and one-at-a-time outputs are identical (tests, bench/generate.py); in
+  bf16 the padded kernels round differently and a near-tie between two tokens can go either way.
 - A prompt longer than the context (`max_position_embeddings` − `max_new_tokens`) loses its start; the number
   of dropped tokens is returned with every output so callers report it.
 - Text stops before the first stop string (the string itself is not part of the output).
