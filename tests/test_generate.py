@@ -163,6 +163,24 @@ def test_chat_lines_go_through_the_template(mistral, tmp_path):
     expected = generate_texts(model, tok, prompts, s)
     assert [r.get("output") for r in rows[:2]] == [e["text"] for e in expected]
     assert [r.get("skipped") for r in rows[2:]] == ["chat_template_rejected", "bad_field"]
+    assert rows[2]["error"].startswith(f"--input {inp}:3: the chat template rejects this chat")
+
+
+def test_strict_stops_at_a_chat_the_template_rejects_and_progress_shows_tokens_per_second(mistral, tmp_path,
+                                                                                            capsys):
+    from langgraft.batch_generate import GenerateOptions, run_generate
+
+    inp = tmp_path / "in.jsonl"
+    bad = [{"role": "assistant", "content": "x"}, {"role": "assistant", "content": "y"}]
+    inp.write_text(json.dumps({"prompt": "سلام"}) + "\n" + json.dumps({"prompt": bad}) + "\n", encoding="utf-8")
+    assert _cli(mistral, inp, tmp_path / "strict.jsonl", "--chat", "--strict") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # (after the library's weight-loading bar)
+    assert err.startswith(f"langgraft: error: --input {inp}:2: the chat template rejects this chat")
+    counts = run_generate(str(mistral), str(inp), str(tmp_path / "bar.jsonl"), Sampling(max_new_tokens=4),
+                          GenerateOptions(chat=True), progress=True)
+    assert counts["written"] == 2 and counts["skipped"] == {"chat_template_rejected": 1}
+    bar = capsys.readouterr().err
+    assert "2/2" in bar and "tok_s=" in bar and ("line/s" in bar or "s/line" in bar)
 
 
 def test_an_adapter_generates_what_its_merged_model_does(mistral, data_dir, tmp_path):

@@ -76,19 +76,6 @@ def _bad(why: str, opts: GenerateOptions) -> tuple[None, None, str]:
     return None, None, why
 
 
-def _prompt(tok, value, opts: GenerateOptions) -> tuple[str | None, str]:
-    from jinja2 import TemplateError
-
-    from langgraft.generation import chat_text
-
-    if not opts.chat:
-        return value, ""
-    try:
-        return chat_text(tok, value), ""
-    except (TemplateError, ValueError) as exc:
-        return None, f"chat_template_rejected: {str(exc).splitlines()[0] if str(exc) else 'rejected'}"
-
-
 def resume_point(out: Path, settings: dict) -> int:
     """Complete lines already in `out` (a torn last line is cut off); refuses a file from other settings."""
     meta = out.with_name(out.name + ".settings.json")
@@ -131,62 +118,80 @@ def run_generate(model_path: str, input_path: str, out_path: str, sampling: Samp
     counts = {"lines": len(items), "resumed_at": done, "written": 0, "skipped": Counter(), "truncated": 0}
     if done < len(items):
         model, tok = load(model_path, opts.device, opts.base)
+        items = items[:done] + [_render(tok, item, opts, f"--input {inp}:{k + 1}")
+                                for k, item in enumerate(items[done:], done)]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_name(out.name + ".settings.json").write_text(json.dumps(settings, ensure_ascii=False))
         # progress None: a bar on terminals only (quiet in logs and tests)
         bar = tqdm(total=len(items), initial=done, unit="line", dynamic_ncols=True,
                    disable=None if progress is None else not progress)
-        window = opts.batch_size * 8
+        window, tick = opts.batch_size * 8, _ticker(bar)
         with out.open("a", encoding="utf-8") as fh:
             start = done
             while start < len(items):
                 end = min((start // window + 1) * window, len(items))  # windows at fixed line numbers
-                lines = _window(model, tok, items, start, end, sampling, opts, bar)
+                lines = _window(model, tok, items, (start, end), sampling, opts, tick)
                 fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
                 fh.flush()
                 os.fsync(fh.fileno())
-                for r in lines:
-                    counts["written"] += 1
-                    counts["truncated"] += bool(r.get("truncated_tokens"))
+                counts["written"] += len(lines)
+                counts["truncated"] += sum(bool(r.get("truncated_tokens")) for r in lines)
                 start = end
         bar.close()
     counts["skipped"] = _skips(out)
     return counts
 
 
-def _window(model, tok, items, start: int, end: int, sampling: Sampling, opts: GenerateOptions, bar) -> list[dict]:
-    """Output records of input lines [start, end) (0-based), in order."""
+def _render(tok, item: tuple, opts: GenerateOptions, where: str) -> tuple:
+    """The item with its field value turned into the prompt text (a chat through the template)."""
+    record, value, why = item
+    if why or not opts.chat:
+        return item
+    from jinja2 import TemplateError
+
+    from langgraft.generation import chat_text
+
+    try:
+        return record, chat_text(tok, value), ""
+    except (TemplateError, ValueError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else "rejected"
+        return _bad(f"chat_template_rejected: {where}: the chat template rejects this chat ({message})", opts)
+
+
+def _ticker(bar):
+    """`on_batch` for generate_texts: advance the bar and show new tokens per second since the run began."""
     import time
 
+    state = {"started": time.perf_counter(), "tokens": 0}
+
+    def tick(n: int, new_tokens: int) -> None:
+        state["tokens"] += new_tokens
+        bar.update(n)
+        bar.set_postfix(tok_s=f"{state['tokens'] / max(time.perf_counter() - state['started'], 1e-9):,.1f}")
+
+    return tick
+
+
+def _window(model, tok, items, span: tuple[int, int], sampling: Sampling, opts: GenerateOptions,
+            tick) -> list[dict]:
+    """Output records of input lines span = [start, end) (0-based), in order."""
     from langgraft.generation import generate_texts
 
     rows: list[dict] = []
     todo: list[tuple[int, str]] = []
-    for k in range(start, end):
-        record, value, why = items[k]
-        prompt = None
-        if not why:
-            prompt, why = _prompt(tok, value, opts)
-            if why and opts.strict:
-                raise UserError(f"--input line {k + 1}: {why} (--strict)")
+    for k in range(*span):
+        record, prompt, why = items[k]
         if why:
             reason, _, message = why.partition(": ")
             rows.append({"line": k + 1, "skipped": reason, "error": message})
             continue
         rows.append({"line": k + 1, **({"id": record["id"]} if "id" in record else {})})
         todo.append((len(rows) - 1, prompt))
-    started, tokens = time.perf_counter(), [0]
-
-    def tick(n: int, new_tokens: int) -> None:
-        tokens[0] += new_tokens
-        bar.update(n)
-        bar.set_postfix(tok_s=f"{tokens[0] / max(time.perf_counter() - started, 1e-9):,.1f}")
-
-    seeded = replace(sampling, seed=sampling.seed + start) if sampling.seed is not None else sampling
+    seeded = replace(sampling, seed=sampling.seed + span[0]) if sampling.seed is not None else sampling
     results = generate_texts(model, tok, [p for _, p in todo], seeded, opts.batch_size, tick) if todo else []
     for (r, _), res in zip(todo, results):
         rows[r].update(output=res["text"], new_tokens=res["new_tokens"], truncated_tokens=res["truncated_tokens"])
-    bar.update(len(rows) - len(todo))
+    tick(len(rows) - len(todo), 0)
     return rows
 
 
