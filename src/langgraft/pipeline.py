@@ -249,8 +249,12 @@ def _report(plan: Plan) -> bool:
         raise UserError(f"report: no evaluation in {missing[0]}; run the model stages first")
     texts = {lang: str(plan.path(p)) for lang, p in e.texts.items()}
     tokenizers = {"base": plan.base_tokenizer, "extended": str(plan.stage_dir("tokenizer_extend"))}
-    config = {"evals": [str(d) for d in evals], "texts": texts, "tokenizers": tokenizers, "lang": plan.recipe.lang}
-    inputs = [d / "results.json" for d in evals] + [plan.stage_dir("tokenizer_extend"), *texts.values()]
+    training = {s: str(plan.out / s / "train" / "metrics.jsonl") for s in TRAIN_STAGES
+                if (plan.out / s / "train" / "metrics.jsonl").is_file()}
+    config = {"evals": [str(d) for d in evals], "texts": texts, "tokenizers": tokenizers, "lang": plan.recipe.lang,
+              "training": training}
+    inputs = [d / "results.json" for d in evals] + [plan.stage_dir("tokenizer_extend"), *texts.values(),
+                                                     *training.values()]
     out = plan.stage_dir("report")
     return not _ran(out, lambda: run_stage(out, stage="report", config=config, inputs=inputs,
                                            work=lambda tmp: write_report(tmp, config)))

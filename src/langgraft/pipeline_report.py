@@ -2,7 +2,8 @@
 
 Writes into the report folder: `eval/` (`langgraft eval --compare` of every evaluated stage: report.md with CIs
 and paired tests against the base, charts), `tokenizer/` (`langgraft tokenizer report`: fertility, chars per
-token, byte fallback of the base and extended tokenizers on held-out text), and `summary.json` / `summary.md`:
+token, byte fallback of the base and extended tokenizers on held-out text), `training/STAGE.png` (each training
+stage's train and validation loss and learning rates, from its metrics.jsonl), and `summary.json` / `summary.md`:
 the few numbers a reader wants first (Persian fertility before/after, English ids unchanged, bits per character
 and accuracy per stage).
 """
@@ -32,11 +33,22 @@ def write_report(out: Path, config: dict) -> dict:
             entry["chance"] = meta["chance"]
         summary[kind].setdefault(meta["lang"], {})[task] = entry
     summary["lines"] = summary_lines(summary, config["lang"])
+    summary["training_charts"] = _training_charts(out / "training", config.get("training", {}))
     write_json(out / "summary.json", summary)
+    charts = "".join(f"\n![{stage} training](training/{stage}.png)\n" for stage in summary["training_charts"])
     atomic_write_text(out / "summary.md", "# Pipeline summary\n\n" + "\n".join(f"- {line}" for line in
                       summary["lines"]) + "\n\nDetails: [eval/report.md](eval/report.md)"
-                      + (", [tokenizer/report.md](tokenizer/report.md)\n" if config["texts"] else "\n"))
+                      + (", [tokenizer/report.md](tokenizer/report.md)\n" if config["texts"] else "\n") + charts)
     return {"lines": summary["lines"]}
+
+
+def _training_charts(out: Path, metrics: dict[str, str]) -> list[str]:
+    """training/STAGE.png for every training stage that logged metrics; the stages drawn."""
+    from langgraft.report import training_chart
+
+    out.mkdir(parents=True, exist_ok=True)
+    return [stage for stage, path in metrics.items()
+            if Path(path).is_file() and training_chart(Path(path), out / f"{stage}.png", f"{stage} training")]
 
 
 def _tokenizer_summary(out: Path, config: dict) -> dict:

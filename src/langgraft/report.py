@@ -3,14 +3,17 @@
 Cells show the metric with its bootstrap 95% CI; the best model per row is bold; when several models are compared,
 a mark after a value says the paired bootstrap against the first model found a significant difference
 (▲ better, ▼ worse). Scores in [0, 1] are shown as percentages; BLEU/chrF are already 0-100. Charts: one
-panel per task (headline metric, CI whiskers, dashed chance line for accuracies) and a Persian-vs-English scatter
-of mean headline scores, one point per model in the order given (stages).
+panel per task (headline metric, CI whiskers, dashed chance line for accuracies, axes from zero) and a
+Persian-vs-English scatter, one point per model in the order given (stages): mean headline score of the
+languages' scored tasks when both languages have some, else mean bits per character, else no scatter at all.
+Models at the same point share one label. `training_chart` draws a training stage's metrics.jsonl.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from langgraft.eval.metrics import PER_TOKEN
 from langgraft.eval.tasks import LOWER_IS_BETTER
 from langgraft.rundir import atomic_write_text
 
@@ -39,8 +42,11 @@ def suite_tasks(doc: dict) -> dict[str, list[str]]:
 def _row(doc: dict, models: list[str], task: str, metric: str, marks: dict) -> str:
     cells = {m: doc["results"].get(m, {}).get(task, {}).get(metric) for m in models}
     present = [c["value"] for c in cells.values() if c and c["value"] == c["value"]]
-    # Bold only when models differ: a row of ties has no best.
+    # Bold only when models differ: a row of ties has no best; nor a per-token row across tokenizers.
     best = (min if metric in LOWER_IS_BETTER else max)(present) if len(set(present)) > 1 else None
+    apart = metric in PER_TOKEN and not _one_tokenizer(doc, models)
+    if apart:
+        best = None
     parts = []
     for m in models:
         c = cells[m]
@@ -53,8 +59,13 @@ def _row(doc: dict, models: list[str], task: str, metric: str, marks: dict) -> s
         parts.append(text + marks.get((m, task, metric), ""))
     meta = doc["tasks"][task]
     chance = f"{100 * meta['chance']:.1f}" if "chance" in meta and metric in ("acc", "acc_norm") else ""
-    arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
+    arrow = ("↓" if metric in LOWER_IS_BETTER else "↑") + (" †" if apart else "")
     return f"| {task} | {metric} {arrow} | {meta['n']} | {chance} | " + " | ".join(parts) + " |"
+
+
+def _one_tokenizer(doc: dict, models: list[str]) -> bool:
+    ids = {doc.get("tokenizers", {}).get(m) for m in models}
+    return len(ids) == 1 and None not in ids
 
 
 def markdown(doc: dict) -> str:
@@ -65,6 +76,10 @@ def markdown(doc: dict) -> str:
              "Values with bootstrap 95% CIs; percentages for accuracy/F1/EM/ROUGE-L; **bold** = best; "
              f"▲/▼ = significantly better/worse than `{models[0] if models else '-'}` (paired bootstrap, p < 0.05).",
              ""]
+    if any(metric in PER_TOKEN for meta in doc["tasks"].values() for metric in meta["metrics"]) and \
+            not _one_tokenizer(doc, models):
+        lines += ["† ppl is per token: it compares only models that share a tokenizer, so these models (several "
+                  "tokenizers) are not ranked or tested on it; bpc/bpb compare across tokenizers.", ""]
     for suite, tasks in suite_tasks(doc).items():
         lines += [f"## {suite}", "", "| task | metric | n | chance | " + " | ".join(models) + " |",
                   "|---|---|---|---|" + "---|" * len(models)]
@@ -72,7 +87,7 @@ def markdown(doc: dict) -> str:
             for metric in doc["tasks"][task]["metrics"]:
                 lines.append(_row(doc, models, task, metric, marks))
         lines += ["", f"![{suite}](charts/{suite}.png)", ""]
-    if len(models) > 0:
+    if scatter_axes(doc) is not None:
         lines += ["![Persian vs English](charts/fa_vs_en.png)", ""]
     skipped = {t: m["skipped"] for t, m in doc["tasks"].items() if m.get("skipped")}
     contaminated = {t: len(m["contaminated"]) for t, m in doc["tasks"].items() if m.get("contaminated")}
@@ -112,6 +127,8 @@ def suite_chart(doc: dict, suite: str, tasks: list[str], path: Path) -> None:
         ax.bar(range(len(models)), vals, yerr=errs, capsize=3, color=[f"C{i}" for i in range(len(models))])
         if "chance" in doc["tasks"][task] and metric in ("acc", "acc_norm"):
             ax.axhline(100 * doc["tasks"][task]["chance"], color="0.4", ls="--", lw=1)  # chance level
+        tops = [v + e for v, e in zip(vals, errs[1]) if v == v]  # NaN (no result) has no bar
+        ax.set_ylim(0, 100 if metric in UNIT_METRICS else max(max(tops, default=0) * 1.1, 1e-6))
         ax.set_xticks(range(len(models)), models, rotation=30, ha="right", fontsize=7)
         ax.set_title(f"{task}\n{metric}{' (lower better)' if metric in LOWER_IS_BETTER else ''}", fontsize=8)
     for ax in list(axes.flat)[len(tasks):]:
@@ -121,41 +138,132 @@ def suite_chart(doc: dict, suite: str, tasks: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def lang_means(doc: dict, lang: str) -> dict[str, float]:
-    """Per model: mean headline score (0-100, higher better) over the language's non-intrinsic tasks."""
+def lang_means(doc: dict, lang: str, kind: str = "score") -> dict[str, float]:
+    """Per model: the mean over the language's tasks of the headline score (kind "score": 0-100, higher better,
+    scored tasks only) or of bits per character (kind "bpc": intrinsic tasks, lower better)."""
     out = {}
     for m in doc["models"]:
         vals = []
         for task, meta in doc["tasks"].items():
-            metric = meta["metrics"][0]
+            metric = "bpc" if kind == "bpc" else meta["metrics"][0]
+            if meta["lang"] != lang or metric not in meta["metrics"] or (kind == "score") == (metric in LOWER_IS_BETTER):
+                continue
             c = doc["results"].get(m, {}).get(task, {}).get(metric)
-            if meta["lang"] == lang and metric not in LOWER_IS_BETTER and c and c["value"] == c["value"]:
+            if c and c["value"] == c["value"]:
                 vals.append(_scale(metric, c["value"]))
         if vals:
             out[m] = sum(vals) / len(vals)
     return out
 
 
-def scatter_chart(doc: dict, path: Path) -> None:
-    """Persian vs English mean score, one point per model, joined in the order given (the stages)."""
+def scatter_axes(doc: dict) -> tuple[str, dict, dict, list[str]] | None:
+    """(kind, fa means, en means, models) for the Persian-vs-English chart, or None when the run has no measure
+    both languages share (then the chart is left out rather than drawn empty)."""
+    for kind in ("score", "bpc"):
+        fa, en = lang_means(doc, "fa", kind), lang_means(doc, "en", kind)
+        models = [m for m in doc["models"] if m in fa and m in en]
+        if models:
+            return kind, fa, en, models
+    return None
+
+
+def scatter_chart(doc: dict, path: Path) -> bool:
+    """Persian vs English, one point per model, joined in the order given (the stages); False when not drawn."""
+    axes = scatter_axes(doc)
+    if axes is None:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fa, en = lang_means(doc, "fa"), lang_means(doc, "en")
-    models = [m for m in doc["models"] if m in fa and m in en]
+    kind, fa, en, models = axes
     fig, ax = plt.subplots(figsize=(4.5, 4))
     xs, ys = [en[m] for m in models], [fa[m] for m in models]
     ax.plot(xs, ys, "-", color="0.7", zorder=1)
     for i, m in enumerate(models):
         ax.scatter(xs[i], ys[i], color=f"C{i}", zorder=2)
-        ax.annotate(m, (xs[i], ys[i]), fontsize=8, xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("English mean score (en tasks, headline metrics)")
-    ax.set_ylabel("Persian mean score (fa tasks, headline metrics)")
+    xtop, ytop = (100.0, 100.0) if kind == "score" else (max(xs) * 1.25, max(ys) * 1.15)
+    ax.set_xlim(0, xtop)
+    ax.set_ylim(0, ytop)
+    groups = _same_point(models, xs, ys)  # one label per point: equal scores do not overprint
+    for (x, y), names, lift in zip(groups, groups.values(), _label_rows(list(groups), xtop, ytop)):
+        ax.annotate(", ".join(names), (x, y), fontsize=8, xytext=(5, 3 + 10 * lift), textcoords="offset points",
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if lift else None)
+    what = ("mean score (headline metrics of scored tasks, %)" if kind == "score"
+            else "mean bits per character (lower is better)")
+    ax.set_xlabel(f"English {what}", fontsize=8)
+    ax.set_ylabel(f"Persian {what}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    return True
+
+
+def _same_point(models: list[str], xs: list[float], ys: list[float]) -> dict[tuple[float, float], list[str]]:
+    """Models grouped by their point at the precision the labels could tell apart (in model order)."""
+    span = max(xs + ys + [1e-9]) - min(xs + ys + [0.0])
+    grain = span / 50 or 1.0
+    groups: dict[tuple[float, float], list[str]] = {}
+    firsts: dict[tuple[int, int], tuple[float, float]] = {}
+    for m, x, y in zip(models, xs, ys):
+        key = (round(x / grain), round(y / grain))
+        groups.setdefault(firsts.setdefault(key, (x, y)), []).append(m)
+    return groups
+
+
+def _label_rows(points: list[tuple[float, float]], xtop: float, ytop: float) -> list[int]:
+    """Text rows (of ~10 points) to lift each label by so that labels of nearby points do not overprint: a label
+    is about a quarter of the axes wide and a twentieth high."""
+    placed: list[tuple[float, float]] = []
+    rows = []
+    for x, y in points:
+        xf, yf, lift = x / xtop, y / ytop, 0
+        while any(abs(xf - px) < 0.25 and abs(yf + lift * 0.045 - py) < 0.045 for px, py in placed):
+            lift += 1
+        placed.append((xf, yf + lift * 0.045))
+        rows.append(lift)
+    return rows
+
+
+def training_chart(metrics: Path, path: Path, title: str) -> bool:
+    """Training loss (and validation loss where it was measured) against the step, and the learning rate of each
+    parameter group, from a training run's metrics.jsonl; False when it holds nothing to draw."""
+    import json
+
+    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    lrs = [(r["step"], r["lr"]) for r in rows if r.get("lr")]
+    if not train and not val:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    if train:
+        left.plot(*zip(*train), label="train loss", lw=1)
+    if val:
+        left.plot(*zip(*val), "o-", label="validation loss", ms=4)
+    left.set_xlabel("optimizer step")
+    left.set_ylabel("loss (nats per token)")
+    left.set_ylim(bottom=0)
+    left.legend(fontsize="small")
+    names = ["embedding/head rows", "LoRA adapters"]  # the optimizer's parameter groups, in its order
+    for g in range(len(lrs[0][1]) if lrs else 0):
+        right.plot([s for s, _ in lrs], [lr[g] for _, lr in lrs], label=names[g] if g < 2 else f"group {g}")
+    right.set_xlabel("optimizer step")
+    right.set_ylabel("learning rate")
+    right.set_ylim(bottom=0)
+    if lrs:
+        right.legend(fontsize="small")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
 
 
 def write_report(out: Path, doc: dict) -> None:

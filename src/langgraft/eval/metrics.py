@@ -132,6 +132,10 @@ def value(metric: str, total: np.ndarray) -> float:
     return float(_sacre(metric)._compute_score_from_stats(list(total)).score)
 
 
+# Metrics counted per token: they compare models that share a tokenizer only (bpc and bpb compare any two).
+PER_TOKEN = {"ppl"}
+
+
 def _resample_weights(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.multinomial(n, np.full(n, 1.0 / n), size=BOOTSTRAP).astype(float)

@@ -207,6 +207,7 @@ def evaluate_all(models: dict[str, str], prepared: list[Prepared], opts: EvalOpt
             _error(errors, f"model {name}: {exc}")
             continue
         runs[name] = {}
+        tokenizer = tokenizer_identity(tok)
         for task in prepared:
             started = time.time()
             try:
@@ -215,13 +216,27 @@ def evaluate_all(models: dict[str, str], prepared: list[Prepared], opts: EvalOpt
                 _error(errors, f"model {name}: {exc}")
                 continue
             runs[name][task.spec.name] = {"ids": [ex.id for ex in task.examples], "stats": stats,
-                                          "seconds": round(time.time() - started, 3)}
+                                          "seconds": round(time.time() - started, 3), "tokenizer": tokenizer}
             for i, row in enumerate(rows):
                 row["model"] = name
                 row["stats"] = {m: s[i].tolist() for m, s in stats.items()}
                 samples[task.spec.name].append(row)
         del model
     return runs, samples
+
+
+def tokenizer_identity(tok) -> str:
+    """What makes two models' token counts comparable: the same vocabulary and segmentation."""
+    import hashlib
+
+    backend = getattr(tok, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tok.get_vocab(), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def same_tokenizer(a: dict, b: dict) -> bool:
+    """Two task runs tokenized alike (unknown, as in results written before this was recorded, is not alike)."""
+    return a.get("tokenizer") is not None and a.get("tokenizer") == b.get("tokenizer")
 
 
 def summarise(runs: dict, task_meta: dict) -> tuple[dict, list[dict]]:
@@ -239,6 +254,8 @@ def summarise(runs: dict, task_meta: dict) -> tuple[dict, list[dict]]:
             pos_a = {i: k for k, i in enumerate(r["ids"])}
             pos_b = {i: k for k, i in enumerate(runs[base][t]["ids"])}
             for metric in task_meta[t]["metrics"]:
+                if metric in M.PER_TOKEN and not same_tokenizer(r, runs[base][t]):
+                    continue  # per-token perplexity of two vocabularies measures different units
                 a = r["stats"][metric][[pos_a[i] for i in shared]]
                 b = runs[base][t]["stats"][metric][[pos_b[i] for i in shared]]
                 cmp = M.paired_bootstrap(metric, a, b)
@@ -327,7 +344,8 @@ def write_outputs(out: Path, models: dict, meta: dict, runs: dict, samples: dict
     results, comparisons = summarise(runs, meta)
     timing = {m: {t: r["seconds"] for t, r in tasks.items() if "seconds" in r} for m, tasks in runs.items()}
     doc = {"models": models, "tasks": meta, "results": results, "comparisons": comparisons, "errors": errors,
-           "timing_s": timing}
+           "timing_s": timing,
+           "tokenizers": {m: next((r.get("tokenizer") for r in tasks.values()), None) for m, tasks in runs.items()}}
     write_samples(out, samples)
     write_json(out / "results.json", doc)
     write_report(out, doc)
@@ -374,7 +392,7 @@ def merge_evals(dirs: list[str], out: Path) -> dict:
             meta.setdefault(t, tm)
             for m, run in load_samples(d, t).items():
                 if m in rename:
-                    runs[rename[m]][t] = run
+                    runs[rename[m]][t] = {**run, "tokenizer": doc.get("tokenizers", {}).get(m)}
             path = d / "samples" / f"{t}.jsonl"
             for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
                 row = json.loads(line)
