@@ -624,3 +624,19 @@ def test_a_dataset_rebuilt_in_place_is_not_up_to_date(train_setup, tmp_path, cap
         assert train("align", cfg, out=tmp_path / "run")["steps"] == 2
     finally:
         FORCE.reset(token)
+
+
+def test_a_forked_child_does_not_keep_its_killed_parents_lock(tmp_path):
+    out = tmp_path / "out"
+    code = ("import os, sys, time\nfrom langgraft.rundir import output_lock\nwith output_lock(sys.argv[1]):\n"
+            "    child = os.fork()\n    if child == 0:\n        time.sleep(60)\n        os._exit(0)\n"
+            "    print(child, flush=True)\n    time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], env=ENV, stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        proc.kill()
+        proc.wait()
+        assert _alive(child)  # a worker that outlives its parent for a moment must not hold the output
+        assert not _stage(out).skipped
+    finally:
+        os.kill(child, signal.SIGKILL)

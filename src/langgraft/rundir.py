@@ -135,6 +135,20 @@ def check_apart(out: Path, inputs: Sequence[str | Path]) -> None:
 
 
 _held: dict[str, int] = {}  # lock files this process holds -> nesting depth
+_fds: dict[str, int] = {}  # lock files this process holds -> their descriptor
+
+
+def _forget_locks_in_child() -> None:
+    """A forked child (a pool worker, a manager process) shares the parent's open lock files, and an flock lasts
+    while any process holds one open: close them, so the lock dies with the process that took it."""
+    for fd in _fds.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _fds.clear()
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 @contextlib.contextmanager
@@ -152,11 +166,11 @@ def output_lock(out: str | Path) -> Iterator[None]:
             _held[key] -= 1
         return
     fd = _acquire(lock, out)
-    _held[key] = 1
+    _held[key], _fds[key] = 1, fd
     try:
         yield
     finally:
-        del _held[key]
+        del _held[key], _fds[key]
         # unlinked while still held: a process that opened the old file notices (inode check) and retries
         with contextlib.suppress(OSError):
             os.unlink(lock)
