@@ -79,20 +79,32 @@ def test_bad_input_is_one_line(tmp_path, models, capsys):
 
 
 def test_streamed_replies_print_the_same_text_as_the_non_streamed_ones(models, data_dir):
+    from langgraft.chat import reply
+    from langgraft.generation import load
+
     chat, plain = models
-    lines = [ln for ln in (data_dir / "ntrex/NTREX-128/newstest2019-ref.fas.txt").read_text(
-        encoding="utf-8").splitlines()[:2]] + ["Hello, how are you?"]
-    for path, sampling in ((chat, Sampling(max_new_tokens=12)), (plain, Sampling(max_new_tokens=12, stop=["e"])),
+    lines = (data_dir / "ntrex/NTREX-128/newstest2019-ref.fas.txt").read_text(encoding="utf-8").splitlines()[:2]
+    lines.append("Hello, how are you?")
+    streamed = io.StringIO()  # the terminal shows exactly the replies, one line each
+    turns = run_chat(str(chat), ChatOptions(Sampling(max_new_tokens=12)), stdin=io.StringIO("\n".join(lines)),
+                     stdout=streamed)
+    assert streamed.getvalue().splitlines() == [t["reply"] for t in turns] and len(turns) == 3
+    loaded = {path: load(str(path)) for path in (chat, plain)}
+    free = reply(*loaded[plain], [], lines[2], ChatOptions(Sampling(max_new_tokens=12)))["reply"]
+    stop = free[4:6]
+    counts = []
+    for path, sampling in ((chat, Sampling(max_new_tokens=12)), (plain, Sampling(max_new_tokens=12, stop=[stop])),
                            (chat, Sampling(max_new_tokens=12, temperature=0.8, top_k=40, seed=5))):
-        streamed = io.StringIO()
-        turns = run_chat(str(path), ChatOptions(sampling), stdin=io.StringIO("\n".join(lines) + "\n"), stdout=streamed)
-        whole = run_chat(str(path), ChatOptions(sampling, json=True), stdin=io.StringIO("\n".join(lines) + "\n"),
-                         stdout=io.StringIO())
-        assert streamed.getvalue().splitlines() == [t["reply"] for t in whole] == [t["reply"] for t in turns]
-        assert all(t["new_tokens"] > 0 for t in turns)
-    cut = run_chat(str(plain), ChatOptions(Sampling(max_new_tokens=12, stop=["e"])), prompt=lines[2],
-                   stdout=io.StringIO())
-    assert "e" not in cut[0]["reply"]
+        for line in lines:
+            pieces: list[str] = []
+            shown = reply(*loaded[path], [], line, ChatOptions(sampling), pieces.append)
+            whole = reply(*loaded[path], [], line, ChatOptions(sampling))
+            assert "".join(pieces) == shown["reply"] == whole["reply"]
+            assert shown["new_tokens"] == whole["new_tokens"] > 0
+            counts.append(len(pieces))
+    assert max(counts) > 3  # really written piece by piece
+    cut = reply(*loaded[plain], [], lines[2], ChatOptions(Sampling(max_new_tokens=12, stop=[stop])))["reply"]
+    assert len(stop) == 2 and cut == free[:free.index(stop)].strip()
 
 
 def test_system_message_empty_lines_and_end_of_input(models):
