@@ -131,10 +131,15 @@ def test_labelled_rows_give_the_models_own_masked_loss(setup):
     assert count == int((rows[:, 1, 1:] != -100).sum()) and nats / count == pytest.approx(ref.item(), rel=1e-5)
 
 
-def test_instruct_stage_trains_lora_and_saves_the_chat_template(setup):
+def test_instruct_stage_trains_lora_and_saves_the_chat_template(setup, capsys):
     out = setup["tmp"] / "run"
     summary = train("instruct", config(setup, model=str(setup["bare"])), out=out)
     assert summary["steps"] == 4 and summary["train_examples"] > 20 and summary["val_loss"] > 0
+    splits = json.loads((setup["dataset"] / "dataset.json").read_text())["splits"]
+    err = capsys.readouterr().err  # said before step 1, then the validation loss at step 4
+    assert f"tokenizing {splits['train']['records']} instruction examples of inst (train)" in err
+    assert f"tokenizing {splits['validation']['records']} instruction examples of inst (validation)" in err
+    assert f"step 4/4: train loss {summary['final_loss']:.4f}, validation loss {summary['val_loss']:.4f}" in err
     assert summary["skipped"] == {} or all(v > 0 for v in summary["skipped"].values())
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["loss"] < metrics[0]["loss"]

@@ -39,22 +39,25 @@ class Packed:
 
 
 class SplitTexts:
-    """The texts of one split of a `langgraft data prepare` dataset (the corpus package owns the format), streamed;
-    sized from dataset.json, so tokenizing can say how many documents it has ahead and show a bar with an ETA."""
+    """The texts (or with `rows`, the whole records) of one split of a `langgraft data prepare` dataset (the corpus
+    package owns the format), streamed; sized from dataset.json, so tokenizing can say how many documents it has
+    ahead and show a bar with an ETA."""
 
-    def __init__(self, dataset_dir: str | Path, split: str):
+    def __init__(self, dataset_dir: str | Path, split: str, rows: bool = False):
         from langgraft.data.load import dataset_info
 
-        self.dataset_dir, self.split = Path(dataset_dir), split
+        self.dataset_dir, self.split, self.rows = Path(dataset_dir), split, rows
         self.records = int(dataset_info(dataset_dir)["splits"].get(split, {}).get("records") or 0)
 
     def __len__(self) -> int:
         return self.records
 
     def __iter__(self):
-        from langgraft.data.load import iter_texts as _iter_texts
+        from langgraft.data.load import iter_records, iter_texts
 
-        return iter(_iter_texts(self.dataset_dir, self.split))
+        if self.rows:
+            return iter(iter_records(self.dataset_dir, self.split))
+        return iter(iter_texts(self.dataset_dir, self.split))
 
     def __str__(self) -> str:
         return f"{self.dataset_dir.name} ({self.split})"
@@ -68,6 +71,24 @@ def has_split(dataset_dir: str | Path, split: str) -> bool:
     from langgraft.data.load import dataset_info
 
     return bool(dataset_info(dataset_dir)["splits"].get(split, {}).get("files"))
+
+
+def tokenizing(items, what: str, block_size: int, limit: int = 0):
+    """`items`, with a line saying what is tokenized (how many, of which dataset split) and a bar: said before the
+    first step, since a corpus of GBs tokenizes for minutes before the step bar appears."""
+    import sys
+
+    from tqdm import tqdm
+
+    total = len(items) if hasattr(items, "__len__") else None
+    if total is not None and limit:
+        total = min(total, limit)
+    print(f"langgraft train: tokenizing {'' if total is None else f'{total:,} '}{what}"
+          f"{f' of {items}' if isinstance(items, SplitTexts) else ''} into blocks of {block_size} tokens",
+          file=sys.stderr, flush=True)
+    # disable=None: the bar on terminals only, the line above in logs/tests
+    return tqdm(items, desc="tokenizing", unit=what.split()[-1][:-1] if what.endswith("s") else what,
+                total=total, disable=None, mininterval=2.0, file=sys.stderr)
 
 
 def pack(texts, tokenizer, block_size: int, max_texts: int = 0, batch: int = 256) -> Packed:
@@ -85,20 +106,7 @@ def pack(texts, tokenizer, block_size: int, max_texts: int = 0, batch: int = 256
             stream.append(eos)
         pending.clear()
 
-    import sys
-
-    from tqdm import tqdm
-
-    total = len(texts) if hasattr(texts, "__len__") else None
-    if total is not None and max_texts:
-        total = min(total, max_texts)
-    # Said before the first step: a corpus of GBs tokenizes for minutes before the step bar appears.
-    print(f"langgraft train: tokenizing {'' if total is None else f'{total:,} '}documents"
-          f"{f' of {texts}' if isinstance(texts, SplitTexts) else ''} into blocks of {block_size} tokens",
-          file=sys.stderr, flush=True)
-    # disable=None: the bar on terminals only, the line above in logs/tests
-    for text in tqdm(texts, desc="tokenizing", unit="doc", total=total, disable=None, mininterval=2.0,
-                     file=sys.stderr):
+    for text in tokenizing(texts, "documents", block_size, max_texts):
         if max_texts and n_texts >= max_texts:
             break
         if not text:

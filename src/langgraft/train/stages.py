@@ -359,13 +359,13 @@ def _pack_data(cfg: TrainConfig, tokenizer):
 
 def _pack_instructions(cfg: TrainConfig, tokenizer):
     """Labelled instruction rows (prompt tokens not trained); skipped examples are counted by reason."""
-    from langgraft.data.load import iter_records
-    from langgraft.train.data import has_split
+    from langgraft.train.data import SplitTexts, has_split, tokenizing
     from langgraft.train.instruct import pack_examples
 
     d = cfg.data
     # every column: `messages` is there in datasets prepared since conversations were supported, not before
-    main = pack_examples(iter_records(d.dataset, "train"), tokenizer, d.block_size, d.max_texts)
+    main = pack_examples(tokenizing(SplitTexts(d.dataset, "train", rows=True), "instruction examples", d.block_size,
+                                    d.max_texts), tokenizer, d.block_size, d.max_texts)
     summary = {"train_examples": main.examples, "train_rows": int(main.rows.shape[0]),
                "train_response_tokens": main.response_tokens, "packing_efficiency": round(main.efficiency, 4),
                "skipped": main.skipped}
@@ -374,7 +374,8 @@ def _pack_instructions(cfg: TrainConfig, tokenizer):
               f"{', '.join(f'{k} {v}' for k, v in sorted(main.skipped.items()))}", flush=True)
     val = None
     if has_split(d.dataset, "validation"):
-        packed = pack_examples(iter_records(d.dataset, "validation"), tokenizer, d.block_size)
+        packed = pack_examples(tokenizing(SplitTexts(d.dataset, "validation", rows=True), "instruction examples",
+                                          d.block_size), tokenizer, d.block_size)
         if packed.rows.shape[0]:
             # bits per character of the responses: the only tokens the loss counts
             val = (packed.rows, packed.response_chars / max(packed.response_tokens, 1))
