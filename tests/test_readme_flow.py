@@ -140,3 +140,11 @@ def test_readme_verb_by_verb_flow_runs_as_written(tmp_path, data_dir, monkeypatc
     assert list(merged["models"]) == ["base", "aligned", "pretrain", "instruct"]
     for run in ("align", "pretrain", "instruct"):
         assert (runs / f"{run}-export/model/config.json").is_file()
+
+
+def test_readme_install_takes_the_pinned_torch_from_the_cpu_index():
+    """README's CPU install line names exactly the torch version pyproject pins (the CPU build satisfies the pin)."""
+    pin = re.search(r'"torch==([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8")).group(1)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"pip install torch=={pin} --index-url https://download.pytorch.org/whl/cpu" in readme
+    assert f'pip install -e ".[test]" --extra-index-url https://download.pytorch.org/whl/cpu' in readme
