@@ -83,8 +83,11 @@ def test_run_inside_the_demo_folder_skips_every_stage(demo, capsys, monkeypatch)
     before = _manifest_times(out)
     monkeypatch.chdir(out)  # the README's next step: `langgraft run recipe.yaml` in the demo folder
     assert main(["run", "recipe.yaml"]) == 0
-    assert capsys.readouterr().out.count("up to date, skipped") == len(STAGES)
+    printed = capsys.readouterr().out
+    assert printed.count("up to date, skipped") == len(STAGES)
     assert _manifest_times(out) == before  # nothing rebuilt
+    log = (out / "langgraft.log").read_text(encoding="utf-8")  # the run's console, in the recipe's out folder
+    assert "langgraft run recipe.yaml (exit 0" in log and all(line in log for line in printed.splitlines())
 
 
 @pytest.mark.parametrize("named", ["runs/demo", "./runs/demo", "runs/../runs/demo", "link", "ABS"])
