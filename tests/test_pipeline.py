@@ -255,6 +255,26 @@ def test_torchrun_trains_on_every_process_and_does_the_rest_once(demo, tmp_path)
     assert {s: v["status"] for s, v in status.items()} == {"pretrain": "ran", "instruct": "ran", "report": "ran"}
 
 
+def test_model_cards_carry_the_runs_own_numbers(demo):
+    """Each export's README.md lists the evaluations before it; report/MODEL_CARD.md has all of them."""
+    out, _ = demo
+    compared = json.loads((out / "report" / "eval" / "results.json").read_text(encoding="utf-8"))
+    card = (out / "report" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["language"] == ["fa", "en"] and {"align", "pretrain", "instruct"} <= set(header["tags"])
+    assert "| task | lang | metric | n | " + " | ".join(compared["models"]) + " |" in card
+    for task, meta in compared["tasks"].items():
+        metric = meta["metrics"][0]
+        value = compared["results"]["instruct"][task][metric]["value"]
+        row = next(line for line in card.splitlines() if line.startswith(f"| {task} |"))
+        assert row.rstrip(" |").endswith(f"{value:.4f}"), row
+    fert = json.loads((out / "report" / "summary.json").read_text())["tokenizer"]["fertility"]["fa"]
+    assert f"base {fert['base']:.3f} → extended {fert['extended']:.3f}" in card
+    instruct_card = (out / "instruct" / "export" / "model" / "README.md").read_text(encoding="utf-8")
+    table_head = next(line for line in instruct_card.splitlines() if line.startswith("| task |"))
+    assert "pretrain" in table_head and "instruct" not in table_head  # evaluated after its export
+
+
 def test_report_charts_use_what_the_run_has(demo, tmp_path):
     """Training curves per stage; the Persian-vs-English chart falls back to bpc (the demo's English side has no
     scored task) or is left out; equal points share a label; per-token ppl is not ranked across tokenizers."""

@@ -22,9 +22,9 @@ WHAT = {"align": "embeddings + head, transformer frozen", "pretrain": "LoRA + em
         "instruct": "LoRA + embeddings + head, assistant turns"}
 
 
-def write_model_card(model_dir: str | Path, facts: dict, *, gguf: dict | None = None) -> None:
-    """Write `model_dir/README.md` from `gather(run)` of the exported training run (and the GGUF written, if any)."""
-    atomic_write_text(Path(model_dir) / "README.md", render({**facts, "gguf": gguf}))
+def write_model_card(folder: str | Path, facts: dict, *, gguf: dict | None = None, name: str = "README.md") -> None:
+    """Write `folder/README.md` from `gather(run)` of the exported training run (and the GGUF written, if any)."""
+    atomic_write_text(Path(folder) / name, render({**facts, "gguf": gguf}))
 
 
 def model_name(facts: dict) -> str:
@@ -34,8 +34,9 @@ def model_name(facts: dict) -> str:
 
 
 # ---------------------------------------------------------------- reading the run
-def gather(run: Path) -> dict:
-    """Walk from a training run to its base: each stage's manifest names its parent model."""
+def gather(run: Path, *, report: Path | None = None) -> dict:
+    """Walk from a training run to its base: each stage's manifest names its parent model. `report`: the
+    `langgraft run` report folder to take evaluations and fertility from (default: OUT/report, if written)."""
     facts: dict = {"trains": [], "extend": None, "tokenizer": None, "base": None, "base_gguf": None,
                    "datasets": [], "evals": None, "fertility": None, "gguf": None}
     node, seen = run, set()
@@ -60,7 +61,7 @@ def gather(run: Path) -> dict:
             break
     facts["datasets"] = [_dataset(t["config"]["data"]["dataset"]) for t in facts["trains"]]
     facts["license"] = _license(facts)
-    facts.update(_pipeline_results(run))
+    facts.update(_pipeline_results(run, report))
     return facts
 
 
@@ -100,19 +101,20 @@ def _license(facts: dict) -> str | None:
     return None
 
 
-def _pipeline_results(run: Path) -> dict:
+def _pipeline_results(run: Path, report: Path | None) -> dict:
     """Evaluation and tokenizer numbers of a `langgraft run` folder (OUT/<stage>/train): the final report's
     comparison when it exists, else each evaluated point's own results."""
     out = run.parent.parent
     if run.name != "train" or not (out / "eval").is_dir():
         return {}
     found: dict = {}
-    compared = out / "report" / "eval" / "results.json"
+    report = report or out / "report"
+    compared = report / "eval" / "results.json"
     paths = [compared] if compared.is_file() else sorted((out / "eval").glob("*/results.json"),
                                                           key=lambda p: p.stat().st_mtime)
     if paths:
         found["evals"] = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
-    summary = out / "report" / "summary.json"
+    summary = report / "summary.json"
     if summary.is_file():
         found["fertility"] = json.loads(summary.read_text(encoding="utf-8")).get("tokenizer", {}).get("fertility")
     return found
@@ -213,7 +215,8 @@ def _data_section(facts: dict) -> str:
         return ""
     rows = ["## Data\n", "| dataset | kind | language | training records |", "|---|---|---|---|"]
     for d in facts["datasets"]:
-        rows.append(f"| {d['name']} | {d['kind']} | {d['lang']} | {d['records'] if d['records'] is not None else '?'} |")
+        records = d["records"] if d["records"] is not None else "?"
+        rows.append(f"| {d['name']} | {d['kind']} | {d['lang']} | {records} |")
     return "\n".join(rows) + "\n"
 
 

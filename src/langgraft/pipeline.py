@@ -10,6 +10,7 @@ Stages, in order (`--from`/`--to` take these names):
   instruct          `train --stage instruct` on the pretrained model + `export`;    → OUT/instruct/{train,export}/
                     eval (optional: only when the recipe names instruct.dataset)
   report            `eval --compare` of every evaluated stage + tokenizer report    → OUT/report/
+                    + MODEL_CARD.md (the last stage's model card with every evaluation)
 Each stage calls the Python API of its verb, and each of those skips itself when its manifest matches (same
 config, same inputs), so a rerun skips finished stages and a killed run continues from the first unfinished one
 (training resumes from its last checkpoint). Training runs also record which upstream outputs they were built on
@@ -238,8 +239,6 @@ def _evaluate(plan: Plan, point: str) -> bool:
 
 
 def _report(plan: Plan) -> bool:
-    from langgraft.pipeline_report import write_report
-
     e = plan.recipe.eval
     evals = [plan.out / "eval" / p for p in plan.eval_points()]
     if not evals:
@@ -257,7 +256,20 @@ def _report(plan: Plan) -> bool:
                                                      *training.values()]
     out = plan.stage_dir("report")
     return not _ran(out, lambda: run_stage(out, stage="report", config=config, inputs=inputs,
-                                           work=lambda tmp: write_report(tmp, config)))
+                                           work=lambda tmp: _write_report(plan, tmp, config)))
+
+
+def _write_report(plan: Plan, tmp: Path, config: dict) -> dict:
+    """The report, plus MODEL_CARD.md: the model card of the last trained stage with every evaluation (each
+    export's own card was written before its stage was evaluated, so it lists only the evaluations before it)."""
+    from langgraft.modelcard import gather, write_model_card
+    from langgraft.pipeline_report import write_report
+
+    summary = write_report(tmp, config)
+    runs = [plan.out / s / "train" for s in TRAIN_STAGES if (plan.out / s / "train" / "manifest.json").is_file()]
+    if runs:
+        write_model_card(tmp, gather(runs[-1], report=tmp), name="MODEL_CARD.md")
+    return summary
 
 
 STAGE_FUNCS = {"tokenizer": _tokenizer, "tokenizer_extend": _tokenizer_extend, "data": _data,
