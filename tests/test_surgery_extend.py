@@ -49,13 +49,82 @@ def test_old_token_logits_unchanged(tmp_path, data_dir, kind, tok_name):
 def test_mean_subtokens_rows_are_subtoken_means(tmp_path, data_dir):
     tok_dir = make_extended_tokenizer(data_dir, "mistral", tmp_path / "tok", n_new=10)
     base = save_tiny_model("llama", load_base_tokenizer(data_dir, "mistral", tmp_path / "bt"), tmp_path / "base")
-    extend_model(base, tok_dir, out=tmp_path / "ext")
+    extend_model(base, tok_dir, out=tmp_path / "ext", init="mean-subtokens")
     old = AutoModelForCausalLM.from_pretrained(base)
     new = AutoModelForCausalLM.from_pretrained(tmp_path / "ext")
     for tok in json.loads((tok_dir / "new_tokens.json").read_text())["tokens"]:
         for get in ("get_input_embeddings", "get_output_embeddings"):
             want = getattr(old, get)().weight[tok["base_ids"]].mean(0)
             torch.testing.assert_close(getattr(new, get)().weight[tok["id"]], want)
+
+
+@pytest.mark.parametrize("kind,tok_name", [("llama", "mistral"), ("gemma", "gpt2")])
+def test_default_init_logit_is_shrunk_average_of_the_pieces_logits(tmp_path, data_dir, kind, tok_name):
+    """The default's defining property, read off the models' own logits (untied llama, tied gemma): in every
+    context a new token's logit lies SHRINK of the way from the average old logit to the average of its pieces'
+    logits, so it never outbids its pieces' mean (mean-subtokens) by construction, and old logits stay exact."""
+    from langgraft.surgery.init import DEFAULT, SHRINK
+
+    tok_dir = make_extended_tokenizer(data_dir, tok_name, tmp_path / "tok", n_new=12)
+    base_tok = load_base_tokenizer(data_dir, tok_name, tmp_path / "bt")
+    base = save_tiny_model(kind, base_tok, tmp_path / "base")
+    report = extend_model(base, tok_dir, out=tmp_path / "ext")
+    assert report["init"] == DEFAULT == "shrunk-subtokens" and report["tied"] == (kind == "gemma")
+    old = AutoModelForCausalLM.from_pretrained(base).eval()
+    new = AutoModelForCausalLM.from_pretrained(tmp_path / "ext").eval()
+    ids = base_tok(english_lines(data_dir, 3)[2], return_tensors="pt")["input_ids"][:, :16]
+    with torch.no_grad():
+        a, b = old(ids).logits[0], new(ids).logits[0]
+    n_base = a.shape[-1]
+    assert torch.equal(a, b[:, :n_base])
+    for tok in json.loads((tok_dir / "new_tokens.json").read_text())["tokens"]:
+        pieces = a[:, tok["base_ids"]].mean(-1)
+        want = a.mean(-1) + SHRINK * (pieces - a.mean(-1))
+        torch.testing.assert_close(b[:, tok["id"]], want, atol=1e-4, rtol=1e-4)
+    # the input rows are shrunk the same way (tied: they are the head rows)
+    emb_old, emb_new = old.get_input_embeddings().weight, new.get_input_embeddings().weight
+    tok = json.loads((tok_dir / "new_tokens.json").read_text())["tokens"][0]
+    center = emb_old.mean(0)
+    torch.testing.assert_close(emb_new[tok["id"]], center + SHRINK * (emb_old[tok["base_ids"]].mean(0) - center))
+
+
+def test_shrunk_subtokens_interpolates_mean_subtokens_and_mean(tmp_path):
+    """shrink 1 is exactly mean-subtokens, 0 is exactly the global mean; a token without base ids gets the mean."""
+    from langgraft.surgery.init import init_mean, init_mean_subtokens, init_shrunk_subtokens
+
+    torch.manual_seed(0)
+    base = torch.randn(20, 8)
+    tokens = [{"id": 20, "base_ids": [1, 2, 3]}, {"id": 21, "base_ids": [4]}, {"id": 22, "base_ids": [99]}]
+    out = {}
+    for name, fn in (("s1", lambda w: init_shrunk_subtokens(w, tokens, 20, shrink=1.0)),
+                     ("s0", lambda w: init_shrunk_subtokens(w, tokens, 20, shrink=0.0)),
+                     ("ms", lambda w: init_mean_subtokens(w, tokens, 20)),
+                     ("mean", lambda w: init_mean(w, [20, 21, 22], 20))):
+        w = torch.cat([base, torch.zeros(3, 8)])
+        assert fn(w) in (None, 1)  # one fallback (id 99 is not a base id) for the subtoken methods
+        assert torch.equal(w[:20], base)
+        out[name] = w[20:]
+    assert torch.equal(out["s1"], out["ms"])
+    torch.testing.assert_close(out["s0"], out["mean"])
+    torch.testing.assert_close(out["ms"][0], base[1:4].mean(0))
+    torch.testing.assert_close(out["ms"][2], base.mean(0))
+
+
+def test_cli_and_recipe_offer_exactly_the_init_methods():
+    """The CLI and the recipe schema spell the method names out (so `--help` needs no torch): keep them in step."""
+    import argparse
+    import typing
+
+    from langgraft.cli import _extend_args
+    from langgraft.recipe import ModelExtendSection
+    from langgraft.surgery.init import DEFAULT, METHODS
+
+    parser = argparse.ArgumentParser()
+    _extend_args(parser)
+    action = next(a for a in parser._actions if a.dest == "init")
+    assert tuple(action.choices) == METHODS and action.default == DEFAULT
+    assert typing.get_args(typing.get_type_hints(ModelExtendSection)["init"]) == METHODS
+    assert ModelExtendSection().init == DEFAULT
 
 
 def test_mean_and_random_methods_differ(tmp_path, data_dir):

@@ -16,12 +16,12 @@ from pathlib import Path
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
 from langgraft.rundir import run_stage, write_json
-from langgraft.surgery.init import METHODS, init_mean, init_rows
+from langgraft.surgery.init import DEFAULT, METHODS, init_mean, init_rows
 
 PAD_MULTIPLE = 64
 
 
-def extend_model(model: str | Path, tokenizer: str | Path, *, out: str | Path, init: str = "mean-subtokens",
+def extend_model(model: str | Path, tokenizer: str | Path, *, out: str | Path, init: str = DEFAULT,
                  trust_tokenizer: bool = False, seed: int = 0) -> dict:
     """Resize `model` to the tokenizer dir written by `tokenizer extend`; write an HF model dir to `out`.
 
