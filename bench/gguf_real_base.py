@@ -81,6 +81,8 @@ def compare(export: Path) -> dict:
     gg_tok = AutoTokenizer.from_pretrained(export, gguf_file="model.gguf")
     texts = [line for line in (DATA / "ntrex/NTREX-128/newstest2019-ref.fas.txt").read_text().splitlines()[1500:1520]]
     texts += [line for line in (DATA / "ntrex/NTREX-128/newstest2019-src.eng.txt").read_text().splitlines()[1500:1520]]
+    texts += [hf_tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+              for p in PROMPTS.values()]  # the chat format's special tokens must stay whole
     same_ids = sum(hf_tok(t)["input_ids"] == gg_tok(t)["input_ids"] for t in texts)
     hf = AutoModelForCausalLM.from_pretrained(export / "model", dtype=torch.float32).eval()
     gg = AutoModelForCausalLM.from_pretrained(export, gguf_file="model.gguf", dtype=torch.float32).eval()
