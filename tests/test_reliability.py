@@ -132,6 +132,8 @@ def test_demo_keeps_edited_files_and_refuses_a_foreign_folder(tmp_path):
     assert (out / "corpus" / "fa.txt").read_text(encoding="utf-8") == "متن من\n"
     assert (out / "corpus" / "en.txt").is_file()  # a deleted shipped file comes back
     assert sum("keeping your edited" in line for line in said) == 2
+    with pytest.raises(UserError, match="cannot write there"):
+        _materialise(tmp_path / "demo" / "recipe.yaml" / "sub", said.append)
     foreign = tmp_path / "project"
     foreign.mkdir()
     (foreign / "notes.md").write_text("mine")
@@ -640,3 +642,19 @@ def test_a_forked_child_does_not_keep_its_killed_parents_lock(tmp_path):
         assert not _stage(out).skipped
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+def test_two_runs_of_one_recipe_do_not_race(tmp_path):
+    from langgraft.demo import _materialise
+    from langgraft.pipeline import run_recipe
+    from langgraft.recipe import load_recipe
+
+    _materialise(tmp_path / "demo", lambda line: None)
+    recipe = tmp_path / "demo" / "recipe.yaml"
+    holder = _hold_lock(load_recipe(recipe, base_dir=tmp_path / "demo").out)
+    try:
+        with pytest.raises(UserError, match=f"pid {holder.pid}"):
+            run_recipe(recipe, base_dir=tmp_path / "demo", log=lambda line: None)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -55,13 +55,13 @@ def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | 
     """Run the recipe's stages `start`..`stop`; returns {"out", "stages": {name: {status, seconds}}, "summary"}."""
     plan = load_recipe(path, overrides, base_dir=base_dir)
     stages = select_stages(start, stop)
-    check_inputs(plan, stages)
-    _check_earlier_outputs(plan, stages)
     ranks = _ranks()
     if not ranks.main:
         log = _silent
     # one `langgraft run` per output folder: a second one gets one line naming the first one's pid
     with output_lock(plan.out) if ranks.main else contextlib.nullcontext():
+        check_inputs(plan, stages)
+        _check_earlier_outputs(plan, stages)
         status = _run_stages(plan, stages, ranks, log)
     summary = json.loads((plan.out / "report" / "summary.json").read_text(encoding="utf-8")) \
         if "report" in stages and ranks.main else None

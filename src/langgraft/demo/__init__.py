@@ -88,6 +88,10 @@ def _materialise(out: Path, log) -> None:
     legacy = (out / "corpus").is_dir() and (out / "recipe.yaml").is_file()  # made before .demo.json existed
     if out.is_dir() and any(out.iterdir()) and not record_path.is_file() and not legacy:
         raise UserError(f"--out {out}: exists and is not a langgraft demo folder; pick a new or empty folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write there ({exc.strerror})") from None
     record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
     files = {f"corpus/{name}": demo_file(name) for name in CORPUS} | {"recipe.yaml": demo_file("recipe.yaml")}
     for rel, src in files.items():
