@@ -157,3 +157,51 @@ def test_ctrl_c_stops_the_generation_it_interrupts(models):
     with pytest.raises(KeyboardInterrupt):
         stream(model, tok, "امروز هوا", Sampling(max_new_tokens=400), press_ctrl_c)
     assert threading.active_count() == before  # the generating thread has ended, not left running
+
+
+def test_a_terminal_session_streams_and_ends_cleanly_on_ctrl_d(models):
+    """The interactive path for real: `langgraft chat` on a pseudo-terminal gets a Persian line, an empty line,
+    /system, then Ctrl-D; it prints the reply the library gives and exits 0."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from langgraft.chat import reply
+    from langgraft.generation import load
+
+    chat, _ = models
+    expected = reply(*load(str(chat)), [], "سلام", ChatOptions(Sampling(max_new_tokens=4)))["reply"]
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "langgraft", "chat", "--model", str(chat), "--max-new-tokens",
+                             "4"], stdin=follower, stdout=follower, stderr=subprocess.DEVNULL, close_fds=True)
+    os.close(follower)
+    seen = b""
+
+    def prompts(n: int, timeout: float = 120) -> None:
+        """Read the terminal until it has shown the `> ` prompt n times (never blocks past the timeout)."""
+        nonlocal seen
+        deadline = time.time() + timeout
+        while seen.count(b"> ") < n and time.time() < deadline:
+            if select.select([leader], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(leader, 4096)
+                except OSError:
+                    return
+
+    try:
+        prompts(1)
+        for n, keys in enumerate(("سلام\n", "\n", "/system be brief\n"), 2):
+            os.write(leader, keys.encode())
+            prompts(n)
+        os.write(leader, b"\x04")  # Ctrl-D at the prompt
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+    text = seen.decode("utf-8", errors="replace")
+    assert text.startswith("chatting with") and seen.count(b"> ") == 4
+    assert expected and f"{expected}\r\n" in text

@@ -92,12 +92,20 @@ def _lines(prompt: str | None, stdin: TextIO, prompt_to: TextIO | None):
     if prompt is not None:
         yield prompt.strip()
         return
-    while True:
-        if prompt_to is not None:
-            print("> ", end="", file=prompt_to, flush=True)
+    if prompt_to is not None and stdin is sys.stdin:
         try:
-            line = stdin.readline()
-        except KeyboardInterrupt:
+            import readline  # noqa: F401 - gives input() line editing and history in the terminal
+        except ImportError:  # not on every platform; input() works without it
+            pass
+    while True:
+        try:
+            if prompt_to is not None and stdin is sys.stdin:
+                line = input("> ") + "\n"
+            else:
+                if prompt_to is not None:
+                    print("> ", end="", file=prompt_to, flush=True)
+                line = stdin.readline()
+        except (KeyboardInterrupt, EOFError):
             line = ""
         if not line:  # end of input (Ctrl-D)
             if prompt_to is not None:
