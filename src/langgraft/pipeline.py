@@ -150,12 +150,28 @@ def _tokenizer_extend(plan: Plan) -> bool:
                                                   lang=plan.recipe.lang, out=out))
 
 
-def _data(plan: Plan) -> bool:
+def data_config(plan: Plan):
+    """The `data prepare` config the data stage runs: paths resolved, and the leak guard extended by every task
+    the recipe evaluates, read from the task files where the evaluation reads them."""
     from langgraft.data.config import PrepareConfig
-    from langgraft.data.prepare import prepare
+    from langgraft.eval.tasks import default_data_root
 
     cfg = from_dict(PrepareConfig, to_dict(plan.prepare))
     cfg.root = str(plan.path(cfg.root))
+    guard, e = cfg.leak_guard, plan.recipe.eval
+    guard.tasks = [str(plan.path(t)) if t.endswith((".yaml", ".yml")) else t for t in guard.tasks]
+    guard.tasks += [t for t in task_items(plan) if t not in guard.tasks]
+    if guard.tasks_root:
+        guard.tasks_root = str(plan.path(guard.tasks_root))
+    else:
+        guard.tasks_root = str(plan.path(e.data_root)) if e.data_root else str(default_data_root())
+    return cfg
+
+
+def _data(plan: Plan) -> bool:
+    from langgraft.data.prepare import prepare
+
+    cfg = data_config(plan)
     meta = json.loads((plan.stage_dir("tokenizer") / "langgraft.json").read_text(encoding="utf-8"))
     # the corpus is normalised exactly as the tokenizer's training text was (unless the data config says otherwise)
     cfg.normalizer.setdefault(meta["lang"], meta["normalizer"])

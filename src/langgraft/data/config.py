@@ -86,7 +86,11 @@ class EvalSetConfig:
 
 @dataclass
 class LeakGuardConfig:
-    eval_sets: list[EvalSetConfig] = field(default_factory=list)
+    # evaluation tasks (names, suites, task .yaml files) whose data, read from the task files themselves, never
+    # reaches a train split; `langgraft run` adds the tasks its recipe evaluates
+    tasks: list[str] = field(default_factory=lambda: ["all"])
+    tasks_root: str = ""  # folder the tasks' data paths are relative to (default: `root`)
+    eval_sets: list[EvalSetConfig] = field(default_factory=list)  # further files to keep out (e.g. train splits)
     min_chars: int = 20  # eval texts/lines shorter than this are too generic to match on (e.g. "خوب بود")
 
 

@@ -41,7 +41,7 @@ def prepare(cfg: PrepareConfig, out: str | Path, *, force: bool = False, progres
 
     def work(tmp: Path) -> dict:
         started = time.time()
-        eval_counts = _prepare_work(cfg, wd, inputs)
+        guard = _prepare_work(cfg, wd, inputs)
         with _engine_logs(wd) as stream:
             stats = {}
             for ds in cfg.datasets:
@@ -62,7 +62,7 @@ def prepare(cfg: PrepareConfig, out: str | Path, *, force: bool = False, progres
                 stats[ds.name] = _dataset_stats(ds, plans[ds.name], dwd)
                 _publish(ds, dwd, tmp / ds.name, stats[ds.name])
         summary = _totals(stats, time.time() - started)
-        summary["leak_guard"] = {"eval_texts": eval_counts, "removed": sum(
+        summary["leak_guard"] = {**guard, "removed": sum(
             s["dropped"].get("eval_leak", 0) for s in stats.values()),
             "overlap_after": _overlap_after(cfg, tmp, wd / "eval_hashes.npy")}
         write_json(tmp / "stats.json", {**summary, "datasets": stats})
@@ -94,7 +94,7 @@ def _plan(cfg: PrepareConfig, out: Path) -> tuple[dict[str, list[dict]], list[st
     return plans, inputs, out.parent / f".{out.name}.work"
 
 
-def _prepare_work(cfg: PrepareConfig, wd: Path, inputs: list[str]) -> dict[str, int]:
+def _prepare_work(cfg: PrepareConfig, wd: Path, inputs: list[str]) -> dict:
     # The worker count does not change any result, so a resumed run may use another one.
     _reset_if_stale(wd, {k: v for k, v in to_dict(cfg).items() if k != "workers"}, inputs)
     return leaks.build_index(cfg, wd / "eval_hashes.npy")
