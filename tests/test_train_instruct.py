@@ -351,3 +351,19 @@ def test_packed_rows_restart_positions_at_every_example(setup):
             assert positions[a:b] == list(range(b - a))
         if tok.bos_token_id is not None:  # each example starts with its own BOS, at position 0
             assert all(row[0, s] == tok.bos_token_id for s in starts if row[1, s:].ne(-100).any())
+
+
+@pytest.mark.parametrize("kind", ["opt", "falcon"])
+def test_an_architecture_whose_attention_ignores_restarted_positions_is_refused(kind):
+    """OPT and Falcon build their masks without the packed-sequence detection: training would let packed
+    examples see each other, so the start-up probe refuses them (Llama, Mistral, Qwen2 pass it, above)."""
+    import transformers as tf
+
+    from langgraft.train.instruct import check_packed_attention
+
+    cfg = {"opt": tf.OPTConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                               ffn_dim=64, max_position_embeddings=64, word_embed_proj_dim=32),
+           "falcon": tf.FalconConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4)}
+    model = tf.AutoModelForCausalLM.from_config(cfg[kind], attn_implementation="sdpa")
+    with pytest.raises(UserError, match=f"model {kind} .*packed instruction examples would attend to each other"):
+        check_packed_attention(model)

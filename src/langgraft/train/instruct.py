@@ -12,7 +12,8 @@ the model is called with those position ids and no 2-D attention mask, from whic
 block-diagonal causal mask (`masking_utils.find_packed_sequence_indices`, for the eager and sdpa paths). An
 example's loss and gradients are then the same packed as alone, so its response is never trained to depend on
 an unrelated neighbour. Flash-attention only splits a packed batch of one row, so those models are switched to
-sdpa; `check_packed_attention` probes the loaded model once and refuses one whose code ignores the packing.
+sdpa (or eager); `check_packed_attention` probes the loaded model once and refuses one whose code ignores the
+packing.
 
 Why written here rather than TRL's SFTTrainer (which also masks prompts): it brings its own training loop, which
 would lose this engine's fused head + loss, new-row training, exact resume and metrics.
@@ -184,13 +185,19 @@ PACKED_ATTENTION = ("sdpa", "eager")
 
 def check_packed_attention(model, say=print) -> None:
     """Make `model` keep packed examples apart, or refuse it. An implementation outside `PACKED_ATTENTION`
-    is switched to sdpa; then a 12-token probe checks that the second of two packed segments gets the hidden
-    states it gets alone (architectures that compute their own masks could ignore the position ids)."""
+    is switched to sdpa (eager where sdpa is not supported); then a 12-token probe checks that the second of
+    two packed segments gets the hidden states it gets alone (architectures that build their own masks, such
+    as OPT and Falcon, ignore the restarted position ids)."""
     impl = model.config._attn_implementation
     if impl not in PACKED_ATTENTION:
+        for fallback in PACKED_ATTENTION:
+            try:
+                model.set_attn_implementation(fallback)
+                break
+            except (ValueError, ImportError):  # e.g. an architecture without sdpa support
+                continue
         say(f"langgraft train: attention {impl!r} does not separate packed examples in batches of several "
-            "rows; using 'sdpa'")
-        model.set_attn_implementation("sdpa")
+            f"rows; using {model.config._attn_implementation!r}")
     body = getattr(model, model.base_model_prefix)
     vocab = model.get_input_embeddings().weight.shape[0]
     ids = torch.randint(0, vocab, (1, 12), generator=torch.Generator().manual_seed(0))
