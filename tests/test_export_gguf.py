@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -151,8 +152,6 @@ def test_model_card_without_gguf_and_with_evaluations(trained_run, tmp_path):
     from langgraft.export import export_run
     from langgraft.modelcard import gather, render
 
-    import shutil
-
     layout = tmp_path / "out"
     (layout / "align").mkdir(parents=True)
     shutil.copytree(trained_run / "train", layout / "align" / "train")
@@ -197,8 +196,6 @@ def _break(model_dir: Path, how: str) -> str:
 
 @pytest.mark.parametrize("how", ["architecture", "rope", "pre_tokenizer", "model", "tensor"])
 def test_unsupported_model_is_one_line_and_leaves_nothing(tmp_path, trained_run, how):
-    import shutil
-
     from langgraft.errors import UserError
 
     broken = tmp_path / "m"
@@ -266,3 +263,24 @@ def test_gemma2_round_trip_with_tied_head_and_shifted_norms(tmp_path, data_dir):
     gg = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="model.gguf", dtype=torch.float32).eval()
     with torch.no_grad():
         torch.testing.assert_close(gg(ids).logits, model.eval()(ids).logits, rtol=1e-2, atol=2e-3)
+
+
+def test_model_card_takes_the_license_from_the_base_card(trained_run, tmp_path):
+    from langgraft.modelcard import gather, render
+
+    base = tmp_path / "base"
+    shutil.copytree(trained_run / "base", base)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\nlanguage: en\n---\n# a base\n", encoding="utf-8")
+    manifest = json.loads((trained_run / "ext" / "manifest.json").read_text())
+    assert gather(trained_run / "train")["license"] is None  # the fixture's base records none
+    ext = tmp_path / "ext"
+    shutil.copytree(trained_run / "ext", ext)
+    manifest["config"]["model"] = str(base)
+    (ext / "manifest.json").write_text(json.dumps(manifest))
+    run = tmp_path / "train"
+    shutil.copytree(trained_run / "train", run, ignore=shutil.ignore_patterns("checkpoints", "adapter"))
+    run_manifest = json.loads((run / "manifest.json").read_text())
+    run_manifest["config"]["model"] = str(ext)
+    (run / "manifest.json").write_text(json.dumps(run_manifest))
+    card = render(gather(run))
+    assert 'license: "apache-2.0"' in card and "License: apache-2.0." in card
