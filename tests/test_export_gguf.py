@@ -240,29 +240,37 @@ def test_byte_level_bases_get_llama_cpp_pre_tokenizer_names(data_dir, name, expe
     assert gguf_pre_name(json.loads(base.backend.to_str()), path) == expected
 
 
-def test_gemma2_round_trip_with_tied_head_and_shifted_norms(tmp_path, data_dir):
-    """Gemma-2 (tied head; llama.cpp stores its norms as 1 + w): norms are randomised so that a missing shift fails."""
+@pytest.mark.parametrize("kind", ["mistral", "gemma2"])
+def test_mistral_and_gemma2_round_trip(tmp_path, data_dir, kind):
+    """Mistral goes through llama.cpp's `llama` graph (Q/K rows reordered; attention sharpened so that matters);
+    Gemma-2 has a tied head and norms stored as 1 + w (randomised here so that a missing shift fails)."""
     import transformers
 
     tok_dir = small_qwen2_base(data_dir, tmp_path / "tok")
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    config = transformers.Gemma2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                       head_dim=256, query_pre_attn_scalar=256, max_position_embeddings=512)
+    common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    if kind == "mistral":
+        config = transformers.MistralConfig(**common, sliding_window=None, tie_word_embeddings=False)
+    else:
+        config = transformers.Gemma2Config(**common, head_dim=256, query_pre_attn_scalar=256)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "norm" in name:
-                param.normal_(0, 0.3)
+            if "norm" in name:  # Gemma stores norms as offsets from 1
+                param.normal_(0.0 if kind == "gemma2" else 1.0, 0.3)
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
+    sharpen_attention(tmp_path / "m")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m", dtype=torch.float32).eval()
     summary = write_gguf(tmp_path / "m", tmp_path / "model.gguf")
-    assert summary["architecture"] == "gemma2" and summary["tensor_types"]["F16"] == 15  # no output.weight: tied
+    assert summary["architecture"] == {"mistral": "llama", "gemma2": "gemma2"}[kind]
+    assert summary["tensor_types"]["F16"] == {"mistral": 16, "gemma2": 15}[kind]  # gemma2: no output.weight (tied)
     ids = tok(english_lines(data_dir, 1)[0], return_tensors="pt")["input_ids"][:, :24]
     gg = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="model.gguf", dtype=torch.float32).eval()
     with torch.no_grad():
-        torch.testing.assert_close(gg(ids).logits, model.eval()(ids).logits, rtol=1e-2, atol=2e-3)
+        torch.testing.assert_close(gg(ids).logits, model(ids).logits, rtol=1e-2, atol=2e-3)
 
 
 def test_model_card_takes_the_license_from_the_base_card(trained_run, tmp_path):
