@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from langgraft.errors import UserError
+from langgraft.vocab.bases import bpe_kind
 
 GGUF_MAGIC = b"GGUF"
 IMPORT_DTYPES = ("float32", "bfloat16", "float16")
@@ -178,7 +179,7 @@ def check_gguf_writable(model_dir: str | Path, gguf_type: str) -> None:
     if not path.is_file():
         raise UserError(f"{model_dir}: no tokenizer.json (GGUF export needs the fast tokenizer file)")
     spec = json.loads(path.read_text(encoding="utf-8"))
-    if _vocab_kind(spec, path) == "bytelevel":
+    if bpe_kind(spec, str(path)) == "bytelevel":
         gguf_pre_name(spec, path)
 
 
@@ -295,7 +296,7 @@ def _gguf_vocab(model_dir: Path, rows: int) -> dict:
 
     path = model_dir / "tokenizer.json"
     spec = json.loads(path.read_text(encoding="utf-8"))
-    kind = _vocab_kind(spec, path)
+    kind = bpe_kind(spec, str(path))
     by_id = {i: t for t, i in spec["model"]["vocab"].items()}
     added = {t["id"]: t for t in spec.get("added_tokens", [])}
     by_id.update({i: t["content"] for i, t in added.items()})
@@ -310,21 +311,6 @@ def _gguf_vocab(model_dir: Path, rows: int) -> dict:
                 "scores": _merge_scores(tokens, merges), "space_prefix": _space_prefix(spec)}
     return {"model": "gpt2", "pre": gguf_pre_name(spec, path), "tokens": tokens, "types": types, "merges": merges,
             "scores": None, "space_prefix": False}
-
-
-def _vocab_kind(spec: dict, path: Path) -> str:
-    """SentencePiece-style BPE (llama.cpp's `llama` vocabulary) or byte-level BPE (its `gpt2` vocabulary)."""
-    import json
-
-    model = spec["model"]
-    if model.get("type") != "BPE":
-        raise UserError(f"{path}: {model.get('type')} tokenizers have no GGUF writer here (BPE only)")
-    steps = json.dumps([spec.get("normalizer"), spec.get("pre_tokenizer"), spec.get("decoder")], ensure_ascii=False)
-    if "ByteLevel" in steps:
-        return "bytelevel"
-    if "Metaspace" in steps or "▁" in steps:
-        return "sentencepiece"
-    raise UserError(f"{path}: BPE without SentencePiece (▁) or byte-level handling has no GGUF form")
 
 
 def _config_token(model_dir: Path, key: str) -> str | None:

@@ -174,19 +174,20 @@ def _load_tiktoken(path: Path) -> Base:
 def _load_hf_dir(path: Path) -> Base:
     hf = _auto(str(path), path)
     spec = json.loads(hf.backend_tokenizer.to_str())
-    return Base(hf=hf, kind=bpe_kind(spec, path), source=str(path))
+    return Base(hf=hf, kind=bpe_kind(spec, f"--base {path}"), source=str(path))
 
 
-def bpe_kind(spec: dict, where: Path | str) -> Kind:
-    """Classify a tokenizer.json as SentencePiece-style or byte-level BPE; anything else is unsupported."""
+def bpe_kind(spec: dict, where: str) -> Kind:
+    """Classify a tokenizer.json as SentencePiece-style or byte-level BPE; anything else is a UserError whose line
+    starts with `where` (the flag and path, or the file, it came from)."""
     if spec["model"]["type"] != "BPE":
-        raise UserError(f"--base {where}: {spec['model']['type']} tokenizers are unsupported (BPE only)")
+        raise UserError(f"{where}: {spec['model']['type']} tokenizers are unsupported (BPE only)")
     blob = json.dumps([spec.get("pre_tokenizer"), spec.get("decoder")])
     if "ByteLevel" in blob:
         return "bytelevel"
     if "Metaspace" in blob or "▁" in json.dumps(spec.get("normalizer"), ensure_ascii=False):
         return "sentencepiece"
-    raise UserError(f"--base {where}: BPE without Metaspace or ByteLevel handling is unsupported")
+    raise UserError(f"{where}: BPE without Metaspace or ByteLevel handling is unsupported")
 
 
 def _auto(directory: str, shown: Path):
