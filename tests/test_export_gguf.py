@@ -292,3 +292,20 @@ def test_model_card_takes_the_license_from_the_base_card(trained_run, tmp_path):
     (run / "manifest.json").write_text(json.dumps(run_manifest))
     card = render(gather(run))
     assert 'license: "apache-2.0"' in card and "License: apache-2.0." in card
+
+
+def test_export_cli_refuses_an_unsupported_model_before_merging(trained_run, tmp_path, capsys):
+    from langgraft.cli import main
+
+    ext, run = tmp_path / "ext", tmp_path / "train"
+    shutil.copytree(trained_run / "ext", ext)
+    config = json.loads((ext / "config.json").read_text())
+    (ext / "config.json").write_text(json.dumps({**config, "model_type": "phi3"}))
+    shutil.copytree(trained_run / "train", run, ignore=shutil.ignore_patterns("checkpoints"))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"]["model"] = str(ext)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "out"), "--gguf-type", "q8_0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("langgraft: error: ") and "model_type 'phi3' has no GGUF writer" in err
+    assert "\n" not in err and not (tmp_path / "out").exists()
