@@ -221,6 +221,7 @@ def _sweep_chart(report: dict, path: Path) -> None:
         ax.plot([r["size"] for r in rows], [r["fertility"][label] for r in rows], marker="o", label=label)
     ax.set_xlabel("SentencePiece vocabulary size")
     ax.set_ylabel(f"fertility of extended {report['sweep_base']}")
+    ax.set_ylim(bottom=0)  # from zero: the drop between sizes is read against the whole
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
