@@ -48,12 +48,9 @@ class _Tee:
 
     def write(self, text: str) -> int:
         self._stream.write(text)
-        head, sep, tail = (self._line + text).rpartition("\n")
+        head, sep, self._line = (self._line + text).rpartition("\n")
         if sep:
             self._done.append(terminal_text(head) + "\n")
-            self._line = tail
-        else:
-            self._line = tail
         if "\r" in self._line:
             self._line = "\r" + terminal_text(self._line)  # keep the latest frame, still overwritable
         return len(text)
