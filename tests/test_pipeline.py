@@ -122,6 +122,66 @@ def test_rerun_skips_every_stage_and_prints_summary(demo, capsys):
     assert "report: " in printed and "fa fertility" in printed and "demo_bpc_en bpc: base" in printed
 
 
+def test_model_cards_carry_the_runs_own_numbers(demo):
+    """Each export's README.md lists the evaluations before it; report/MODEL_CARD.md has all of them."""
+    out, _ = demo
+    compared = json.loads((out / "report" / "eval" / "results.json").read_text(encoding="utf-8"))
+    card = (out / "report" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["language"] == ["fa", "en"] and {"align", "pretrain", "instruct"} <= set(header["tags"])
+    assert "| task | lang | metric | n | " + " | ".join(compared["models"]) + " |" in card
+    for task, meta in compared["tasks"].items():
+        metric = meta["metrics"][0]
+        value = compared["results"]["instruct"][task][metric]["value"]
+        row = next(line for line in card.splitlines() if line.startswith(f"| {task} |"))
+        assert row.rstrip(" |").endswith(f"{value:.4f}"), row
+    fert = json.loads((out / "report" / "summary.json").read_text())["tokenizer"]["fertility"]["fa"]
+    assert f"base {fert['base']:.3f} → extended {fert['extended']:.3f}" in card
+    instruct_card = (out / "instruct" / "export" / "model" / "README.md").read_text(encoding="utf-8")
+    table_head = next(line for line in instruct_card.splitlines() if line.startswith("| task |"))
+    assert "pretrain" in table_head and "instruct" not in table_head  # evaluated after its export
+
+
+def test_report_charts_use_what_the_run_has(demo, tmp_path):
+    """Training curves per stage; the Persian-vs-English chart falls back to bpc (the demo's English side has no
+    scored task) or is left out; equal points share a label; per-token ppl is not ranked across tokenizers."""
+    from langgraft.report import _same_point, scatter_axes, write_report
+
+    out, _ = demo
+    report = out / "report"
+    summary_md = (report / "summary.md").read_text(encoding="utf-8")
+    for stage in ("align", "pretrain", "instruct"):
+        assert (report / "training" / f"{stage}.png").stat().st_size > 5_000
+        assert f"(training/{stage}.png)" in summary_md
+    doc = json.loads((report / "eval/results.json").read_text(encoding="utf-8"))
+    kind, fa, en, models = scatter_axes(doc)
+    assert kind == "bpc" and models == list(doc["models"]) and all(fa[m] > 0 and en[m] > 0 for m in models)
+    md = (report / "eval/report.md").read_text(encoding="utf-8")
+    assert (report / "eval/charts/fa_vs_en.png").is_file() and "charts/fa_vs_en.png" in md
+    # base and extended tokenizers: ppl (per token) gets no paired tests and no "best", bpc does
+    assert len(set(doc["tokenizers"].values())) == 2
+    assert not [c for c in doc["comparisons"] if c["metric"] == "ppl"]
+    assert [c for c in doc["comparisons"] if c["metric"] == "bpc"]
+    ppl_rows = [line for line in md.splitlines() if "| ppl ↓ †" in line]
+    assert ppl_rows and not any("**" in line for line in ppl_rows) and "† ppl is per token" in md
+
+    only_fa = {**doc, "tasks": {t: m for t, m in doc["tasks"].items() if m["lang"] == "fa"}}
+    write_report(tmp_path / "fa-only", only_fa)
+    assert not (tmp_path / "fa-only/charts/fa_vs_en.png").exists()
+    assert "fa_vs_en" not in (tmp_path / "fa-only/report.md").read_text(encoding="utf-8")
+
+    # the sentiment task read as both languages: models with equal accuracy get one label between them
+    task = "demo_sentiment_fa"
+    both = {**doc, "tasks": {task: doc["tasks"][task], "as_en": {**doc["tasks"][task], "lang": "en"}},
+            "results": {m: {task: r[task], "as_en": r[task]} for m, r in doc["results"].items()}}
+    kind, fa, en, models = scatter_axes(both)
+    groups = _same_point(models, [en[m] for m in models], [fa[m] for m in models])
+    assert kind == "score" and len(groups) == len({fa[m] for m in models})
+    assert sorted(m for names in groups.values() for m in names) == sorted(models)
+    write_report(tmp_path / "both", both)
+    assert (tmp_path / "both/charts/fa_vs_en.png").is_file()
+
+
 def test_slice_reruns_only_its_stages_and_marks_downstream_stale(demo, capsys):
     out, _ = demo
     recipe = out / "recipe.yaml"
@@ -253,63 +313,3 @@ def test_torchrun_trains_on_every_process_and_does_the_rest_once(demo, tmp_path)
     assert proc.stdout.count("[1/3] pretrain ...") == 1 and proc.stdout.count("summary.md (tables: ") == 1
     status = json.loads((work / "pipeline.json").read_text())["stages"]
     assert {s: v["status"] for s, v in status.items()} == {"pretrain": "ran", "instruct": "ran", "report": "ran"}
-
-
-def test_model_cards_carry_the_runs_own_numbers(demo):
-    """Each export's README.md lists the evaluations before it; report/MODEL_CARD.md has all of them."""
-    out, _ = demo
-    compared = json.loads((out / "report" / "eval" / "results.json").read_text(encoding="utf-8"))
-    card = (out / "report" / "MODEL_CARD.md").read_text(encoding="utf-8")
-    header = yaml.safe_load(card.split("---\n")[1])
-    assert header["language"] == ["fa", "en"] and {"align", "pretrain", "instruct"} <= set(header["tags"])
-    assert "| task | lang | metric | n | " + " | ".join(compared["models"]) + " |" in card
-    for task, meta in compared["tasks"].items():
-        metric = meta["metrics"][0]
-        value = compared["results"]["instruct"][task][metric]["value"]
-        row = next(line for line in card.splitlines() if line.startswith(f"| {task} |"))
-        assert row.rstrip(" |").endswith(f"{value:.4f}"), row
-    fert = json.loads((out / "report" / "summary.json").read_text())["tokenizer"]["fertility"]["fa"]
-    assert f"base {fert['base']:.3f} → extended {fert['extended']:.3f}" in card
-    instruct_card = (out / "instruct" / "export" / "model" / "README.md").read_text(encoding="utf-8")
-    table_head = next(line for line in instruct_card.splitlines() if line.startswith("| task |"))
-    assert "pretrain" in table_head and "instruct" not in table_head  # evaluated after its export
-
-
-def test_report_charts_use_what_the_run_has(demo, tmp_path):
-    """Training curves per stage; the Persian-vs-English chart falls back to bpc (the demo's English side has no
-    scored task) or is left out; equal points share a label; per-token ppl is not ranked across tokenizers."""
-    from langgraft.report import _same_point, scatter_axes, write_report
-
-    out, _ = demo
-    report = out / "report"
-    summary_md = (report / "summary.md").read_text(encoding="utf-8")
-    for stage in ("align", "pretrain", "instruct"):
-        assert (report / "training" / f"{stage}.png").stat().st_size > 5_000
-        assert f"(training/{stage}.png)" in summary_md
-    doc = json.loads((report / "eval/results.json").read_text(encoding="utf-8"))
-    kind, fa, en, models = scatter_axes(doc)
-    assert kind == "bpc" and models == list(doc["models"]) and all(fa[m] > 0 and en[m] > 0 for m in models)
-    md = (report / "eval/report.md").read_text(encoding="utf-8")
-    assert (report / "eval/charts/fa_vs_en.png").is_file() and "charts/fa_vs_en.png" in md
-    # base and extended tokenizers: ppl (per token) gets no paired tests and no "best", bpc does
-    assert len(set(doc["tokenizers"].values())) == 2
-    assert not [c for c in doc["comparisons"] if c["metric"] == "ppl"]
-    assert [c for c in doc["comparisons"] if c["metric"] == "bpc"]
-    ppl_rows = [line for line in md.splitlines() if "| ppl ↓ †" in line]
-    assert ppl_rows and not any("**" in line for line in ppl_rows) and "† ppl is per token" in md
-
-    only_fa = {**doc, "tasks": {t: m for t, m in doc["tasks"].items() if m["lang"] == "fa"}}
-    write_report(tmp_path / "fa-only", only_fa)
-    assert not (tmp_path / "fa-only/charts/fa_vs_en.png").exists()
-    assert "fa_vs_en" not in (tmp_path / "fa-only/report.md").read_text(encoding="utf-8")
-
-    # the sentiment task read as both languages: models with equal accuracy get one label between them
-    task = "demo_sentiment_fa"
-    both = {**doc, "tasks": {task: doc["tasks"][task], "as_en": {**doc["tasks"][task], "lang": "en"}},
-            "results": {m: {task: r[task], "as_en": r[task]} for m, r in doc["results"].items()}}
-    kind, fa, en, models = scatter_axes(both)
-    groups = _same_point(models, [en[m] for m in models], [fa[m] for m in models])
-    assert kind == "score" and len(groups) == len({fa[m] for m in models})
-    assert sorted(m for names in groups.values() for m in names) == sorted(models)
-    write_report(tmp_path / "both", both)
-    assert (tmp_path / "both/charts/fa_vs_en.png").is_file()
