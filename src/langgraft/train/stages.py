@@ -85,6 +85,10 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
             raise
 
 
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _reached_step(out: Path) -> bool:
     from langgraft.train.checkpoint import list_checkpoints
 
@@ -112,7 +116,7 @@ def _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_bloc
     loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
     state = LoopState(step=0, total_steps=total, steps_per_epoch=steps_per_epoch)
     found = latest_good_checkpoint(out / "checkpoints", rank=accelerator.process_index, world=world,
-                                   log=accelerator.print) if resume else None
+                                   log=_warn if accelerator.is_main_process else None) if resume else None
     if found:
         saved = apply_checkpoint(found[1], found[2], model=accelerator.unwrap_model(loss_module),
                                  optimizer=optimizer, scheduler=scheduler)
