@@ -512,6 +512,17 @@ def test_a_run_that_never_reached_step_one_restarts_with_another_config(train_se
     assert train("align", _cfg(train_setup, max_steps=2), out=out)["steps"] == 2
 
 
+def test_a_failed_stage_leaves_no_folders_it_created(tmp_path):
+    def broken(tmp: Path) -> dict:
+        raise UserError("input.jsonl:3: not JSON")
+
+    with pytest.raises(UserError):
+        run_stage(tmp_path / "runs" / "new" / "tok", stage="demo", config={}, inputs=[], work=broken)
+    assert list(tmp_path.iterdir()) == []
+    _stage(tmp_path / "runs" / "new" / "tok")  # a success keeps them
+    assert (tmp_path / "runs" / "new" / "tok" / "made.txt").is_file()
+
+
 @pytest.mark.parametrize("where", ["parent_is_a_file", "read_only_fs"])
 def test_an_unwritable_output_is_one_line(tmp_path, train_setup, capsys, where):
     if where == "parent_is_a_file":

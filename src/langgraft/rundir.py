@@ -165,6 +165,7 @@ def output_lock(out: str | Path) -> Iterator[None]:
         finally:
             _held[key] -= 1
         return
+    made = [d for d in (out.parent, *out.parent.parents) if not d.exists()]  # folders the lock has to create
     fd = _acquire(lock, out)
     _held[key], _fds[key] = 1, fd
     try:
@@ -175,6 +176,9 @@ def output_lock(out: str | Path) -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.unlink(lock)
         os.close(fd)
+        for folder in made:  # a failed start leaves no folders behind (rmdir: only while still empty)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _acquire(lock: Path, out: Path) -> int:
