@@ -20,6 +20,7 @@ from test_train_support import english_lines, persian_lines
 
 
 MERGES = 3000
+SOURCES: dict = {}  # GGUF path -> the HF model written into it
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
@@ -104,7 +105,7 @@ def gpt2(tmp_path_factory, data_dir):
 def tiny_gguf(tmp_path_factory, gpt2):
     """One tied float32 GGUF for the tests that fail before reading weights (written once: 50k-token vocabulary)."""
     path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
-    write_tiny_gguf(path, gpt2, tied=True)
+    SOURCES[path] = write_tiny_gguf(path, gpt2, tied=True)
     return path
 
 
@@ -140,6 +141,15 @@ def test_import_reproduces_weights_tokenizer_and_outputs(tmp_path, data_dir, gpt
         ids = gpt2("The capital of France is Paris.", return_tensors="pt")["input_ids"]
         with torch.no_grad():
             torch.testing.assert_close(model(ids).logits, src(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_dtype_option_casts_the_saved_weights(tmp_path, tiny_gguf):
+    assert main(["import-gguf", str(tiny_gguf), "--out", str(tmp_path / "hf"), "--dtype", "bfloat16"]) == 0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert model.dtype == torch.bfloat16
+    want = SOURCES[tiny_gguf].state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, want[key].to(torch.bfloat16)), key
 
 
 def _fails(argv, capsys, *needles):
