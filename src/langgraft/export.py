@@ -56,7 +56,9 @@ def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
     shutil.copytree(run / "adapter", tmp / "adapter")
     merged = model.merge_and_unload()
     if tied and merged.get_output_embeddings().weight is not merged.get_input_embeddings().weight:
-        raise RuntimeError("merging untied a tied head")  # DESIGN: never untie silently
+        # the config still says tied, so loading would tie the head back to the input rows and quietly drop the
+        # merged head: the saved model would not be the one trained. Stop instead of writing it
+        raise RuntimeError("merging untied a tied head")
     merged.save_pretrained(tmp / "model")
     AutoTokenizer.from_pretrained(run / "adapter").save_pretrained(tmp / "model")
     # the next stage (rows=new) needs to know which rows are new: carry the surgery's record along

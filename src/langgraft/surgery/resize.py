@@ -142,7 +142,9 @@ def _extend(model_id: str, tok_dir: Path, new_tokens: dict, tmp: Path, *, init: 
     pad_ids = list(range(max(old_rows, len(tokenizer)), size))
     if tied:
         if head is not None and head.weight.data_ptr() != emb.data_ptr():
-            raise RuntimeError("resize untied a tied head")  # the bug DESIGN warns about; never save it silently
+            # an untied head under a config that says tied is re-tied on load, silently dropping one of the two
+            # row sets (and training would update them apart): stop instead of saving such a model
+            raise RuntimeError("resize untied a tied head")
     else:
         init_rows(head.weight.data, init, tokens, base_size, std=std, seed=seed + 1)
     init_mean(head.weight.data if head is not None else emb.data, pad_ids, base_size)
