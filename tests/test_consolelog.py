@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+import pytest
 from tqdm import tqdm
 
 from langgraft.cli import main
 from langgraft.consolelog import LOG, capture, terminal_text
-from langgraft.rundir import sha256_path
+from langgraft.rundir import run_stage, sha256_path
 from test_vocab_train import news_texts
 
 
@@ -60,11 +62,44 @@ def test_each_output_folder_gets_the_console_text(data_dir, tmp_path, capsys):
     assert log.startswith(first) and "up to date, skipped" in log[len(first):]
     assert sha256_path(out) == digest
 
-    # A failed start leaves no folder, so no log; a folder langgraft did not write gets none either.
-    assert main([*args[:-1], str(tmp_path / "bad"), "--vocab-size", "0"]) == 2
-    assert not (tmp_path / "bad").exists()
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "notes.txt").write_text("x")
-    assert main([*args[:-1], str(mine)]) == 2
-    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+def _other_stage(folder: Path) -> None:  # another verb's finished output
+    run_stage(folder, stage="data prepare", config={}, inputs=[], work=lambda tmp: None)
+
+
+def _foreign_with_marker(folder: Path) -> None:  # a folder langgraft did not write, holding a file named like a marker
+    folder.mkdir()
+    (folder / "manifest.json").write_text("{not langgraft's", encoding="utf-8")
+    (folder / "train_config.json").write_text("{}", encoding="utf-8")
+
+
+def _foreign(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x")
+
+
+@pytest.mark.parametrize("verb", ["tokenizer", "train"])
+@pytest.mark.parametrize("make", [_other_stage, _foreign_with_marker, _foreign, None])
+def test_a_refused_or_failed_out_gets_no_log(tmp_path, make, verb, capsys):
+    """The log goes only where the verb accepted its output: never into a folder it refused (each verb decides
+    that in its own place: rundir for stage outputs, the run-folder check for `train`), and a failed start that
+    leaves no folder creates none."""
+    corpus = tmp_path / "fa.txt"
+    corpus.write_text("یک متن کوتاه فارسی\n" * 20, encoding="utf-8")
+    dataset = tmp_path / "ds"
+    dataset.mkdir()
+    (dataset / "dataset.json").write_text("{}", encoding="utf-8")
+    out = tmp_path / "out"
+    if make is not None:
+        make(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()} if out.exists() else None
+    if verb == "tokenizer":  # with no folder there, a bad flag fails the start instead
+        args = ["tokenizer", "train", "--input", str(corpus), "--lang", "fa", "--vocab-size",
+                "300" if make else "0", "--out", str(out)]
+    else:  # with no folder there, a missing model fails the start instead
+        args = ["train", "--stage", "align", f"model={tmp_path / 'ds' if make else tmp_path / 'none'}",
+                f"data.dataset={dataset}", "--out", str(out)]
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith("langgraft: error: ")
+    after = {p.name: p.read_bytes() for p in out.iterdir()} if out.exists() else None
+    assert after == before and not (out / LOG).exists()

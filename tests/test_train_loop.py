@@ -168,6 +168,7 @@ def test_cli_train_with_overrides_and_errors(setup, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["max_steps"] == 2 and manifest["config"]["optim"]["embed_lr"] == 1e-3
     assert "2 steps" in capsys.readouterr().out
+    assert "(exit 0" in (out / "langgraft.log").read_text(encoding="utf-8")  # the run folder keeps its console
     assert main(["train", "--stage", "align", "--config", str(cfg_file), "optim.lrr=1", "--out",
                  str(setup["tmp"] / "cli-bad")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -3,10 +3,13 @@
 The CLI tees stdout and stderr while a verb runs and, when it ends (finished, failed or interrupted), appends
 the text to `OUT/langgraft.log` under a header with the time, the command and its exit status. Progress bars
 redraw one line with carriage returns many times a second; the log keeps what a terminal would finally show on
-that line (the last frame), not every frame. The log is written only into a folder langgraft already made there
-(an output with `manifest.json`, a training run with `train_config.json`, a pipeline with `pipeline.json`), never
-into a folder a failed start did not create or one langgraft did not write; only the main process of a
-multi-process launch writes it. Folder hashes (`rundir.sha256_path`) leave the log out, so appending to it never
+that line (the last frame), not every frame. The log is written only into a folder the verb took as its own in
+this invocation: the place that decides whether an output may be (re)built (`rundir.run_stage`, a training run's
+start, a pipeline or demo folder's check) calls `own(folder)` once it has accepted the folder, so a folder the
+verb refused (another stage's output, a foreign folder) never gets a log. The folder must also hold a langgraft
+marker (`manifest.json`, `train_config.json` or `pipeline.json`) by the end: a failed start leaves none, and a log
+alone would make an empty folder look foreign to the next run. Only the main process of a multi-process launch
+writes it. Folder hashes (`rundir.sha256_path`) leave the log out, so appending to it never
 makes a downstream stage look out of date.
 """
 
@@ -67,12 +70,20 @@ class _Tee:
 
 _active: list[list[str]] = []  # the capture in progress, if any
 _mirrors: list[_Tee] = []
+_owned: set[Path] = set()  # folders the verb being captured accepted as its output
+
+
+def own(folder: str | Path) -> None:
+    """Record that the verb being captured accepted `folder` as its own output (may write its log there)."""
+    if _active:
+        _owned.add(Path(folder).resolve())
 
 
 @contextlib.contextmanager
 def capture() -> Iterator[list[str]]:
     """Tee stdout and stderr for the duration; yields the list the captured text is collected in."""
     done: list[str] = []
+    _owned.clear()
     out, err = _Tee(sys.stdout, done), _Tee(sys.stderr, done)
     sys.stdout, sys.stderr = out, err
     _active.append(done)
@@ -99,11 +110,11 @@ def mirror(stream):
 
 def append_log(folder: str | Path | None, argv: Sequence[str], status: int, captured: Sequence[str],
                started: float) -> Path | None:
-    """Append the captured console text to `folder/langgraft.log` when `folder` is a langgraft folder."""
+    """Append the captured console text to `folder/langgraft.log` when the verb owned `folder` (see above)."""
     if folder is None or int(os.environ.get("RANK", "0") or 0) != 0:
         return None
     folder = Path(folder)
-    if not folder.is_dir() or not any((folder / marker).is_file() for marker in MARKERS):
+    if folder.resolve() not in _owned or not any((folder / marker).is_file() for marker in MARKERS):
         return None
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))
     header = (f"=== {stamp} langgraft {' '.join(argv)} (exit {status}, "

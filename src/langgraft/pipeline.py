@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from langgraft.config import from_dict, to_dict
+from langgraft.consolelog import own
 from langgraft.errors import UserError
 from langgraft.recipe import (STAGES, Plan, TrainSection, check_inputs, load_recipe, select_stages,
                               task_items)
@@ -62,6 +63,7 @@ def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | 
     with output_lock(plan.out) if ranks.main else contextlib.nullcontext():
         check_inputs(plan, stages)
         _check_earlier_outputs(plan, stages)
+        own(plan.out)
         status = _run_stages(plan, stages, ranks, log)
     summary = json.loads((plan.out / "report" / "summary.json").read_text(encoding="utf-8")) \
         if "report" in stages and ranks.main else None

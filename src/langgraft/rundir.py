@@ -32,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from langgraft.consolelog import own
 from langgraft.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -85,8 +86,10 @@ def run_stage(
         fingerprint = _fingerprint(stage, config, input_hashes)
         existing = read_manifest(out)
         if existing is not None and existing.get("fingerprint") == fingerprint and not force:
+            own(out)
             return StageResult(out, existing, skipped=True)
         check_replaceable(out, stage, force=force)
+        own(out)
         with atomic_dir(out) as tmp:
             summary = work(tmp) or {}
             manifest = {

@@ -81,6 +81,7 @@ def _materialise(out: Path, log) -> None:
     import hashlib
     import json
 
+    from langgraft.consolelog import own
     from langgraft.errors import UserError
     from langgraft.rundir import write_json
 
@@ -88,6 +89,7 @@ def _materialise(out: Path, log) -> None:
     legacy = (out / "corpus").is_dir() and (out / "recipe.yaml").is_file()  # made before .demo.json existed
     if out.is_dir() and any(out.iterdir()) and not record_path.is_file() and not legacy:
         raise UserError(f"--out {out}: exists and is not a langgraft demo folder; pick a new or empty folder")
+    own(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from langgraft.config import load_config, to_dict
+from langgraft.consolelog import own
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
 from langgraft.rundir import (FORCE, atomic_dir, folder_stamp, git_revision, input_identity, output_lock,
@@ -50,6 +51,7 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
     done = read_manifest(out)
     if (done is not None and done.get("fingerprint") == fingerprint and done.get("inputs", inputs) == inputs
             and not FORCE.get()):
+        own(out)
         return done["summary"]
     # cpu=True without a GPU: only then does Accelerate turn a torchrun launch into gloo DDP (MULTI_CPU)
     from accelerate.utils import DistributedDataParallelKwargs
@@ -71,6 +73,7 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
         try:
             if accelerator.is_main_process:
                 _prepare_out(out, resolved, fingerprint, resume, inputs)
+                own(out)
             accelerator.wait_for_everyone()
             started = time.time()
             torch.manual_seed(cfg.seed)
