@@ -17,7 +17,7 @@ class FusedHeadCE(torch.autograd.Function):
     """loss = mean CE(h @ W_eff.T, labels) with W_eff = W with rows `idx` replaced by `delta`."""
 
     @staticmethod
-    def forward(ctx, h, delta, weight, idx, labels, chunk, rows):  # noqa: D401 — autograd API
+    def forward(ctx, h, delta, weight, idx, labels, chunk, rows):  # positional: Function.apply takes no keywords
         # One cast of the merged weight to the autocast dtype up front, not one per chunk and matmul.
         dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else h.dtype
         w_eff = weight.detach().index_copy(0, idx, delta.detach().to(weight.dtype)).to(dtype)
@@ -85,7 +85,7 @@ def auto_chunk(device: torch.device, vocab: int) -> int:
 
 
 def fused_head_ce(h: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor,
-                  labels: torch.Tensor, chunk: int = 0, rows: slice | None | str = "auto") -> torch.Tensor:
+                  labels: torch.Tensor, *, chunk: int = 0, rows: slice | None | str = "auto") -> torch.Tensor:
     """Mean next-token cross-entropy of hidden states `h` [.., dim] against `labels` [..] (-100 = ignore).
     `rows`: `as_slice` of the ids (a slice, or None when they are not one run); "auto" computes it here."""
     if rows == "auto":

@@ -99,7 +99,7 @@ class LossModule(nn.Module):
             return self.peft_model(input_ids=input_ids, labels=labels, position_ids=positions, use_cache=False).loss
         h = self.hidden(input_ids, positions)[:, :-1]
         weight, delta, idx, rows = self.head()
-        return fused_head_ce(h, delta, weight, idx, labels[:, 1:], self.chunk, rows)
+        return fused_head_ce(h, delta, weight, idx, labels[:, 1:], chunk=self.chunk, rows=rows)
 
     @torch.no_grad()
     def loss_sum(self, batch) -> tuple[float, int]:
