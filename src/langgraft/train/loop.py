@@ -14,12 +14,24 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from langgraft.errors import UserError
-from langgraft.train.checkpoint import save_checkpoint
+from langgraft.train.checkpoint import list_checkpoints, save_checkpoint
 from langgraft.train.data import batch_indices
+
+
+@dataclass
+class Trainer:
+    """What every step works on, as `accelerator.prepare` returned it: the loss module (the model inside), its
+    optimizer and learning-rate schedule."""
+
+    accelerator: Any
+    loss_module: Any
+    optimizer: Any
+    scheduler: Any
 
 
 @dataclass
@@ -61,11 +73,12 @@ def evaluate(accelerator, loss_module, blocks: torch.Tensor, micro: int, max_bat
     return {"val_loss": loss, "val_bpc": loss / math.log(2) / chars_per_token}
 
 
-def run_loop(accelerator, loss_module, optimizer, scheduler, train_blocks: torch.Tensor, cfg, out: Path,
-             state: LoopState, val=None) -> LoopState:
+def run_loop(trainer: Trainer, train_blocks: torch.Tensor, cfg, out: Path, state: LoopState, val=None) -> LoopState:
     """Train from `state.step` to `state.total_steps`; `val` is (blocks, chars_per_token) or None."""
     from tqdm import tqdm
 
+    accelerator, loss_module, optimizer, scheduler = (trainer.accelerator, trainer.loss_module, trainer.optimizer,
+                                                      trainer.scheduler)
     world, rank = accelerator.num_processes, accelerator.process_index
     micro, accum = cfg.micro_batch_size, cfg.grad_accum
     params = [p for p in loss_module.parameters() if p.requires_grad]
@@ -117,7 +130,7 @@ def run_loop(accelerator, loss_module, optimizer, scheduler, train_blocks: torch
                 fh.write(json.dumps(record) + "\n")
             _tensorboard(out, record)
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < state.total_steps:
-            checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out, state)
+            checkpoint(trainer, cfg, out, state)
     bar.close()
     writer = _writers.pop(str(out), None)
     if writer is not None:  # a later run into the same folder in this process (after it was removed) needs a new one
@@ -145,9 +158,10 @@ def _tensorboard(out: Path, record: dict) -> None:
         writer.flush()
 
 
-def checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out: Path, state: LoopState) -> Path:
-    return save_checkpoint(out / "checkpoints", state.step, model=accelerator.unwrap_model(loss_module),
-                           optimizer=optimizer, scheduler=scheduler,
+def checkpoint(trainer: Trainer, cfg, out: Path, state: LoopState) -> Path:
+    accelerator = trainer.accelerator
+    return save_checkpoint(out / "checkpoints", state.step, model=accelerator.unwrap_model(trainer.loss_module),
+                           optimizer=trainer.optimizer, scheduler=trainer.scheduler,
                            extra={"tokens": state.tokens, "loss": state.last_loss}, keep=cfg.keep_checkpoints,
                            rank=accelerator.process_index, world=accelerator.num_processes,
                            barrier=accelerator.wait_for_everyone)
@@ -156,8 +170,6 @@ def checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out: Path, s
 def _stop_on_nan(optimizer, out: Path, state: LoopState) -> None:
     """Stop without saving: the weights that produced a non-finite loss are not a "last good" checkpoint, and
     saving them would also prune the older, good ones."""
-    from langgraft.train.checkpoint import list_checkpoints
-
     optimizer.zero_grad(set_to_none=True)
     found = list_checkpoints(out / "checkpoints")
     last = f"the last checkpoint is {found[-1]} (--resume continues from it)" if found else "no checkpoint was saved"

@@ -79,8 +79,9 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
             torch.manual_seed(cfg.seed)
             tokenizer, peft_model, token_ids = _build_model(stage, cfg, accelerator)
             train_blocks, val, data_summary = _build_data(stage, cfg, tokenizer, accelerator, out)
-            return _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_blocks, val,
-                        {**data_summary, "trained_rows": len(token_ids)}, fingerprint, resolved, started)
+            return _run(stage, cfg, out, accelerator, resume=resume, tokenizer=tokenizer, peft_model=peft_model,
+                        train_blocks=train_blocks, val=val, summary={**data_summary, "trained_rows": len(token_ids)},
+                        fingerprint=fingerprint, resolved=resolved, started=started)
         except BaseException:
             # a start that failed before step 1 leaves no run folder behind (nothing in it could be resumed)
             if accelerator.is_main_process and created and not _reached_step(out):
@@ -99,11 +100,11 @@ def _reached_step(out: Path) -> bool:
     return bool(list_checkpoints(out / "checkpoints")) or (metrics.is_file() and metrics.stat().st_size > 0)
 
 
-def _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_blocks, val, summary, fingerprint,
+def _run(stage, cfg, out, accelerator, *, resume, tokenizer, peft_model, train_blocks, val, summary, fingerprint,
          resolved, started) -> dict:
     from langgraft.export import write_adapter_card
     from langgraft.train.checkpoint import apply_checkpoint, latest_good_checkpoint
-    from langgraft.train.loop import LoopState, checkpoint, cosine_with_warmup, run_loop
+    from langgraft.train.loop import LoopState, Trainer, checkpoint, cosine_with_warmup, run_loop
     from langgraft.train.model import LossModule
 
     world = accelerator.num_processes
@@ -126,9 +127,10 @@ def _run(stage, cfg, out, resume, accelerator, tokenizer, peft_model, train_bloc
         state.step, state.tokens, state.last_loss = saved["step"], saved["tokens"], saved["loss"]
     if accelerator.is_main_process:  # lines after the resumed step (or every line, from scratch) are redone
         _truncate_metrics(out / "metrics.jsonl", state.step)
-    state = run_loop(accelerator, loss_module, optimizer, scheduler, train_blocks, cfg, out, state, val)
+    trainer = Trainer(accelerator, loss_module, optimizer, scheduler)
+    state = run_loop(trainer, train_blocks, cfg, out, state, val)
     if cfg.checkpoint_every:
-        checkpoint(accelerator, loss_module, optimizer, scheduler, cfg, out, state)
+        checkpoint(trainer, cfg, out, state)
     summary.update(steps=state.step, tokens=state.tokens, final_loss=state.last_loss, world_size=world,
                    rank_checksums=_rank_checksums(accelerator, loss_module))
     summary.update(_last_eval(out / "metrics.jsonl"))
