@@ -66,8 +66,8 @@ def tokenizer_report(
                                  for name, path in tokenizers.items()},
                   "normalize": normalize, "results": results, "sweep": []}
         if sweep:
-            report["sweep"] = _run_sweep(tmp / "sweep", tokenizers[sweep_base], loaded[sweep_base], sweep,
-                                         sweep_train, lang, lines, texts)
+            report["sweep"] = _run_sweep(tmp / "sweep", sweep, lines, base_path=tokenizers[sweep_base],
+                                         base_tok=loaded[sweep_base], train_files=sweep_train, lang=lang)
             report["sweep_base"] = sweep_base
         _write_outputs(tmp, report)
         return {"texts": len(texts), "tokenizers": len(tokenizers), "sweep_sizes": list(sweep)}
@@ -122,7 +122,7 @@ def _text_lines(label: str, path: str, normalize: bool) -> tuple[list[str], int]
     return normalized, sum(a != b for a, b in zip(lines, normalized))
 
 
-def _run_sweep(root: Path, base_path: str, base_tok, sizes, train_files, lang, lines, texts) -> list[dict]:
+def _run_sweep(root: Path, sizes, lines, *, base_path: str, base_tok, train_files, lang) -> list[dict]:
     """Train + merge one vocabulary per size; rows of size → added tokens → fertility per text."""
     import time
 
