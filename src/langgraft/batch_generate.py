@@ -130,7 +130,7 @@ def run_generate(model_path: str, input_path: str, out_path: str, sampling: Samp
             start = done
             while start < len(items):
                 end = min((start // window + 1) * window, len(items))  # windows at fixed line numbers
-                lines = _window(model, tok, items, (start, end), sampling, opts, tick)
+                lines = _window(model, tok, items, (start, end), sampling=sampling, opts=opts, tick=tick)
                 fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -172,7 +172,7 @@ def _ticker(bar):
     return tick
 
 
-def _window(model, tok, items, span: tuple[int, int], sampling: Sampling, opts: GenerateOptions,
+def _window(model, tok, items, span: tuple[int, int], *, sampling: Sampling, opts: GenerateOptions,
             tick) -> list[dict]:
     """Output records of input lines span = [start, end) (0-based), in order."""
     from langgraft.generation import generate_texts
