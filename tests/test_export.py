@@ -14,22 +14,16 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from langgraft.cli import main
-from langgraft.config import from_dict
 from langgraft.export import export_run, write_adapter_card
-from langgraft.train.config import TrainConfig
 from langgraft.train.stages import train
-from test_train_support import make_dataset, make_extended_model, persian_lines, tiny_run
+from test_train_support import make_extended_model, tiny_run, train_config
 
 
 @pytest.mark.parametrize("stage,kind,tok", [("pretrain", "llama", "mistral"), ("align", "gemma", "gpt2")])
 def test_merged_and_adapter_reload_to_same_logits(tmp_path, data_dir, stage, kind, tok):
     model = make_extended_model(tmp_path, data_dir, kind=kind, tok_name=tok, n_new=20)
-    fa = persian_lines(data_dir, 60)
-    ds = make_dataset(tmp_path / "data", "fa", fa[:50], fa[50:])
-    cfg = from_dict(TrainConfig, {"model": str(model), "data": {"dataset": str(ds), "block_size": 16},
-                                  "micro_batch_size": 2, "max_steps": 4, "checkpoint_every": 0, "eval_every": 0,
-                                  "precision": "fp32", "optim": {"lr": 1e-2, "embed_lr": 1e-2},
-                                  "lora": {"targets": ["q_proj", "v_proj"]}})
+    cfg = train_config(model, data_dir, tmp_path, 50, 10, max_steps=4, checkpoint_every=0, eval_every=0,
+                       optim={"lr": 1e-2, "embed_lr": 1e-2})
     train(stage, cfg, out=tmp_path / "run")
     assert main(["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "export")]) == 0
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "export" / "model").eval()

@@ -99,19 +99,13 @@ def test_gguf_round_trip_ids_and_logits(tmp_path, data_dir, extended):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, data_dir):
     """A few align steps on the extended Qwen2-style model: a finished `langgraft train` run."""
-    from langgraft.config import from_dict
-    from langgraft.train.config import TrainConfig
     from langgraft.train.stages import train
-    from test_train_support import make_dataset
+    from test_train_support import train_config
 
     root = tmp_path_factory.mktemp("run")
     model_dir, _ = build_extended(root, data_dir, "qwen2")
-    fa = persian_lines(data_dir, 60)
-    ds = make_dataset(root / "data", "fa_news", fa[:50], fa[50:])
-    cfg = from_dict(TrainConfig, {"model": str(model_dir), "data": {"dataset": str(ds), "block_size": 16},
-                                  "micro_batch_size": 2, "max_steps": 3, "checkpoint_every": 0, "eval_every": 0,
-                                  "precision": "fp32", "optim": {"lr": 1e-2, "embed_lr": 1e-2},
-                                  "lora": {"targets": ["q_proj", "v_proj"]}})
+    cfg = train_config(model_dir, data_dir, root, 50, 10, dataset_name="fa_news", max_steps=3, checkpoint_every=0,
+                       eval_every=0, optim={"lr": 1e-2, "embed_lr": 1e-2})
     train("align", cfg, out=root / "train")
     return root
 

@@ -124,12 +124,17 @@ def make_extended_model(tmp: Path, data_dir: Path, kind: str = "llama", tok_name
 
 def tiny_run(tmp: Path, data_dir: Path, n_train: int, n_val: int, **raw):
     """Extended tiny Llama + Persian dataset + a TrainConfig (fp32, block 16, q/v LoRA) with `raw` on top."""
+    return train_config(make_extended_model(tmp, data_dir, n_new=20), data_dir, tmp, n_train, n_val, **raw)
+
+
+def train_config(model: Path, data_dir: Path, tmp: Path, n_train: int, n_val: int, *, dataset_name: str = "fa",
+                 **raw):
+    """A TrainConfig (fp32, block 16, q/v LoRA) on `model` and a Persian dataset made in tmp/data, `raw` on top."""
     from langgraft.config import from_dict
     from langgraft.train.config import TrainConfig
 
-    model = make_extended_model(tmp, data_dir, n_new=20)
     fa = persian_lines(data_dir, n_train + n_val)
-    ds = make_dataset(tmp / "data", "fa", fa[:n_train], fa[n_train:])
+    ds = make_dataset(tmp / "data", dataset_name, fa[:n_train], fa[n_train:])
     base = {"model": str(model), "data": {"dataset": str(ds), "block_size": 16}, "micro_batch_size": 2,
             "precision": "fp32", "lora": {"targets": ["q_proj", "v_proj"]}}
     for key, value in raw.items():
