@@ -226,7 +226,7 @@ def score_hidden(hs: list[torch.Tensor], seqs: list[list[int]], head: torch.Tens
     nats = mass = 0.0
     count = 0
     for h, s in zip(hs, seqs):
-        y = torch.tensor(s[1:])
+        h, y = h[:-1], torch.tensor(s[1:])  # the last position predicts past the document: not scored
         for a in range(0, len(y), 512):
             logp = (h[a:a + 512] @ head.T).log_softmax(-1)
             nats -= float(logp.gather(1, y[a:a + 512, None]).sum())
