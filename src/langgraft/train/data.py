@@ -1,4 +1,5 @@
-"""Training data: read a prepared dataset, tokenize, pack into fixed blocks, and order batches by step.
+"""Training data: read a prepared dataset, tokenize, pack into fixed blocks (cached per run in `data.pt` by
+`build_data`), and order batches by step.
 
 Packing concatenates documents, each followed by EOS, and cuts the stream into `block_size` blocks: no padding,
 so every position is a training token; only the tail shorter than one block is dropped (reported as packing
@@ -18,12 +19,16 @@ flash-attention with several rows per batch, which ignores restarted position id
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from langgraft.errors import UserError
+from langgraft.train.config import TrainConfig
 
 
 @dataclass
@@ -76,8 +81,6 @@ def has_split(dataset_dir: str | Path, split: str) -> bool:
 def tokenizing(items, what: str, block_size: int, limit: int = 0):
     """`items`, with a line saying what is tokenized (how many, of which dataset split) and a bar: said before the
     first step, since a corpus of GBs tokenizes for minutes before the step bar appears."""
-    import sys
-
     from tqdm import tqdm
 
     total = len(items) if hasattr(items, "__len__") else None
@@ -146,3 +149,90 @@ def batch_indices(n_blocks: int, step: int, micro: int, *, accum: int, world: in
         start = base + (m * world + rank) * micro
         out.append(perm[start:start + micro])
     return out
+
+
+def build_data(stage: str, cfg: TrainConfig, tokenizer, accelerator, out: Path):
+    """Packed train/validation blocks, tokenized once per run: rank 0 writes `data.pt`, other ranks and a
+    `--resume` load it (memory-mapped) instead of re-tokenizing the corpus; its key covers the dataset files and
+    the tokenizer, so a dataset rebuilt in place is re-tokenized."""
+    cache = out / "data.pt"
+    key = _data_key(stage, cfg, tokenizer)
+    with accelerator.main_process_first():
+        if cache.is_file():
+            saved = _read_cache(cache)
+            if saved is not None and saved["key"] == key:
+                val = (saved["val"][0].long(), saved["val"][1]) if saved["val"] else None
+                return saved["train"].long(), val, saved["summary"]
+        blocks, val, summary = (_pack_instructions if stage == "instruct" else _pack_data)(cfg, tokenizer)
+        if accelerator.is_main_process:  # stored as int32: half the disk of the int64 ids the model takes
+            tmp = cache.with_name(f".{cache.name}.tmp")
+            small_val = (val[0].to(torch.int32), val[1]) if val else None
+            torch.save({"key": key, "train": blocks.to(torch.int32), "val": small_val, "summary": summary}, tmp)
+            tmp.replace(cache)
+    return blocks, val, summary
+
+
+def _read_cache(path: Path) -> dict | None:
+    """The packed-data cache, read as tensors and plain values only; an unreadable one is rebuilt."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with a cache, rebuilding it is the answer
+        print(f"langgraft train: {path} cannot be read safely ({type(exc).__name__}); tokenizing again",
+              file=sys.stderr, flush=True)
+        return None
+
+
+def _data_key(stage: str, cfg: TrainConfig, tokenizer) -> str:
+    from langgraft.rundir import sha256_path
+
+    d = cfg.data
+    tok_file = Path(cfg.model) / "tokenizer.json"
+    # "positions": instruction rows carry position ids (rows cached without them are rebuilt)
+    parts = [stage == "instruct" and "positions", sha256_path(Path(d.dataset) / "dataset.json"), d.block_size, d.max_texts, d.replay_fraction, cfg.seed,
+             sha256_path(Path(d.replay) / "dataset.json") if d.replay else None, len(tokenizer),
+             sha256_path(tok_file) if tok_file.is_file() else None]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def _pack_data(cfg: TrainConfig, tokenizer):
+    d = cfg.data
+    main = pack(iter_texts(d.dataset, "train"), tokenizer, d.block_size, d.max_texts)
+    blocks = main.blocks
+    summary = {"train_texts": main.texts, "train_tokens": main.tokens, "train_blocks": int(blocks.shape[0]),
+               "packing_efficiency": round(main.efficiency, 4)}
+    if d.replay_fraction:
+        replay = pack(iter_texts(d.replay, "train"), tokenizer, d.block_size, d.max_texts)
+        blocks = mix_replay(blocks, replay.blocks, d.replay_fraction, cfg.seed)
+        summary["replay_blocks"] = int(blocks.shape[0] - main.blocks.shape[0])
+    val = None
+    if has_split(d.dataset, "validation"):
+        packed = pack(iter_texts(d.dataset, "validation"), tokenizer, d.block_size)
+        if packed.blocks.shape[0]:
+            val = (packed.blocks, packed.chars / max(packed.tokens, 1))
+            summary["validation_blocks"] = int(packed.blocks.shape[0])
+    return blocks, val, summary
+
+
+def _pack_instructions(cfg: TrainConfig, tokenizer):
+    """Labelled instruction rows (prompt tokens not trained); skipped examples are counted by reason."""
+    from langgraft.train.instruct import pack_examples
+
+    d = cfg.data
+    # every column: `messages` is there in datasets prepared since conversations were supported, not before
+    main = pack_examples(tokenizing(SplitTexts(d.dataset, "train", rows=True), "instruction examples", d.block_size,
+                                    d.max_texts), tokenizer, d.block_size, d.max_texts)
+    summary = {"train_examples": main.examples, "train_rows": int(main.rows.shape[0]),
+               "train_response_tokens": main.response_tokens, "packing_efficiency": round(main.efficiency, 4),
+               "skipped": main.skipped}
+    if main.skipped:
+        print(f"langgraft train: skipped instruction examples: "
+              f"{', '.join(f'{k} {v}' for k, v in sorted(main.skipped.items()))}", flush=True)
+    val = None
+    if has_split(d.dataset, "validation"):
+        packed = pack_examples(tokenizing(SplitTexts(d.dataset, "validation", rows=True), "instruction examples",
+                                          d.block_size), tokenizer, d.block_size)
+        if packed.rows.shape[0]:
+            # bits per character of the responses: the only tokens the loss counts
+            val = (packed.rows, packed.response_chars / max(packed.response_tokens, 1))
+            summary["validation_rows"] = int(packed.rows.shape[0])
+    return main.rows, val, summary
