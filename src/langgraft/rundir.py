@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from langgraft.consolelog import own
+from langgraft.consolelog import LOG, own
 from langgraft.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -213,7 +213,7 @@ def folder_stamp(path: str | Path) -> dict:
     """Cheap identity of a folder's files (name -> [size, mtime]): model weights are too large to hash on every
     run, and rewriting them in place changes the stamp."""
     p = Path(path)
-    files = sorted(f for f in p.glob("*") if f.is_file() and f.name != "langgraft.log") if p.is_dir() else []
+    files = sorted(f for f in p.glob("*") if f.is_file() and f.name != LOG) if p.is_dir() else []
     return {f.name: [f.stat().st_size, int(f.stat().st_mtime)] for f in files}
 
 
@@ -302,7 +302,7 @@ def sha256_path(path: str | Path) -> str:
     if path.is_dir():
         digest = hashlib.sha256()
         # langgraft.log (console text, appended on every run there) is not content: leave it out
-        for child in sorted(p for p in path.rglob("*") if p.is_file() and p.name != "langgraft.log"):
+        for child in sorted(p for p in path.rglob("*") if p.is_file() and p.name != LOG):
             digest.update(str(child.relative_to(path)).encode())
             digest.update(_sha256_file(child).encode())
         return digest.hexdigest()

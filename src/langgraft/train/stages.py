@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from langgraft.config import load_config, to_dict
-from langgraft.consolelog import own
+from langgraft.consolelog import LOG, own
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
 from langgraft.rundir import (FORCE, atomic_dir, folder_stamp, git_revision, input_identity, output_lock,
@@ -244,7 +244,7 @@ def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inpu
 
 
 # what a run folder that never reached step 1 may hold (restarting it replaces them)
-RUN_FILES = {"train_config.json", "data.pt", "checkpoints", "metrics.jsonl", "tensorboard", "langgraft.log"}
+RUN_FILES = {"train_config.json", "data.pt", "checkpoints", "metrics.jsonl", "tensorboard", LOG}
 
 
 def _first_difference(a, b, prefix: str = "") -> str:
