@@ -151,9 +151,3 @@ def apply_checkpoint(state: dict, rng: dict, *, model, optimizer, scheduler) -> 
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(rng)
     return state
-
-
-def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0, world: int = 1) -> dict:
-    """Verify, read and restore one checkpoint (see `read_checkpoint`, `apply_checkpoint`)."""
-    state, rng = read_checkpoint(path, rank=rank, world=world)
-    return apply_checkpoint(state, rng, model=model, optimizer=optimizer, scheduler=scheduler)
