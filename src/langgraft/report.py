@@ -229,9 +229,9 @@ def _label_rows(points: list[tuple[float, float]], xtop: float, ytop: float) -> 
 def training_chart(metrics: Path, path: Path, title: str) -> bool:
     """Training loss (and validation loss where it was measured) against the step, and the learning rate of each
     parameter group, from a training run's metrics.jsonl; False when it holds nothing to draw."""
-    import json
+    from langgraft.train.loop import read_metrics
 
-    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_metrics(metrics)
     train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
     val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
     lrs = [(r["step"], r["lr"]) for r in rows if r.get("lr")]

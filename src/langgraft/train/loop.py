@@ -138,6 +138,19 @@ def run_loop(trainer: Trainer, train_blocks: torch.Tensor, cfg, out: Path, state
     return state
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl, in order; a line torn by a kill mid-append is left out."""
+    lines = []
+    for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(text)
+        except ValueError:
+            continue  # only a kill mid-write makes one (the loop writes whole lines)
+        if isinstance(record, dict) and "step" in record:
+            lines.append(record)
+    return lines
+
+
 _writers: dict = {}
 
 

@@ -29,6 +29,7 @@ from langgraft.rundir import (FORCE, atomic_dir, folder_stamp, git_revision, inp
                               output_stamp, package_versions, read_manifest, write_json)
 from langgraft.train.config import TrainConfig
 from langgraft.train.data import build_data
+from langgraft.train.loop import read_metrics
 
 STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual", "instruct": "instructions"}
 
@@ -320,24 +321,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
     by a kill mid-append is dropped too."""
     if not path.is_file():
         return
-    keep = [line for line in _metric_lines(path) if line["step"] <= step]
+    keep = [line for line in read_metrics(path) if line["step"] <= step]
     path.write_text("".join(json.dumps(line) + "\n" for line in keep), encoding="utf-8")
-
-
-def _metric_lines(path: Path) -> list[dict]:
-    lines = []
-    for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(text)
-        except ValueError:
-            continue  # only a kill mid-write makes one (the loop writes whole lines)
-        if isinstance(record, dict) and "step" in record:
-            lines.append(record)
-    return lines
 
 
 def _last_eval(path: Path) -> dict:
     if not path.is_file():
         return {}
-    evals = [line for line in _metric_lines(path) if "val_loss" in line]
+    evals = [line for line in read_metrics(path) if "val_loss" in line]
     return {"val_loss": evals[-1]["val_loss"], "val_bpc": evals[-1]["val_bpc"]} if evals else {}
