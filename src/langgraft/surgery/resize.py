@@ -35,13 +35,14 @@ def extend_model(model: str | Path, tokenizer: str | Path, *, out: str | Path, i
     config = {"model": model, "tokenizer": str(tok_dir), "init": init, "pad_multiple": PAD_MULTIPLE,
               "seed": seed, "trust_tokenizer": trust_tokenizer}
     inputs = [tok_dir] + ([model] if Path(model).exists() else [])
-    if not trust_tokenizer and _base_tokenizer(model) is None:  # before any weights load or folder is made
+    base_tok = _base_tokenizer(model)  # loaded once: checked here, before any weights load or folder is made
+    if base_tok is None and not trust_tokenizer:
         raise UserError(f"--model {model}: no tokenizer files next to the model, so {tok_dir} cannot be checked "
                         "to keep every id of the model's vocabulary; add them, or pass --trust-tokenizer to "
                         "proceed on vocabulary sizes alone")
 
     def work(tmp: Path) -> dict:
-        return _extend(model, tok_dir, new_tokens, tmp, init=init, trust_tokenizer=trust_tokenizer, seed=seed)
+        return _extend(model, tok_dir, new_tokens, tmp, base_tok=base_tok, init=init, seed=seed)
 
     return run_stage(out, stage="extend", config=config, inputs=inputs, work=work).manifest["summary"]
 
@@ -82,8 +83,9 @@ def load_causal_lm(model: str, *, dtype="auto"):
         raise UserError(f"--model {model}: {str(exc).splitlines()[0]}") from None
 
 
-def check_superset(model: str, tokenizer, new_tokens: dict, old_rows: int, where: Path) -> str:
-    """The new tokenizer must keep every base id's string; returns how the check was done (for the report)."""
+def check_superset(base_tok, tokenizer, new_tokens: dict, old_rows: int, where: Path) -> str:
+    """The new tokenizer must keep every base id's string (`base_tok`: the model's own tokenizer, None when it
+    has none); returns how the check was done (for the report)."""
     base_size = new_tokens["base_vocab_size"]
     if len(tokenizer) != new_tokens["vocab_size"]:
         raise UserError(f"--tokenizer {where}: tokenizer has {len(tokenizer)} tokens but new_tokens.json says "
@@ -95,7 +97,6 @@ def check_superset(model: str, tokenizer, new_tokens: dict, old_rows: int, where
     if bad_ids:
         raise UserError(f"{where / 'new_tokens.json'}: new token id {bad_ids[0]} outside "
                         f"[{base_size}, {len(tokenizer)})")
-    base_tok = _base_tokenizer(model)
     if base_tok is None:
         return "sizes only (no tokenizer next to the model)"
     if len(base_tok) != base_size:
@@ -120,14 +121,13 @@ def _base_tokenizer(model: str):
         return None
 
 
-def _extend(model_id: str, tok_dir: Path, new_tokens: dict, tmp: Path, *, init: str, trust_tokenizer: bool,
-            seed: int) -> dict:
+def _extend(model_id: str, tok_dir: Path, new_tokens: dict, tmp: Path, *, base_tok, init: str, seed: int) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     model = load_causal_lm(model_id)
     old_rows = model.get_input_embeddings().weight.shape[0]
-    check = check_superset(model_id, tokenizer, new_tokens, old_rows, tok_dir)
+    check = check_superset(base_tok, tokenizer, new_tokens, old_rows, tok_dir)
     if check.startswith("sizes only"):
         print(f"langgraft extend: warning: --trust-tokenizer: {tok_dir} checked against {model_id} by vocabulary "
               "sizes only (no tokenizer next to the model)", file=sys.stderr, flush=True)
