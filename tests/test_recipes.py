@@ -33,4 +33,4 @@ def test_smollm2_recipe_is_the_whole_method_on_the_imported_base(data_dir):
     assert plan.train["pretrain"].lora.r == 8 and plan.train["pretrain"].rows == "new"
     tokens = {stage: cfg.max_steps * cfg.micro_batch_size * cfg.grad_accum * cfg.data.block_size
               for stage, cfg in plan.train.items()}
-    assert all(n > 0 for n in tokens.values()) and sum(tokens.values()) <= 250_000  # sized for the 2-core CPU
+    assert all(n > 0 for n in tokens.values()) and sum(tokens.values()) <= 900_000  # ~1 h at ~215 tokens/s
