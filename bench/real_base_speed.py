@@ -5,8 +5,9 @@ Sizes the token budgets of recipes/smollm2-135m-persian.yaml. The model is the b
 its byte-level vocabulary, `langgraft extend`); the data are packed Persian news blocks. Each (stage, precision)
 runs `langgraft.train.stages.train` for `--steps` optimizer steps in its own child process; the rate counts
 steps 2..N (step 1 pays one-off allocation), from the engine's own metrics.jsonl, by the wall clock and per
-CPU-second of the process (on a machine shared with other jobs the wall clock measures the neighbours; with
-`--threads T` on an idle machine, wall tokens/s ≈ T × tokens per CPU-second at best). Baseline: fp32, the same
+CPU-second of the process (on a machine shared with other jobs the wall clock measures the neighbours). The
+CPU interval ends when the last metrics line appears, after the engine's closing validation batch, so that
+rate is a lower bound. Baseline: fp32, the same
 stage, same run; `RESULT` compares bf16 autocast against it on the LoRA pretrain stage (ratio > 1: bf16 faster).
 
     python bench/real_base_speed.py --model /root/models/smollm2-hf [--steps 4] [--threads 2] [--work DIR]
