@@ -19,6 +19,8 @@ offset and first-piece head rows were worse), then confirmed on NTREX, which no 
 vs 1.113x, English 1.0003x vs 1.0005x, tied and untied alike. What remains on NTREX is mostly the input side: after
 a whole-word new token the model still expects the word to go on (it reads the pieces' mean as a word fragment) and
 bets on single Arabic-script letters and bytes, old rows that surgery must not touch.
+The shrink is a step-0 choice: after 8 align steps (new rows only) both inits are below the base on NTREX and
+mean-subtokens leads (0.920x vs 0.934x), so a run that trains long may prefer `--init mean-subtokens`.
 """
 
 from __future__ import annotations
