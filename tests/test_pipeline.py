@@ -48,7 +48,7 @@ def _manifest_times(out: Path) -> dict[str, float]:
 def test_demo_runs_every_stage_and_reports(demo):
     out, result = demo
     assert [s for s, v in result["stages"].items() if v["status"] == "ran"] == list(STAGES)
-    for stage in ("tokenizer", "tokenizer_extend", "data", *MODEL_STAGES, "report"):
+    for stage in ("data", "tokenizer", "tokenizer_extend", *MODEL_STAGES, "report"):
         assert (out / stage / "manifest.json").is_file(), stage
     for point in ("base", "extended", "align", "pretrain", "instruct"):
         assert (out / "eval" / point / "results.json").is_file()
@@ -223,15 +223,56 @@ def test_a_recipe_without_instruct_dataset_stops_after_pretrain(demo, tmp_path):
 def test_to_and_from_need_earlier_outputs(demo, tmp_path):
     out, _ = demo
     fresh = tmp_path / "fresh"
-    result = run_recipe(out / "recipe.yaml", [f"out={fresh}"], stop="tokenizer_extend", base_dir=out,
+    result = run_recipe(out / "recipe.yaml", [f"out={fresh}"], stop="tokenizer", base_dir=out,
                         log=lambda line: None)
-    assert list(result["stages"]) == ["tokenizer", "tokenizer_extend"]
+    assert list(result["stages"]) == ["data", "tokenizer"]
     assert sorted(p.name for p in fresh.iterdir() if not p.name.startswith(".")) == \
-        ["pipeline.json", "tokenizer", "tokenizer_extend"]
-    with pytest.raises(UserError, match="stage data has no finished output"):
+        ["data", "pipeline.json", "tokenizer"]
+    with pytest.raises(UserError, match="stage tokenizer_extend has no finished output"):
         run_recipe(out / "recipe.yaml", [f"out={fresh}"], start="model_extend", base_dir=out)
-    with pytest.raises(UserError, match="--from report comes after --to data"):
-        run_recipe(out / "recipe.yaml", [f"out={fresh}"], start="report", stop="data", base_dir=out)
+    with pytest.raises(UserError, match="--from report comes after --to tokenizer"):
+        run_recipe(out / "recipe.yaml", [f"out={fresh}"], start="report", stop="tokenizer", base_dir=out)
+
+
+def test_tokenizer_trains_on_the_data_stages_own_dataset(demo, tmp_path):
+    """tokenizer.dataset: the data stage runs first and the tokenizer reads its prepared, leak-guarded train split;
+    the extended model is built with those pieces."""
+    out, _ = demo
+    fresh = tmp_path / "from-data"
+    result = run_recipe(out / "recipe.yaml", [f"out={fresh}", "tokenizer.input=[]", "tokenizer.dataset=fa_mono",
+                                              "eval.stages=[]"], stop="model_extend", base_dir=out,
+                        log=lambda line: None)
+    assert list(result["stages"]) == ["data", "tokenizer", "tokenizer_extend", "model_extend"]
+    assert {v["status"] for v in result["stages"].values()} == {"ran"}
+    manifest = json.loads((fresh / "tokenizer/manifest.json").read_text(encoding="utf-8"))
+    split = str(fresh / "data" / "fa_mono")
+    assert list(manifest["inputs"]) == [split] and manifest["config"]["splits"] == {split: "train"}
+    report = json.loads((fresh / "tokenizer/train_report.json").read_text(encoding="utf-8"))
+    stats = json.loads((fresh / "data/stats.json").read_text(encoding="utf-8"))["datasets"]["fa_mono"]
+    assert report["records"] == stats["splits"]["train"]["records"] > 0  # the train split only, all of it
+    assert (fresh / "model_extend/manifest.json").is_file()
+
+
+@pytest.mark.parametrize("name", ["fa_mnoo", "FA_MONO", "data:fa_mono", "en_fa/"])
+def test_unknown_tokenizer_dataset_is_one_line_at_load(demo, tmp_path, capsys, monkeypatch, name):
+    out, _ = demo
+    monkeypatch.chdir(out)
+    target = tmp_path / "o"
+    assert main(["run", "recipe.yaml", f"out={target}", f"tokenizer.dataset={name}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"tokenizer.dataset {name!r} is not a dataset of data.config" in err
+    assert not target.exists()
+
+
+def test_validation_only_tokenizer_dataset_is_one_line_at_load(tmp_path):
+    from langgraft.recipe import load_recipe
+
+    (tmp_path / "data.yaml").write_text("root: .\ndatasets:\n  - {name: fa_val, validation_fraction: 1.0, "
+                                        "sources: [{path: fa.txt}]}\n", encoding="utf-8")
+    recipe = _write_recipe(tmp_path, "out: o\ntokenizer: {dataset: fa_val}\ndata: {config: data.yaml}\n")
+    with pytest.raises(UserError, match="tokenizer.dataset 'fa_val' has no train split") as err:
+        load_recipe(recipe, base_dir=tmp_path)
+    assert len(str(err.value).splitlines()) == 1
 
 
 def test_killed_run_resumes_from_first_unfinished_stage(tmp_path):
@@ -252,7 +293,7 @@ def test_killed_run_resumes_from_first_unfinished_stage(tmp_path):
     assert not (out / "report" / "manifest.json").exists()  # killed before the end
     result = run_demo(out, log=lambda line: None)
     status = {s: v["status"] for s, v in result["stages"].items()}
-    assert status["tokenizer"] == status["tokenizer_extend"] == status["data"] == "skipped"
+    assert status["data"] == status["tokenizer"] == status["tokenizer_extend"] == "skipped"
     assert status["report"] == "ran" and (out / "report" / "summary.json").is_file()
 
 

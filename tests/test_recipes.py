@@ -26,8 +26,9 @@ def test_smollm2_recipe_is_the_whole_method_on_the_imported_base(data_dir):
     r = plan.recipe
     assert r.model_extend.model == r.tokenizer_extend.base  # one imported folder: its own tokenizer is extended
     assert r.tokenizer.vocab_size == 20000
-    assert r.eval.stages == list(EVAL_POINTS) and r.eval.chat_stages == ["instruct"]
     kinds = {ds.name: ds.kind for ds in plan.prepare.datasets}
+    assert kinds[r.tokenizer.dataset] == "monolingual"  # pieces from the cleaned, leak-guarded Persian train split
+    assert r.eval.stages == list(EVAL_POINTS) and r.eval.chat_stages == ["instruct"]
     assert (kinds[r.align.dataset], kinds[r.pretrain.dataset], kinds[r.instruct.dataset]) == (
         "bilingual", "monolingual", "instructions")
     assert plan.train["pretrain"].lora.r == 8 and plan.train["pretrain"].rows == "new"

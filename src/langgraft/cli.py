@@ -318,7 +318,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted recipe overrides right after RECIPE.yaml, e.g. out=runs/x eval.limit=50")
     p.add_argument("--from", dest="start", default=None, metavar="STAGE",
-                   help="first stage to run (earlier ones must be finished): tokenizer, tokenizer_extend, data, "
+                   help="first stage to run (earlier ones must be finished): data, tokenizer, tokenizer_extend, "
                         "model_extend, align, pretrain, instruct, report")
     p.add_argument("--to", dest="stop", default=None, metavar="STAGE", help="last stage to run")
 
@@ -444,7 +444,7 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
                 _eval_args, _eval),
     ("chat",): ("talk to a model through its chat template (or answer one --prompt)", _chat_args, _chat),
     ("generate",): ("generate for every prompt of a JSONL file (batched, resumable)", _generate_args, _generate),
-    ("run",): ("run a recipe stage by stage (tokenizer → data → surgery → align → pretrain → instruct → report), "
+    ("run",): ("run a recipe stage by stage (data → tokenizer → surgery → align → pretrain → instruct → report), "
                "resumable", _run_args, _run),
     ("demo",): ("the whole pipeline on CPU in a few minutes on a bundled corpus, offline", _demo_args, _demo),
 }

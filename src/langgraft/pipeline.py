@@ -1,9 +1,10 @@
 """`langgraft run RECIPE.yaml`: the whole method, stage by stage, into `OUT/<stage>/`, resumable.
 
 Stages, in order (`--from`/`--to` take these names):
-  tokenizer         `tokenizer train` on target-language text                      → OUT/tokenizer/
+  data              `data prepare` (normaliser: the recipe's tokenizer.normalizer)  → OUT/data/
+  tokenizer         `tokenizer train` on target-language text: tokenizer.input     → OUT/tokenizer/
+                    files and/or the train split of the prepared tokenizer.dataset
   tokenizer_extend  merge it into the base tokenizer                               → OUT/tokenizer_extend/
-  data              `data prepare` (normaliser taken from OUT/tokenizer)            → OUT/data/
   model_extend      embedding surgery; evaluates the base and the extended model   → OUT/model_extend/, OUT/eval/
   align             `train --stage align` + `export`; evaluates the result         → OUT/align/{train,export}/
   pretrain          `train --stage pretrain` on the aligned model + `export`; eval  → OUT/pretrain/{train,export}/
@@ -118,7 +119,7 @@ def _silent(*_args, **_kwargs) -> None:
 
 def _check_earlier_outputs(plan: Plan, stages: list[str]) -> None:
     first = STAGES.index(stages[0])
-    outputs = {"tokenizer": "tokenizer", "tokenizer_extend": "tokenizer_extend", "data": "data",
+    outputs = {"data": "data", "tokenizer": "tokenizer", "tokenizer_extend": "tokenizer_extend",
                "model_extend": "model_extend", "align": "align/export", "pretrain": "pretrain/export",
                "instruct": "instruct/export"}
     for stage in STAGES[:first]:
@@ -139,8 +140,11 @@ def _tokenizer(plan: Plan) -> bool:
 
     t = plan.recipe.tokenizer
     out = plan.stage_dir("tokenizer")
+    inputs = [str(plan.path(p)) for p in t.input]
+    if t.dataset:  # the leak-guarded train split only: evaluation text stays out of the vocabulary
+        inputs.append(f"{plan.stage_dir('data') / t.dataset}:train")
     return not _ran(out, lambda: train_tokenizer(
-        [plan.path(p) for p in t.input], lang=plan.recipe.lang, vocab_size=t.vocab_size, model_type=t.model_type,
+        inputs, lang=plan.recipe.lang, vocab_size=t.vocab_size, model_type=t.model_type,
         out=out, field=t.field, max_sentences=t.max_sentences, threads=t.threads, normalizer=t.normalizer))
 
 
@@ -172,11 +176,13 @@ def data_config(plan: Plan):
 
 def _data(plan: Plan) -> bool:
     from langgraft.data.prepare import prepare
+    from langgraft.lang import get_language
 
     cfg = data_config(plan)
-    meta = json.loads((plan.stage_dir("tokenizer") / "langgraft.json").read_text(encoding="utf-8"))
-    # the corpus is normalised exactly as the tokenizer's training text was (unless the data config says otherwise)
-    cfg.normalizer.setdefault(meta["lang"], meta["normalizer"])
+    # the corpus is normalised exactly as the tokenizer's training text is (unless the data config says otherwise):
+    # the settings `tokenizer train` records, built from the same recipe section
+    language = get_language(plan.recipe.lang, **plan.recipe.tokenizer.normalizer)
+    cfg.normalizer.setdefault(language.code, language.normalizer_config)
     out = plan.stage_dir("data")
     return not _ran(out, lambda: prepare(cfg, out))
 
@@ -290,6 +296,6 @@ def _write_report(plan: Plan, tmp: Path, config: dict) -> dict:
     return summary
 
 
-STAGE_FUNCS = {"tokenizer": _tokenizer, "tokenizer_extend": _tokenizer_extend, "data": _data,
+STAGE_FUNCS = {"data": _data, "tokenizer": _tokenizer, "tokenizer_extend": _tokenizer_extend,
                "model_extend": _model_extend, "report": _report}
 TRAIN_STAGES = ("align", "pretrain", "instruct")  # run by every process of a multi-process launch

@@ -14,7 +14,9 @@ from typing import Any, Literal, Optional, Sequence
 from langgraft.config import load_config
 from langgraft.errors import UserError
 
-STAGES = ("tokenizer", "tokenizer_extend", "data", "model_extend", "align", "pretrain", "instruct", "report")
+# data first: the tokenizer may train on a prepared (cleaned, leak-guarded) train split, and the data stage takes
+# its normaliser from the recipe's tokenizer section, not from the trained tokenizer
+STAGES = ("data", "tokenizer", "tokenizer_extend", "model_extend", "align", "pretrain", "instruct", "report")
 EVAL_POINTS = ("base", "extended", "align", "pretrain", "instruct")
 Point = Literal["base", "extended", "align", "pretrain", "instruct"]  # a model the recipe can evaluate
 
@@ -23,6 +25,9 @@ Point = Literal["base", "extended", "align", "pretrain", "instruct"]  # a model 
 @dataclass
 class TokenizerSection:
     input: list[str] = _field(default_factory=list)  # target-language text files (.txt a document per line, .jsonl)
+    # name of a dataset of data.config whose prepared train split (OUT/data/NAME) the tokenizer trains on, with
+    # any `input` files: the data stage's cleaning and leak guard then apply to the tokenizer's text too
+    dataset: str = ""
     vocab_size: int = 20000  # SentencePiece pieces (paper: 20,000)
     model_type: Literal["bpe", "unigram"] = "bpe"
     field: str = "text"  # jsonl field holding the text
@@ -155,6 +160,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: st
                 None, {})
     plan.prepare = _sub_config(plan, PrepareConfig, "data", recipe.data.config, recipe.data.overrides)
     names = [ds.name for ds in plan.prepare.datasets]
+    _check_tokenizer_dataset(plan, names)
     for stage in ("align", "pretrain", "instruct"):
         section: TrainSection = getattr(recipe, stage)
         plan.train[stage] = _sub_config(plan, TrainConfig, stage, section.config, section.overrides)
@@ -166,6 +172,19 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: st
                 raise UserError(f"{src}: {stage}.{key} {name!r} is not a dataset of data.config "
                                 f"(datasets: {', '.join(names) or 'none'})")
     return plan
+
+
+def _check_tokenizer_dataset(plan: Plan, names: list[str]) -> None:
+    name = plan.recipe.tokenizer.dataset
+    if not name:
+        return
+    if name not in names:
+        raise UserError(f"{plan.source}: tokenizer.dataset {name!r} is not a dataset of data.config "
+                        f"(datasets: {', '.join(names) or 'none'})")
+    ds = next(d for d in plan.prepare.datasets if d.name == name)
+    if ds.validation_fraction >= 1:
+        raise UserError(f"{plan.source}: tokenizer.dataset {name!r} has no train split (its validation_fraction "
+                        f"is {ds.validation_fraction})")
 
 
 def _sub_config(plan: Plan, cls: type, key: str, config: str, overrides: list[str]):
@@ -194,8 +213,9 @@ def check_inputs(plan: Plan, stages: Sequence[str]) -> None:
             raise UserError(f"{src}: {key} {value}: not found (looked at {resolved})")
 
     if "tokenizer" in stages:
-        if not r.tokenizer.input:
-            raise UserError(f"{src}: tokenizer.input: required (target-language text files)")
+        if not r.tokenizer.input and not r.tokenizer.dataset:
+            raise UserError(f"{src}: tokenizer.input: required (target-language text files), "
+                            "or tokenizer.dataset (a dataset of data.config)")
         for i, item in enumerate(r.tokenizer.input):
             need(f"tokenizer.input[{i}]", item)
     if "tokenizer_extend" in stages:  # a local tokenizer: `tokenizer extend` does not download
