@@ -154,6 +154,15 @@ def test_gradient_checkpointing_gives_the_same_step(setup):
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-6)
 
 
+def test_one_process_trains_stages_at_different_precisions(setup):
+    """`langgraft run` trains align, pretrain and instruct in one process; each may set its own precision."""
+    runs = [("fp32", "align"), ("bf16", "pretrain"), ("fp32", "pretrain")]
+    for i, (precision, stage) in enumerate(runs):
+        summary = train(stage, config(setup, max_steps=1, eval_every=0, checkpoint_every=0, precision=precision),
+                        out=setup["tmp"] / f"precision-{i}")
+        assert summary["steps"] == 1 and torch.isfinite(torch.tensor(summary["final_loss"]))
+
+
 def test_cli_train_with_overrides_and_errors(setup, capsys):
     import yaml
 

@@ -60,7 +60,14 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
 
     # broadcast_buffers=False: the only buffers are constants (rotary tables, PEFT's copy of the original rows,
     # 17.5k × 4096 for a 7B model), and DDP would otherwise re-broadcast them on every forward pass.
-    accelerator = Accelerator(mixed_precision="bf16" if _use_bf16(cfg.precision) else "no",
+    precision = "bf16" if _use_bf16(cfg.precision) else "no"
+    # Accelerate keeps one mixed-precision setting per process and refuses another, but one process may train
+    # several stages (`langgraft run`) at different precisions: drop its setting, keep the distributed state.
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(mixed_precision=precision,
                               cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     # resume=True with nothing to resume is fine there (`langgraft run` always passes it)
