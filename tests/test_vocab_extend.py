@@ -163,15 +163,14 @@ def test_sentencepiece_model_agrees_with_fast(extended, persian):
 def _spaced_lines(persian_docs: list[str]) -> list[str]:
     """English source lines with indentation and aligned columns (stdlib and transformers docstrings, tables),
     plus Persian words in aligned columns: where a fast conversion splits runs of spaces unlike SentencePiece."""
-    import json as json_module
-
-    import transformers.convert_slow_tokenizer
-    import transformers.tokenization_utils_base
+    import importlib
 
     lines = []
-    for module in (json_module.decoder, json_module.encoder, transformers.convert_slow_tokenizer,
-                   transformers.tokenization_utils_base):
-        lines += Path(module.__file__).read_text(encoding="utf-8").splitlines()
+    # import_module, not attribute access: once transformers exports its convert_slow_tokenizer *function* at the
+    # top level, `transformers.convert_slow_tokenizer` names that function instead of the module
+    for name in ("json.decoder", "json.encoder", "transformers.convert_slow_tokenizer",
+                 "transformers.tokenization_utils_base"):
+        lines += Path(importlib.import_module(name).__file__).read_text(encoding="utf-8").splitlines()
     words = [w for doc in persian_docs[:20] for w in doc.split()[:6]]
     for i in range(0, len(words) - 2, 3):
         row = [words[i], words[i + 1], str(i), words[i + 2]]
