@@ -59,17 +59,17 @@ def test_mean_subtokens_rows_are_subtoken_means(tmp_path, data_dir):
 
 
 @pytest.mark.parametrize("kind,tok_name", [("llama", "mistral"), ("gemma", "gpt2")])
-def test_default_init_logit_is_shrunk_average_of_the_pieces_logits(tmp_path, data_dir, kind, tok_name):
-    """The default's defining property, read off the models' own logits (untied llama, tied gemma): in every
+def test_shrunk_subtokens_logit_is_shrunk_average_of_the_pieces_logits(tmp_path, data_dir, kind, tok_name):
+    """shrunk-subtokens' defining property, read off the models' own logits (untied llama, tied gemma): in every
     context a new token's logit lies SHRINK of the way from the average old logit to the average of its pieces'
     logits, so it never outbids its pieces' mean (mean-subtokens) by construction, and old logits stay exact."""
-    from langgraft.surgery.init import DEFAULT, SHRINK
+    from langgraft.surgery.init import SHRINK
 
     tok_dir = make_extended_tokenizer(data_dir, tok_name, tmp_path / "tok", n_new=12)
     base_tok = load_base_tokenizer(data_dir, tok_name, tmp_path / "bt")
     base = save_tiny_model(kind, base_tok, tmp_path / "base")
-    report = extend_model(base, tok_dir, out=tmp_path / "ext")
-    assert report["init"] == DEFAULT == "shrunk-subtokens" and report["tied"] == (kind == "gemma")
+    report = extend_model(base, tok_dir, out=tmp_path / "ext", init="shrunk-subtokens")
+    assert report["init"] == "shrunk-subtokens" and report["tied"] == (kind == "gemma")
     old = AutoModelForCausalLM.from_pretrained(base).eval()
     new = AutoModelForCausalLM.from_pretrained(tmp_path / "ext").eval()
     ids = base_tok(english_lines(data_dir, 3)[2], return_tensors="pt")["input_ids"][:, :16]

@@ -128,9 +128,9 @@ def _extend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", required=True, help="`langgraft tokenizer extend` output directory")
     # the names of langgraft.surgery.init.METHODS, written out so `--help` does not import torch
     p.add_argument("--init", choices=["shrunk-subtokens", "mean-subtokens", "mean", "random"],
-                   default="shrunk-subtokens",
-                   help="how new rows start (default: the mean of each new token's base pieces, shrunk 1/4 of "
-                        "the way toward the mean of all rows; docs/TRAINING.md)")
+                   default="mean-subtokens",
+                   help="how new rows start (default: the mean of each new token's base pieces; "
+                        "shrunk-subtokens: that mean pulled 1/4 toward the mean of all rows; docs/TRAINING.md)")
     p.add_argument("--seed", type=int, default=0, help="seed for --init random")
     p.add_argument("--trust-tokenizer", action="store_true",
                    help="proceed when the model folder has no tokenizer to check --tokenizer against (sizes only)")

@@ -50,7 +50,7 @@ class DataSection:
 @dataclass
 class ModelExtendSection:
     model: str = ""  # the base causal LM: local HF dir (or hub id, which needs network)
-    init: Literal["shrunk-subtokens", "mean-subtokens", "mean", "random"] = "shrunk-subtokens"  # how new rows start
+    init: Literal["shrunk-subtokens", "mean-subtokens", "mean", "random"] = "mean-subtokens"  # how new rows start
     seed: int = 0  # seed for init=random
     trust_tokenizer: bool = False  # the model folder has no tokenizer: check the extended one by sizes only
 
