@@ -30,7 +30,8 @@ def _permute(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_tiny_gguf(path, tokenizer, *, tied: bool, qtype=None, arch: str = "llama", seed: int = 0):
+def write_tiny_gguf(path, tokenizer, *, tied: bool, qtype=None, arch: str = "llama", seed: int = 0,
+                    pre: str = "gpt-2"):
     """A random tiny Llama with `tokenizer`'s vocabulary as a GGUF file; returns the HF model it holds."""
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -51,7 +52,7 @@ def write_tiny_gguf(path, tokenizer, *, tied: bool, qtype=None, arch: str = "lla
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     special = set(tokenizer.all_special_ids)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
+    w.add_tokenizer_pre(pre)
     w.add_token_list([t for t, _ in vocab])
     w.add_token_types([gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for _, i in vocab])
     merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
@@ -141,6 +142,22 @@ def test_import_reproduces_weights_tokenizer_and_outputs(tmp_path, data_dir, gpt
         ids = gpt2("The capital of France is Paris.", return_tensors="pt")["input_ids"]
         with torch.no_grad():
             torch.testing.assert_close(model(ids).logits, src(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_smollm_files_keep_digits_apart(tmp_path, gpt2):
+    """llama.cpp's `smollm` pre-tokenizer splits every digit apart before GPT-2's byte-level rule; transformers'
+    reader drops that step, the import puts it back (and a plain `gpt-2` file keeps GPT-2's digit merges)."""
+    texts = ["In 2024, 1,500 people paid $3.99 each.", "call 555-1234 now", "x = 12345678 and 00"]
+    digits = {}
+    for pre in ("smollm", "gpt-2"):
+        write_tiny_gguf(tmp_path / f"{pre}.gguf", gpt2, tied=True, pre=pre)
+        assert main(["import-gguf", str(tmp_path / f"{pre}.gguf"), "--out", str(tmp_path / pre)]) == 0
+        tok = AutoTokenizer.from_pretrained(tmp_path / pre)
+        pieces = [p for text in texts for p in tok.tokenize(text)]
+        digits[pre] = [p.lstrip("Ġ") for p in pieces if p.lstrip("Ġ").isdigit()]
+    assert digits["smollm"] and all(len(d) == 1 for d in digits["smollm"])
+    assert "".join(digits["smollm"]) == "".join(digits["gpt-2"])  # the same digits, only split differently
+    assert any(len(d) > 1 for d in digits["gpt-2"])
 
 
 def test_dtype_option_casts_the_saved_weights(tmp_path, tiny_gguf):

@@ -53,7 +53,7 @@ def gguf_info(path: str | Path) -> dict:
         raise UserError(f"{path}: GGUF without general.architecture; not a model file")
     types = sorted({t.tensor_type.name for t in reader.tensors})
     return {"architecture": arch, "name": _string_field(reader, "general.name"), "tensors": len(reader.tensors),
-            "tensor_types": types, "bytes": size}
+            "tensor_types": types, "bytes": size, "pre_tokenizer": _string_field(reader, "tokenizer.ggml.pre")}
 
 
 def import_gguf(path: str | Path, out: str | Path, *, dtype: str = "float32") -> dict:
@@ -96,6 +96,7 @@ def _convert(path: Path, tmp: Path, dtype: str, info: dict) -> dict:
     model.load_state_dict({k: v.to(torch_dtype) for k, v in state.items()}, strict=True)
     model.tie_weights()
     model.save_pretrained(tmp)
+    _restore_pre_tokenizer(tokenizer, info["pre_tokenizer"])
     tokenizer.model_max_length = getattr(config, "max_position_embeddings", tokenizer.model_max_length)
     tokenizer.save_pretrained(tmp)
     GenerationConfig.from_model_config(config).save_pretrained(tmp)
@@ -103,6 +104,20 @@ def _convert(path: Path, tmp: Path, dtype: str, info: dict) -> dict:
                                                                                  model.parameters()),
             "tied_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
             "chat_template": bool(tokenizer.chat_template)}
+
+
+def _restore_pre_tokenizer(tokenizer, pre: str) -> None:
+    """Put back the rule transformers' GGUF reader drops: for llama.cpp's `smollm` (SmolLM/SmolLM2) it builds
+    GPT-2's byte-level split without splitting digits apart, while the model was trained with every digit a
+    pre-token of its own. (SmolLM2's own merges hold no digit pairs, so its ids rarely change; a vocabulary
+    extended later, and the GGUF `export --gguf` writes from it, must carry the real rule.)"""
+    if pre != "smollm" or not getattr(tokenizer, "is_fast", False):
+        return
+    from tokenizers import pre_tokenizers
+
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)])
 
 
 def _gguf_module():
