@@ -27,7 +27,7 @@ process (DDP, FSDP, ZeRO as the launch config says) and everything else — toke
 report — on the main process while the others wait at a barrier (timeout 24 h: evaluating a 7B model on one GPU
 takes long).
 
-Why not a workflow engine (Snakemake, DVC, Luigi): the stages are a fixed sequence of seven calls, and "up to
+Why not a workflow engine (Snakemake, DVC, Luigi): the stages are a fixed sequence of eight calls, and "up to
 date" already has one definition here (the manifests' config + input hashes); an engine would bring a second one
 (file times, its own lock files) that can disagree with it, and another dependency.
 """
