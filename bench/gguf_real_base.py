@@ -37,11 +37,11 @@ def build(base: Path, out: Path) -> Path:
     from langgraft.data.config import PrepareConfig
     from langgraft.data.prepare import prepare
     from langgraft.export import export_run
-    from langgraft.surgery.resize import extend_model
+    from langgraft.model.extend import extend_model
     from langgraft.train.config import TrainConfig
     from langgraft.train.stages import train
-    from langgraft.vocab.extend import extend_tokenizer
-    from langgraft.vocab.train import train_tokenizer
+    from langgraft.tokenizer.extend import extend_tokenizer
+    from langgraft.tokenizer.train import train_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     fa = DATA / "ntrex/NTREX-128/newstest2019-ref.fas.txt"

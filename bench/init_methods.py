@@ -66,8 +66,8 @@ def build(work: Path, steps: int, hidden: int) -> None:
     """Tokenizers and the trained tiny base in `work` (cached: a rerun with the same --work reuses them)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    from langgraft.vocab.extend import extend_tokenizer
-    from langgraft.vocab.train import train_tokenizer
+    from langgraft.tokenizer.extend import extend_tokenizer
+    from langgraft.tokenizer.train import train_tokenizer
 
     if (work / "base" / "config.json").is_file():
         return
@@ -182,8 +182,8 @@ def build_real(work: Path, model: str) -> None:
     """Extended tokenizer for `model` and an untied copy of it (cached in `work`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from langgraft.vocab.extend import extend_tokenizer
-    from langgraft.vocab.train import train_tokenizer
+    from langgraft.tokenizer.extend import extend_tokenizer
+    from langgraft.tokenizer.train import train_tokenizer
 
     if not (work / "tok" / "new_tokens.json").is_file():
         texts = [" ".join([a.get("title", ""), a.get("abstract", "")] + a.get("paragraphs", []))
@@ -239,8 +239,8 @@ def real_base(args) -> None:
     """Every `--init` at step 0 on a real base, tied and untied (module docstring)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from langgraft.surgery.init import METHODS
-    from langgraft.surgery.resize import extend_model
+    from langgraft.model.init import METHODS
+    from langgraft.model.extend import extend_model
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="langgraft-bench-init-real-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -302,7 +302,7 @@ def real_line(name: str, rows: dict, ref: str, markdown: bool = False) -> str:
 def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from langgraft.surgery.resize import extend_model
+    from langgraft.model.extend import extend_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, default=128, help="hidden size of the tiny base")

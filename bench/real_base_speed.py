@@ -34,9 +34,9 @@ def build_inputs(model: str, work: Path, max_articles: int) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from langgraft.surgery.resize import extend_model
-    from langgraft.vocab.extend import extend_tokenizer
-    from langgraft.vocab.train import train_tokenizer
+    from langgraft.model.extend import extend_model
+    from langgraft.tokenizer.extend import extend_tokenizer
+    from langgraft.tokenizer.train import train_tokenizer
 
     texts = []
     for f in sorted(glob.glob(str(DATA / "persian_news/exploring-datasets/sports/varzesh3-*.json"))):

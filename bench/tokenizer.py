@@ -3,8 +3,8 @@ encoding throughput and train + merge time — every base and its extension meas
 
 Data (../shared/data, read in place): Fars News, Varzesh3 and Namnak articles are split deterministically by a
 hash of their link (title when there is none) into train (9/10) and held-out (1/10). A 20k BPE SentencePiece is
-trained on title + abstract + paragraphs of the train articles (`langgraft.vocab.train.train_tokenizer`) and
-merged into Llama-2, Mistral v0.3, Llama-3, Qwen2 and GPT-2 (`langgraft.vocab.extend.extend_tokenizer`).
+trained on title + abstract + paragraphs of the train articles (`langgraft.tokenizer.train.train_tokenizer`) and
+merged into Llama-2, Mistral v0.3, Llama-3, Qwen2 and GPT-2 (`langgraft.tokenizer.extend.extend_tokenizer`).
 All fertility numbers are measured on the held-out text after the Persian normaliser (what training saw).
 
 Checks, each printed on its own line, then one headline:
@@ -40,9 +40,9 @@ from pathlib import Path
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
 from langgraft.lang import get_language  # noqa: E402
-from langgraft.vocab import metrics  # noqa: E402
-from langgraft.vocab.extend import extend_tokenizer  # noqa: E402
-from langgraft.vocab.train import train_tokenizer  # noqa: E402
+from langgraft.tokenizer import metrics  # noqa: E402
+from langgraft.tokenizer.extend import extend_tokenizer  # noqa: E402
+from langgraft.tokenizer.train import train_tokenizer  # noqa: E402
 
 DATA = Path(os.environ.get("LANGGRAFT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TOK = DATA / "tokenizers"

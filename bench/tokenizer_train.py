@@ -19,7 +19,7 @@ from pathlib import Path
 
 from normalize_fa import DATA, news_paragraphs  # bench/ is on sys.path when run as a script
 
-from langgraft.vocab.train import train_tokenizer
+from langgraft.tokenizer.train import train_tokenizer
 
 
 def write_corpus(path: Path) -> int:

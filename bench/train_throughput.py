@@ -50,9 +50,9 @@ def build_inputs(work: Path) -> dict:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from langgraft.surgery.resize import extend_model
-    from langgraft.vocab.extend import extend_tokenizer
-    from langgraft.vocab.train import train_tokenizer
+    from langgraft.model.extend import extend_model
+    from langgraft.tokenizer.extend import extend_tokenizer
+    from langgraft.tokenizer.train import train_tokenizer
 
     texts = persian_news()
     train_texts, val_texts = texts[:-100], texts[-100:]

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from langgraft.cli import main
 from langgraft.consolelog import LOG, capture, terminal_text
 from langgraft.rundir import run_stage, sha256_path
-from test_vocab_train import news_texts
+from test_tokenizer_train import news_texts
 
 
 def test_terminal_text_keeps_what_a_terminal_shows():

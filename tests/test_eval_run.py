@@ -124,7 +124,7 @@ def test_extended_copy_keeps_english_bits_per_character(tmp_path, data_dir):
     from the old tokens: within 2%."""
     from transformers import AutoTokenizer
 
-    from langgraft.vocab.bases import load_base
+    from langgraft.tokenizer.bases import load_base
 
     news = json.loads((data_dir / "persian_news/exploring-datasets/news/fars-news-1.json").read_text("utf-8"))
     corpus = tmp_path / "fa.txt"

@@ -13,9 +13,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from langgraft.ggufio import write_gguf
-from langgraft.surgery.resize import extend_model
-from langgraft.vocab.extend import extend_tokenizer
-from langgraft.vocab.train import train_tokenizer
+from langgraft.model.extend import extend_model
+from langgraft.tokenizer.extend import extend_tokenizer
+from langgraft.tokenizer.train import train_tokenizer
 from test_train_support import TOKENIZERS, english_lines, load_base_tokenizer, persian_lines, save_tiny_model
 
 QWEN2_MERGES = 6000  # the first merges of Qwen2's 151,388: a byte-level base small enough for a fast test
@@ -227,7 +227,7 @@ def test_bf16_and_q8_0_load_back_within_their_precision(tmp_path, trained_run, d
 def test_byte_level_bases_get_llama_cpp_pre_tokenizer_names(data_dir, name, expected):
     """The real base tokenizers as `tokenizer extend` loads them; the name follows the rules, not the token ids."""
     from langgraft.ggufio import gguf_pre_name
-    from langgraft.vocab.bases import load_base
+    from langgraft.tokenizer.bases import load_base
 
     path = data_dir / "tokenizers" / name
     base = load_base(path / "tokenizer.model" if name == "llama3" else path)

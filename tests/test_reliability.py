@@ -443,7 +443,7 @@ def test_a_pickle_in_the_data_cache_is_never_run(finished, train_setup, tmp_path
 def test_models_load_from_safetensors_only(tmp_path, data_dir, loader, weights):
     """One policy for every verb: a pickled .bin is refused, however harmless its content."""
     from langgraft.eval.run import load_model
-    from langgraft.surgery.resize import load_causal_lm
+    from langgraft.model.extend import load_causal_lm
 
     tok = load_base_tokenizer(data_dir, "mistral", tmp_path / "tok")
     model = save_tiny_model("llama", tok, tmp_path / "m", hidden=8, layers=1)

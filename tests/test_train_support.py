@@ -114,7 +114,7 @@ def make_dataset(root: Path, name: str, train: list[str], validation: list[str],
 def make_extended_model(tmp: Path, data_dir: Path, kind: str = "llama", tok_name: str = "mistral",
                         n_new: int = 40, init: str = "mean-subtokens") -> Path:
     """base tokenizer → extended tokenizer → tiny random base model → `extend_model` output dir."""
-    from langgraft.surgery.resize import extend_model
+    from langgraft.model.extend import extend_model
 
     tok_dir = make_extended_tokenizer(data_dir, tok_name, tmp / "tok", n_new=n_new)
     base = save_tiny_model(kind, load_base_tokenizer(data_dir, tok_name, tmp / "base-tok"), tmp / "base")

@@ -52,7 +52,7 @@ def _tokenizer_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tokenizer_train(args: argparse.Namespace) -> int:
-    from langgraft.vocab.train import parse_normalizer_options, train_tokenizer
+    from langgraft.tokenizer.train import parse_normalizer_options, train_tokenizer
 
     result, skipped = _produce(args, lambda: train_tokenizer(
         args.input, lang=args.lang, vocab_size=args.vocab_size, model_type=args.model_type, out=args.out,
@@ -75,7 +75,7 @@ def _tokenizer_extend_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tokenizer_extend(args: argparse.Namespace) -> int:
-    from langgraft.vocab.extend import extend_tokenizer
+    from langgraft.tokenizer.extend import extend_tokenizer
 
     report, skipped = _produce(args, lambda: extend_tokenizer(args.base, args.add, lang=args.lang, out=args.out))
     if not skipped:
@@ -110,7 +110,7 @@ def _tokenizer_report_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tokenizer_report(args: argparse.Namespace) -> int:
-    from langgraft.vocab.report import parse_pairs, tokenizer_report
+    from langgraft.tokenizer.report import parse_pairs, tokenizer_report
 
     _, skipped = _produce(args, lambda: tokenizer_report(
         parse_pairs(args.tokenizer, "--tokenizer"), parse_pairs(args.text, "--text"), out=args.out,
@@ -126,7 +126,7 @@ def _tokenizer_report(args: argparse.Namespace) -> int:
 def _extend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="HF causal LM: local directory or hub id (safetensors only)")
     p.add_argument("--tokenizer", required=True, help="`langgraft tokenizer extend` output directory")
-    # the names of langgraft.surgery.init.METHODS, written out so `--help` does not import torch
+    # the names of langgraft.model.init.METHODS, written out so `--help` does not import torch
     p.add_argument("--init", choices=["shrunk-subtokens", "mean-subtokens", "mean", "random"],
                    default="mean-subtokens",
                    help="how new rows start (default: the mean of each new token's base pieces; "
@@ -139,7 +139,7 @@ def _extend_args(p: argparse.ArgumentParser) -> None:
 
 
 def _extend(args: argparse.Namespace) -> int:
-    from langgraft.surgery.resize import extend_model
+    from langgraft.model.extend import extend_model
 
     r, skipped = _produce(args, lambda: extend_model(args.model, args.tokenizer, out=args.out, init=args.init,
                                                      seed=args.seed, trust_tokenizer=args.trust_tokenizer))
@@ -444,7 +444,7 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
                 _eval_args, _eval),
     ("chat",): ("talk to a model through its chat template (or answer one --prompt)", _chat_args, _chat),
     ("generate",): ("generate for every prompt of a JSONL file (batched, resumable)", _generate_args, _generate),
-    ("run",): ("run a recipe stage by stage (data → tokenizer → surgery → align → pretrain → instruct → report), "
+    ("run",): ("run a recipe stage by stage (data → tokenizer → model_extend → align → pretrain → instruct → report), "
                "resumable", _run_args, _run),
     ("demo",): ("the whole pipeline on CPU in a few minutes on a bundled corpus, offline", _demo_args, _demo),
 }

@@ -45,7 +45,7 @@ def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from langgraft.surgery.resize import load_causal_lm
+    from langgraft.model.extend import load_causal_lm
 
     base = load_causal_lm(parent)
     tied = base.get_output_embeddings().weight is base.get_input_embeddings().weight

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from langgraft.errors import UserError
-from langgraft.vocab.bases import bpe_kind
+from langgraft.tokenizer.bases import bpe_kind
 
 GGUF_MAGIC = b"GGUF"
 IMPORT_DTYPES = ("float32", "bfloat16", "float16")
@@ -381,7 +381,7 @@ def _steps(pre: dict | None) -> list[dict]:
 
 def gguf_pre_name(spec: dict, path: Path) -> str:
     """llama.cpp's name for a byte-level tokenizer's pre-tokenizer, recognised by its rules."""
-    from langgraft.vocab.bases import LLAMA3_PATTERN
+    from langgraft.tokenizer.bases import LLAMA3_PATTERN
 
     steps = _steps(spec.get("pre_tokenizer"))
     shape = [(s.get("type"), s.get("use_regex"), s.get("individual_digits"),

@@ -136,7 +136,7 @@ def _ran(path: Path, fn) -> bool:
 
 
 def _tokenizer(plan: Plan) -> bool:
-    from langgraft.vocab.train import train_tokenizer
+    from langgraft.tokenizer.train import train_tokenizer
 
     t = plan.recipe.tokenizer
     out = plan.stage_dir("tokenizer")
@@ -149,7 +149,7 @@ def _tokenizer(plan: Plan) -> bool:
 
 
 def _tokenizer_extend(plan: Plan) -> bool:
-    from langgraft.vocab.extend import extend_tokenizer
+    from langgraft.tokenizer.extend import extend_tokenizer
 
     out = plan.stage_dir("tokenizer_extend")
     return not _ran(out, lambda: extend_tokenizer(plan.base_tokenizer, plan.stage_dir("tokenizer"),
@@ -188,7 +188,7 @@ def _data(plan: Plan) -> bool:
 
 
 def _model_extend(plan: Plan) -> bool:
-    from langgraft.surgery.resize import extend_model
+    from langgraft.model.extend import extend_model
 
     m = plan.recipe.model_extend
     out = plan.stage_dir("model_extend")

@@ -52,8 +52,8 @@ def _training_charts(out: Path, metrics: dict[str, str]) -> list[str]:
 
 
 def _tokenizer_summary(out: Path, config: dict) -> dict:
-    from langgraft.vocab.metrics import load_tokenizer, read_lines, unchanged
-    from langgraft.vocab.report import tokenizer_report
+    from langgraft.tokenizer.metrics import load_tokenizer, read_lines, unchanged
+    from langgraft.tokenizer.report import tokenizer_report
 
     metrics = tokenizer_report(config["tokenizers"], config["texts"], out=out)
     result = {"fertility": {lang: {name: m["fertility"] for name, m in per.items()}

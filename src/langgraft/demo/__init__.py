@@ -126,8 +126,8 @@ def _build_base(tmp: Path, english: Path) -> dict:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from langgraft.vocab.bases import load_base
-    from langgraft.vocab.train import train_tokenizer
+    from langgraft.tokenizer.bases import load_base
+    from langgraft.tokenizer.train import train_tokenizer
 
     with tempfile.TemporaryDirectory() as sp_dir:
         sp = train_tokenizer([english], lang="en", vocab_size=BASE["vocab_size"], out=Path(sp_dir) / "sp",

@@ -125,7 +125,7 @@ def load_model(path: str, device: str | None):
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        # the same policy as every other loader (surgery.resize.load_causal_lm): safetensors only, no remote code
+        # the same policy as every other loader (model.extend.load_causal_lm): safetensors only, no remote code
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device, use_safetensors=True,
                                                      trust_remote_code=False).eval()
     except Exception as exc:  # noqa: BLE001 - any loader failure is the user's path/model problem

@@ -280,7 +280,7 @@ def _use_bf16(precision: str) -> bool:
 def _build_model(stage: str, cfg: TrainConfig, accelerator):
     from transformers import AutoTokenizer
 
-    from langgraft.surgery.resize import load_causal_lm, read_new_tokens
+    from langgraft.model.extend import load_causal_lm, read_new_tokens
     from langgraft.train.instruct import check_packed_attention, ensure_chat_template
     from langgraft.train.model import build_peft_model
 

@@ -9,7 +9,7 @@ import sentencepiece as spm
 
 from langgraft.cli import main
 from langgraft.lang import get_language
-from langgraft.vocab.train import MAX_SENTENCE_BYTES, _sentences, train_tokenizer
+from langgraft.tokenizer.train import MAX_SENTENCE_BYTES, _sentences, train_tokenizer
 
 ZWNJ = "\u200c"
 

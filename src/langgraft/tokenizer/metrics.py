@@ -34,7 +34,7 @@ def load_tokenizer(path: str | Path):
 
     An HF tokenizer dir (`tokenizer.json` or `tokenizer_config.json`) goes through `AutoTokenizer`, which is
     what users of a langgraft output get; every other base format (bare SentencePiece or tiktoken
-    `tokenizer.model`, `vocab.json`+`merges.txt` dir) is converted by `langgraft.vocab.bases.load_base`.
+    `tokenizer.model`, `vocab.json`+`merges.txt` dir) is converted by `langgraft.tokenizer.bases.load_base`.
     """
     path = Path(path)
     if not path.exists():
@@ -51,7 +51,7 @@ def load_tokenizer(path: str | Path):
         if backend is None:
             raise UserError(f"tokenizer {path}: AutoTokenizer returned a slow tokenizer ({type(hf).__name__})")
         return backend
-    from langgraft.vocab.bases import load_base
+    from langgraft.tokenizer.bases import load_base
 
     return load_base(path).backend
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from langgraft.surgery.resize import extend_model
-from langgraft.vocab.extend import extend_tokenizer
-from langgraft.vocab.train import train_tokenizer
+from langgraft.model.extend import extend_model
+from langgraft.tokenizer.extend import extend_tokenizer
+from langgraft.tokenizer.train import train_tokenizer
 from test_train_support import TOKENIZERS, english_lines, load_base_tokenizer, persian_lines, save_tiny_model
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from langgraft.errors import UserError
 from langgraft.rundir import run_stage, write_json
-from langgraft.vocab.bases import Base, load_base, read_sp_proto
+from langgraft.tokenizer.bases import Base, load_base, read_sp_proto
 
 ZWNJ = "\u200c"
 SPACE_MARK = "▁"

@@ -16,7 +16,7 @@ from pathlib import Path
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
 from langgraft.rundir import run_stage, write_json
-from langgraft.surgery.init import DEFAULT, METHODS, init_mean, init_rows
+from langgraft.model.init import DEFAULT, METHODS, init_mean, init_rows
 
 PAD_MULTIPLE = 64
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from langgraft.data.load import prepared_split
 from langgraft.errors import UserError
-from langgraft.vocab import metrics
+from langgraft.tokenizer import metrics
 
 COLUMNS = [("fertility", "tokens/word", "{:.3f}"), ("chars_per_token", "chars/token", "{:.3f}"),
            ("bytes_per_token", "bytes/token", "{:.3f}"), ("byte_fallback_rate", "byte-fallback", "{:.2%}"),
@@ -126,8 +126,8 @@ def _run_sweep(root: Path, sizes, lines, *, base_path: str, base_tok, train_file
     """Train + merge one vocabulary per size; rows of size → added tokens → fertility per text."""
     import time
 
-    from langgraft.vocab.extend import extend_tokenizer
-    from langgraft.vocab.train import train_tokenizer
+    from langgraft.tokenizer.extend import extend_tokenizer
+    from langgraft.tokenizer.train import train_tokenizer
 
     rows = []
     for size in sizes:

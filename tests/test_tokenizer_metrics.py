@@ -8,7 +8,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from langgraft.errors import UserError
-from langgraft.vocab import metrics
+from langgraft.tokenizer import metrics
 
 
 @pytest.fixture(scope="module")

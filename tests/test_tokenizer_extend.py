@@ -12,8 +12,8 @@ from transformers import AutoTokenizer
 
 from langgraft.cli import main
 from langgraft.lang import get_language
-from langgraft.vocab.bases import load_base
-from langgraft.vocab.extend import ZWNJ, extend_tokenizer
+from langgraft.tokenizer.bases import load_base
+from langgraft.tokenizer.extend import ZWNJ, extend_tokenizer
 
 BASES = {
     "llama2": "tokenizers/llama2/tokenizer.model",
@@ -61,7 +61,7 @@ def english(data_dir) -> list[str]:
 
 @pytest.fixture(scope="session")
 def sp_model(persian, tmp_path_factory) -> Path:
-    from langgraft.vocab.train import train_tokenizer
+    from langgraft.tokenizer.train import train_tokenizer
 
     root = tmp_path_factory.mktemp("sp")
     corpus = root / "fa.txt"

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from langgraft.cli import main
 from langgraft.errors import UserError
-from langgraft.surgery.resize import extend_model
+from langgraft.model.extend import extend_model
 from test_train_support import english_lines, load_base_tokenizer, make_extended_tokenizer, save_tiny_model
 
 CASES = [("llama", "llama2"), ("mistral", "mistral"), ("qwen2", "qwen2"), ("gemma", "gpt2")]
@@ -63,7 +63,7 @@ def test_shrunk_subtokens_logit_is_shrunk_average_of_the_pieces_logits(tmp_path,
     """shrunk-subtokens' defining property, read off the models' own logits (untied llama, tied gemma): in every
     context a new token's logit lies SHRINK of the way from the average old logit to the average of its pieces'
     logits, so it never outbids its pieces' mean (mean-subtokens) by construction, and old logits stay exact."""
-    from langgraft.surgery.init import SHRINK
+    from langgraft.model.init import SHRINK
 
     tok_dir = make_extended_tokenizer(data_dir, tok_name, tmp_path / "tok", n_new=12)
     base_tok = load_base_tokenizer(data_dir, tok_name, tmp_path / "bt")
@@ -90,7 +90,7 @@ def test_shrunk_subtokens_logit_is_shrunk_average_of_the_pieces_logits(tmp_path,
 
 def test_shrunk_subtokens_interpolates_mean_subtokens_and_mean(tmp_path):
     """shrink 1 is exactly mean-subtokens, 0 is exactly the global mean; a token without base ids gets the mean."""
-    from langgraft.surgery.init import init_mean, init_mean_subtokens, init_shrunk_subtokens
+    from langgraft.model.init import init_mean, init_mean_subtokens, init_shrunk_subtokens
 
     torch.manual_seed(0)
     base = torch.randn(20, 8)
@@ -117,7 +117,7 @@ def test_cli_and_recipe_offer_exactly_the_init_methods():
 
     from langgraft.cli import _extend_args
     from langgraft.recipe import ModelExtendSection
-    from langgraft.surgery.init import DEFAULT, METHODS
+    from langgraft.model.init import DEFAULT, METHODS
 
     parser = argparse.ArgumentParser()
     _extend_args(parser)
