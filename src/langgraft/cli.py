@@ -1,4 +1,4 @@
-"""Command line: a literal table from verb to (arguments, function).
+"""Command line: a literal table from verb to (arguments, function); the arguments are built in `cli_args`.
 
 Each verb's function imports its implementation lazily, so `langgraft --help` does not pay for torch. Input
 problems surface as `UserError` and are printed as one line (`langgraft: error: ...`) with exit status 2.
@@ -10,12 +10,8 @@ import argparse
 import sys
 from typing import Callable
 
+from langgraft import cli_args
 from langgraft.errors import UserError
-
-
-def _force_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="store_true",
-                   help="rebuild even if --out is up to date, or replace another verb's output there")
 
 
 def _produce(args: argparse.Namespace, make: Callable):
@@ -35,22 +31,6 @@ def _produce(args: argparse.Namespace, make: Callable):
 
 
 # ---------------------------------------------------------------- tokenizer train
-def _tokenizer_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", nargs="+", required=True, metavar="FILE",
-                   help=".txt (a document per line), .jsonl, or a `data prepare` dataset folder: DIR (its train "
-                        "split) or DIR:SPLIT")
-    p.add_argument("--field", default="text", help="jsonl field holding the text (default: text)")
-    p.add_argument("--lang", required=True, help="language code, e.g. fa")
-    p.add_argument("--vocab-size", type=int, required=True)
-    p.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe")
-    p.add_argument("--max-sentences", type=int, default=2_000_000, help="sample at most this many lines")
-    p.add_argument("--threads", type=int, default=None, help="trainer threads (default: all cores)")
-    p.add_argument("--normalizer", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="normaliser options, e.g. digits=latin newlines=space zwnj_repair=false")
-    p.add_argument("--out", required=True, help="output directory")
-    _force_arg(p)
-
-
 def _tokenizer_train(args: argparse.Namespace) -> int:
     from langgraft.tokenizer.train import parse_normalizer_options, train_tokenizer
 
@@ -65,15 +45,6 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- tokenizer extend
-def _tokenizer_extend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base", required=True, help="HF tokenizer dir, tokenizer.model (SentencePiece or tiktoken), "
-                                                  "or vocab.json+merges.txt dir")
-    p.add_argument("--add", required=True, help="SentencePiece model (or `tokenizer train` output dir)")
-    p.add_argument("--lang", required=True, help="language code, e.g. fa")
-    p.add_argument("--out", required=True, help="output HF tokenizer directory")
-    _force_arg(p)
-
-
 def _tokenizer_extend(args: argparse.Namespace) -> int:
     from langgraft.tokenizer.extend import extend_tokenizer
 
@@ -85,30 +56,6 @@ def _tokenizer_extend(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- tokenizer report
-def _sizes(value: str) -> list[int]:
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
-
-
-def _tokenizer_report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tokenizer", nargs="+", required=True, metavar="NAME=PATH",
-                   help="tokenizers to compare (HF dir, tokenizer.model, vocab.json+merges.txt dir)")
-    p.add_argument("--text", nargs="+", required=True, metavar="LANG=FILE",
-                   help=".txt (a line each), .jsonl, or a `data prepare` dataset folder: DIR (its validation "
-                        "split, held out) or DIR:SPLIT")
-    p.add_argument("--normalize", action="store_true", help="apply each text's language normaliser first")
-    p.add_argument("--sweep", type=_sizes, default=[], metavar="N,N,...",
-                   help="also train + merge a vocabulary of each size and tabulate fertility")
-    p.add_argument("--sweep-base", default=None, metavar="NAME", help="--tokenizer to extend (default: first)")
-    p.add_argument("--sweep-train", nargs="+", default=[], metavar="FILE",
-                   help="training text for --sweep (files or dataset DIR[:SPLIT], as tokenizer train --input)")
-    p.add_argument("--lang", default=None, help="language of the new pieces for --sweep, e.g. fa")
-    p.add_argument("--out", required=True, help="output directory")
-    _force_arg(p)
-
-
 def _tokenizer_report(args: argparse.Namespace) -> int:
     from langgraft.tokenizer.report import parse_pairs, tokenizer_report
 
@@ -123,21 +70,6 @@ def _tokenizer_report(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- extend / train / export
-def _extend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="HF causal LM: local directory or hub id (safetensors only)")
-    p.add_argument("--tokenizer", required=True, help="`langgraft tokenizer extend` output directory")
-    # the names of langgraft.model.init.METHODS, written out so `--help` does not import torch
-    p.add_argument("--init", choices=["shrunk-subtokens", "mean-subtokens", "mean", "random"],
-                   default="mean-subtokens",
-                   help="how new rows start (default: the mean of each new token's base pieces; "
-                        "shrunk-subtokens: that mean pulled 1/4 toward the mean of all rows; docs/TRAINING.md)")
-    p.add_argument("--seed", type=int, default=0, help="seed for --init random")
-    p.add_argument("--trust-tokenizer", action="store_true",
-                   help="proceed when the model folder has no tokenizer to check --tokenizer against (sizes only)")
-    p.add_argument("--out", required=True, help="output HF model directory")
-    _force_arg(p)
-
-
 def _extend(args: argparse.Namespace) -> int:
     from langgraft.model.extend import extend_model
 
@@ -149,52 +81,6 @@ def _extend(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_and_exit(text: Callable[[], str]) -> type[argparse.Action]:
-    """A flag that prints `text()` and exits during parsing, like --help (so required flags are not needed)."""
-
-    class PrintAndExit(argparse.Action):
-        def __init__(self, option_strings, dest, **kwargs):
-            super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-        def __call__(self, parser, namespace, values, option_string=None):
-            print(text())
-            parser.exit()
-
-    return PrintAndExit
-
-
-def _train_config_text() -> str:
-    from langgraft.config import describe
-    from langgraft.train.config import TrainConfig
-
-    return ("langgraft train config: YAML keys (--config FILE) or KEY=VALUE overrides; see docs/TRAINING.md for "
-            "the HF Trainer / LLaMA-Factory names\n" + config_table(describe(TrainConfig)))
-
-
-def config_table(rows: list[tuple]) -> str:
-    """KEY TYPE DEFAULT MEANING, one line per key, defaults written as YAML would read them."""
-    import json
-
-    cells = [(key, tp, json.dumps(default, ensure_ascii=False), meaning) for key, tp, default, meaning in rows]
-    # a long default (lora.targets) overflows its own line instead of widening every line
-    widths = [min(24, max(len(c[i]) for c in cells + [("KEY", "TYPE", "DEFAULT", "")])) for i in range(3)]
-    lines = [("KEY", "TYPE", "DEFAULT", "MEANING")] + cells
-    return "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(3)) + "  " + c[3] for c in lines)
-
-
-def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--show-config", action=_print_and_exit(_train_config_text),
-                   help="print every config key with its type, default and meaning, then exit")
-    p.add_argument("--stage", required=True, choices=["align", "pretrain", "instruct"],
-                   help="which stage to train")
-    p.add_argument("--config", default=None, help="YAML config (see recipes/train/)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. optim.lr=1e-4")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, adapter/)")
-    p.add_argument("--force", action="store_true",
-                   help="discard the langgraft run already in --out (finished or not) and train from scratch")
-
-
 def _train(args: argparse.Namespace) -> int:
     from langgraft.train.stages import train_stage
 
@@ -204,15 +90,6 @@ def _train(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: {summary['steps']} steps, {summary['tokens']} tokens, "
               f"final loss {summary['final_loss']:.4f}")
     return 0
-
-
-def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="a finished `langgraft train` run directory")
-    p.add_argument("--out", required=True, help="output: model/ (merged HF checkpoint) and adapter/ (PEFT)")
-    p.add_argument("--gguf", action="store_true", help="also write model.gguf for llama.cpp / Ollama / LM Studio")
-    p.add_argument("--gguf-type", choices=["f16", "bf16", "q8_0"], default=None,
-                   help="GGML type of the GGUF's matrices (default f16; implies --gguf)")
-    _force_arg(p)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -229,39 +106,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- eval
-def _task_listing() -> str:
-    from langgraft.eval.tasks import task_listing
-
-    return task_listing()
-
-
-def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--list-tasks", action=_print_and_exit(_task_listing),
-                   help="list the shipped tasks (name, language, kind, suites, data) and where their YAMLs are")
-    p.add_argument("--model", nargs="+", default=[], metavar="NAME=PATH", help="models (HF dirs) to evaluate")
-    p.add_argument("--tasks", nargs="+", default=[], metavar="LIST",
-                   help="task names, suites (fa_core, en_core, all) or task .yaml files; commas allowed")
-    p.add_argument("--compare", nargs="+", default=None, metavar="DIR", help="merge earlier eval outputs instead")
-    p.add_argument("--out", required=True, help="output directory (results.json, report.md, samples/, charts/)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples of each task")
-    p.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
-                   help="with --limit: a random N examples drawn with this seed instead of the first N")
-    p.add_argument("--shots", type=int, default=None, help="in-context examples (default: each task's own)")
-    p.add_argument("--data-root", default=None, help="dataset root (default: $LANGGRAFT_DATA or ../shared/data)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-new-tokens", type=int, default=None, help="cap every generation task's budget")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template (instruct models)")
-    p.add_argument("--repetition-penalty", type=float, default=1.1,
-                   help="generation tasks: greedy with this penalty (default 1.1; 1 = none)")
-    p.add_argument("--contamination", nargs="+", default=[], metavar="DATASET",
-                   help="training data (data prepare dir, .jsonl or .txt) to check eval examples against")
-    p.add_argument("--contamination-threshold", type=float, default=0.2, metavar="SHARE",
-                   help="flag an example when at least this share of its word 8-grams occurs in that training "
-                        "data (default 0.2; 1 = only whole copies)")
-    _force_arg(p)
-
-
 def _eval(args: argparse.Namespace) -> int:
     from langgraft.eval.run import EvalOptions, compare, parse_models, run_eval
 
@@ -288,14 +132,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- data prepare
-def _data_prepare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, metavar="FILE", help="data recipe YAML (e.g. recipes/data/persian.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. workers=4 root=/data")
-    p.add_argument("--strict", action="store_true", help="the first broken JSON line is an error, not a counted drop")
-    _force_arg(p)
-    p.add_argument("--out", required=True, help="output directory")
-
-
 def _data_prepare(args: argparse.Namespace) -> int:
     from langgraft.config import load_config
     from langgraft.data.config import PrepareConfig
@@ -313,16 +149,6 @@ def _data_prepare(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- run / demo
-def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", metavar="RECIPE.yaml", help="pipeline recipe (see recipes/persian-llama2.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="dotted recipe overrides right after RECIPE.yaml, e.g. out=runs/x eval.limit=50")
-    p.add_argument("--from", dest="start", default=None, metavar="STAGE",
-                   help="first stage to run (earlier ones must be finished): data, tokenizer, tokenizer_extend, "
-                        "model_extend, align, pretrain, instruct, report")
-    p.add_argument("--to", dest="stop", default=None, metavar="STAGE", help="last stage to run")
-
-
 def _print_summary(result: dict) -> None:
     if result["summary"]:
         print(f"report: {result['out']}/report/summary.md (tables: {result['out']}/report/eval/report.md)")
@@ -331,17 +157,13 @@ def _print_summary(result: dict) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from langgraft.pipeline import run_recipe
-    from langgraft.recipe import load_recipe
+    from langgraft.pipeline.recipe import load_recipe
+    from langgraft.pipeline.run import run_recipe
 
     args.out = str(load_recipe(args.recipe, args.overrides).out)  # where langgraft.log goes
 
     _print_summary(run_recipe(args.recipe, args.overrides, start=args.start, stop=args.stop))
     return 0
-
-
-def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -355,23 +177,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- chat
-def _model_args(p: argparse.ArgumentParser) -> None:
-    from langgraft.generation import add_sampling_args
-
-    p.add_argument("--model", required=True,
-                   help="HF model dir (e.g. an `export` model/), hub id, or a PEFT adapter dir (e.g. a run's adapter/)")
-    p.add_argument("--base", default=None, help="base model under an adapter dir (default: the one it names)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    add_sampling_args(p)
-
-
-def _chat_args(p: argparse.ArgumentParser) -> None:
-    _model_args(p)
-    p.add_argument("--prompt", default=None, help="answer this one prompt and exit (default: read lines from stdin)")
-    p.add_argument("--system", default="", help="system message (also /system TEXT in the conversation)")
-    p.add_argument("--json", action="store_true", help="one JSON object per turn instead of the streamed reply")
-
-
 def _chat(args: argparse.Namespace) -> int:
     from langgraft.chat import ChatOptions, run_chat
     from langgraft.generation import sampling_from_args
@@ -382,20 +187,6 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- generate
-def _generate_args(p: argparse.ArgumentParser) -> None:
-    _model_args(p)
-    p.add_argument("--input", required=True, metavar="FILE.jsonl", help="one JSON object per line")
-    p.add_argument("--out", required=True, metavar="FILE.jsonl",
-                   help="one output line per input line, in order; a rerun resumes after the last complete line")
-    p.add_argument("--field", default="prompt", help="the input field with the prompt (default: prompt)")
-    p.add_argument("--chat", action="store_true",
-                   help="the field is a chat (list of {role, content}, or a string: one user turn), sent through "
-                        "the model's chat template")
-    p.add_argument("--batch-size", type=int, default=16, help="prompts generated together (KV cache, left padding)")
-    p.add_argument("--strict", action="store_true", help="stop at the first unusable input line (default: skip it "
-                                                         "and count it)")
-
-
 def _generate(args: argparse.Namespace) -> int:
     from langgraft.batch_generate import GenerateOptions, run_generate, summary_line
     from langgraft.generation import sampling_from_args
@@ -407,13 +198,6 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- import-gguf
-def _import_gguf_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("gguf", metavar="FILE", help="a local .gguf model file (needs the gguf package: .[real])")
-    p.add_argument("--out", required=True, help="new HF model folder (must not exist)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="weight dtype of the saved model (default float32: the de-quantised values exactly)")
-
-
 def _import_gguf(args: argparse.Namespace) -> int:
     from langgraft.ggufio import import_gguf
 
@@ -427,26 +211,30 @@ def _import_gguf(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- the table
 VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
     ("data", "prepare"): ("clean, deduplicate and split monolingual, bilingual and instruction data",
-                          _data_prepare_args, _data_prepare),
+                          cli_args.data_prepare_args, _data_prepare),
     ("tokenizer", "train"): ("train a SentencePiece model on target-language text",
-                             _tokenizer_train_args, _tokenizer_train),
+                             cli_args.tokenizer_train_args, _tokenizer_train),
     ("tokenizer", "extend"): ("merge new pieces into a base tokenizer, English untouched",
-                              _tokenizer_extend_args, _tokenizer_extend),
+                              cli_args.tokenizer_extend_args, _tokenizer_extend),
     ("tokenizer", "report"): ("fertility, chars/bytes per token, byte-fallback and unknown rates per text",
-                              _tokenizer_report_args, _tokenizer_report),
+                              cli_args.tokenizer_report_args, _tokenizer_report),
     ("import-gguf",): ("turn a local GGUF model file into an HF model folder every verb takes as --model",
-                       _import_gguf_args, _import_gguf),
-    ("extend",): ("resize a model to an extended tokenizer and initialise the new rows", _extend_args, _extend),
-    ("train",): ("train a stage (align: embeddings+head; pretrain, instruct: LoRA+embeddings+head)", _train_args, _train),
+                       cli_args.import_gguf_args, _import_gguf),
+    ("extend",): ("resize a model to an extended tokenizer and initialise the new rows",
+                  cli_args.extend_args, _extend),
+    ("train",): ("train a stage (align: embeddings+head; pretrain, instruct: LoRA+embeddings+head)",
+                 cli_args.train_args, _train),
     ("export",): ("merge a training run into a full HF checkpoint plus a compact PEFT adapter",
-                  _export_args, _export),
+                  cli_args.export_args, _export),
     ("eval",): ("evaluate models on Persian/English tasks with CIs, paired comparisons and a report",
-                _eval_args, _eval),
-    ("chat",): ("talk to a model through its chat template (or answer one --prompt)", _chat_args, _chat),
-    ("generate",): ("generate for every prompt of a JSONL file (batched, resumable)", _generate_args, _generate),
+                cli_args.eval_args, _eval),
+    ("chat",): ("talk to a model through its chat template (or answer one --prompt)", cli_args.chat_args, _chat),
+    ("generate",): ("generate for every prompt of a JSONL file (batched, resumable)",
+                    cli_args.generate_args, _generate),
     ("run",): ("run a recipe stage by stage (data → tokenizer → model_extend → align → pretrain → instruct → report), "
-               "resumable", _run_args, _run),
-    ("demo",): ("the whole pipeline on CPU in a few minutes on a bundled corpus, offline", _demo_args, _demo),
+               "resumable", cli_args.run_args, _run),
+    ("demo",): ("the whole pipeline on CPU in a few minutes on a bundled corpus, offline",
+                cli_args.demo_args, _demo),
 }
 
 
