@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from langgraft.chat import ChatOptions, run_chat
 from langgraft.cli import main
 from langgraft.generation import Sampling
-from test_train_support import copy_without_chat_template, make_extended_model
+from helpers import copy_without_chat_template, make_extended_model
 
 
 @pytest.fixture(scope="module")

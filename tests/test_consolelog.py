@@ -11,7 +11,7 @@ from tqdm import tqdm
 from langgraft.cli import main
 from langgraft.consolelog import LOG, capture, terminal_text
 from langgraft.rundir import run_stage, sha256_path
-from test_tokenizer_train import news_texts
+from helpers import news_texts
 
 
 def test_terminal_text_keeps_what_a_terminal_shows():
@@ -45,7 +45,7 @@ def test_capture_collapses_a_real_bar_written_in_pieces(capsys):
 
 def test_each_output_folder_gets_the_console_text(data_dir, tmp_path, capsys):
     corpus = tmp_path / "fa.txt"
-    corpus.write_text("\n".join(news_texts(data_dir, n_articles=20)) + "\n", encoding="utf-8")
+    corpus.write_text("\n".join(news_texts(data_dir, "news/fars-news-3.json", 20)) + "\n", encoding="utf-8")
     out = tmp_path / "fa-sp"
     args = ["tokenizer", "train", "--input", str(corpus), "--lang", "fa", "--vocab-size", "400", "--out", str(out)]
     assert main(args) == 0

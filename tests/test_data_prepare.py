@@ -20,16 +20,12 @@ from langgraft.data.config import PrepareConfig
 from langgraft.data.load import dataset_info, iter_texts, load_records
 from langgraft.data.prepare import prepare
 from langgraft.errors import UserError
+from helpers import news_articles
 
 # Written for this test (not from any dataset): Modern Standard Arabic, same script as Persian.
 ARABIC = ("ذهب الطالب إلى المكتبة صباحاً ليقرأ كتاباً عن تاريخ العلوم في العصر العباسي، ثم عاد إلى البيت "
           "لأن الجو كان بارداً جداً وكانت الأمطار تتساقط بغزارة على المدينة طوال اليوم.")
 ENGLISH = "The committee will publish its final report next week, after the hearings in the capital have ended."
-
-
-def _articles(data_dir: Path, n: int) -> list[dict]:
-    path = data_dir / "persian_news/exploring-datasets/news/fars-news-1.json"
-    return json.loads(path.read_text(encoding="utf-8"))[:n]
 
 
 def _farstail_premise(data_dir: Path) -> str:
@@ -39,7 +35,7 @@ def _farstail_premise(data_dir: Path) -> str:
 
 def _mono_inputs(tmp: Path, data_dir: Path) -> dict:
     """news.jsonl: 6 real articles + an exact repost + a near repost + Arabic + English + a leaked eval premise."""
-    arts = _articles(data_dir, 6)
+    arts = news_articles(data_dir, n=6)
     docs = [{"title": a["title"], "paragraphs": a["paragraphs"]} for a in arts]
     docs.append(dict(docs[0]))  # exact duplicate
     near = dict(docs[1])
@@ -109,7 +105,7 @@ def test_split_is_by_content_and_stable_when_files_are_added(tmp_path, data_dir)
     prepare(load_config(PrepareConfig, _write(tmp_path, cfg)), tmp_path / "a", progress=False)
     extra = tmp_path / "more.jsonl"
     extra.write_text("".join(json.dumps({"title": a["title"], "paragraphs": a["paragraphs"]}, ensure_ascii=False)
-                             + "\n" for a in _articles(data_dir, 12)[6:]), encoding="utf-8")
+                             + "\n" for a in news_articles(data_dir, n=12)[6:]), encoding="utf-8")
     cfg["datasets"][0]["sources"].insert(0, {"path": "more.jsonl", "text": ["title", "paragraphs"]})
     prepare(load_config(PrepareConfig, _write(tmp_path, cfg)), tmp_path / "b", progress=False)
     before = {split: set(iter_texts(tmp_path / "a/news", split)) for split in ("train", "validation")}

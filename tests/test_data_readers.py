@@ -10,6 +10,7 @@ from langgraft.data.config import DatasetConfig, FilterConfig, SourceConfig
 from langgraft.data.filters import _repetition, clean, identify, make_cleaner
 from langgraft.data.readers import count_lines, plan_units, read_unit
 from langgraft.errors import UserError
+from helpers import news_articles
 
 ARABIC = "ذهب الطالب إلى المكتبة صباحاً ليقرأ كتاباً عن تاريخ العلوم في العصر العباسي، ثم عاد إلى البيت."
 
@@ -62,8 +63,7 @@ def test_jsonl_explode_and_csv_columns(tmp_path, data_dir):
 
 
 def test_langid_tells_persian_from_arabic(data_dir):
-    news = json.loads((data_dir / "persian_news/exploring-datasets/news/fars-news-2.json").read_text("utf-8"))
-    persian = "\n".join(news[0]["paragraphs"])
+    persian = "\n".join(news_articles(data_dir, "news/fars-news-2.json", 1)[0]["paragraphs"])
     f = FilterConfig()
     assert identify(persian, f)[0] == "fa" and identify(ARABIC, f)[0] == "ar"
     restricted = FilterConfig(langid_candidates=["fa", "ar", "ur"])

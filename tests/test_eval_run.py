@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from test_train_support import load_base_tokenizer, make_dataset, save_tiny_model
+from helpers import load_base_tokenizer, make_dataset, news_texts, save_tiny_model
 
 from langgraft.cli import main
 from langgraft.eval.tasks import shipped_tasks
@@ -126,9 +126,8 @@ def test_extended_copy_keeps_english_bits_per_character(tmp_path, data_dir):
 
     from langgraft.tokenizer.bases import load_base
 
-    news = json.loads((data_dir / "persian_news/exploring-datasets/news/fars-news-1.json").read_text("utf-8"))
     corpus = tmp_path / "fa.txt"
-    corpus.write_text("\n".join(a["abstract"] for a in news if a.get("abstract")) + "\n", encoding="utf-8")
+    corpus.write_text("\n".join(news_texts(data_dir, fields=("abstract",))) + "\n", encoding="utf-8")
     llama2 = data_dir / "tokenizers/llama2/tokenizer.model"
     base = save_tiny_model("llama", load_base(llama2).hf, tmp_path / "base", seed=0, hidden=16, layers=1)
     for argv in (["tokenizer", "train", "--input", str(corpus), "--lang", "fa", "--vocab-size", "1200",
@@ -236,10 +235,10 @@ def _namnak_paragraphs(data_dir, n: int, min_words: int = 40) -> list[str]:
     boilerplate paragraphs, which would blur the overlap each test example is given)."""
     from langgraft.eval.metrics import words
 
-    articles = json.loads((data_dir / "persian_news/exploring-datasets/health/namnak-5.json").read_text("utf-8"))
     seen: set = set()
     out = []
-    for para in (p for a in articles for p in a["paragraphs"] if len(p.split()) >= min_words):
+    paragraphs = news_texts(data_dir, "health/namnak-5.json", fields=("paragraphs",))
+    for para in (p for p in paragraphs if len(p.split()) >= min_words):
         w = words(para)
         grams = {tuple(w[i: i + 8]) for i in range(len(w) - 7)}
         if not grams & seen:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train_support import load_base_tokenizer, save_tiny_model
+from helpers import load_base_tokenizer, save_tiny_model
 
 from langgraft.eval.scoring import encode_pair, generate, loglikelihoods, score_one, text_nll
 

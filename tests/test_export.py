@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 from langgraft.cli import main
 from langgraft.export import export_run, write_adapter_card
 from langgraft.train.stages import train
-from test_train_support import make_extended_model, tiny_run, train_config
+from helpers import make_extended_model, tiny_run, train_config
 
 
 @pytest.mark.parametrize("stage,kind,tok", [("pretrain", "llama", "mistral"), ("align", "gemma", "gpt2")])

@@ -16,7 +16,7 @@ from langgraft.ggufio import write_gguf
 from langgraft.model.extend import extend_model
 from langgraft.tokenizer.extend import extend_tokenizer
 from langgraft.tokenizer.train import train_tokenizer
-from test_train_support import TOKENIZERS, english_lines, load_base_tokenizer, persian_lines, save_tiny_model
+from helpers import TOKENIZERS, english_lines, load_base_tokenizer, persian_lines, save_tiny_model
 
 QWEN2_MERGES = 6000  # the first merges of Qwen2's 151,388: a byte-level base small enough for a fast test
 
@@ -100,7 +100,7 @@ def test_gguf_round_trip_ids_and_logits(tmp_path, data_dir, extended):
 def trained_run(tmp_path_factory, data_dir):
     """A few align steps on the extended Qwen2-style model: a finished `langgraft train` run."""
     from langgraft.train.stages import train
-    from test_train_support import train_config
+    from helpers import train_config
 
     root = tmp_path_factory.mktemp("run")
     model_dir, _ = build_extended(root, data_dir, "qwen2")

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from langgraft.cli import main
 from langgraft.generation import Sampling, chat_text, generate_texts, load
-from test_train_support import english_lines, load_base_tokenizer, persian_lines, save_tiny_model
+from helpers import english_lines, load_base_tokenizer, persian_lines, save_tiny_model
 
 
 @pytest.fixture(scope="module", params=["mistral", "qwen2"])

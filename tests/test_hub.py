@@ -15,7 +15,7 @@ from huggingface_hub import constants
 from langgraft.cli import main
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
-from test_train_support import make_dataset, persian_lines
+from helpers import make_dataset, persian_lines
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused at once, like a hub out of reach
 

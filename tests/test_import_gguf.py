@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from langgraft.cli import main
 from langgraft.errors import UserError
 from langgraft.ggufio import gguf_info, import_gguf
-from test_train_support import english_lines, persian_lines
+from helpers import english_lines, persian_lines
 
 
 MERGES = 3000

@@ -12,17 +12,13 @@ import pytest
 
 from langgraft.errors import UserError
 from langgraft.lang import fa as fa_module, get_language
+from helpers import news_texts
 
 ZWNJ = "\u200c"
 
 
 def fars_paragraphs(data_dir, files=(1,)) -> list[str]:
-    texts = []
-    for i in files:
-        path = data_dir / "persian_news/exploring-datasets/news" / f"fars-news-{i}.json"
-        for article in json.loads(path.read_text(encoding="utf-8")):
-            texts += [article["title"], article["abstract"], *article["paragraphs"]]
-    return [t for t in texts if t.strip()]
+    return [t for i in files for t in news_texts(data_dir, f"news/fars-news-{i}.json")]
 
 
 def english_lines(data_dir) -> list[str]:

@@ -22,6 +22,7 @@ from langgraft.eval.tasks import load_task, resolve_tasks
 from langgraft.lang import get_language
 from langgraft.pipeline import data_config
 from langgraft.recipe import Recipe, load_recipe, task_items
+from helpers import news_articles
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 25  # records read per source file: every file (so every evaluated one) is visited, quickly
@@ -150,7 +151,7 @@ def test_guard_reads_every_task_format(tmp_path, data_dir):
     texts = task_texts(cfg)
     assert set(texts) == {"task persian_headline", "task farstail", "task ntrex_en_fa", "task parsinlu_mc_lit"}
     assert missing_tasks(cfg) == {"own_bpc": str(data_dir / "own.jsonl")}
-    headline = json.loads((data_dir / "persian_news/exploring-datasets/news/fars-news-5.json").read_text())[0]
+    headline = news_articles(data_dir, "news/fars-news-5.json", 1)[0]
     fa = get_language("fa")
     assert fa.normalize(headline["title"]).strip() in texts["task persian_headline"]
     ntrex = (data_dir / "ntrex/NTREX-128/newstest2019-src.eng.txt").read_text(encoding="utf-8").splitlines()[0]

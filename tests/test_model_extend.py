@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from langgraft.cli import main
 from langgraft.errors import UserError
 from langgraft.model.extend import extend_model
-from test_train_support import english_lines, load_base_tokenizer, make_extended_tokenizer, save_tiny_model
+from helpers import english_lines, load_base_tokenizer, make_extended_tokenizer, save_tiny_model
 
 CASES = [("llama", "llama2"), ("mistral", "mistral"), ("qwen2", "qwen2"), ("gemma", "gpt2")]
 
@@ -165,7 +165,7 @@ def test_mean_subtokens_predicts_new_tokens_better_than_random_on_a_trained_mode
     Over *all* targets it starts worse on these tiny models: its head rows over-predict new tokens and take
     probability from old ones (bench/init_methods.py, docs/BENCHMARKS.md); this test pins the part that holds.
     """
-    from test_train_support import persian_lines
+    from helpers import persian_lines
 
     tok_dir = make_extended_tokenizer(data_dir, "mistral", tmp_path / "tok", n_new=40)
     base_tok = load_base_tokenizer(data_dir, "mistral", tmp_path / "bt")

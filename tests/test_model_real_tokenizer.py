@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from langgraft.model.extend import extend_model
 from langgraft.tokenizer.extend import extend_tokenizer
 from langgraft.tokenizer.train import train_tokenizer
-from test_train_support import TOKENIZERS, english_lines, load_base_tokenizer, persian_lines, save_tiny_model
+from helpers import TOKENIZERS, english_lines, load_base_tokenizer, persian_lines, save_tiny_model
 
 
 @pytest.mark.parametrize("base_name", ["llama2", "qwen2"])

@@ -68,7 +68,7 @@ def _tiny_llama2(tmp: Path, data_dir: Path) -> Path:
     from transformers import AutoModelForCausalLM
 
     from langgraft.tokenizer.bases import load_base
-    from test_train_support import tiny_config
+    from helpers import tiny_config
 
     tokenizer = load_base(data_dir / "tokenizers/llama2/tokenizer.model").hf
     torch.manual_seed(0)

@@ -21,8 +21,8 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from test_train_support import (english_lines, load_base_tokenizer, make_dataset, make_extended_model,
-                                persian_lines, save_tiny_model)
+from helpers import (english_lines, load_base_tokenizer, make_dataset, make_extended_model, persian_lines,
+                     save_tiny_model)
 
 from langgraft.cli import main
 from langgraft.config import apply_override, from_dict
@@ -552,7 +552,7 @@ def test_non_utf8_task_data_is_one_line(tmp_path):
 
 
 def test_extend_without_model_tokenizer_needs_trust_tokenizer(tmp_path, data_dir, capsys):
-    from test_train_support import make_extended_tokenizer
+    from helpers import make_extended_tokenizer
 
     tok_dir = make_extended_tokenizer(data_dir, "mistral", tmp_path / "tok", n_new=5)
     base = save_tiny_model("llama", load_base_tokenizer(data_dir, "mistral", tmp_path / "bt"), tmp_path / "base",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import re
 from pathlib import Path
@@ -14,6 +13,7 @@ from langgraft.cli import main
 from langgraft.lang import get_language
 from langgraft.tokenizer.bases import load_base
 from langgraft.tokenizer.extend import ZWNJ, extend_tokenizer
+from helpers import article_texts, news_articles
 
 BASES = {
     "llama2": "tokenizers/llama2/tokenizer.model",
@@ -26,11 +26,8 @@ FA = get_language("fa")
 
 
 def _news(data_dir: Path, pattern: str, limit: int) -> list[str]:
-    docs = []
-    for path in sorted(glob.glob(str(data_dir / "persian_news/exploring-datasets" / pattern))):
-        for article in json.loads(Path(path).read_text(encoding="utf-8")):
-            parts = [article.get("title") or "", article.get("abstract") or "", *(article.get("paragraphs") or [])]
-            docs.append(FA.normalize(" ".join(p for p in parts if p)))
+    """One normalised document per article (title, abstract and paragraphs joined)."""
+    docs = [FA.normalize(" ".join(t for t in article_texts(a) if t)) for a in news_articles(data_dir, pattern)]
     return [d for d in docs if d][:limit]
 
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from langgraft.errors import UserError
 from langgraft.tokenizer import metrics
+from helpers import news_texts
 
 
 @pytest.fixture(scope="module")
 def persian(data_dir) -> list[str]:
-    articles = json.loads((data_dir / "persian_news/exploring-datasets/news/fars-news-1.json").read_text("utf-8"))
-    return [p for a in articles[:25] for p in [a["title"], a["abstract"], *a["paragraphs"]] if p.strip()]
+    return news_texts(data_dir, "news/fars-news-1.json", 25)
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import json
 import pytest
 
 from langgraft.cli import main
+from helpers import news_texts
 
 
 @pytest.fixture(scope="module")
 def texts(data_dir, tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("texts")
-    articles = json.loads((data_dir / "persian_news/exploring-datasets/news/fars-news-2.json").read_text("utf-8"))
-    fa = [p for a in articles[:12] for p in [a["title"], *a["paragraphs"]] if p.strip()]
+    fa = news_texts(data_dir, "news/fars-news-2.json", 12, fields=("title", "paragraphs"))
     (root / "fa.txt").write_text("\n".join(fa) + "\n", encoding="utf-8")
     quran_en = (data_dir / "parsinlu/data/translation/quran/en.arberry.txt").read_text("utf-8").splitlines()[:150]
     (root / "en.txt").write_text("\n".join(quran_en) + "\n", encoding="utf-8")
@@ -84,9 +84,9 @@ def test_bad_input_is_one_line_exit_2_and_no_output(data_dir, texts, tmp_path, c
 
 
 def test_sweep_tabulates_size_added_and_fertility(data_dir, texts, tmp_path, capsys):
-    articles = json.loads((data_dir / "persian_news/exploring-datasets/news/fars-news-3.json").read_text("utf-8"))
     train = tmp_path / "train.txt"
-    train.write_text("\n".join(p for a in articles[:120] for p in a["paragraphs"] if p.strip()), encoding="utf-8")
+    train.write_text("\n".join(news_texts(data_dir, "news/fars-news-3.json", 120, fields=("paragraphs",))),
+                     encoding="utf-8")
     out = tmp_path / "sweep"
     code, err = _run(capsys, "--tokenizer", f"gpt2={data_dir / 'tokenizers/gpt2'}",
                      "--text", f"fa={texts['fa']}", f"en={texts['en']}",
@@ -108,7 +108,7 @@ def test_sweep_tabulates_size_added_and_fertility(data_dir, texts, tmp_path, cap
 def test_prepared_dataset_text_is_its_validation_split(data_dir, texts, tmp_path, capsys):
     """`--text fa=DIR` measures a `data prepare` dataset's held-out validation split (`DIR:SPLIT` another): the
     same numbers as the same texts given as a .txt file."""
-    from test_train_support import make_dataset
+    from helpers import make_dataset
 
     lines = open(texts["fa"], encoding="utf-8").read().splitlines()
     make_dataset(tmp_path / "data", "fa_mono", lines[:5], lines)

@@ -10,23 +10,16 @@ import sentencepiece as spm
 from langgraft.cli import main
 from langgraft.lang import get_language
 from langgraft.tokenizer.train import MAX_SENTENCE_BYTES, _sentences, train_tokenizer
+from helpers import news_texts
 
 ZWNJ = "\u200c"
-
-
-def news_texts(data_dir, n_articles=60, file="news/fars-news-3.json") -> list[str]:
-    path = data_dir / "persian_news/exploring-datasets" / file
-    texts = []
-    for article in json.loads(path.read_text(encoding="utf-8"))[:n_articles]:
-        texts += [article["title"], article["abstract"], *article["paragraphs"]]
-    return [t for t in texts if t.strip()]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
     """A 600-piece BPE on ~200 KB of Fars news given as .jsonl, with a few records to be skipped."""
     tmp = tmp_path_factory.mktemp("train")
-    texts = news_texts(data_dir)
+    texts = news_texts(data_dir, "news/fars-news-3.json", 60)
     lines = [json.dumps({"text": t, "id": i}, ensure_ascii=False) for i, t in enumerate(texts)]
     lines[5:5] = ["", "   ", json.dumps({"text": None}), json.dumps({"text": "\u0640\u064e"})]  # skipped records
     corpus = tmp / "news.jsonl"
@@ -98,7 +91,7 @@ def test_rerun_with_same_inputs_is_skipped(trained):
 
 def test_cli_txt_unigram_and_normalizer_options(tmp_path, data_dir, capsys):
     corpus = tmp_path / "sports.txt"  # sports news: scores, dates and minutes, many digits
-    corpus.write_text("\n".join(news_texts(data_dir, 80, "sports/varzesh3-2.json")) + "\n\n", encoding="utf-8")
+    corpus.write_text("\n".join(news_texts(data_dir, "sports/varzesh3-2.json", 80)) + "\n\n", encoding="utf-8")
     out = tmp_path / "uni"
     rc = main(["tokenizer", "train", "--input", str(corpus), "--lang", "fa", "--vocab-size", "700",
                "--model-type", "unigram", "--normalizer", "digits=latin", "zwnj_repair=false", "--out", str(out)])
@@ -134,7 +127,7 @@ def test_overlong_lines_are_cut_at_spaces_not_dropped():
 
 
 def _bad_input_cases(tmp_path, data_dir):
-    good = "\n".join(news_texts(data_dir, 20)) + "\n"
+    good = "\n".join(news_texts(data_dir, "news/fars-news-3.json", 20)) + "\n"
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "blank.txt").write_text("\n  \n\n")
     (tmp_path / "latin1.txt").write_bytes(good.encode() + "caf\u00e9\n".encode("latin-1"))
@@ -181,10 +174,10 @@ def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, data_dir, capsys):
 def test_prepared_dataset_is_read_like_the_same_text_in_a_file(data_dir, tmp_path, capsys):
     """`--input DIR` reads a `data prepare` dataset's train split, `DIR:SPLIT` another: the same sentences as a
     .txt of the same texts; a missing split or a non-dataset folder is one error line."""
-    from test_train_support import make_dataset
+    from helpers import make_dataset
 
-    texts = news_texts(data_dir, n_articles=30)
-    held = news_texts(data_dir, n_articles=10, file="news/fars-news-5.json")
+    texts = news_texts(data_dir, "news/fars-news-3.json", 30)
+    held = news_texts(data_dir, "news/fars-news-5.json", 10)
     dataset = make_dataset(tmp_path / "data", "fa_mono", texts + [" "], held)  # a blank row is counted
     (tmp_path / "fa.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     (tmp_path / "held.txt").write_text("\n".join(held) + "\n", encoding="utf-8")

@@ -12,7 +12,7 @@ import sys
 import yaml
 
 from langgraft.config import to_dict
-from test_train_support import tiny_run
+from helpers import tiny_run
 
 
 def test_torchrun_two_ranks_agree(tmp_path, data_dir):

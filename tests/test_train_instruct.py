@@ -19,7 +19,7 @@ from langgraft.errors import UserError
 from langgraft.train.config import TrainConfig
 from langgraft.train.instruct import DEFAULT_TEMPLATE, encode_example, ensure_chat_template, pack_examples
 from langgraft.train.stages import train
-from test_train_support import copy_without_chat_template, make_dataset, make_extended_model, persian_lines
+from helpers import copy_without_chat_template, make_dataset, make_extended_model, persian_lines
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +300,7 @@ def test_a_packed_example_has_the_loss_and_gradients_it_has_alone(setup, data_di
     """Two real examples packed in one row: the second one's loss and every trained weight's gradient equal
     those of the same example alone (and differ clearly when the row shares one causal attention)."""
     from langgraft.train.instruct import _encode_record, _row_tensor
-    from test_train_support import save_tiny_model
+    from helpers import save_tiny_model
 
     src = {"bare": setup["bare"], "mistral": setup["model"], "qwen2": data_dir / "tokenizers" / "qwen2"}[name]
     tok = AutoTokenizer.from_pretrained(src)

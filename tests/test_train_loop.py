@@ -14,7 +14,7 @@ from langgraft.errors import UserError
 from langgraft.train.config import TrainConfig
 from langgraft.train.data import pack
 from langgraft.train.stages import train
-from test_train_support import english_lines, make_dataset, make_extended_model, persian_lines
+from helpers import english_lines, make_dataset, make_extended_model, persian_lines
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from langgraft.config import to_dict
 from langgraft.train.checkpoint import list_checkpoints
 from langgraft.train.stages import train
-from test_train_support import tiny_run
+from helpers import tiny_run
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, data_dir):
