@@ -35,14 +35,11 @@ from langgraft.config import load_config  # noqa: E402
 from langgraft.data.config import PrepareConfig  # noqa: E402
 from langgraft.data.prepare import prepare  # noqa: E402
 
-DATA = Path(os.environ.get("LANGGRAFT_DATA", ROOT.parent / "shared" / "data"))
+from benchdata import DATA, news_texts  # noqa: E402
 
 
 def paragraphs() -> list[str]:
-    pool = []
-    for path in sorted(glob.glob(str(DATA / "persian_news/exploring-datasets/*/*.json"))):
-        for art in json.loads(Path(path).read_text(encoding="utf-8")):
-            pool += [p for p in [art.get("title", ""), art.get("abstract", "")] + art["paragraphs"] if p.strip()]
+    pool = news_texts("*/*.json")
     for path in sorted(glob.glob(str(DATA / "parsinlu/data/translation/quran/fa.*.norm.txt"))):
         pool += [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     return pool

@@ -31,11 +31,8 @@ RESULT: the first method's (shrunk-subtokens) Persian bpc at step 0 vs the base'
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
-import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -43,17 +40,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("LANGGRAFT_DATA", ROOT.parent / "shared" / "data"))
+from benchdata import DATA, FARS, article_texts, news_articles, news_documents
+
 BLOCK = 128
 
 
 def news_lines() -> list[str]:
-    news = []
-    for f in sorted(glob.glob(str(DATA / "persian_news/exploring-datasets/news/fars-news-*.json"))):
-        news += [" ".join([a.get("title", ""), a.get("abstract", "")] + a.get("paragraphs", []))
-                 for a in json.loads(Path(f).read_text(encoding="utf-8"))]
-    return [t.replace("\n", " ") for t in news]
+    return [t.replace("\n", " ") for t in news_documents(FARS, sep=" ")]
 
 
 def blocks(tok, texts: list[str]) -> torch.Tensor:
@@ -142,12 +135,7 @@ def line(name: str, r: dict) -> str:
 
 def held_out_news(held: bool) -> list[str]:
     """Fars news articles split by a hash of their link: `held` picks the tenth no tokenizer here trains on."""
-    out = []
-    for f in sorted(glob.glob(str(DATA / "persian_news/exploring-datasets/news/fars-news-*.json"))):
-        for a in json.loads(Path(f).read_text(encoding="utf-8")):
-            if (hashlib.sha1(a.get("link", "").encode()).digest()[0] % 10 == 0) == held:
-                out.append(a)
-    return out
+    return [a for a in news_articles(FARS) if (hashlib.sha1(a.get("link", "").encode()).digest()[0] % 10 == 0) == held]
 
 
 def take(lines, chars: int = 12000) -> list[str]:
@@ -186,8 +174,7 @@ def build_real(work: Path, model: str) -> None:
     from langgraft.tokenizer.train import train_tokenizer
 
     if not (work / "tok" / "new_tokens.json").is_file():
-        texts = [" ".join([a.get("title", ""), a.get("abstract", "")] + a.get("paragraphs", []))
-                 for a in held_out_news(False)]
+        texts = [" ".join(article_texts(a)) for a in held_out_news(False)]
         (work / "news.txt").write_text("\n".join(t.replace("\n", " ") for t in texts), encoding="utf-8")
         train_tokenizer([work / "news.txt"], lang="fa", vocab_size=20000, out=work / "sp", threads=1)
         extend_tokenizer(model, work / "sp", lang="fa", out=work / "tok")
@@ -276,7 +263,7 @@ def real_base(args) -> None:
         print(real_line(f"{method} ({kind})", rows, "base"), flush=True)
         if args.align_steps and kind == "tied" and method in ("shrunk-subtokens", "mean-subtokens"):
             # old rows get no gradient and the transformer is frozen, so English hidden states stay the base's
-            texts = [" ".join([a["title"], a["abstract"]] + a["paragraphs"]) for a in held_out_news(False)[:300]]
+            texts = [" ".join(article_texts(a)) for a in held_out_news(False)[:300]]
             align(ext, blocks(new_tok, texts), torch.arange(n_base, len(new_tok)), args.align_steps)
             head = ext.get_output_embeddings().weight.detach().float()
             name = f"{method} ({kind}) +{args.align_steps} align"

@@ -9,24 +9,11 @@ per paragraph, as the corpus pipeline does). Single process.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
-from pathlib import Path
 
 from langgraft.lang import get_language
 
-DATA = Path(os.environ.get("LANGGRAFT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def news_paragraphs() -> list[str]:
-    root = DATA / "persian_news" / "exploring-datasets"
-    files = sorted((root / "news").glob("fars-news-*.json")) + sorted((root / "sports").glob("varzesh3-*.json"))
-    texts = []
-    for path in files:
-        for article in json.loads(path.read_text(encoding="utf-8")):
-            texts += [article.get("title", ""), article.get("abstract", ""), *article.get("paragraphs", [])]
-    return [t for t in texts if t.strip()]
+from benchdata import FARS, VARZESH3, news_texts  # bench/ is on sys.path when run as a script
 
 
 def throughput(fn, texts: list[str]) -> float:
@@ -41,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shekar-lines", type=int, default=3000, help="shekar is slow: time it on a prefix")
     args = parser.parse_args()
-    texts = news_paragraphs()
+    texts = news_texts(FARS, VARZESH3)
     normalize = get_language("fa").normalize
     ours = throughput(normalize, texts)
     mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6

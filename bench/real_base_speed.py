@@ -16,7 +16,6 @@ stage, same run; `RESULT` compares bf16 autocast against it on the LoRA pretrain
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import subprocess
@@ -26,8 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("LANGGRAFT_DATA", ROOT.parent / "shared" / "data"))
+from benchdata import VARZESH3, news_documents  # bench/ is on sys.path when run as a script
 
 
 def build_inputs(model: str, work: Path, max_articles: int) -> dict:
@@ -38,10 +36,7 @@ def build_inputs(model: str, work: Path, max_articles: int) -> dict:
     from langgraft.tokenizer.extend import extend_tokenizer
     from langgraft.tokenizer.train import train_tokenizer
 
-    texts = []
-    for f in sorted(glob.glob(str(DATA / "persian_news/exploring-datasets/sports/varzesh3-*.json"))):
-        for art in json.loads(Path(f).read_text(encoding="utf-8")):
-            texts.append("\n".join([art.get("title", ""), art.get("abstract", "")] + art.get("paragraphs", [])))
+    texts = news_documents(VARZESH3)
     (work / "fa.txt").write_text("\n".join(t.replace("\n", " ") for t in texts), encoding="utf-8")
     train_tokenizer([work / "fa.txt"], lang="fa", vocab_size=20000, out=work / "sp", threads=1)
     extend_tokenizer(model, work / "sp", lang="fa", out=work / "tok")

@@ -44,7 +44,7 @@ from langgraft.tokenizer import metrics  # noqa: E402
 from langgraft.tokenizer.extend import extend_tokenizer  # noqa: E402
 from langgraft.tokenizer.train import train_tokenizer  # noqa: E402
 
-DATA = Path(os.environ.get("LANGGRAFT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from benchdata import DATA, FARS, NAMNAK, VARZESH3, article_texts, news_articles  # noqa: E402
 TOK = DATA / "tokenizers"
 BASES = {  # name: (path, fertility target as extended / Persian-only SentencePiece; None = report only)
     "llama2": (TOK / "llama2/tokenizer.model", 1.00),
@@ -58,21 +58,13 @@ CODE_BYTES = 4_000_000
 ROUNDS = 5
 
 
-def news_articles() -> list[dict]:
-    root = DATA / "persian_news/exploring-datasets"
-    files = [*sorted((root / "news").glob("fars-news-*.json")), *sorted((root / "sports").glob("varzesh3-*.json")),
-             root / "health/namnak-5.json"]
-    return [a for path in files for a in json.loads(path.read_text(encoding="utf-8"))]
-
-
 def is_held_out(article: dict) -> bool:
     key = (article.get("link") or article.get("title") or "").encode("utf-8")
     return int(hashlib.sha1(key).hexdigest(), 16) % HELD_OUT_EVERY == 0
 
 
 def article_lines(article: dict) -> list[str]:
-    texts = [article.get("title", ""), article.get("abstract", ""), *article.get("paragraphs", [])]
-    return [" ".join(t.split()) for t in texts if t and t.strip()]
+    return [" ".join(t.split()) for t in article_texts(article) if t.strip()]
 
 
 def english_sets() -> dict[str, list[str]]:
@@ -124,7 +116,7 @@ def sp_fertility(model: str, lines: list[str]) -> float:
 def build_split(work: Path, fa) -> tuple[Path, list[str]]:
     """Write the train text (raw; training normalises it) and the held-out text (normalised); return the latter."""
     train, held = [], []
-    for article in news_articles():
+    for article in news_articles(FARS, VARZESH3, NAMNAK):
         (held if is_held_out(article) else train).extend(article_lines(article))
     path = work / "train.txt"
     path.write_text("\n".join(train) + "\n", encoding="utf-8")

@@ -17,19 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from normalize_fa import DATA, news_paragraphs  # bench/ is on sys.path when run as a script
+from benchdata import DATA, FARS, NAMNAK, NEWS, VARZESH3, news_texts  # bench/ is on sys.path as a script
 
 from langgraft.tokenizer.train import train_tokenizer
 
 
 def write_corpus(path: Path) -> int:
-    texts = news_paragraphs()
-    namnak = DATA / "persian_news/exploring-datasets/health/namnak-5.json"
-    for article in json.loads(namnak.read_text(encoding="utf-8")):
-        texts += [article.get("title", ""), article.get("abstract", ""), *article.get("paragraphs", [])]
+    texts = news_texts(FARS, VARZESH3, NAMNAK)
     for quran in sorted((DATA / "parsinlu/data/translation/quran").glob("fa.*.txt")):
         texts += quran.read_text(encoding="utf-8").splitlines()
-    prince = DATA / "persian_news/exploring-datasets/literature/world/The-Little Prince-Persian-dataset.txt"
+    prince = NEWS / "literature/world/The-Little Prince-Persian-dataset.txt"
     texts += [line[8:] for line in prince.read_text(encoding="utf-8").splitlines() if line.startswith("# ::snt ")]
     for name in ("Train-word.csv", "Val-word.csv"):
         with open(DATA / "farstail/data" / name, newline="", encoding="utf-8") as fh:

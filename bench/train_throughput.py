@@ -18,7 +18,6 @@ sides); both read the first `--max-texts` articles.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import resource
@@ -28,19 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("LANGGRAFT_DATA", ROOT.parent / "shared" / "data"))
+from benchdata import DATA, FARS, ROOT, VARZESH3, news_documents  # bench/ is on sys.path when run as a script
+
 BLOCK, MICRO, HIDDEN, LAYERS = 512, 2, 256, 4
-
-
-def persian_news() -> list[str]:
-    files = sorted(glob.glob(str(DATA / "persian_news/exploring-datasets/news/fars-news-*.json")))
-    files += sorted(glob.glob(str(DATA / "persian_news/exploring-datasets/sports/varzesh3-*.json")))
-    texts = []
-    for f in files:
-        for art in json.loads(Path(f).read_text(encoding="utf-8")):
-            texts.append("\n".join([art.get("title", ""), art.get("abstract", "")] + art.get("paragraphs", [])))
-    return texts
 
 
 def build_inputs(work: Path) -> dict:
@@ -54,7 +43,7 @@ def build_inputs(work: Path) -> dict:
     from langgraft.tokenizer.extend import extend_tokenizer
     from langgraft.tokenizer.train import train_tokenizer
 
-    texts = persian_news()
+    texts = news_documents(FARS, VARZESH3)
     train_texts, val_texts = texts[:-100], texts[-100:]
     (work / "fa.txt").write_text("\n".join(t.replace("\n", " ") for t in train_texts), encoding="utf-8")
     train_tokenizer([work / "fa.txt"], lang="fa", vocab_size=18000, out=work / "sp", threads=1)
