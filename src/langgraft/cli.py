@@ -82,10 +82,10 @@ def _extend(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from langgraft.train.stages import train_stage
+    from langgraft.train.stages import train_from_file
 
-    summary, skipped = _produce(args, lambda: train_stage(args.stage, args.config, args.overrides, out=args.out,
-                                                          resume=args.resume))
+    summary, skipped = _produce(args, lambda: train_from_file(args.stage, args.config, args.overrides, out=args.out,
+                                                              resume=args.resume))
     if not skipped:
         print(f"wrote {args.out}: {summary['steps']} steps, {summary['tokens']} tokens, "
               f"final loss {summary['final_loss']:.4f}")

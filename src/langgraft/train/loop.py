@@ -1,4 +1,4 @@
-"""The one training loop (align, pretrain, and later instruct all run through `run_loop`).
+"""The one training loop: align, pretrain and instruct all run through `run_loop`.
 
 Accelerate does the device placement, DDP/FSDP/DeepSpeed wrapping, bf16 autocast and gradient clipping; the loop
 itself is written out so that the step counter alone defines the data position (see `data.batch_indices`),

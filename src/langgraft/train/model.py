@@ -1,8 +1,9 @@
 """The trainable model of a stage: which parameters train (stage × rows), and the loss it computes.
 
-Both stages are PEFT models so that one export path serves them: `align` is a `TrainableTokensConfig` on the
-embedding (and an untied head), `pretrain` a `LoraConfig` with `trainable_token_indices`. `rows=new` trains the
-new tokenizer rows only (old rows stay bit-identical); `rows=all` makes every real row trainable the same way.
+Every stage is a PEFT model so that one export path serves them all: `align` is a `TrainableTokensConfig` on the
+embedding (and an untied head), `pretrain` and `instruct` a `LoraConfig` with `trainable_token_indices`.
+`rows=new` trains the new tokenizer rows only (old rows stay bit-identical); `rows=all` makes every real row
+trainable the same way.
 The loss bypasses the model's own head (see `loss.py`) but reads the head's weights from the PEFT layers.
 """
 

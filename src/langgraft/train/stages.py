@@ -1,7 +1,8 @@
-"""`langgraft train --stage align|pretrain`: resolve the config, build the stage's model and data, run the loop.
+"""`langgraft train --stage align|pretrain|instruct`: resolve the config, build the stage's model and data, train.
 
 align    — transformer frozen; embedding (+ untied head) rows trained on the bilingual dataset.
 pretrain — LoRA on `lora.targets` + embedding/head rows on the monolingual dataset (+ optional English replay).
+instruct — as pretrain, on an instructions dataset (loss on the responses only, see instruct.py).
 
 The run directory is not built in a temp folder as a whole (checkpoints must survive a kill): it holds
 `train_config.json` (resolved config + fingerprint, checked on `--resume`), `checkpoints/`, `metrics.jsonl`,
@@ -17,7 +18,9 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,12 +37,15 @@ from langgraft.train.loop import read_metrics
 STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual", "instruct": "instructions"}
 
 
-def train_stage(stage: str, config_path, overrides=(), *, out, resume: bool = False) -> dict:
+def train_from_file(stage: str, config_path, overrides=(), *, out, resume: bool = False) -> dict:
+    """`langgraft train`: the stage's config from a YAML file (or the defaults) plus KEY=VALUE overrides."""
     cfg = load_config(TrainConfig, config_path, list(overrides))
     return train(stage, cfg, out=Path(out), resume=resume)
 
 
 def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> dict:
+    """Train `stage` into the run folder `out` and return its summary; a finished run with the same config and
+    inputs is returned as it is, `resume` continues an unfinished one from its last good checkpoint."""
     from accelerate import Accelerator
 
     from langgraft.train.checkpoint import list_checkpoints
@@ -88,9 +94,12 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
             torch.manual_seed(cfg.seed)
             tokenizer, peft_model, token_ids = _build_model(stage, cfg, accelerator)
             train_blocks, val, data_summary = build_data(stage, cfg, tokenizer, accelerator, out)
-            return _run(stage, cfg, out, accelerator, resume=resume, tokenizer=tokenizer, peft_model=peft_model,
-                        train_blocks=train_blocks, val=val, summary={**data_summary, "trained_rows": len(token_ids)},
-                        fingerprint=fingerprint, resolved=resolved, started=started)
+            run = Run(stage=stage, cfg=cfg, out=out, accelerator=accelerator, tokenizer=tokenizer,
+                      peft_model=peft_model, train_blocks=train_blocks, val=val,
+                      summary={**data_summary, "trained_rows": len(token_ids)}, fingerprint=fingerprint,
+                      resolved=resolved, started=started)
+            trainer, state = _fit(run, resume)
+            return _save(run, trainer, state)
         except BaseException:
             # a start that failed before step 1 leaves no run folder behind (nothing in it could be resumed)
             if accelerator.is_main_process and created and not _reached_step(out):
@@ -109,22 +118,41 @@ def _reached_step(out: Path) -> bool:
     return bool(list_checkpoints(out / "checkpoints")) or (metrics.is_file() and metrics.stat().st_size > 0)
 
 
-def _run(stage, cfg, out, accelerator, *, resume, tokenizer, peft_model, train_blocks, val, summary, fingerprint,
-         resolved, started) -> dict:
-    from langgraft.export import write_adapter_card
+@dataclass
+class Run:
+    """A training run as `train` set it up: what the loop trains, where, and what the manifest records."""
+
+    stage: str
+    cfg: TrainConfig
+    out: Path
+    accelerator: Any
+    tokenizer: Any
+    peft_model: Any
+    train_blocks: torch.Tensor
+    val: Any  # (validation blocks, characters per token), or None without a validation split
+    summary: dict  # the data's figures; `_save` adds the training's
+    fingerprint: str
+    resolved: dict  # the resolved config, as train_config.json holds it
+    started: float  # time.time() when the run started (the manifest's wall time)
+
+
+def _fit(run: Run, resume: bool):
+    """Optimizer and schedule, the latest good checkpoint when resuming, then the loop: (Trainer, LoopState)."""
     from langgraft.train.checkpoint import apply_checkpoint, latest_good_checkpoint
     from langgraft.train.loop import LoopState, Trainer, checkpoint, cosine_with_warmup, run_loop
     from langgraft.train.model import LossModule
 
+    cfg, out, accelerator = run.cfg, run.out, run.accelerator
     world = accelerator.num_processes
     per_step = cfg.micro_batch_size * cfg.grad_accum * world
-    steps_per_epoch = train_blocks.shape[0] // per_step
+    steps_per_epoch = run.train_blocks.shape[0] // per_step
     if steps_per_epoch == 0:
-        raise UserError(f"data.dataset {cfg.data.dataset}: {train_blocks.shape[0]} blocks of {cfg.data.block_size} "
-                        f"tokens, fewer than one step needs ({per_step}); lower data.block_size or the batch")
+        raise UserError(f"data.dataset {cfg.data.dataset}: {run.train_blocks.shape[0]} blocks of "
+                        f"{cfg.data.block_size} tokens, fewer than one step needs ({per_step}); lower "
+                        "data.block_size or the batch")
     total = cfg.max_steps or steps_per_epoch * cfg.epochs
-    loss_module = LossModule(peft_model, cfg.loss_chunk)
-    optimizer = build_optimizer(peft_model, cfg)
+    loss_module = LossModule(run.peft_model, cfg.loss_chunk)
+    optimizer = build_optimizer(run.peft_model, cfg)
     scheduler = cosine_with_warmup(optimizer, round(cfg.optim.warmup_ratio * total), total, cfg.optim.min_lr_ratio)
     loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
     state = LoopState(step=0, total_steps=total, steps_per_epoch=steps_per_epoch)
@@ -137,11 +165,20 @@ def _run(stage, cfg, out, accelerator, *, resume, tokenizer, peft_model, train_b
     if accelerator.is_main_process:  # lines after the resumed step (or every line, from scratch) are redone
         _truncate_metrics(out / "metrics.jsonl", state.step)
     trainer = Trainer(accelerator, loss_module, optimizer, scheduler)
-    state = run_loop(trainer, train_blocks, cfg, out, state, val)
+    state = run_loop(trainer, run.train_blocks, cfg, out, state, run.val)
     if cfg.checkpoint_every:
         checkpoint(trainer, cfg, out, state)
-    summary.update(steps=state.step, tokens=state.tokens, final_loss=state.last_loss, world_size=world,
-                   rank_checksums=_rank_checksums(accelerator, loss_module))
+    return trainer, state
+
+
+def _save(run: Run, trainer, state) -> dict:
+    """The run's summary; the main process writes adapter/ (PEFT format, with the tokenizer) and manifest.json."""
+    from langgraft.export import write_adapter_card
+
+    cfg, out, accelerator, loss_module = run.cfg, run.out, run.accelerator, trainer.loss_module
+    summary = {**run.summary, "steps": state.step, "tokens": state.tokens, "final_loss": state.last_loss,
+               "world_size": accelerator.num_processes,
+               "rank_checksums": _rank_checksums(accelerator, loss_module)}
     summary.update(_last_eval(out / "metrics.jsonl"))
     # get_state_dict gathers sharded weights (FSDP, ZeRO-3) before the adapter is written; a no-op otherwise
     full_state = accelerator.get_state_dict(loss_module)
@@ -149,13 +186,13 @@ def _run(stage, cfg, out, accelerator, *, resume, tokenizer, peft_model, train_b
         state_dict = {k.removeprefix("peft_model."): v for k, v in full_state.items()}
         with atomic_dir(out / "adapter") as tmp:
             accelerator.unwrap_model(loss_module).peft_model.save_pretrained(tmp, state_dict=state_dict)
-            tokenizer.save_pretrained(tmp)
-            write_adapter_card(tmp, cfg.model, stage)
+            run.tokenizer.save_pretrained(tmp)
+            write_adapter_card(tmp, cfg.model, run.stage)
         write_json(out / "manifest.json", {
-            "stage": stage, "fingerprint": fingerprint, "config": resolved, "parent": cfg.model,
+            "stage": run.stage, "fingerprint": run.fingerprint, "config": run.resolved, "parent": cfg.model,
             "inputs": _inputs(cfg),
             "versions": package_versions(), "git_revision": git_revision(),
-            "wall_time_s": round(time.time() - started, 3), "summary": summary})
+            "wall_time_s": round(time.time() - run.started, 3), "summary": summary})
         (out / "data.pt").unlink(missing_ok=True)  # only a resume needs the packed data
     accelerator.wait_for_everyone()
     return summary
@@ -265,7 +302,7 @@ def _first_difference(a, b, prefix: str = "") -> str:
 
 def _use_bf16(precision: str) -> bool:
     """auto = bf16 autocast on GPUs that support it and on CPUs with native bf16 instructions (there, measured
-    interleaved in one process, a stage-2 step ran 1.3–1.5× faster than fp32); fp32 elsewhere."""
+    interleaved in one process, a pretrain step ran 1.3–1.5× faster than fp32); fp32 elsewhere."""
     if precision != "auto":
         return precision == "bf16"
     if torch.cuda.is_available():
