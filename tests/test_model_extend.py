@@ -52,7 +52,9 @@ def test_mean_subtokens_rows_are_subtoken_means(tmp_path, data_dir):
     extend_model(base, tok_dir, out=tmp_path / "ext", init="mean-subtokens")
     old = AutoModelForCausalLM.from_pretrained(base)
     new = AutoModelForCausalLM.from_pretrained(tmp_path / "ext")
-    for tok in json.loads((tok_dir / "new_tokens.json").read_text())["tokens"]:
+    tokens = json.loads((tok_dir / "new_tokens.json").read_text())["tokens"]
+    assert len(tokens) == 10 and all(tok["base_ids"] for tok in tokens)
+    for tok in tokens:
         for get in ("get_input_embeddings", "get_output_embeddings"):
             want = getattr(old, get)().weight[tok["base_ids"]].mean(0)
             torch.testing.assert_close(getattr(new, get)().weight[tok["id"]], want)
@@ -77,14 +79,15 @@ def test_shrunk_subtokens_logit_is_shrunk_average_of_the_pieces_logits(tmp_path,
         a, b = old(ids).logits[0], new(ids).logits[0]
     n_base = a.shape[-1]
     assert torch.equal(a, b[:, :n_base])
-    for tok in json.loads((tok_dir / "new_tokens.json").read_text())["tokens"]:
+    tokens = json.loads((tok_dir / "new_tokens.json").read_text())["tokens"]
+    assert len(tokens) == 12
+    for tok in tokens:
         pieces = a[:, tok["base_ids"]].mean(-1)
         want = a.mean(-1) + SHRINK * (pieces - a.mean(-1))
         torch.testing.assert_close(b[:, tok["id"]], want, atol=1e-4, rtol=1e-4)
     # the input rows are shrunk the same way (tied: they are the head rows)
     emb_old, emb_new = old.get_input_embeddings().weight, new.get_input_embeddings().weight
-    tok = json.loads((tok_dir / "new_tokens.json").read_text())["tokens"][0]
-    center = emb_old.mean(0)
+    tok, center = tokens[0], emb_old.mean(0)
     torch.testing.assert_close(emb_new[tok["id"]], center + SHRINK * (emb_old[tok["base_ids"]].mean(0) - center))
 
 
