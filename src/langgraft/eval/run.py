@@ -84,7 +84,7 @@ def _check_contamination(task: Prepared, index, threshold: float) -> None:
     """Overlap of every example with the training text (its most overlapping input field), flagged ≥ threshold."""
     task.overlap, task.threshold = {}, threshold
     for ex in task.examples:
-        share = max(map(index.overlap, _texts(task.spec, ex)), default=0.0)
+        share = max(map(index.share, _texts(task.spec, ex)), default=0.0)
         if share > 0:
             task.overlap[ex.id] = round(share, 4)
     task.contaminated = [i for i, share in task.overlap.items() if share >= threshold]
