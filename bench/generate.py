@@ -49,7 +49,8 @@ def build_model(out: Path):
 def main() -> None:
     import torch
 
-    from langgraft.generation import Sampling, generate_texts, load
+    from langgraft.generation import Sampling, generate_texts
+    from langgraft.model.load import load_model_or_adapter as load
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new-tokens", type=int, default=32)

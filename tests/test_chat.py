@@ -80,7 +80,7 @@ def test_bad_input_is_one_line(tmp_path, models, capsys):
 
 def test_streamed_replies_print_the_same_text_as_the_non_streamed_ones(models, data_dir):
     from langgraft.chat import reply
-    from langgraft.generation import load
+    from langgraft.model.load import load_model_or_adapter as load
 
     chat, plain = models
     lines = (data_dir / "ntrex/NTREX-128/newstest2019-ref.fas.txt").read_text(encoding="utf-8").splitlines()[:2]
@@ -142,7 +142,8 @@ def test_sampling_options_are_checked(models, capsys):
 def test_ctrl_c_stops_the_generation_it_interrupts(models):
     import threading
 
-    from langgraft.generation import generate_ids, load, stream
+    from langgraft.generation import generate_ids, stream
+    from langgraft.model.load import load_model_or_adapter as load
 
     model, tok = load(str(models[1]))
     ids = tok("امروز هوا").input_ids
@@ -170,7 +171,7 @@ def test_a_terminal_session_streams_and_ends_cleanly_on_ctrl_d(models):
     import time
 
     from langgraft.chat import reply
-    from langgraft.generation import load
+    from langgraft.model.load import load_model_or_adapter as load
 
     chat, _ = models
     expected = reply(*load(str(chat)), [], "سلام", ChatOptions(Sampling(max_new_tokens=4)))["reply"]

@@ -164,9 +164,9 @@ def test_bad_input_is_named_and_leaves_no_output(tmp_path, data_dir):
     src = base["datasets"][0]["sources"][0]
     good = json.dumps({"title": "عنوان خبر", "paragraphs": ["متن کوتاه خبر برای آزمون."]}, ensure_ascii=False)
     (tmp_path / "news.jsonl").write_bytes((good + "\n").encode() * 3 + b'{"title": "\xff\xfe"}\n')
-    _expect_error(tmp_path, base, r"news\.jsonl: invalid UTF-8 at byte 2\d\d \(line 4\)")
+    _expect_error(tmp_path, base, r"news\.jsonl:4: not valid UTF-8 \(byte 0x[0-9a-f]{2} at byte 2\d\d of the file\)")
     (tmp_path / "news.jsonl").write_text(good + "\n{broken\n" + good + "\n[1, 2\n", encoding="utf-8")
-    _expect_error(tmp_path, {**base, "strict": True}, r"news\.jsonl:2: broken JSON line")
+    _expect_error(tmp_path, {**base, "strict": True}, r"news\.jsonl:2: not valid JSON")
     prepare(load_config(PrepareConfig, _write(tmp_path, base)), tmp_path / "lenient", progress=False)
     broken = json.loads((tmp_path / "lenient/stats.json").read_text())["datasets"]["news"]["broken_json"]
     assert broken["count"] == 2 and [x.rsplit(":", 1)[1] for x in broken["first_lines"]] == ["2", "4"]

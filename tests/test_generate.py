@@ -16,7 +16,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from langgraft.cli import main
-from langgraft.generation import Sampling, chat_text, generate_texts, load
+from langgraft.generation import Sampling, generate_texts
+from langgraft.model.load import chat_text, load_model_or_adapter as load
 from helpers import english_lines, load_base_tokenizer, persian_lines, save_tiny_model
 
 

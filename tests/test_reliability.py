@@ -442,8 +442,7 @@ def test_a_pickle_in_the_data_cache_is_never_run(finished, train_setup, tmp_path
 @pytest.mark.parametrize("weights", ["plain_bin", "pickle_payload"])
 def test_models_load_from_safetensors_only(tmp_path, data_dir, loader, weights):
     """One policy for every verb: a pickled .bin is refused, however harmless its content."""
-    from langgraft.eval.run import load_model
-    from langgraft.model.extend import load_causal_lm
+    from langgraft.model.load import load_causal_lm, load_model
 
     tok = load_base_tokenizer(data_dir, "mistral", tmp_path / "tok")
     model = save_tiny_model("llama", tok, tmp_path / "m", hidden=8, layers=1)
@@ -547,7 +546,7 @@ def test_non_utf8_task_data_is_one_line(tmp_path):
     (tmp_path / "b.txt").write_text("ok\nok\n")
     for spec in (DataSpec(path="latin1.jsonl"), DataSpec(path="a.txt", format="lines", columns=["text"]),
                  DataSpec(format="parallel", files={"x": "a.txt", "y": "b.txt"})):
-        with pytest.raises(UserError, match=r"task t: .*: not UTF-8 text \(invalid byte 0x"):
+        with pytest.raises(UserError, match=r"task t: .*: not valid UTF-8 \(byte 0x"):
             read_records(spec, tmp_path, "t")
 
 
@@ -657,8 +656,8 @@ def test_a_forked_child_does_not_keep_its_killed_parents_lock(tmp_path):
 
 def test_two_runs_of_one_recipe_do_not_race(tmp_path):
     from langgraft.demo import _materialise
-    from langgraft.pipeline.recipe import load_recipe
-    from langgraft.pipeline.run import run_recipe
+    from langgraft.pipeline import run_recipe
+    from langgraft.recipe import load_recipe
 
     _materialise(tmp_path / "demo", lambda line: None)
     recipe = tmp_path / "demo" / "recipe.yaml"

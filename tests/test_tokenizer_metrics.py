@@ -102,7 +102,7 @@ def test_throughput_wall_and_cpu_clock(gpt2, english):
 def test_read_lines_errors(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes("خوب\n".encode() + b"\xff\xfe oops\n")
-    with pytest.raises(UserError, match=r"bad.txt:2: not UTF-8"):
+    with pytest.raises(UserError, match=r"bad.txt:2: not valid UTF-8"):
         metrics.read_lines(bad)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n", encoding="utf-8")

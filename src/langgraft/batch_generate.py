@@ -25,6 +25,7 @@ from pathlib import Path
 
 from langgraft.errors import UserError
 from langgraft.generation import Sampling
+from langgraft.textfiles import iter_lines
 
 
 @dataclass
@@ -41,11 +42,7 @@ def read_inputs(path: Path, opts: GenerateOptions) -> list[tuple[dict | None, ob
     """(record, field value, "") per input line, or (None, None, "reason: message") for an unusable line."""
     if not path.is_file():
         raise UserError(f"--input {path}: no such file")
-    items = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            items.append(_parse(line, n, path, opts))
-    return items
+    return [_parse(line, n, path, opts) for line, n in iter_lines(path)]
 
 
 def _parse(line: str, n: int, path: Path, opts: GenerateOptions) -> tuple[dict | None, object, str]:
@@ -102,7 +99,7 @@ def run_generate(model_path: str, input_path: str, out_path: str, sampling: Samp
     """Generate for every remaining input line; returns the counts (written, skipped by reason, truncated)."""
     from tqdm import tqdm
 
-    from langgraft.generation import load
+    from langgraft.model.load import load_model_or_adapter
 
     inp, out = Path(input_path), Path(out_path)
     if out.resolve() == inp.resolve():
@@ -117,7 +114,7 @@ def run_generate(model_path: str, input_path: str, out_path: str, sampling: Samp
         raise UserError(f"--out {out}: has {done} lines but --input {inp} only {len(items)}; pick another --out")
     counts = {"lines": len(items), "resumed_at": done, "written": 0, "skipped": Counter(), "truncated": 0}
     if done < len(items):
-        model, tok = load(model_path, opts.device, opts.base)
+        model, tok = load_model_or_adapter(model_path, opts.device, opts.base)
         items = items[:done] + [_render(tok, item, opts, f"--input {inp}:{k + 1}")
                                 for k, item in enumerate(items[done:], done)]
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +146,7 @@ def _render(tok, item: tuple, opts: GenerateOptions, where: str) -> tuple:
         return item
     from jinja2 import TemplateError
 
-    from langgraft.generation import chat_text
+    from langgraft.model.load import chat_text
 
     try:
         return record, chat_text(tok, value), ""

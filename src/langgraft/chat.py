@@ -34,7 +34,8 @@ class ChatOptions:
 def reply(model, tok, history: list[dict], text: str, opts: ChatOptions, write=None) -> dict:
     """Generate the answer to `text` after `history`; `write` receives the reply's text as it is generated
     (None: not streamed). Returns the turn's record."""
-    from langgraft.generation import chat_text, generate_texts, stream
+    from langgraft.generation import generate_texts, stream
+    from langgraft.model.load import chat_text
 
     templated = bool(getattr(tok, "chat_template", None))
     system = [{"role": "system", "content": opts.system}] if opts.system and templated else []
@@ -51,10 +52,10 @@ def reply(model, tok, history: list[dict], text: str, opts: ChatOptions, write=N
 def run_chat(path: str, opts: ChatOptions, *, prompt: str | None = None, stdin: TextIO | None = None,
              stdout: TextIO | None = None) -> list[dict]:
     """One `prompt`, or a conversation read line by line from `stdin`; prints and returns the turns."""
-    from langgraft.generation import load
+    from langgraft.model.load import load_model_or_adapter
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout  # looked up now: callers may have redirected them
-    model, tok = load(path, opts.device, opts.base)
+    model, tok = load_model_or_adapter(path, opts.device, opts.base)
     history: list[dict] = []
     turns: list[dict] = []
     interactive = prompt is None and stdin.isatty()

@@ -57,7 +57,8 @@ def _tokenizer_extend(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- tokenizer report
 def _tokenizer_report(args: argparse.Namespace) -> int:
-    from langgraft.tokenizer.report import parse_pairs, tokenizer_report
+    from langgraft.textfiles import parse_pairs
+    from langgraft.tokenizer.report import tokenizer_report
 
     _, skipped = _produce(args, lambda: tokenizer_report(
         parse_pairs(args.tokenizer, "--tokenizer"), parse_pairs(args.text, "--text"), out=args.out,

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from langgraft.errors import UserError
+from langgraft.hub import is_hub_id
 from langgraft.rundir import input_identity, read_manifest, run_stage
 
 
@@ -45,7 +46,8 @@ def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from langgraft.model.extend import load_causal_lm
+    from langgraft.formats.new_tokens import copy_new_tokens
+    from langgraft.model.load import load_causal_lm
 
     base = load_causal_lm(parent)
     tied = base.get_output_embeddings().weight is base.get_input_embeddings().weight
@@ -62,9 +64,9 @@ def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
     merged.save_pretrained(tmp / "model")
     AutoTokenizer.from_pretrained(run / "adapter").save_pretrained(tmp / "model")
     # the next stage (rows=new) needs to know which rows are new: carry the surgery's record along
-    for name in ("new_tokens.json", "extend_report.json"):
-        if (Path(parent) / name).is_file():
-            shutil.copy2(Path(parent) / name, tmp / "model" / name)
+    copy_new_tokens(parent, tmp / "model")
+    if (Path(parent) / "extend_report.json").is_file():
+        shutil.copy2(Path(parent) / "extend_report.json", tmp / "model" / "extend_report.json")
     summary = {"parent": parent, "tied": tied, "model_mb": _mb(tmp / "model"), "adapter_mb": _mb(tmp / "adapter")}
     from langgraft.modelcard import gather, model_name, write_model_card
 
@@ -87,8 +89,7 @@ def write_adapter_card(adapter: Path, base: str, stage: str) -> None:
     came from, so the adapter is usable by someone who did not train it."""
     report = Path(base) / "extend_report.json"
     source = json.loads(report.read_text(encoding="utf-8")).get("source_model") if report.is_file() else None
-    # a hub id is a name that is not an absolute path: the extended model's origin, or the base itself
-    hub_id = next((m for m in (source, base) if m and not Path(m).is_absolute()), None)
+    hub_id = next((m for m in (source, base) if is_hub_id(m)), None)  # the extended model's origin, or the base
     front = f"---\nbase_model: {hub_id}\nlibrary_name: peft\n---\n" if hub_id else "---\nlibrary_name: peft\n---\n"
     origin = (f"It is `langgraft extend` of `{source}` (the new rows appended, the tokenizer in this folder); the "
               "original model alone does not fit this adapter: its vocabulary is smaller.\n") if source else ""

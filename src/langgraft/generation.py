@@ -1,4 +1,4 @@
-"""Text generation for `chat`, `generate` and eval's generation tasks: one set of sampling options, one loader.
+"""Text generation for `chat`, `generate` and eval's generation tasks: one set of sampling options.
 
 Decoding is transformers' `generate` (KV cache, `GenerationConfig`, `stop_strings`, `TextIteratorStreamer`);
 what is decided here is the part every caller must agree on:
@@ -13,17 +13,16 @@ what is decided here is the part every caller must agree on:
 - A prompt longer than the context (`max_position_embeddings` − `max_new_tokens`) loses its start; the number
   of dropped tokens is returned with every output so callers report it.
 - Text stops before the first stop string (the string itself is not part of the output).
-- `load` takes a merged model dir (an `export` model/, any HF causal LM) or a PEFT adapter dir (a training run's
-  `adapter/`, an `export` adapter/) on top of its base model, merged in memory for speed.
+
+Models come from `model.load.load_model_or_adapter`: a merged model dir (an `export` model/, any HF causal LM)
+or a PEFT adapter dir (a training run's `adapter/`, an `export` adapter/) on top of its base model.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 from langgraft.errors import UserError
 
@@ -71,42 +70,6 @@ def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 256) -> 
 
 def sampling_from_args(args: argparse.Namespace) -> Sampling:
     return Sampling(**{f.name: getattr(args, f.name) for f in fields(Sampling)})
-
-
-def load(path: str, device: str | None = None, base: str | None = None):
-    """(model, tokenizer) in eval mode, from a model dir or an adapter dir (+ its base, or `base`)."""
-    from langgraft.eval.run import load_model
-
-    adapter_cfg = Path(path) / "adapter_config.json"
-    if not adapter_cfg.is_file():
-        if base:
-            raise UserError(f"--base: {path} is not a PEFT adapter (no adapter_config.json)")
-        return load_model(path, device)
-    base = base or json.loads(adapter_cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if not base:
-        raise UserError(f"{adapter_cfg}: names no base model; pass --base PATH")
-    model, _ = load_model(base, device)
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    try:
-        model = PeftModel.from_pretrained(model, path).merge_and_unload().eval()
-        tok = AutoTokenizer.from_pretrained(path)  # saved with the adapter: it has the tuned chat template
-    except Exception as exc:  # noqa: BLE001 - a mismatched base/adapter pair is the user's choice of paths
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load adapter {path} on base {base}: {first}") from None
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token or tok.unk_token
-    return model, tok
-
-
-def chat_text(tok, messages: list[dict]) -> str:
-    """The conversation in the model's chat template, ready for the assistant's reply; BOS left to encoding."""
-    if not getattr(tok, "chat_template", None):
-        raise UserError("--chat: this model's tokenizer has no chat template")
-    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    bos = tok.bos_token or ""  # the tokenizer adds BOS itself when it encodes; the template may write it too
-    return text[len(bos):] if bos and text.startswith(bos) else text
 
 
 def context_limit(model, s: Sampling) -> int:

@@ -47,6 +47,14 @@ def resolve_model(name: str | Path, *, flag: str = "--model") -> str:
     raise UserError(f"{local}; as a hub id: {answer}")
 
 
+def is_hub_id(name: str | None) -> bool:
+    """Whether a recorded model name is a hub id: `resolve_model` records every local folder as an absolute path,
+    so a name that is not absolute, not relative to here and not on disk came from the hub."""
+    if not name:
+        return False
+    return not (Path(name).is_absolute() or name.startswith((".", "~")) or Path(name).exists())
+
+
 def _ask_hub(repo_id: str) -> str | None:
     """None when the hub has the model; else what it (or the network) answered, in a few words."""
     from huggingface_hub import HfApi

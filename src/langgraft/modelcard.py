@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from langgraft.hub import is_hub_id
 from langgraft.rundir import atomic_write_text, read_manifest
 
 TRAIN_STAGES = ("align", "pretrain", "instruct")
@@ -30,7 +31,7 @@ def write_model_card(folder: str | Path, facts: dict, *, gguf: dict | None = Non
 def model_name(facts: dict) -> str:
     """A hub id as it is, a local folder by its name: the title should not carry someone's disk layout."""
     base = _base_name(facts)
-    return f"{base if _is_hub_id(base) else Path(base).name} + {_lang(facts)}"
+    return f"{base if is_hub_id(base) else Path(base).name} + {_lang(facts)}"
 
 
 # ---------------------------------------------------------------- reading the run
@@ -132,7 +133,7 @@ def render(facts: dict) -> str:
     base = _base_name(facts)
     tags = ["langgraft", "language-adaptation", "vocabulary-extension", lang] + \
         [t["stage"] for t in facts["trains"]] + (["gguf"] if facts["gguf"] else [])
-    header = {"base_model": base if _is_hub_id(base) else None, "language": [lang, "en"],
+    header = {"base_model": base if is_hub_id(base) else None, "language": [lang, "en"],
               "license": facts["license"], "library_name": "transformers", "tags": tags,
               "datasets": sorted({d["name"] for d in facts["datasets"]})}
     stages = ", ".join(t["stage"] for t in facts["trains"]) or "none"
@@ -151,10 +152,6 @@ def _base_name(facts: dict) -> str:
     extend = facts["extend"] or {}
     source = (extend.get("summary") or {}).get("source_model")
     return str(source or facts["base"] or "unknown")
-
-
-def _is_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not Path(name).exists() and not name.startswith((".", "/"))
 
 
 def _yaml(header: dict) -> str:

@@ -33,25 +33,40 @@ Stages (work folder `W`, N = number of units):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 import time
 from functools import partial
 from pathlib import Path
+from typing import Iterator
 
 from datatrove.utils.word_tokenizers import WordTokenizer
 
 from langgraft.data.config import DatasetConfig, PrepareConfig
 from langgraft.data.filters import clean, make_cleaner
-from langgraft.data.overlap import OverlapIndex, content_hash
 from langgraft.data.readers import chat_turns, explode, field_text, read_unit
 from langgraft.data.render import render_rows
 from langgraft.rundir import write_json
 
 
+def content_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
 def split_of(key: str, validation_fraction: float) -> str:
     return "validation" if content_hash("split:" + key) % 10_000 < validation_fraction * 10_000 else "train"
+
+
+def leak_keys(parts: list[str]) -> Iterator[int]:
+    """Hashes a training record is checked with: each text and each of its lines."""
+    for part in parts:
+        yield content_hash(part.strip())
+        if "\n" in part:
+            for line in part.split("\n"):
+                if line.strip():
+                    yield content_hash(line.strip())
 
 
 def dedup_key(kind: str, fields: dict) -> str:
@@ -95,7 +110,7 @@ def clean_step(data, rank: int, world_size: int, *, cfg: PrepareConfig, ds: Data
     lang_code = src.lang or ds.lang
     codes = {ds.src_lang, ds.tgt_lang} if ds.kind == "bilingual" else {lang_code}
     cleaner = make_cleaner(ds, cfg.normalizer, codes)
-    leaks = OverlapIndex.load(leak_file)
+    leaks = _load_leaks(leak_file)
     tally: dict = {"source": unit["source"], "bytes": unit["bytes"], "read": 0, "kept": 0, "dropped": {},
              "examples": {}}
     progress = _Progress(wd / "progress" / f"{rank:05d}")
@@ -111,7 +126,7 @@ def clean_step(data, rank: int, world_size: int, *, cfg: PrepareConfig, ds: Data
                 progress.tick(tally["read"])
                 key = dedup_key(ds.kind, fields) if fields else ""
                 split = split_of(key, ds.validation_fraction) if fields else ""
-                if fields and split == "train" and leaks.texts and _leaks(fields, ds.kind, leaks):
+                if fields and split == "train" and leaks and _leaks(fields, ds.kind, leaks):
                     reason = "eval_leak"
                 if reason:
                     tally["dropped"][reason] = tally["dropped"].get(reason, 0) + 1
@@ -132,14 +147,22 @@ def clean_step(data, rank: int, world_size: int, *, cfg: PrepareConfig, ds: Data
     progress.done(tally["read"], unit["bytes"])
 
 
-def _leaks(fields: dict, kind: str, leaks: OverlapIndex) -> bool:
+def _leaks(fields: dict, kind: str, leaks: set[int]) -> bool:
     if kind == "monolingual":
         parts = [fields["text"]]
     elif kind == "bilingual":
         parts = [fields["src"], fields["tgt"]]
     else:
         parts = _instruction_parts(fields)
-    return leaks.matches(parts)
+    return any(h in leaks for h in leak_keys(parts))
+
+
+def _load_leaks(path: str) -> set[int]:
+    if not path or not Path(path).is_file():
+        return set()
+    import numpy as np
+
+    return set(int(x) for x in np.load(path))
 
 
 # ---------------------------------------------------------------- shared steps

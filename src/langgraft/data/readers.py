@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from langgraft.data.config import DatasetConfig, SourceConfig
 from langgraft.errors import UserError
+from langgraft.textfiles import decode_line, json_line
 
 EXTENSIONS = {".txt": "text", ".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
               ".parquet": "parquet"}
@@ -127,17 +128,14 @@ def _open_binary(path: Path):
 
 
 def decoded_lines(path: str, start: int = 0, end: int | None = None, first_line: int = 1) -> Iterator[tuple[str, int]]:
-    """(line without newline, line number) from byte `start` up to `end`; invalid UTF-8 names file and offset."""
+    """(line without newline, line number) from byte `start` up to `end`; invalid UTF-8 names file, line and
+    byte offset (`textfiles.decode_line`)."""
     offset, lineno = start, first_line
     with _open_binary(Path(path)) as fh:
         if start:
             fh.seek(start)
         for raw in fh:
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise UserError(f"{path}: invalid UTF-8 at byte {offset + exc.start} (line {lineno})") from None
-            yield text.rstrip("\r\n"), lineno
+            yield decode_line(raw, path, lineno, offset=offset).rstrip("\r\n"), lineno
             offset += len(raw)
             lineno += 1
             if end is not None and offset >= end:
@@ -180,19 +178,25 @@ def _line_records(unit: dict, src: SourceConfig, strict: bool, tally: dict) -> I
                 text = text[len(src.line_prefix):]
             yield {"text": text}, f"{path}:{line}"
             continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            if strict:
-                raise UserError(f"{path}:{line}: broken JSON line ({exc.msg})") from None
-            tally["broken_json"] = tally.get("broken_json", 0) + 1
-            tally.setdefault("broken_json_lines", [])
-            if len(tally["broken_json_lines"]) < MAX_BROKEN_LINES:
-                tally["broken_json_lines"].append(f"{path}:{line}")
-            continue
+        if strict:
+            record = json_line(text, path, line)
+        else:
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError:
+                _tally_broken(tally, f"{path}:{line}")
+                continue
         if not isinstance(record, dict):
             raise UserError(f"{path}:{line}: expected a JSON object, got {type(record).__name__}")
         yield record, f"{path}:{line}"
+
+
+def _tally_broken(tally: dict, where: str) -> None:
+    """Count a broken JSON line, keeping the first few locations for the report."""
+    tally["broken_json"] = tally.get("broken_json", 0) + 1
+    tally.setdefault("broken_json_lines", [])
+    if len(tally["broken_json_lines"]) < MAX_BROKEN_LINES:
+        tally["broken_json_lines"].append(where)
 
 
 def _blocks(path: str) -> Iterator[tuple[dict, str]]:
@@ -216,7 +220,8 @@ def _json_records(path: str) -> Iterator[tuple[dict, str]]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: invalid UTF-8 at byte {exc.start}") from None
+        raise UserError(f"{path}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start} of the "
+                        "file)") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 
 from langgraft.errors import UserError
 from langgraft.eval.tasks import DataSpec, TaskSpec
+from langgraft.textfiles import iter_lines, json_line
 
 csv.field_size_limit(1 << 26)
 
@@ -37,9 +38,9 @@ def read_records(spec: DataSpec, root: Path, task: str) -> tuple[list[dict], str
     """All records of the dataset, plus a display name of the file(s) for error messages."""
     try:
         return _read_records(spec, root, task)
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError as exc:  # csv, tsv and json files, read whole (line files name their line)
         shown = "+".join(str(root / f) for f in ([spec.path] if spec.path else spec.files.values()))
-        raise UserError(f"task {task}: {shown}: not UTF-8 text (invalid byte 0x{exc.object[exc.start]:02x}); "
+        raise UserError(f"task {task}: {shown}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x}); "
                         "convert the file to UTF-8") from None
 
 
@@ -74,38 +75,39 @@ def data_files(spec: DataSpec, root: Path, task: str) -> list[Path]:
 
 
 def _read_file(spec: DataSpec, path: Path, task: str) -> list:
-    with path.open(encoding="utf-8", newline="") as fh:
-        if spec.format == "jsonl":
-            records = []
-            for i, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise UserError(f"task {task}: {path}:{i}: invalid JSON ({exc.msg})") from None
-        elif spec.format == "json":
+    if spec.format in ("jsonl", "lines"):
+        try:
+            lines = [(line, i) for line, i in iter_lines(path) if line.strip()]
+            if spec.format == "jsonl":
+                return [json_line(line, path, i) for line, i in lines]
+        except UserError as exc:
+            raise UserError(f"task {task}: {exc}") from None
+        parts = len(spec.columns) - 1
+        return [dict(zip(spec.columns, line.split(spec.separator, parts))) for line, _ in lines]
+    with path.open(encoding="utf-8-sig", newline="") as fh:  # -sig: a BOM is not part of the first field
+        if spec.format == "json":
             try:
                 records = json.load(fh)
             except json.JSONDecodeError as exc:
                 raise UserError(f"task {task}: {path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
         elif spec.format == "csv":
             records = list(csv.DictReader(fh))
-        elif spec.format == "tsv":
+        else:  # tsv
             # Quoted fields matter: FarsTail quotes premises that contain tabs.
             records = list(csv.DictReader(fh, delimiter="\t"))
-        else:  # lines
-            parts = len(spec.columns) - 1
-            records = [dict(zip(spec.columns, line.rstrip("\n").split(spec.separator, parts)))
-                       for line in fh if line.strip()]
     if not isinstance(records, list):
         raise UserError(f"task {task}: {path}: expected a list of records, got {type(records).__name__}")
     return records
 
 
 def _read_lines(path: Path, task: str) -> list[str]:
+    """Every line, empty ones too: parallel files pair line k with line k."""
     if not path.is_file():
         raise UserError(f"task {task}: dataset file not found: {path}")
-    return path.read_text(encoding="utf-8").splitlines()
+    try:
+        return [line for line, _ in iter_lines(path)]
+    except UserError as exc:
+        raise UserError(f"task {task}: {exc}") from None
 
 
 def get_path(record: Any, path: str) -> Any:

@@ -8,15 +8,16 @@ never be the arg-max, and `generation_config.suppress_tokens` lists them so `gen
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
 
 from langgraft.errors import UserError
+from langgraft.formats.new_tokens import read_new_tokens, write_new_tokens
 from langgraft.hub import resolve_model
 from langgraft.rundir import run_stage, write_json
 from langgraft.model.init import DEFAULT, METHODS, init_mean, init_rows
+from langgraft.model.load import load_causal_lm, own_tokenizer
 
 PAD_MULTIPLE = 64
 
@@ -35,7 +36,7 @@ def extend_model(model: str | Path, tokenizer: str | Path, *, out: str | Path, i
     config = {"model": model, "tokenizer": str(tok_dir), "init": init, "pad_multiple": PAD_MULTIPLE,
               "seed": seed, "trust_tokenizer": trust_tokenizer}
     inputs = [tok_dir] + ([model] if Path(model).exists() else [])
-    base_tok = _base_tokenizer(model)  # loaded once: checked here, before any weights load or folder is made
+    base_tok = own_tokenizer(model)  # loaded once: checked here, before any weights load or folder is made
     if base_tok is None and not trust_tokenizer:
         raise UserError(f"--model {model}: no tokenizer files next to the model, so {tok_dir} cannot be checked "
                         "to keep every id of the model's vocabulary; add them, or pass --trust-tokenizer to "
@@ -45,42 +46,6 @@ def extend_model(model: str | Path, tokenizer: str | Path, *, out: str | Path, i
         return _extend(model, tok_dir, new_tokens, tmp, base_tok=base_tok, init=init, seed=seed)
 
     return run_stage(out, stage="extend", config=config, inputs=inputs, work=work).manifest["summary"]
-
-
-def read_new_tokens(tok_dir: Path) -> dict:
-    path = tok_dir / "new_tokens.json"
-    if not path.is_file():
-        raise UserError(f"--tokenizer {tok_dir}: no new_tokens.json (expected a `langgraft tokenizer extend` output)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    for key in ("base_vocab_size", "vocab_size", "tokens"):
-        if key not in data:
-            raise UserError(f"{path}: missing field {key}")
-    return data
-
-
-def load_causal_lm(model: str, *, dtype="auto"):
-    """Load an HF causal LM the one way langgraft loads models: safetensors only and no model-supplied Python
-    (`trust_remote_code` off), so loading weights never runs code; a non-causal-LM config is a one-line
-    UserError."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    model = resolve_model(model)
-    try:
-        cfg = AutoConfig.from_pretrained(model, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"--model {model}: cannot load a model config ({str(exc).splitlines()[0]})") from None
-    try:
-        return AutoModelForCausalLM.from_pretrained(model, config=cfg, dtype=dtype, use_safetensors=True,
-                                                    trust_remote_code=False)
-    except ValueError as exc:
-        if "Unrecognized configuration class" in str(exc):
-            raise UserError(f"--model {model}: {type(cfg).__name__} is not a causal language model") from None
-        raise
-    except OSError as exc:
-        raise UserError(f"--model {model}: {str(exc).splitlines()[0]}") from None
 
 
 def check_superset(base_tok, tokenizer, new_tokens: dict, old_rows: int, where: Path) -> str:
@@ -109,16 +74,6 @@ def check_superset(base_tok, tokenizer, new_tokens: dict, old_rows: int, where: 
             raise UserError(f"--tokenizer {where}: id {i} is {b!r} but the model's tokenizer has {a!r}; "
                             "not a superset of the model's vocabulary")
     return "token strings of all base ids"
-
-
-def _base_tokenizer(model: str):
-    """The model's own tokenizer, or None when its folder (or hub repo) has none."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(model)
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 def _extend(model_id: str, tok_dir: Path, new_tokens: dict, tmp: Path, *, base_tok, init: str, seed: int) -> dict:
@@ -153,7 +108,7 @@ def _extend(model_id: str, tok_dir: Path, new_tokens: dict, tmp: Path, *, base_t
         model.generation_config.suppress_tokens = pad_ids
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    write_json(tmp / "new_tokens.json", new_tokens)
+    write_new_tokens(tmp, base_size, tokens, vocab_size=new_tokens["vocab_size"])
     report = {"base_vocab_size": base_size, "old_rows": old_rows, "vocab_size": len(tokenizer),
               "padded_vocab_size": size, "new_tokens": len(tokens), "padding_rows": len(pad_ids), "init": init,
               "mean_fallbacks": fallbacks, "tied": tied, "superset_check": check,

@@ -32,6 +32,8 @@ import json
 from pathlib import Path
 
 from langgraft.errors import UserError
+from langgraft.formats.langgraft_json import read_langgraft_json, write_langgraft_json
+from langgraft.formats.new_tokens import write_new_tokens
 from langgraft.rundir import run_stage, write_json
 from langgraft.tokenizer.bases import Base, load_base, read_sp_proto
 
@@ -70,8 +72,7 @@ def _resolve_add(add: Path, lang: str) -> tuple[Path, dict]:
         model = add / "sp.model"
         if not model.is_file():
             raise UserError(f"--add {add}: directory has no sp.model")
-        meta_path = add / "langgraft.json"
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        meta = read_langgraft_json(add)
         if meta.get("lang") not in (None, lang):
             raise UserError(f"--add {add}: trained for language {meta['lang']!r}, not --lang {lang}")
         return model, dict(meta.get("normalizer") or {})
@@ -124,8 +125,7 @@ def _write_extended(base: Base, new_proto, language, tmp: Path, config: dict) ->
         _write_sp_model(base.sp_proto, keep, target_block, added, tmp / "tokenizer.model")
 
     new_tokens = _write_new_tokens(tmp, base, vocab, added, from_model, base_size)
-    write_json(tmp / "langgraft.json", {"lang": language.code, "normalizer": language.normalizer_config,
-                                        "base": config["base"], "base_kind": base.kind})
+    write_langgraft_json(tmp, language.code, language.normalizer_config, base=config["base"], base_kind=base.kind)
     report = {
         "base": config["base"], "base_kind": base.kind, "lang": language.code,
         "base_vocab_size": base_size, "vocab_size": next_id, "added": len(added),
@@ -155,8 +155,7 @@ def _write_new_tokens(tmp: Path, base: Base, vocab: dict, added: list[str], from
     """new_tokens.json: id, vocab string, surface text and how the *base* splits it (for mean-subtokens init)."""
     tokens = [{"id": vocab[t], "token": t, "text": from_model(t),
                "base_ids": [piece.id for piece in base.backend.model.tokenize(t)]} for t in added]
-    write_json(tmp / "new_tokens.json", {"base_vocab_size": base_size, "vocab_size": base_size + len(added),
-                                         "tokens": tokens})
+    write_new_tokens(tmp, base_size, tokens)
     return tokens
 
 

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from langgraft import textfiles
 from langgraft.errors import UserError
 
 _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
@@ -137,22 +138,7 @@ def read_lines(path: str | Path, *, field: str = "text", split: str = "validatio
     path = Path(path)
     if not path.is_file():
         raise UserError(f"text file not found: {path}")
-    lines: list[str] = []
-    with path.open("rb") as fh:
-        for number, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                raise UserError(f"{path}:{number}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-            if path.suffix == ".jsonl" and line.strip():
-                try:
-                    line = json.loads(line)[field]
-                except (json.JSONDecodeError, TypeError, KeyError):
-                    raise UserError(f"{path}:{number}: not a JSON object with a string field {field!r}") from None
-                if not isinstance(line, str):
-                    raise UserError(f"{path}:{number}: field {field!r} is not a string")
-            if line.strip():
-                lines.append(line)
+    lines = [line for line in textfiles.iter_texts(path, field=field) if line.strip()]
     if not lines:
         raise UserError(f"text file is empty: {path}")
     return lines

@@ -21,19 +21,6 @@ COLUMNS = [("fertility", "tokens/word", "{:.3f}"), ("chars_per_token", "chars/to
            ("unknown_rate", "unknown", "{:.2%}"), ("tokens", "tokens", "{:,}")]
 
 
-def parse_pairs(items: Sequence[str], flag: str) -> dict[str, str]:
-    """`NAME=PATH` items → ordered dict; malformed or duplicate names are one-line errors naming the flag."""
-    pairs: dict[str, str] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise UserError(f"{flag} {item!r}: expected NAME=PATH")
-        if name in pairs:
-            raise UserError(f"{flag} {item!r}: name {name!r} given twice")
-        pairs[name] = path
-    return pairs
-
-
 def tokenizer_report(
     tokenizers: dict[str, str], texts: dict[str, str], *, out: str | Path, normalize: bool = False,
     sweep: Sequence[int] = (), sweep_base: str | None = None, sweep_train: Sequence[str] = (),

@@ -17,7 +17,6 @@ timings), `manifest.json`.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -26,7 +25,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from langgraft import textfiles
 from langgraft.errors import UserError
+from langgraft.formats.langgraft_json import write_langgraft_json
 from langgraft.lang import Language, get_language
 from langgraft.rundir import run_stage, write_json
 
@@ -129,8 +130,8 @@ def _train_into(tmp: Path, sources: list, language: Language, config: dict, thre
     finally:
         corpus.unlink(missing_ok=True)
     vocab_size = _vocab_size(tmp / "sp.model")
-    write_json(tmp / "langgraft.json", {"lang": language.code, "normalizer": language.normalizer_config,
-                                        "model_type": config["model_type"], "vocab_size": vocab_size})
+    write_langgraft_json(tmp, language.code, language.normalizer_config, model_type=config["model_type"],
+                         vocab_size=vocab_size)
     report = {**stats, "vocab_size": vocab_size, "threads": threads,
               "normalize_seconds": round(normalize_s, 2), "train_seconds": round(train_s, 2)}
     write_json(tmp / "train_report.json", report)
@@ -149,7 +150,7 @@ def _write_corpus(corpus: Path, sources: list, language: Language, field: str) -
         for path, split in sources:
             counts = Counter(bytes_in=0 if split else path.stat().st_size)
             for text in (_dataset_records(path, split, counts, skipped) if split else
-                         _records(path, field, skipped)):
+                         textfiles.iter_texts(path, field=field, skipped=skipped)):
                 counts["records"] += 1
                 if counts["records"] % 200_000 == 0:
                     done = totals["records"] + counts["records"]
@@ -183,39 +184,6 @@ def _dataset_records(dataset: Path, split: str, counts: Counter, skipped: Counte
             continue
         counts["bytes_in"] += len(text.encode("utf-8"))
         yield text
-
-
-def _records(path: Path, field: str, skipped: Counter) -> Iterator[str]:
-    """The text of each record of a .txt or .jsonl file; bad bytes or bad JSON are UserErrors naming file:line."""
-    is_jsonl = path.suffix.lower() == ".jsonl"
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
-                                f"{exc.start + 1} of the line)") from None
-            if lineno == 1 and line.startswith("\ufeff"):  # a UTF-8 BOM is not text (and json.loads rejects it)
-                line = line[1:]
-            if not line.strip():
-                skipped["empty_line"] += 1
-                continue
-            if not is_jsonl:
-                yield line
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(record, dict) or field not in record:
-                raise UserError(f"{path}:{lineno}: no field {field!r} (use --field to pick the text field)")
-            value = record[field]
-            if value is None:
-                skipped["null_field"] += 1
-                continue
-            if not isinstance(value, str):
-                raise UserError(f"{path}:{lineno}: field {field!r} is {type(value).__name__}, not a string")
-            yield value
 
 
 def _sentences(text: str) -> Iterator[str]:

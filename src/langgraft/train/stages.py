@@ -317,7 +317,8 @@ def _use_bf16(precision: str) -> bool:
 def _build_model(stage: str, cfg: TrainConfig, accelerator):
     from transformers import AutoTokenizer
 
-    from langgraft.model.extend import load_causal_lm, read_new_tokens
+    from langgraft.formats.new_tokens import read_new_tokens
+    from langgraft.model.load import load_causal_lm
     from langgraft.train.instruct import check_packed_attention, ensure_chat_template
     from langgraft.train.model import build_peft_model
 
@@ -331,7 +332,7 @@ def _build_model(stage: str, cfg: TrainConfig, accelerator):
     if stage == "instruct":
         check_packed_attention(model, accelerator.print)
     if cfg.rows == "new":
-        token_ids = [t["id"] for t in read_new_tokens(model_dir)["tokens"]]
+        token_ids = [t["id"] for t in read_new_tokens(model_dir, flag="model", made_by="`langgraft extend`")["tokens"]]
     else:
         token_ids = list(range(len(tokenizer)))
     if not token_ids:

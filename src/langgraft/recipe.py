@@ -1,4 +1,4 @@
-"""The recipe of `langgraft run`: one typed section per stage, loaded and checked before anything runs.
+"""Recipe schema for `langgraft run`: one typed section per stage, loaded and checked before anything runs.
 
 A section holds its verb's own flags, or the path of the verb's own YAML config plus dotted overrides; unknown
 keys anywhere are one-line errors. `load_recipe` resolves paths into a `Plan`, `check_inputs` verifies every input
@@ -57,10 +57,7 @@ class ModelExtendSection:
 
 @dataclass
 class TrainSection:
-    # a `langgraft train` YAML (recipes/train/{align,pretrain,instruct}.yaml); empty = defaults. Its `model` and
-    # `data.dataset` are set by the run (the previous stage's model, OUT/data/<dataset>), which says so when they
-    # hold a value
-    config: str = ""
+    config: str = ""  # a `langgraft train` YAML (recipes/train/{align,pretrain,instruct}.yaml); empty = defaults
     dataset: str = ""  # name of the prepared dataset in OUT/data/ to train on (instruct: empty = no instruct stage)
     replay: str = ""  # pretrain: name of a prepared English dataset mixed in (set data.replay_fraction)
     overrides: list[str] = _field(default_factory=list)  # dotted overrides, e.g. [max_steps=100, optim.lr=1e-4]
@@ -135,18 +132,12 @@ class Plan:
             return self.base_model if point == "base" else str(self.out / "model_extend")
         return str(self.out / point / "export" / "model")
 
-    def configured(self, stage: str) -> bool:
-        """Every stage but instruct always runs; a recipe without `instruct.dataset` stops after pretrain."""
-        return stage != "instruct" or bool(self.recipe.instruct.dataset)
+    def skipped(self, stage: str) -> bool:
+        """instruct is optional: a recipe without `instruct.dataset` stops after pretrain."""
+        return stage == "instruct" and not self.recipe.instruct.dataset
 
     def eval_points(self) -> list[str]:
-        return [p for p in EVAL_POINTS if p in self.recipe.eval.stages and self.configured(p)]
-
-    def replaced(self, stage: str) -> list[str]:
-        """Keys of a training stage's own config that the run sets itself (the model the previous stage made, the
-        prepared dataset the recipe names), so their values in that config are not used."""
-        cfg = self.train[stage]
-        return [key for key, value in (("model", cfg.model), ("data.dataset", cfg.data.dataset)) if value]
+        return [p for p in EVAL_POINTS if p in self.recipe.eval.stages and not self.skipped(p)]
 
 
 # ---------------------------------------------------------------- loading and checking
@@ -173,7 +164,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: st
     for stage in ("align", "pretrain", "instruct"):
         section: TrainSection = getattr(recipe, stage)
         plan.train[stage] = _sub_config(plan, TrainConfig, stage, section.config, section.overrides)
-        if not plan.configured(stage):
+        if plan.skipped(stage):
             continue
         for key in ("dataset", "replay"):
             name = getattr(section, key)

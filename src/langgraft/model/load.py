@@ -1,0 +1,121 @@
+"""Loading models and tokenizers, the one way every verb does it, and a tokenizer's chat template.
+
+Weights load from safetensors only and never with model-supplied Python (`trust_remote_code` off), so loading a
+model never runs code. Every name is resolved by `hub.resolve_model` first (a local folder or a hub id), and
+every loader failure is one UserError line naming the model.
+
+- `load_causal_lm`: the weights to change (surgery, training, export): CPU, no tokenizer, not in eval mode.
+- `load_model`: a model and its tokenizer for inference (eval), in eval mode on a device.
+- `load_model_or_adapter`: `load_model`, or a PEFT adapter dir on top of its base, merged in memory for speed
+  (chat, generate).
+- `own_tokenizer`: a model's own tokenizer, or None when its folder has none.
+- `chat_text` / `chat_prompt`: a conversation in the tokenizer's chat template, ready for the reply.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from langgraft.errors import UserError
+from langgraft.hub import resolve_model
+
+
+def _from_pretrained(path: str, **kwargs):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False, **kwargs)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_causal_lm(model: str, *, dtype="auto"):
+    """An HF causal LM's weights; a non-causal-LM config is a one-line UserError."""
+    from transformers import AutoConfig
+
+    model = resolve_model(model)
+    try:
+        cfg = AutoConfig.from_pretrained(model, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--model {model}: cannot load a model config ({str(exc).splitlines()[0]})") from None
+    try:
+        return _from_pretrained(model, config=cfg, dtype=dtype)
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise UserError(f"--model {model}: {type(cfg).__name__} is not a causal language model") from None
+        raise
+    except OSError as exc:
+        raise UserError(f"--model {model}: {str(exc).splitlines()[0]}") from None
+
+
+def own_tokenizer(model: str):
+    """The model's own tokenizer, or None when its folder (or hub repo) has none."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def load_model(path: str, device: str | None):
+    """(model, tokenizer) in eval mode: bf16 on cuda, fp32 on cpu (`device` None: cuda when there is one)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    path = resolve_model(path, flag="cannot load model")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = _from_pretrained(path, dtype=dtype, device_map=device).eval()
+    except Exception as exc:  # noqa: BLE001 - any loader failure is the user's path/model problem
+        raise UserError(f"cannot load model {path}: {_first_line(exc)}") from None
+    _ensure_pad(tok)
+    return model, tok
+
+
+def load_model_or_adapter(path: str, device: str | None = None, base: str | None = None):
+    """(model, tokenizer) in eval mode, from a model dir or an adapter dir (+ its base, or `base`)."""
+    adapter_cfg = Path(path) / "adapter_config.json"
+    if not adapter_cfg.is_file():
+        if base:
+            raise UserError(f"--base: {path} is not a PEFT adapter (no adapter_config.json)")
+        return load_model(path, device)
+    base = base or json.loads(adapter_cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{adapter_cfg}: names no base model; pass --base PATH")
+    model, _ = load_model(base, device)
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    try:
+        model = PeftModel.from_pretrained(model, path).merge_and_unload().eval()
+        tok = AutoTokenizer.from_pretrained(path)  # saved with the adapter: it has the tuned chat template
+    except Exception as exc:  # noqa: BLE001 - a mismatched base/adapter pair is the user's choice of paths
+        raise UserError(f"cannot load adapter {path} on base {base}: {_first_line(exc)}") from None
+    _ensure_pad(tok)
+    return model, tok
+
+
+def _ensure_pad(tok) -> None:
+    """Batched inference pads; a tokenizer without a pad token pads with EOS (or UNK)."""
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+
+
+def chat_text(tok, messages: list[dict]) -> str:
+    """The conversation in the model's chat template, ready for the assistant's reply; BOS left to encoding."""
+    if not getattr(tok, "chat_template", None):
+        raise UserError("--chat: this model's tokenizer has no chat template")
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    bos = tok.bos_token or ""  # the tokenizer adds BOS itself when it encodes; the template may write it too
+    return text[len(bos):] if bos and text.startswith(bos) else text
+
+
+def chat_prompt(tok, prompt: str, history: list[dict] | tuple = ()) -> str:
+    """The prompt as the next user turn (after `history`) of the model's chat template, ready for the answer."""
+    return chat_text(tok, [*history, {"role": "user", "content": prompt}])
