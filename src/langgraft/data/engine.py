@@ -1,6 +1,6 @@
 """The datatrove pipelines behind `data prepare`: six executor stages per dataset, all restartable.
 
-Decision (datatrove 0.10.1, tried as the issue asks): **datatrove is the engine.** What it gives us and we keep:
+The engine is datatrove (0.10.1). What it gives and langgraft keeps:
 `LocalPipelineExecutor` (a worker pool over tasks, a completion marker per task, so an interrupted run restarts
 from finished tasks), the three-stage exact dedup (`ExactDedupSignature` → `ExactFindDedups` →
 `ExactDedupFilter`: per-task sorted hash files merged with a heap, so memory does not grow with the corpus), the
@@ -11,14 +11,13 @@ What we plug in instead of datatrove's parts, and why: the readers (byte-range c
 still uses every worker, exact line numbers and UTF-8 offsets in errors, line-aligned parallel files — see
 readers.py), language ID (py3langid offline; its fastText filter downloads a model), the filters (filters.py) and
 the per-task counters (one JSON per task, so every drop is counted by reason and survives a restart).
-The questions the issue asked, answered by bench/data_prepare.py (docs/BENCHMARKS.md):
-- fast enough? The engine is not the bottleneck: on a quiet 2-core machine normalise+filter+exact dedup runs at
-  12.0 MB/s (target 10) once Persian that its letters identify skips py3langid (it was 8.1 MB/s: ~72% of stage
-  A's CPU is our per-record cleaning, py3langid about half of that); the rest is reading, the JSONL work files
-  and datatrove's signature step; stages B and C add ~10% to A.
+Why it fits, measured by bench/data_prepare.py (numbers in docs/BENCHMARKS.md):
+- fast enough? The engine is not the bottleneck: most of stage A's CPU is langgraft's own per-record cleaning
+  (py3langid the largest part, which is why Persian that its letters identify skips it); the rest is reading,
+  the JSONL work files and datatrove's signature step; stages B and C add ~10% to A.
 - offline MinHash? Yes, with two settings: sha1 hashing (its xxhash path passes str, which xxhash 4.x rejects) and
   a whitespace word tokenizer (its fa/ar/en tokenizers need spaCy). Its diacritics pass is switched off (speed).
-- flat memory? Peak PSS of the process tree 398 / 476 / 491 / 537 MB at 0.1 / 0.2 / 0.5 / 2 GB; the part that
+- flat memory? Peak memory of the process tree stays nearly flat from 0.1 to 2 GB of input; the part that
   grows is MinHash stage 3's in-memory union-find, with the number of duplicate pairs.
 A home-made engine would have saved little time and lost the cluster executors.
 
@@ -33,40 +32,25 @@ Stages (work folder `W`, N = number of units):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 from datatrove.utils.word_tokenizers import WordTokenizer
 
 from langgraft.data.config import DatasetConfig, PrepareConfig
 from langgraft.data.filters import clean, make_cleaner
+from langgraft.data.overlap import OverlapIndex, content_hash
 from langgraft.data.readers import chat_turns, explode, field_text, read_unit
 from langgraft.data.render import render_rows
 from langgraft.rundir import write_json
 
 
-def content_hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
-
-
 def split_of(key: str, validation_fraction: float) -> str:
     return "validation" if content_hash("split:" + key) % 10_000 < validation_fraction * 10_000 else "train"
-
-
-def leak_keys(parts: list[str]) -> Iterator[int]:
-    """Hashes a training record is checked with: each text and each of its lines."""
-    for part in parts:
-        yield content_hash(part.strip())
-        if "\n" in part:
-            for line in part.split("\n"):
-                if line.strip():
-                    yield content_hash(line.strip())
 
 
 def dedup_key(kind: str, fields: dict) -> str:
@@ -110,7 +94,7 @@ def clean_step(data, rank: int, world_size: int, *, cfg: PrepareConfig, ds: Data
     lang_code = src.lang or ds.lang
     codes = {ds.src_lang, ds.tgt_lang} if ds.kind == "bilingual" else {lang_code}
     cleaner = make_cleaner(ds, cfg.normalizer, codes)
-    leaks = _load_leaks(leak_file)
+    leaks = OverlapIndex.load(leak_file)
     tally: dict = {"source": unit["source"], "bytes": unit["bytes"], "read": 0, "kept": 0, "dropped": {},
              "examples": {}}
     progress = _Progress(wd / "progress" / f"{rank:05d}")
@@ -126,7 +110,7 @@ def clean_step(data, rank: int, world_size: int, *, cfg: PrepareConfig, ds: Data
                 progress.tick(tally["read"])
                 key = dedup_key(ds.kind, fields) if fields else ""
                 split = split_of(key, ds.validation_fraction) if fields else ""
-                if fields and split == "train" and leaks and _leaks(fields, ds.kind, leaks):
+                if fields and split == "train" and leaks.texts and _leaks(fields, ds.kind, leaks):
                     reason = "eval_leak"
                 if reason:
                     tally["dropped"][reason] = tally["dropped"].get(reason, 0) + 1
@@ -147,22 +131,14 @@ def clean_step(data, rank: int, world_size: int, *, cfg: PrepareConfig, ds: Data
     progress.done(tally["read"], unit["bytes"])
 
 
-def _leaks(fields: dict, kind: str, leaks: set[int]) -> bool:
+def _leaks(fields: dict, kind: str, leaks: OverlapIndex) -> bool:
     if kind == "monolingual":
         parts = [fields["text"]]
     elif kind == "bilingual":
         parts = [fields["src"], fields["tgt"]]
     else:
         parts = _instruction_parts(fields)
-    return any(h in leaks for h in leak_keys(parts))
-
-
-def _load_leaks(path: str) -> set[int]:
-    if not path or not Path(path).is_file():
-        return set()
-    import numpy as np
-
-    return set(int(x) for x in np.load(path))
+    return leaks.matches(parts)
 
 
 # ---------------------------------------------------------------- shared steps
@@ -263,7 +239,7 @@ def stage_pipelines(cfg: PrepareConfig, ds: DatasetConfig, units: list[dict], wd
     exact = ExactDedupConfig(content_getter=doc_text, hash_config=hashing)
     bands, rows = lsh_params(ds.dedup.threshold, ds.dedup.num_perm)
     # Shingles see datatrove's simplify_text minus its diacritics pass: that pass is a per-character Python loop
-    # (it was ~60% of the MinHash stage) and our language normaliser already removed the Arabic-script marks.
+    # (~60% of the MinHash stage's time) and the language normaliser already removed the Arabic-script marks.
     minhash = MinhashConfig(n_grams=ds.dedup.ngram, num_buckets=bands, hashes_per_bucket=rows, hash_config=hashing,
                             norm_config=TextNormConfig(norm_unicode_diacritics=False))
     (wd / "exact_dups").mkdir(parents=True, exist_ok=True)

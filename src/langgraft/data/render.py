@@ -1,4 +1,4 @@
-"""Cleaned records → output rows: the next-token training `text` of each kind (contract item 4).
+"""Cleaned records → output rows: the next-token training `text` of each kind (what `langgraft train` reads).
 
 Bilingual formats (recorded in dataset.json as `format`):
   src_tgt     one row per pair: "{src}\\n{tgt}"
@@ -21,7 +21,7 @@ TRANSLATE = "Translate from {src_name} to {tgt_name}:\n{src}\n{tgt}"
 
 
 def render_rows(docs: Iterable, ds: DatasetConfig, tally: dict) -> Iterator[dict]:
-    """Rows with the contract's columns plus `_split` (removed by the caller)."""
+    """Output rows (`text`, `lang` and the kind's own columns) plus `_split` (removed by the caller)."""
     groups: dict[str, list[dict]] = {}
     for doc in docs:
         tally["docs"] = tally.get("docs", 0) + 1

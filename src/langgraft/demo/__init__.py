@@ -6,7 +6,7 @@ and English paragraphs for bits per character, and 16 short Persian reviews for 
 
 The demo copies the corpus and `recipe.yaml` into DIR, builds a tiny English *base* in DIR/base/ (a SentencePiece
 BPE tokenizer trained on `en.txt`, and a random 2-layer Llama briefly trained on the English text so that
-"English retention" means something), then runs the recipe with `langgraft.pipeline.run_recipe`: Persian tokenizer
+"English retention" means something), then runs the recipe with `langgraft.pipeline.run.run_recipe`: Persian tokenizer
 → extend → data prepare → model surgery → align → pretrain, evaluating after every model stage, and a report.
 Everything is a normal run folder: rerunning skips what is done, and `langgraft run recipe.yaml` inside DIR works.
 `langgraft demo` refreshes the shipped files it wrote but never a file you edited (`.demo.json` records what it
@@ -44,7 +44,7 @@ def run_demo(out: str | Path = "runs/demo", *, log=print) -> dict:
     """Materialise the demo folder and run its recipe; returns `run_recipe`'s result plus `cpu_s` and `wall_s`."""
     import torch
 
-    from langgraft.pipeline import run_recipe
+    from langgraft.pipeline.run import run_recipe
 
     # Tiny matrices: extra intra-op threads only contend (a 64x64 matmul is faster on one core than on two).
     torch.set_num_threads(1)
@@ -86,7 +86,7 @@ def _materialise(out: Path, log) -> None:
     from langgraft.rundir import write_json
 
     record_path = out / SHIPPED
-    legacy = (out / "corpus").is_dir() and (out / "recipe.yaml").is_file()  # made before .demo.json existed
+    legacy = (out / "corpus").is_dir() and (out / "recipe.yaml").is_file()  # a demo folder with no .demo.json
     if out.is_dir() and any(out.iterdir()) and not record_path.is_file() and not legacy:
         raise UserError(f"--out {out}: exists and is not a langgraft demo folder; pick a new or empty folder")
     own(out)

@@ -203,7 +203,7 @@ def tokenizer_identity(tok) -> str:
 
 
 def same_tokenizer(a: dict, b: dict) -> bool:
-    """Two task runs tokenized alike (unknown, as in results written before this was recorded, is not alike)."""
+    """Two task runs tokenized alike (a result that does not record its tokenizer is not alike)."""
     return a.get("tokenizer") is not None and a.get("tokenizer") == b.get("tokenizer")
 
 

@@ -37,10 +37,8 @@ Library vs own code: hazm pins numpy 1.24 and cannot live with this stack. sheka
 (the corpus pipeline needs normalise+filter+dedup ≥ 10 MB/s on 2 cores), it pulls onnxruntime, and its default
 pipeline rewrites English and code: "Hello, world? 3.14" → "Hello، world؟ ۳. ۱۴", "x*2" → "x*۲", "ı" → "۱",
 "f(x)" → "f (x)". Its steps are not configurable enough to switch that off without reimplementing the pipeline,
-so this module is hand-written: translate tables + a few regexes. Measured with `python bench/normalize_fa.py`
-(one process on the shared 2-core dev machine, 11.7 MB of Fars+Varzesh3 news, one call per paragraph):
-12–26 MB/s depending on the other engineers' load, 24–36× shekar's `Normalizer` in the same run
-(docs/BENCHMARKS.md).
+so this module is hand-written: translate tables + a few regexes, 24–36× faster than shekar's `Normalizer` on
+the same news text (`python bench/normalize_fa.py`, docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -56,7 +54,9 @@ ZWNJ = "\u200c"
 DEFAULTS = {"digits": "keep", "newlines": "keep", "zwnj_repair": True}
 CHOICES = {"digits": ("keep", "latin", "persian"), "newlines": ("keep", "space"), "zwnj_repair": None}
 
-# Contract: the Arabic-script blocks (Arabic, Supplement, Extended-A, Presentation Forms A and B).
+# Target-script characters (script ratio, the tokenizer extension's target block): the Arabic-script blocks
+# (Arabic, Supplement, Extended-A, Presentation Forms A and B): raw Persian text also carries Arabic letters and
+# presentation forms.
 TARGET_RANGES = ((0x0600, 0x06FF), (0x0750, 0x077F), (0x08A0, 0x08FF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF))
 TARGET_CHARS = frozenset(chr(cp) for a, b in TARGET_RANGES for cp in range(a, b + 1))
 TARGET_LETTERS = frozenset(

@@ -1,6 +1,6 @@
 """Load any supported base tokenizer as an HF fast tokenizer, remembering what kind of BPE it is.
 
-Supported bases (DESIGN § CLI contract):
+Supported bases:
 - a bare SentencePiece `tokenizer.model` (Llama-2, Mistral) — converted by transformers' own converter, the same
   code path `AutoTokenizer` uses, so our "base" is exactly what users of the HF model get;
 - a bare tiktoken `tokenizer.model` (Llama-3: 128,000 ranks; its 256 special tokens and chat format are defined in

@@ -218,7 +218,7 @@ def _pack_instructions(cfg: TrainConfig, tokenizer):
     from langgraft.train.instruct import pack_examples
 
     d = cfg.data
-    # every column: `messages` is there in datasets prepared since conversations were supported, not before
+    # whole records: the instruction fields and, where the dataset has them, the chat `messages`
     main = pack_examples(tokenizing(SplitTexts(d.dataset, "train", rows=True), "instruction examples", d.block_size,
                                     d.max_texts), tokenizer, d.block_size, d.max_texts)
     summary = {"train_examples": main.examples, "train_rows": int(main.rows.shape[0]),

@@ -264,7 +264,7 @@ def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inpu
         except ValueError:
             raise UserError(f"{saved_path}: not valid JSON; pass --force to start the run over") from None
         same_config = saved.get("fingerprint") == fingerprint
-        # runs started before inputs were recorded have none: they count as built on the current inputs
+        # a manifest that records no inputs has nothing to compare: the run counts as built on the current ones
         changed = next((k for k, v in inputs.items() if saved.get("inputs", inputs).get(k) != v), None)
         if (out / "manifest.json").is_file():
             if same_config:
