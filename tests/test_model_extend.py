@@ -118,12 +118,12 @@ def test_cli_and_recipe_offer_exactly_the_init_methods():
     import argparse
     import typing
 
-    from langgraft.cli import _extend_args
-    from langgraft.recipe import ModelExtendSection
+    from langgraft.cli_args import extend_args
+    from langgraft.pipeline.recipe import ModelExtendSection
     from langgraft.model.init import DEFAULT, METHODS
 
     parser = argparse.ArgumentParser()
-    _extend_args(parser)
+    extend_args(parser)
     action = next(a for a in parser._actions if a.dest == "init")
     assert tuple(action.choices) == METHODS and action.default == DEFAULT
     assert typing.get_args(typing.get_type_hints(ModelExtendSection)["init"]) == METHODS

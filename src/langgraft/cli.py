@@ -108,7 +108,8 @@ def _export(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- eval
 def _eval(args: argparse.Namespace) -> int:
-    from langgraft.eval.run import EvalOptions, compare, parse_models, run_eval
+    from langgraft.eval.options import EvalOptions
+    from langgraft.eval.run import compare, parse_models, run_eval
 
     if args.compare:
         doc, skipped = _produce(args, lambda: compare(args.compare, args.out))

@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from langgraft.batch_generate import GenerateOptions
+from langgraft.eval.options import EvalOptions
+from langgraft.tokenizer.train import MAX_SENTENCES, MODEL_TYPES
+
 
 def _force_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
@@ -22,8 +26,8 @@ def tokenizer_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--field", default="text", help="jsonl field holding the text (default: text)")
     p.add_argument("--lang", required=True, help="language code, e.g. fa")
     p.add_argument("--vocab-size", type=int, required=True)
-    p.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe")
-    p.add_argument("--max-sentences", type=int, default=2_000_000, help="sample at most this many lines")
+    p.add_argument("--model-type", choices=MODEL_TYPES, default="bpe")
+    p.add_argument("--max-sentences", type=int, default=MAX_SENTENCES, help="sample at most this many lines")
     p.add_argument("--threads", type=int, default=None, help="trainer threads (default: all cores)")
     p.add_argument("--normalizer", nargs="*", default=[], metavar="KEY=VALUE",
                    help="normaliser options, e.g. digits=latin newlines=space zwnj_repair=false")
@@ -141,6 +145,7 @@ def _task_listing() -> str:
 
 
 def eval_args(p: argparse.ArgumentParser) -> None:
+    d = EvalOptions()
     p.add_argument("--list-tasks", action=_print_and_exit(_task_listing),
                    help="list the shipped tasks (name, language, kind, suites, data) and where their YAMLs are")
     p.add_argument("--model", nargs="+", default=[], metavar="NAME=PATH", help="models (HF dirs) to evaluate")
@@ -153,17 +158,17 @@ def eval_args(p: argparse.ArgumentParser) -> None:
                    help="with --limit: a random N examples drawn with this seed instead of the first N")
     p.add_argument("--shots", type=int, default=None, help="in-context examples (default: each task's own)")
     p.add_argument("--data-root", default=None, help="dataset root (default: $LANGGRAFT_DATA or ../shared/data)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap every generation task's budget")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template (instruct models)")
-    p.add_argument("--repetition-penalty", type=float, default=1.1,
-                   help="generation tasks: greedy with this penalty (default 1.1; 1 = none)")
+    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty,
+                   help=f"generation tasks: greedy with this penalty (default {d.repetition_penalty}; 1 = none)")
     p.add_argument("--contamination", nargs="+", default=[], metavar="DATASET",
                    help="training data (data prepare dir, .jsonl or .txt) to check eval examples against")
-    p.add_argument("--contamination-threshold", type=float, default=0.2, metavar="SHARE",
+    p.add_argument("--contamination-threshold", type=float, default=d.contamination_threshold, metavar="SHARE",
                    help="flag an example when at least this share of its word 8-grams occurs in that training "
-                        "data (default 0.2; 1 = only whole copies)")
+                        f"data (default {d.contamination_threshold}; 1 = only whole copies)")
     _force_arg(p)
 
 
@@ -207,15 +212,17 @@ def chat_args(p: argparse.ArgumentParser) -> None:
 
 
 def generate_args(p: argparse.ArgumentParser) -> None:
+    d = GenerateOptions()
     _model_args(p)
     p.add_argument("--input", required=True, metavar="FILE.jsonl", help="one JSON object per line")
     p.add_argument("--out", required=True, metavar="FILE.jsonl",
                    help="one output line per input line, in order; a rerun resumes after the last complete line")
-    p.add_argument("--field", default="prompt", help="the input field with the prompt (default: prompt)")
+    p.add_argument("--field", default=d.field, help=f"the input field with the prompt (default: {d.field})")
     p.add_argument("--chat", action="store_true",
                    help="the field is a chat (list of {role, content}, or a string: one user turn), sent through "
                         "the model's chat template")
-    p.add_argument("--batch-size", type=int, default=16, help="prompts generated together (KV cache, left padding)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"prompts generated together (KV cache, left padding; default {d.batch_size})")
     p.add_argument("--strict", action="store_true", help="stop at the first unusable input line (default: skip it "
                                                          "and count it)")
 

@@ -32,6 +32,7 @@ from langgraft.lang import Language, get_language
 from langgraft.rundir import run_stage, write_json
 
 MODEL_TYPES = ("bpe", "unigram")
+MAX_SENTENCES = 2_000_000  # lines SentencePiece samples at most (the CLI flag and the recipe read this default)
 MAX_SENTENCE_BYTES = 8192
 CHARACTER_COVERAGE = 0.9995
 
@@ -44,7 +45,7 @@ def train_tokenizer(
     model_type: str = "bpe",
     out: str | Path,
     field: str = "text",
-    max_sentences: int = 2_000_000,
+    max_sentences: int = MAX_SENTENCES,
     threads: int | None = None,
     normalizer: dict | None = None,
 ) -> dict:
