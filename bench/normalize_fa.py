@@ -3,6 +3,7 @@
 Text: title, abstract and paragraphs of the Fars News and Varzesh3 JSON files in ../shared/data (one normalise call
 per paragraph, as the corpus pipeline does). Single process.
 
+    pip install -e ".[bench]"    # shekar, the baseline
     python bench/normalize_fa.py [--shekar-lines 3000]
 """
 

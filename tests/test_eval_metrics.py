@@ -60,3 +60,12 @@ def test_bootstrap_ci_and_paired_comparison():
     assert diff["significant"] and diff["delta"] > 0.2 and diff["p"] < 0.01
     same = M.paired_bootstrap("acc", good, good.copy())
     assert not same["significant"] and same["delta"] == 0
+
+
+def test_every_report_formats_a_metric_one_way():
+    from langgraft.eval.metrics import fmt
+
+    assert fmt("acc", 0.4583) == "45.8" and fmt("acc", 0.4583, unit=True) == "45.8%"
+    assert fmt("rougeL", 0.5, unit=True) == "50.0%" and fmt("chrf", 41.26, unit=True) == "41.3"
+    assert fmt("bpc", 2.93614, unit=True) == "2.936" and fmt("ppl", 12.345) == "12.3"
+    assert fmt("acc", float("nan")) == "–"

@@ -22,7 +22,8 @@ import yaml
 from langgraft.cli import main
 from langgraft.demo import run_demo
 from langgraft.errors import UserError
-from langgraft.pipeline import STAGES, run_recipe
+from langgraft.pipeline.recipe import STAGES
+from langgraft.pipeline.run import run_recipe
 
 MODEL_STAGES = ("model_extend", "align/export", "pretrain/export", "instruct/export")
 
@@ -93,7 +94,7 @@ def test_run_inside_the_demo_folder_skips_every_stage(demo, capsys, monkeypatch)
 @pytest.mark.parametrize("named", ["runs/demo", "./runs/demo", "runs/../runs/demo", "link", "ABS"])
 def test_recipe_paths_are_the_same_from_any_working_directory(tmp_path, monkeypatch, named):
     from langgraft.demo import demo_file
-    from langgraft.recipe import load_recipe, task_items
+    from langgraft.pipeline.recipe import load_recipe, task_items
 
     folder = tmp_path / "runs" / "demo"
     (folder / "corpus").mkdir(parents=True)
@@ -145,7 +146,7 @@ def test_model_cards_carry_the_runs_own_numbers(demo):
 def test_report_charts_use_what_the_run_has(demo, tmp_path):
     """Training curves per stage; the Persian-vs-English chart falls back to bpc (the demo's English side has no
     scored task) or is left out; equal points share a label; per-token ppl is not ranked across tokenizers."""
-    from langgraft.report import _same_point, scatter_axes, write_report
+    from langgraft.eval.report import _same_point, scatter_axes, write_report
 
     out, _ = demo
     report = out / "report"
@@ -220,6 +221,25 @@ def test_a_recipe_without_instruct_dataset_stops_after_pretrain(demo, tmp_path):
         ["base", "extended", "align", "pretrain"]
 
 
+def test_a_train_configs_model_and_dataset_are_not_used_and_the_run_says_so(demo):
+    """Under `run` a training stage trains the previous stage's model on the recipe's dataset: a `model` or
+    `data.dataset` in the stage's own config changes nothing (the stage stays up to date) and gets one line."""
+    out, _ = demo
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text(encoding="utf-8"))
+    recipe["align"]["overrides"] += ["model=elsewhere", "data.dataset=elsewhere/en_fa"]
+    (out / "recipe_own_model.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    lines: list[str] = []
+    try:
+        result = run_recipe(out / "recipe_own_model.yaml", start="align", stop="align", base_dir=out,
+                            log=lines.append)
+    finally:
+        (out / "recipe_own_model.yaml").unlink()
+    assert result["stages"]["align"]["status"] == "skipped"
+    said = [line for line in lines if "not used" in line]
+    assert said == [f"  align: model and data.dataset in align.overrides not used: the run trains "
+                    f"{out / 'model_extend'} on {out / 'data' / 'en_fa'}"]
+
+
 def test_to_and_from_need_earlier_outputs(demo, tmp_path):
     out, _ = demo
     fresh = tmp_path / "fresh"
@@ -265,7 +285,7 @@ def test_unknown_tokenizer_dataset_is_one_line_at_load(demo, tmp_path, capsys, m
 
 
 def test_validation_only_tokenizer_dataset_is_one_line_at_load(tmp_path):
-    from langgraft.recipe import load_recipe
+    from langgraft.pipeline.recipe import load_recipe
 
     (tmp_path / "data.yaml").write_text("root: .\ndatasets:\n  - {name: fa_val, validation_fraction: 1.0, "
                                         "sources: [{path: fa.txt}]}\n", encoding="utf-8")

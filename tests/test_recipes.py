@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from accelerate.commands.config.config_args import ClusterConfig
 
-from langgraft.recipe import EVAL_POINTS, check_inputs, load_recipe
+from langgraft.pipeline.recipe import EVAL_POINTS, check_inputs, load_recipe
 from test_leak_guard import ROOT
 
 from langgraft.cli import build_parser

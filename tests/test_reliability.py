@@ -656,8 +656,8 @@ def test_a_forked_child_does_not_keep_its_killed_parents_lock(tmp_path):
 
 def test_two_runs_of_one_recipe_do_not_race(tmp_path):
     from langgraft.demo import _materialise
-    from langgraft.pipeline import run_recipe
-    from langgraft.recipe import load_recipe
+    from langgraft.pipeline.recipe import load_recipe
+    from langgraft.pipeline.run import run_recipe
 
     _materialise(tmp_path / "demo", lambda line: None)
     recipe = tmp_path / "demo" / "recipe.yaml"

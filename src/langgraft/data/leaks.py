@@ -1,8 +1,9 @@
 """Leak guard: hashes of normalised evaluation texts, and the after-the-fact overlap check on prepared data.
 
-An evaluation text matches a training record when its normalised form equals the record's text, one of its
-fields, or one of their lines (engine.leak_keys). Eval texts (and their lines) shorter than `min_chars` are not
-indexed: generic snippets such as "خیلی خوب بود" would otherwise knock out unrelated documents.
+Eval texts and their lines, normalised by their language's normaliser as the training text is, go into an
+`overlap.OverlapIndex`; a training record leaks when one of its texts, fields or their lines has the words of an
+indexed text (`OverlapIndex.matches`). Eval texts (and their lines) shorter than `min_chars` are not indexed:
+generic snippets such as "خیلی خوب بود" would otherwise knock out unrelated documents.
 
 What is guarded is read from the evaluation tasks themselves (`leak_guard.tasks`, default every shipped task; a
 recipe adds the tasks it evaluates): each task's data file(s) through the eval's own reader, every text a task
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraft.data.config import DatasetConfig, LeakGuardConfig, PrepareConfig
-from langgraft.data.engine import content_hash, leak_keys
+from langgraft.data.overlap import OverlapIndex
 from langgraft.data.readers import explode, expand_paths, field_text, plan_units, read_unit
 from langgraft.lang import get_language
 
@@ -112,20 +113,16 @@ def _strings(value: Any) -> list[str]:
 
 
 def build_index(cfg: PrepareConfig, path: Path) -> dict:
-    """Write the sorted unique hashes to `path` (.npy); return how many texts each eval set / task contributed
-    (`eval_texts`) and which guarded tasks had no data under the tasks root (`tasks_not_found`: name -> path)."""
-    import numpy as np
-
+    """Save the eval texts' `OverlapIndex` to `path` (.npy); return how many texts each eval set / task
+    contributed (`eval_texts`) and which guarded tasks had no data under the tasks root (`tasks_not_found`)."""
     texts = eval_texts(cfg)
-    hashes = sorted({content_hash(t) for ts in texts.values() for t in ts})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, np.array(hashes, dtype=np.uint64))
+    OverlapIndex(t for ts in texts.values() for t in ts).save(path)
     return {"eval_texts": {name: len(ts) for name, ts in texts.items()}, "tasks_not_found": missing_tasks(cfg)}
 
 
-def overlap(train_texts, index: set[int]) -> int:
+def overlap(train_texts, index: OverlapIndex) -> int:
     """How many training rows share a text or a line with the eval index (must be 0 after prepare)."""
-    return sum(1 for parts in train_texts if any(h in index for h in leak_keys(parts)))
+    return sum(1 for parts in train_texts if index.matches(parts))
 
 
 def expand_eval_paths(cfg: PrepareConfig) -> list[Path]:

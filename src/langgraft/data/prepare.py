@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 from langgraft.config import to_dict
 from langgraft.data import leaks
+from langgraft.data.overlap import OverlapIndex
 from langgraft.data.config import DatasetConfig, PrepareConfig
 from langgraft.data.engine import run_dataset, stage_pipelines
 from langgraft.data.load import iter_records
@@ -275,10 +276,8 @@ def _totals(stats: dict, wall: float) -> dict:
 
 def _overlap_after(cfg: PrepareConfig, out: Path, index_path: Path) -> int:
     """Re-check the published train splits against the eval index (the guard's proof, not its mechanism)."""
-    import numpy as np
-
-    index = {int(x) for x in np.load(index_path)}
-    if not index:
+    index = OverlapIndex.load(index_path)
+    if not index.texts:
         return 0
     total = 0
     for ds in cfg.datasets:

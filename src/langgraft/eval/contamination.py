@@ -1,28 +1,25 @@
-"""Contamination check: how much of an evaluation example's normalised text occurs in a training dataset?
+"""Contamination check: how much of an evaluation example's text occurs in a training dataset?
 
-Training text is normalised (the metric tokenizer's `words`) and indexed as hashed word 8-grams plus whole
-normalised records. An example's overlap is the share of its word 8-grams that occur in training text (1.0 when
-it is a whole training record; a text under 8 words counts only as a whole record). Eval is flagged at or above a
-threshold (`--contamination-threshold`, default 0.2): a paragraph that shares a third of its 8-grams with training
-text has been seen in part, and a model's score on it is no longer a held-out score; unrelated text in the same
-language shares almost none (8 words in a row rarely repeat by chance). Hashing keeps memory at one integer per
-training word; datasketch's MinHash estimates similarity, not containment, which is not the question asked here.
+The training texts (`iter_training_texts`) go into an `OverlapIndex` with their word 8-grams (data/overlap.py,
+the one normalisation and index the `data prepare` leak guard uses too). An example's overlap is the share of its
+word 8-grams that occur in training text (1.0 when it is a whole training record; a text under 8 words counts only
+as a whole record). Eval is flagged at or above a threshold (`--contamination-threshold`, default 0.2): a
+paragraph that shares a third of its 8-grams with training text has been seen in part, and a model's score on it
+is no longer a held-out score.
 
-The data prepare leak guard (data/leaks.py) answers another question with another index: it removes training
-records that *equal* an eval text (language-normalised, hashed whole) before training; this module measures,
-after the fact, partial overlap of any eval set with any training data.
+The leak guard removes training records that *equal* an eval text before training; this module measures, after
+the fact, partial overlap of any eval set with any training data.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
+from langgraft.data.overlap import OverlapIndex
 from langgraft.errors import UserError
-from langgraft.eval.metrics import words
 
-N = 8
 DEFAULT_THRESHOLD = 0.2  # flag an example when at least this share of its 8-grams occurs in training text
 
 
@@ -57,29 +54,8 @@ def iter_training_texts(path: str | Path) -> Iterator[str]:
         raise UserError(f"--contamination {path}: not found")
 
 
-class Index:
-    def __init__(self, texts: Iterable[str]):
-        self.grams: set[int] = set()
-        self.records: set[int] = set()
-        for text in texts:
-            w = words(text)
-            self.records.add(hash(tuple(w)))
-            self.grams.update(hash(tuple(w[i: i + N])) for i in range(len(w) - N + 1))
-
-    def overlap(self, text: str) -> float:
-        """Share of the text's word 8-grams found in training text (1.0: the text is a whole training record)."""
-        w = words(text)
-        if not w:
-            return 0.0
-        if hash(tuple(w)) in self.records:
-            return 1.0
-        if len(w) < N:
-            return 0.0
-        grams = [hash(tuple(w[i: i + N])) for i in range(len(w) - N + 1)]
-        return sum(g in self.grams for g in grams) / len(grams)
-
-
-def build_index(paths: list[str]) -> Index | None:
+def build_index(paths: list[str]) -> OverlapIndex | None:
+    """The training texts of `paths` with their 8-grams (`OverlapIndex.share`); None without paths."""
     if not paths:
         return None
-    return Index(t for p in paths for t in iter_training_texts(p))
+    return OverlapIndex((t for p in paths for t in iter_training_texts(p)), grams=True)

@@ -6,34 +6,30 @@ bytes), BLEU/chrF sacreBLEU's own n-gram statistics (`_extract_corpus_statistics
 the pair sacreBLEU's paired bootstrap uses). Resampling examples is then a multinomial-weighted sum of rows.
 
 The SQuAD-style F1/EM and ROUGE-L are written here because their usual implementations tokenize with ASCII-only
-regexes (rouge_score drops every Persian character); ours normalises Arabic/Persian letter variants, digits and
-diacritics and keeps ZWNJ-joined words whole, identically for every model so scores stay comparable.
+regexes (rouge_score drops every Persian character); ours count `lang.words` tokens, which fold Arabic/Persian
+letter variants, digits and diacritics and keep ZWNJ-joined words whole, identically for every model.
 """
 
 from __future__ import annotations
 
 import math
-import re
-import string
-import unicodedata
 from collections import Counter
 
 import numpy as np
 
+from langgraft.lang.words import words
+
 BOOTSTRAP = 1000
-_FOLD = str.maketrans({"ي": "ی", "ى": "ی", "ك": "ک", "ة": "ه", "ۀ": "ه", "أ": "ا", "إ": "ا", "آ": "ا",
-                       **{chr(0x06F0 + d): str(d) for d in range(10)}, **{chr(0x0660 + d): str(d) for d in range(10)}})
-_PUNCT = set(string.punctuation) | set("،؛؟«»…“”‘’–—")
-_WORD = re.compile(r"\w+(?:\u200c\w+)*")
+
+# What each metric means to a reader, written once: which task kind may use it, which way is better, whether it
+# is a share shown as a percentage, whether it compares only models that share a tokenizer.
+CHOICE_METRICS = {"acc", "acc_norm", "macro_f1"}
+GENERATE_METRICS = {"em", "f1", "rougeL", "chrf", "chrfpp", "bleu"}
+INTRINSIC_METRICS = {"bpc", "bpb", "ppl"}
+LOWER_IS_BETTER = {"bpc", "bpb", "ppl"}
+PERCENT = {"acc", "acc_norm", "macro_f1", "em", "f1", "rougeL"}  # shares in [0, 1]; BLEU and chrF are 0-100
+PER_TOKEN = {"ppl"}  # counted per token: bpc and bpb compare any two tokenizers, ppl only equal ones
 _EN_ARTICLES = {"a", "an", "the"}
-
-
-def words(text: str) -> list[str]:
-    """Persian-aware word tokens: NFKC, letter variants folded, diacritics and tatweel dropped, lower-cased."""
-    text = unicodedata.normalize("NFKC", text).translate(_FOLD).lower()
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Mn" and ch != "\u0640")
-    text = "".join(" " if ch in _PUNCT else ch for ch in text)
-    return _WORD.findall(text)
 
 
 def _qa_words(text: str) -> list[str]:
@@ -132,8 +128,20 @@ def value(metric: str, total: np.ndarray) -> float:
     return float(_sacre(metric)._compute_score_from_stats(list(total)).score)
 
 
-# Metrics counted per token: they compare models that share a tokenizer only (bpc and bpb compare any two).
-PER_TOKEN = {"ppl"}
+
+
+def shown(metric: str, x: float) -> float:
+    """A value on the scale reports show it: percentages for shares."""
+    return x * 100 if metric in PERCENT else x
+
+
+def fmt(metric: str, x: float, *, unit: bool = False) -> str:
+    """A value as reports print it: shares as percentages with one decimal (`%` appended when `unit`), bits per
+    character or byte with three, anything else with one; NaN (nothing measured) as a dash."""
+    if x != x:
+        return "–"
+    digits = 3 if metric in ("bpc", "bpb") else 1
+    return f"{shown(metric, x):.{digits}f}" + ("%" if unit and metric in PERCENT else "")
 
 
 def _resample_weights(n: int, seed: int) -> np.ndarray:

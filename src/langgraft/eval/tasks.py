@@ -17,12 +17,9 @@ import yaml
 
 from langgraft.config import from_dict
 from langgraft.errors import UserError
+from langgraft.eval.metrics import CHOICE_METRICS, GENERATE_METRICS, INTRINSIC_METRICS
 
 SUITE_ALL = "all"
-LOWER_IS_BETTER = {"bpc", "bpb", "ppl"}
-CHOICE_METRICS = {"acc", "acc_norm", "macro_f1"}
-GENERATE_METRICS = {"em", "f1", "rougeL", "chrf", "chrfpp", "bleu"}
-INTRINSIC_METRICS = {"bpc", "bpb", "ppl"}
 
 
 @dataclass

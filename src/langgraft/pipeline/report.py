@@ -1,5 +1,8 @@
 """The last stage of `langgraft run`: one report of how both languages moved, stage by stage.
 
+Each part is drawn by the verb that owns it (eval's tables and charts by `eval.report`, the tokenizer table by
+`tokenizer.report`); this module gathers them and adds what only a run has: the training charts and the summary.
+
 Writes into the report folder: `eval/` (`langgraft eval --compare` of every evaluated stage: report.md with CIs
 and paired tests against the base, charts), `tokenizer/` (`langgraft tokenizer report`: fertility, chars per
 token, byte fallback of the base and extended tokenizers on held-out text), `training/STAGE.png` (each training
@@ -12,11 +15,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from langgraft.eval.metrics import fmt
+from langgraft.eval.run import merge_evals
 from langgraft.rundir import atomic_write_text, write_json
 
 
-def write_report(out: Path, config: dict) -> dict:
-    from langgraft.eval.run import merge_evals
+def write_run_report(out: Path, config: dict) -> dict:
+    """Write the report folder `out` from `config` (evals, texts, tokenizers, lang, training); returns the summary's
+    lines."""
 
     doc = merge_evals(config["evals"], out / "eval")
     summary = {"stages": list(doc["models"]), "tokenizer": {}, "intrinsic": {}, "classification": {}}
@@ -44,8 +50,6 @@ def write_report(out: Path, config: dict) -> dict:
 
 def _training_charts(out: Path, metrics: dict[str, str]) -> list[str]:
     """training/STAGE.png for every training stage that logged metrics; the stages drawn."""
-    from langgraft.report import training_chart
-
     out.mkdir(parents=True, exist_ok=True)
     return [stage for stage, path in metrics.items()
             if Path(path).is_file() and training_chart(Path(path), out / f"{stage}.png", f"{stage} training")]
@@ -79,11 +83,47 @@ def summary_lines(summary: dict, lang: str) -> list[str]:
     for kind in ("intrinsic", "classification"):
         for task_lang, tasks in summary[kind].items():
             for task, entry in tasks.items():
-                arrow = " → ".join(f"{m} {_fmt(entry['metric'], v)}" for m, v in entry["values"].items())
+                arrow = " → ".join(f"{m} {fmt(entry['metric'], v, unit=True)}" for m, v in entry["values"].items())
                 context = f" (n={entry['n']}, chance {100 * entry['chance']:.0f}%)" if "chance" in entry else ""
                 lines.append(f"{task} {entry['metric']}{context}: {arrow}")
     return lines
 
 
-def _fmt(metric: str, value: float) -> str:
-    return f"{100 * value:.1f}%" if metric in ("acc", "acc_norm", "macro_f1") else f"{value:.3f}"
+def training_chart(metrics: Path, path: Path, title: str) -> bool:
+    """Training loss (and validation loss where it was measured) against the step, and the learning rate of each
+    parameter group, from a training run's metrics.jsonl; False when it holds nothing to draw."""
+    from langgraft.train.loop import read_metrics
+
+    rows = read_metrics(metrics)
+    train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    lrs = [(r["step"], r["lr"]) for r in rows if r.get("lr")]
+    if not train and not val:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    if train:
+        left.plot(*zip(*train), label="train loss", lw=1)
+    if val:
+        left.plot(*zip(*val), "o-", label="validation loss", ms=4)
+    left.set_xlabel("optimizer step")
+    left.set_ylabel("loss (nats per token)")
+    left.set_ylim(bottom=0)
+    left.legend(fontsize="small")
+    names = ["embedding/head rows", "LoRA adapters"]  # the optimizer's parameter groups, in its order
+    for g in range(len(lrs[0][1]) if lrs else 0):
+        right.plot([s for s, _ in lrs], [lr[g] for _, lr in lrs], label=names[g] if g < 2 else f"group {g}")
+    right.set_xlabel("optimizer step")
+    right.set_ylabel("learning rate")
+    right.set_ylim(bottom=0)
+    if lrs:
+        right.legend(fontsize="small")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True

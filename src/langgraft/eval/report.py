@@ -1,4 +1,4 @@
-"""Human-readable views of `results.json`: report.md (a table per suite) and PNG charts.
+"""`langgraft eval`'s report: report.md (a table per suite) and PNG charts from a `results.json` document.
 
 Cells show the metric with its bootstrap 95% CI; the best model per row is bold; when several models are compared,
 a mark after a value says the paired bootstrap against the first model found a significant difference
@@ -6,28 +6,16 @@ a mark after a value says the paired bootstrap against the first model found a s
 panel per task (headline metric, CI whiskers, dashed chance line for accuracies, axes from zero) and a
 Persian-vs-English scatter, one point per model in the order given (stages): mean headline score of the
 languages' scored tasks when both languages have some, else mean bits per character, else no scatter at all.
-Models at the same point share one label. `training_chart` draws a training stage's metrics.jsonl.
+Models at the same point share one label. How each metric reads (direction, percent or not, per token) is
+`eval.metrics`'s to say; this module only lays it out.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from langgraft.eval.metrics import PER_TOKEN
-from langgraft.eval.tasks import LOWER_IS_BETTER
+from langgraft.eval.metrics import LOWER_IS_BETTER, PER_TOKEN, PERCENT, fmt, shown
 from langgraft.rundir import atomic_write_text
-
-UNIT_METRICS = {"acc", "acc_norm", "macro_f1", "em", "f1", "rougeL"}
-
-
-def _scale(metric: str, x: float) -> float:
-    return x * 100 if metric in UNIT_METRICS else x
-
-
-def _fmt(metric: str, x: float) -> str:
-    if x != x:  # NaN
-        return "–"
-    return f"{_scale(metric, x):.{3 if metric in ('bpc', 'bpb') else 1}f}"
 
 
 def suite_tasks(doc: dict) -> dict[str, list[str]]:
@@ -53,9 +41,9 @@ def _row(doc: dict, models: list[str], task: str, metric: str, marks: dict) -> s
         if not c:
             parts.append("n/a")
             continue
-        text = f"{_fmt(metric, c['value'])} [{_fmt(metric, c['ci'][0])}, {_fmt(metric, c['ci'][1])}]"
+        text = f"{fmt(metric, c['value'])} [{fmt(metric, c['ci'][0])}, {fmt(metric, c['ci'][1])}]"
         if best is not None and c["value"] == best:
-            text = f"**{_fmt(metric, c['value'])}** [{_fmt(metric, c['ci'][0])}, {_fmt(metric, c['ci'][1])}]"
+            text = f"**{fmt(metric, c['value'])}** [{fmt(metric, c['ci'][0])}, {fmt(metric, c['ci'][1])}]"
         parts.append(text + marks.get((m, task, metric), ""))
     meta = doc["tasks"][task]
     chance = f"{100 * meta['chance']:.1f}" if "chance" in meta and metric in ("acc", "acc_norm") else ""
@@ -119,8 +107,8 @@ def suite_chart(doc: dict, suite: str, tasks: list[str], path: Path) -> None:
         vals, errs = [], [[], []]
         for m in models:
             c = doc["results"].get(m, {}).get(task, {}).get(metric)
-            v = _scale(metric, c["value"]) if c else float("nan")
-            lo, hi = (_scale(metric, c["ci"][0]), _scale(metric, c["ci"][1])) if c else (v, v)
+            v = shown(metric, c["value"]) if c else float("nan")
+            lo, hi = (shown(metric, c["ci"][0]), shown(metric, c["ci"][1])) if c else (v, v)
             vals.append(v)
             errs[0].append(max(v - lo, 0))
             errs[1].append(max(hi - v, 0))
@@ -128,7 +116,7 @@ def suite_chart(doc: dict, suite: str, tasks: list[str], path: Path) -> None:
         if "chance" in doc["tasks"][task] and metric in ("acc", "acc_norm"):
             ax.axhline(100 * doc["tasks"][task]["chance"], color="0.4", ls="--", lw=1)  # chance level
         tops = [v + e for v, e in zip(vals, errs[1]) if v == v]  # NaN (no result) has no bar
-        ax.set_ylim(0, 100 if metric in UNIT_METRICS else max(max(tops, default=0) * 1.1, 1e-6))
+        ax.set_ylim(0, 100 if metric in PERCENT else max(max(tops, default=0) * 1.1, 1e-6))
         ax.set_xticks(range(len(models)), models, rotation=30, ha="right", fontsize=7)
         ax.set_title(f"{task}\n{metric}{' (lower better)' if metric in LOWER_IS_BETTER else ''}", fontsize=8)
     for ax in list(axes.flat)[len(tasks):]:
@@ -150,7 +138,7 @@ def lang_means(doc: dict, lang: str, kind: str = "score") -> dict[str, float]:
                 continue
             c = doc["results"].get(m, {}).get(task, {}).get(metric)
             if c and c["value"] == c["value"]:
-                vals.append(_scale(metric, c["value"]))
+                vals.append(shown(metric, c["value"]))
         if vals:
             out[m] = sum(vals) / len(vals)
     return out
@@ -226,47 +214,8 @@ def _label_rows(points: list[tuple[float, float]], xtop: float, ytop: float) -> 
     return rows
 
 
-def training_chart(metrics: Path, path: Path, title: str) -> bool:
-    """Training loss (and validation loss where it was measured) against the step, and the learning rate of each
-    parameter group, from a training run's metrics.jsonl; False when it holds nothing to draw."""
-    from langgraft.train.loop import read_metrics
-
-    rows = read_metrics(metrics)
-    train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
-    val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
-    lrs = [(r["step"], r["lr"]) for r in rows if r.get("lr")]
-    if not train and not val:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    if train:
-        left.plot(*zip(*train), label="train loss", lw=1)
-    if val:
-        left.plot(*zip(*val), "o-", label="validation loss", ms=4)
-    left.set_xlabel("optimizer step")
-    left.set_ylabel("loss (nats per token)")
-    left.set_ylim(bottom=0)
-    left.legend(fontsize="small")
-    names = ["embedding/head rows", "LoRA adapters"]  # the optimizer's parameter groups, in its order
-    for g in range(len(lrs[0][1]) if lrs else 0):
-        right.plot([s for s, _ in lrs], [lr[g] for _, lr in lrs], label=names[g] if g < 2 else f"group {g}")
-    right.set_xlabel("optimizer step")
-    right.set_ylabel("learning rate")
-    right.set_ylim(bottom=0)
-    if lrs:
-        right.legend(fontsize="small")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
-
-
 def write_report(out: Path, doc: dict) -> None:
+    """report.md and charts/ (one chart per suite, Persian vs English when the run has a shared measure)."""
     charts = out / "charts"
     charts.mkdir(parents=True, exist_ok=True)
     for suite, tasks in suite_tasks(doc).items():

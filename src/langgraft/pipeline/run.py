@@ -1,0 +1,110 @@
+"""`run_recipe`: load and check a recipe, then build the selected stages in order (`stages.py`), on every process
+of a multi-process launch, recording each stage's status in OUT/pipeline.json."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+from langgraft.config import to_dict
+from langgraft.consolelog import own
+from langgraft.errors import UserError
+from langgraft.pipeline.recipe import STAGES, Plan, check_inputs, load_recipe, select_stages
+from langgraft.pipeline.stages import (PREVIOUS, TRAIN_STAGES, Ranks, build_data, build_model_extend, build_report,
+                                       build_tokenizer, build_tokenizer_extend, build_training)
+from langgraft.rundir import output_lock, read_manifest, write_json
+
+
+def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | None = None,
+               stop: str | None = None, base_dir: str | Path | None = None, log=print) -> dict:
+    """Run the recipe's stages `start`..`stop`; returns {"out", "stages": {name: {status, seconds}}, "summary"}."""
+    plan = load_recipe(path, overrides, base_dir=base_dir)
+    stages = select_stages(start, stop)
+    ranks = _ranks()
+    if not ranks.main:
+        log = _silent
+    # one `langgraft run` per output folder: a second one gets one line naming the first one's pid
+    with output_lock(plan.out) if ranks.main else contextlib.nullcontext():
+        check_inputs(plan, stages)
+        _check_earlier_outputs(plan, stages)
+        own(plan.out)
+        status = _build_stages(plan, stages, ranks, log)
+    summary = json.loads((plan.out / "report" / "summary.json").read_text(encoding="utf-8")) \
+        if "report" in stages and ranks.main else None
+    return {"out": str(plan.out), "stages": status, "summary": summary}
+
+
+def build(plan: Plan, stage: str, ranks: Ranks) -> bool:
+    """Build one stage; True when it produced a new output. Training stages run on every process, the others on
+    the main process while the rest wait."""
+    if stage in TRAIN_STAGES:
+        return build_training(plan, stage, ranks)
+    built = False
+    if ranks.main:
+        if stage == "data":
+            built = build_data(plan)
+        elif stage == "tokenizer":
+            built = build_tokenizer(plan)
+        elif stage == "tokenizer_extend":
+            built = build_tokenizer_extend(plan)
+        elif stage == "model_extend":
+            built = build_model_extend(plan)
+        elif stage == "report":
+            built = build_report(plan)
+        else:
+            raise AssertionError(f"stage {stage} has no build function")
+    ranks.barrier()
+    return built
+
+
+def _build_stages(plan: Plan, stages: list[str], ranks: Ranks, log) -> dict[str, dict]:
+    status: dict[str, dict] = {}
+    for n, stage in enumerate(stages, 1):
+        started = time.time()
+        log(f"[{n}/{len(stages)}] {stage} ...")
+        if stage in TRAIN_STAGES and plan.configured(stage) and plan.replaced(stage):
+            section = getattr(plan.recipe, stage)
+            log(f"  {stage}: {' and '.join(plan.replaced(stage))} in {section.config or stage + '.overrides'} not "
+                f"used: the run trains {plan.model_of(PREVIOUS[stage])} on {plan.stage_dir('data') / section.dataset}")
+        built = build(plan, stage, ranks)
+        state = "not configured" if not plan.configured(stage) else "ran" if built else "skipped"
+        status[stage] = {"status": state, "seconds": round(time.time() - started, 2)}
+        word = {"not configured": f"not configured (no {stage}.dataset in the recipe)",
+                "skipped": "up to date, skipped"}.get(state, f"done in {status[stage]['seconds']:.1f} s")
+        log(f"[{n}/{len(stages)}] {stage}: {word} → {plan.stage_dir(stage)}")
+        if ranks.main:
+            write_json(plan.out / "pipeline.json", {"recipe": plan.source, "resolved": to_dict(plan.recipe),
+                                                    "stages": status})
+    return status
+
+
+def _ranks() -> Ranks:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Ranks()
+    from datetime import timedelta
+
+    import torch
+    from accelerate import PartialState
+
+    # the same process group the training stages' Accelerator then reuses (cpu=True: gloo without a GPU)
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=24))
+    return Ranks(state.is_main_process, state.wait_for_everyone)
+
+
+def _silent(*_args, **_kwargs) -> None:
+    return None
+
+
+def _check_earlier_outputs(plan: Plan, stages: list[str]) -> None:
+    first = STAGES.index(stages[0])
+    outputs = {"data": "data", "tokenizer": "tokenizer", "tokenizer_extend": "tokenizer_extend",
+               "model_extend": "model_extend", "align": "align/export", "pretrain": "pretrain/export",
+               "instruct": "instruct/export"}
+    for stage in STAGES[:first]:
+        if plan.configured(stage) and read_manifest(plan.out / outputs[stage]) is None:
+            raise UserError(f"--from {stages[0]}: stage {stage} has no finished output in "
+                            f"{plan.out / outputs[stage]}; run it first")
