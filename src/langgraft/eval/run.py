@@ -21,10 +21,10 @@ from langgraft.errors import UserError
 from langgraft.eval import metrics as M
 from langgraft.eval.options import EvalOptions
 from langgraft.eval.records import Example, build_examples, data_files, read_records, with_shots
-from langgraft.eval.report import write_report
-from langgraft.eval.tasks import TaskSpec, default_data_root, load_task, resolve_tasks
-from langgraft.hub import resolve_model
+from langgraft.eval.tasks import LOWER_IS_BETTER, TaskSpec, default_data_root, load_task, resolve_tasks
+from langgraft.model.load import chat_prompt, load_model
 from langgraft.rundir import check_name, folder_stamp, input_identity, sha256_path
+from langgraft.textfiles import parse_pairs
 
 
 @dataclass
@@ -40,15 +40,10 @@ class Prepared:
 
 
 def parse_models(items: list[str]) -> dict[str, str]:
-    models: dict[str, str] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise UserError(f"--model {item!r}: expected NAME=PATH")
-        check_name(name, f"--model {item}")
-        if name in models:
-            raise UserError(f"--model {name}: name given twice")
-        models[name] = path
+    """`--model NAME=PATH` items; a NAME becomes a folder name in the output, so it must be a valid name."""
+    models = parse_pairs(items, "--model")
+    for name, path in models.items():
+        check_name(name, f"--model {name}={path}")
     return models
 
 
@@ -114,34 +109,6 @@ def _texts(spec: TaskSpec, ex: Example) -> list[str]:
 def _error(errors: list[str], line: str) -> None:
     errors.append(line)
     print(f"langgraft: error: {line}", file=sys.stderr)
-
-
-def load_model(path: str, device: str | None):
-    """(model, tokenizer); any failure is one UserError line naming the path."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model(path, flag="cannot load model")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-        # the same policy as every other loader (model.extend.load_causal_lm): safetensors only, no remote code
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device, use_safetensors=True,
-                                                     trust_remote_code=False).eval()
-    except Exception as exc:  # noqa: BLE001 - any loader failure is the user's path/model problem
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load model {path}: {first}") from None
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token or tok.unk_token
-    return model, tok
-
-
-def chat_prompt(tok, prompt: str, history: list[dict] | tuple = ()) -> str:
-    """The prompt as the next user turn (after `history`) of the model's chat template, ready for the answer."""
-    from langgraft.generation import chat_text
-
-    return chat_text(tok, [*history, {"role": "user", "content": prompt}])
 
 
 def run_task(model, tok, task: Prepared, opts: EvalOptions, label: str) -> tuple[dict, list[dict]]:
@@ -223,7 +190,7 @@ def tokenizer_identity(tok) -> str:
 
 
 def same_tokenizer(a: dict, b: dict) -> bool:
-    """Two task runs tokenized alike (unknown, as in results written before this was recorded, is not alike)."""
+    """Two task runs tokenized alike (a result that does not record its tokenizer is not alike)."""
     return a.get("tokenizer") is not None and a.get("tokenizer") == b.get("tokenizer")
 
 
@@ -248,7 +215,7 @@ def summarise(runs: dict, task_meta: dict) -> tuple[dict, list[dict]]:
                 b = runs[base][t]["stats"][metric][[pos_b[i] for i in shared]]
                 cmp = M.paired_bootstrap(metric, a, b)
                 cmp.update(task=t, metric=metric, model=other, baseline=base,
-                           better=(cmp["delta"] < 0) == (metric in M.LOWER_IS_BETTER))
+                           better=(cmp["delta"] < 0) == (metric in LOWER_IS_BETTER))
                 comparisons.append(cmp)
     return results, comparisons
 
@@ -326,6 +293,7 @@ def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: Ev
 
 
 def write_outputs(out: Path, models: dict, meta: dict, runs: dict, samples: dict, errors: list[str]) -> dict:
+    from langgraft.report import write_report
     from langgraft.rundir import write_json
 
     results, comparisons = summarise(runs, meta)
