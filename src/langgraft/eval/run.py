@@ -21,7 +21,8 @@ from langgraft.errors import UserError
 from langgraft.eval import metrics as M
 from langgraft.eval.options import EvalOptions
 from langgraft.eval.records import Example, build_examples, data_files, read_records, with_shots
-from langgraft.eval.tasks import LOWER_IS_BETTER, TaskSpec, default_data_root, load_task, resolve_tasks
+from langgraft.eval.report import write_report
+from langgraft.eval.tasks import TaskSpec, default_data_root, load_task, resolve_tasks
 from langgraft.model.load import chat_prompt, load_model
 from langgraft.rundir import check_name, folder_stamp, input_identity, sha256_path
 from langgraft.textfiles import parse_pairs
@@ -215,7 +216,7 @@ def summarise(runs: dict, task_meta: dict) -> tuple[dict, list[dict]]:
                 b = runs[base][t]["stats"][metric][[pos_b[i] for i in shared]]
                 cmp = M.paired_bootstrap(metric, a, b)
                 cmp.update(task=t, metric=metric, model=other, baseline=base,
-                           better=(cmp["delta"] < 0) == (metric in LOWER_IS_BETTER))
+                           better=(cmp["delta"] < 0) == (metric in M.LOWER_IS_BETTER))
                 comparisons.append(cmp)
     return results, comparisons
 
@@ -293,7 +294,6 @@ def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: Ev
 
 
 def write_outputs(out: Path, models: dict, meta: dict, runs: dict, samples: dict, errors: list[str]) -> dict:
-    from langgraft.report import write_report
     from langgraft.rundir import write_json
 
     results, comparisons = summarise(runs, meta)

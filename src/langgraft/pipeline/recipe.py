@@ -1,0 +1,266 @@
+"""The recipe of `langgraft run`: one typed section per stage, loaded and checked before anything runs.
+
+A section holds its verb's own flags, or the path of the verb's own YAML config plus dotted overrides; unknown
+keys anywhere are one-line errors. `load_recipe` resolves paths into a `Plan`, `check_inputs` verifies every input
+of the selected stages, `select_stages` turns `--from/--to` into the stage list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field as _field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+from langgraft.config import load_config
+from langgraft.errors import UserError
+from langgraft.eval.options import EvalOptions
+from langgraft.tokenizer.train import MAX_SENTENCES
+
+# data first: the tokenizer may train on a prepared (cleaned, leak-guarded) train split, and the data stage takes
+# its normaliser from the recipe's tokenizer section, not from the trained tokenizer
+STAGES = ("data", "tokenizer", "tokenizer_extend", "model_extend", "align", "pretrain", "instruct", "report")
+EVAL_POINTS = ("base", "extended", "align", "pretrain", "instruct")
+Point = Literal["base", "extended", "align", "pretrain", "instruct"]  # a model the recipe can evaluate
+
+
+# ---------------------------------------------------------------- recipe schema
+@dataclass
+class TokenizerSection:
+    input: list[str] = _field(default_factory=list)  # target-language text files (.txt a document per line, .jsonl)
+    # name of a dataset of data.config whose prepared train split (OUT/data/NAME) the tokenizer trains on, with
+    # any `input` files: the data stage's cleaning and leak guard then apply to the tokenizer's text too
+    dataset: str = ""
+    vocab_size: int = 20000  # SentencePiece pieces (paper: 20,000)
+    model_type: Literal["bpe", "unigram"] = "bpe"
+    field: str = "text"  # jsonl field holding the text
+    max_sentences: int = MAX_SENTENCES  # sample at most this many lines
+    threads: Optional[int] = None  # trainer threads (default: all cores)
+    normalizer: dict[str, Any] = _field(default_factory=dict)  # normaliser options, e.g. {digits: latin}
+
+
+@dataclass
+class TokenizerExtendSection:
+    base: str = ""  # base tokenizer (HF dir, tokenizer.model, vocab.json+merges.txt dir); default: model_extend.model
+
+
+@dataclass
+class DataSection:
+    config: str = ""  # a `langgraft data prepare` YAML (e.g. recipes/data/persian.yaml)
+    overrides: list[str] = _field(default_factory=list)  # dotted overrides of that config, e.g. [workers=8]
+
+
+@dataclass
+class ModelExtendSection:
+    model: str = ""  # the base causal LM: local HF dir (or hub id, which needs network)
+    init: Literal["shrunk-subtokens", "mean-subtokens", "mean", "random"] = "mean-subtokens"  # how new rows start
+    seed: int = 0  # seed for init=random
+    trust_tokenizer: bool = False  # the model folder has no tokenizer: check the extended one by sizes only
+
+
+@dataclass
+class TrainSection:
+    # a `langgraft train` YAML (recipes/train/{align,pretrain,instruct}.yaml); empty = defaults. Its `model` and
+    # `data.dataset` are set by the run (the previous stage's model, OUT/data/<dataset>), which says so when they
+    # hold a value
+    config: str = ""
+    dataset: str = ""  # name of the prepared dataset in OUT/data/ to train on (instruct: empty = no instruct stage)
+    replay: str = ""  # pretrain: name of a prepared English dataset mixed in (set data.replay_fraction)
+    overrides: list[str] = _field(default_factory=list)  # dotted overrides, e.g. [max_steps=100, optim.lr=1e-4]
+
+
+@dataclass
+class EvalSection:
+    tasks: list[str] = _field(default_factory=lambda: ["fa_core", "en_core"])  # task names, suites or .yaml files
+    stages: list[Point] = _field(
+        default_factory=lambda: list(EVAL_POINTS))  # which models to evaluate (instruct: when it is configured)
+    # stages whose prompts go through the model's chat template (e.g. [instruct]); the rest get plain prompts
+    chat_stages: list[Point] = _field(default_factory=list)
+    limit: Optional[int] = None  # evaluate only the first N examples of each task
+    sample_seed: Optional[int] = None  # with limit: a random N examples drawn with this seed instead
+    shots: Optional[int] = None  # in-context examples (default: each task's own)
+    batch_size: int = EvalOptions.batch_size  # examples scored or generated together
+    max_new_tokens: Optional[int] = None  # cap every generation task's budget
+    device: Optional[str] = None  # torch device (default: cuda if available, else cpu)
+    data_root: str = ""  # task data root (default: $LANGGRAFT_DATA or ../shared/data)
+    texts: dict[str, str] = _field(default_factory=dict)  # lang -> held-out text (.txt/.jsonl) for the tokenizer
+    # report: fertility base vs extended, and (for languages other than `lang`) the ids-unchanged check
+
+
+@dataclass
+class Recipe:
+    out: str = ""  # output folder: one subfolder per stage
+    lang: str = "fa"  # the language being grafted
+    tokenizer: TokenizerSection = _field(default_factory=TokenizerSection)
+    tokenizer_extend: TokenizerExtendSection = _field(default_factory=TokenizerExtendSection)
+    data: DataSection = _field(default_factory=DataSection)
+    model_extend: ModelExtendSection = _field(default_factory=ModelExtendSection)
+    align: TrainSection = _field(default_factory=TrainSection)
+    pretrain: TrainSection = _field(default_factory=TrainSection)
+    instruct: TrainSection = _field(default_factory=TrainSection)  # optional: set instruct.dataset to run it
+    eval: EvalSection = _field(default_factory=EvalSection)
+
+
+@dataclass
+class Plan:
+    """A checked recipe: resolved paths and the stages' own configs, loaded and validated up front."""
+
+    recipe: Recipe
+    source: str  # recipe file, for error messages
+    base_dir: Path
+    out: Path
+    prepare: Any  # data.config.PrepareConfig
+    train: dict  # "align"/"pretrain"/"instruct" -> train.config.TrainConfig
+
+    def path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def model_path(self, value: str) -> str:
+        """A model on disk as its resolved path; anything else kept as written, for `hub.resolve_model` to judge
+        (a hub id, or a mistyped path it reports)."""
+        p = self.path(value)
+        return str(p) if p.exists() else value
+
+    @property
+    def base_model(self) -> str:
+        return self.model_path(self.recipe.model_extend.model)
+
+    @property
+    def base_tokenizer(self) -> str:
+        return self.model_path(self.recipe.tokenizer_extend.base or self.recipe.model_extend.model)
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.out / stage
+
+    def model_of(self, point: str) -> str:
+        if point in ("base", "extended"):
+            return self.base_model if point == "base" else str(self.out / "model_extend")
+        return str(self.out / point / "export" / "model")
+
+    def configured(self, stage: str) -> bool:
+        """Every stage but instruct always runs; a recipe without `instruct.dataset` stops after pretrain."""
+        return stage != "instruct" or bool(self.recipe.instruct.dataset)
+
+    def eval_points(self) -> list[str]:
+        return [p for p in EVAL_POINTS if p in self.recipe.eval.stages and self.configured(p)]
+
+    def replaced(self, stage: str) -> list[str]:
+        """Keys of a training stage's own config that the run sets itself (the model the previous stage made, the
+        prepared dataset the recipe names), so their values in that config are not used."""
+        cfg = self.train[stage]
+        return [key for key, value in (("model", cfg.model), ("data.dataset", cfg.data.dataset)) if value]
+
+
+# ---------------------------------------------------------------- loading and checking
+def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: str | Path | None = None) -> Plan:
+    """Read + validate a recipe and every config it names; raises one UserError line for the first problem."""
+    from langgraft.data.config import PrepareConfig
+    from langgraft.lang import get_language
+    from langgraft.train.config import TrainConfig
+
+    recipe = load_config(Recipe, path, overrides)
+    src = str(path)
+    # Absolute from here on: every stage records its inputs and config paths in its fingerprint, so the same
+    # folder named relative to another directory (`langgraft demo --out runs/demo`, then `langgraft run`
+    # inside it) must produce the same strings or every stage looks changed.
+    base = Path(base_dir).expanduser().resolve() if base_dir is not None else Path.cwd().resolve()
+    if not recipe.out:
+        raise UserError(f"{src}: out: required (the output folder)")
+    get_language(recipe.lang)
+    plan = Plan(recipe, src, base, Path(recipe.out) if Path(recipe.out).is_absolute() else base / recipe.out,
+                None, {})
+    plan.prepare = _sub_config(plan, PrepareConfig, "data", recipe.data.config, recipe.data.overrides)
+    names = [ds.name for ds in plan.prepare.datasets]
+    _check_tokenizer_dataset(plan, names)
+    for stage in ("align", "pretrain", "instruct"):
+        section: TrainSection = getattr(recipe, stage)
+        plan.train[stage] = _sub_config(plan, TrainConfig, stage, section.config, section.overrides)
+        if not plan.configured(stage):
+            continue
+        for key in ("dataset", "replay"):
+            name = getattr(section, key)
+            if (name or key == "dataset") and name not in names:
+                raise UserError(f"{src}: {stage}.{key} {name!r} is not a dataset of data.config "
+                                f"(datasets: {', '.join(names) or 'none'})")
+    return plan
+
+
+def _check_tokenizer_dataset(plan: Plan, names: list[str]) -> None:
+    name = plan.recipe.tokenizer.dataset
+    if not name:
+        return
+    if name not in names:
+        raise UserError(f"{plan.source}: tokenizer.dataset {name!r} is not a dataset of data.config "
+                        f"(datasets: {', '.join(names) or 'none'})")
+    ds = next(d for d in plan.prepare.datasets if d.name == name)
+    if ds.validation_fraction >= 1:
+        raise UserError(f"{plan.source}: tokenizer.dataset {name!r} has no train split (its validation_fraction "
+                        f"is {ds.validation_fraction})")
+
+
+def _sub_config(plan: Plan, cls: type, key: str, config: str, overrides: list[str]):
+    if config and not plan.path(config).is_file():
+        raise UserError(f"{plan.source}: {key}.config {config}: file not found")
+    try:
+        return load_config(cls, plan.path(config) if config else None, overrides)
+    except UserError as exc:
+        raise UserError(f"{plan.source}: {key}: {exc}") from None
+
+
+def check_inputs(plan: Plan, stages: Sequence[str]) -> None:
+    """Inputs of the stages about to run must exist: fail before the first stage, naming the recipe key."""
+    r, src = plan.recipe, plan.source
+
+    def need(key: str, value: str, model: bool = False) -> None:
+        if not value:
+            raise UserError(f"{src}: {key}: required")
+        if model:
+            from langgraft.hub import resolve_model
+
+            resolve_model(plan.model_path(value), flag=f"{src}: {key}")  # a hub id must exist there (or offline)
+            return
+        resolved = str(plan.path(value))
+        if not Path(resolved).exists():
+            raise UserError(f"{src}: {key} {value}: not found (looked at {resolved})")
+
+    if "tokenizer" in stages:
+        if not r.tokenizer.input and not r.tokenizer.dataset:
+            raise UserError(f"{src}: tokenizer.input: required (target-language text files), "
+                            "or tokenizer.dataset (a dataset of data.config)")
+        for i, item in enumerate(r.tokenizer.input):
+            need(f"tokenizer.input[{i}]", item)
+    if "tokenizer_extend" in stages:  # a local tokenizer: `tokenizer extend` does not download
+        need("tokenizer_extend.base" if r.tokenizer_extend.base else "model_extend.model",
+             r.tokenizer_extend.base or r.model_extend.model)
+    if "model_extend" in stages:
+        need("model_extend.model", r.model_extend.model, model=True)
+    if "data" in stages:
+        root = plan.path(plan.prepare.root)
+        if not root.is_dir():
+            raise UserError(f"{src}: data: root {plan.prepare.root}: not a folder (looked at {root})")
+    if set(stages) & {"model_extend", "align", "pretrain", "instruct", "report"}:
+        for lang, text in r.eval.texts.items():
+            need(f"eval.texts.{lang}", text)
+        if r.eval.data_root:
+            need("eval.data_root", r.eval.data_root)
+        from langgraft.eval.tasks import resolve_tasks
+
+        try:
+            resolve_tasks(task_items(plan))
+        except UserError as exc:
+            raise UserError(f"{src}: eval.tasks: {exc}") from None
+
+
+def task_items(plan: Plan) -> list[str]:
+    return [str(plan.path(t)) if t.endswith((".yaml", ".yml")) else t for t in plan.recipe.eval.tasks]
+
+
+def select_stages(start: str | None, stop: str | None) -> list[str]:
+    for flag, name in (("--from", start), ("--to", stop)):
+        if name is not None and name not in STAGES:
+            raise UserError(f"{flag} {name}: not a stage (stages: {', '.join(STAGES)})")
+    i = STAGES.index(start) if start else 0
+    j = STAGES.index(stop) if stop else len(STAGES) - 1
+    if i > j:
+        raise UserError(f"--from {start} comes after --to {stop}")
+    return list(STAGES[i:j + 1])
