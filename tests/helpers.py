@@ -26,6 +26,7 @@ TOKENIZERS = {
 }
 
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository: recipes/, docs/, README.md
 NEWS = "persian_news/exploring-datasets"
 NEWS_FIELDS = ("title", "abstract", "paragraphs")
 

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 from accelerate.commands.config.config_args import ClusterConfig
-
-from langgraft.pipeline.recipe import EVAL_POINTS, check_inputs, load_recipe
-from test_leak_guard import ROOT
+from helpers import ROOT
 
 from langgraft.cli import build_parser
 from langgraft.config import load_config
@@ -19,6 +17,7 @@ from langgraft.data.config import PrepareConfig
 from langgraft.data.readers import expand_paths, plan_units
 from langgraft.demo import _materialise
 from langgraft.eval.tasks import load_task
+from langgraft.pipeline.recipe import EVAL_POINTS, check_inputs, load_recipe
 from langgraft.train.config import TrainConfig
 
 DEMO = ROOT / "src/langgraft/demo"
