@@ -13,12 +13,12 @@ the fact, partial overlap of any eval set with any training data.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator
 
 from langgraft.data.overlap import OverlapIndex
 from langgraft.errors import UserError
+from langgraft.textfiles import iter_lines, json_line
 
 DEFAULT_THRESHOLD = 0.2  # flag an example when at least this share of its 8-grams occurs in training text
 
@@ -41,15 +41,14 @@ def iter_training_texts(path: str | Path) -> Iterator[str]:
         table = pq.read_table(path, columns=["text"])
         yield from (t for t in table.column("text").to_pylist() if t)
     elif path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        yield str(json.loads(line).get("text", ""))
-                    except (json.JSONDecodeError, AttributeError):
-                        raise UserError(f"--contamination {path}:{i}: not a JSON object") from None
+        for line, i in iter_lines(path):
+            if line.strip():
+                record = json_line(line, path, i)
+                if not isinstance(record, dict):
+                    raise UserError(f"--contamination {path}:{i}: not a JSON object")
+                yield str(record.get("text", ""))  # a record without text (a folder's other .jsonl) adds none
     elif path.is_file():
-        yield from path.read_text(encoding="utf-8").splitlines()
+        yield from (line for line, _ in iter_lines(path))
     else:
         raise UserError(f"--contamination {path}: not found")
 
