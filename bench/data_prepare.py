@@ -1,4 +1,4 @@
-"""Benchmark `langgraft data prepare` (issue 5): throughput, memory on a synthetic corpus, dedup on the shared data.
+"""Benchmark `langgraft data prepare`: throughput, memory on a synthetic corpus, dedup on the shared data.
 
     python bench/data_prepare.py [--small-mb 200] [--large-mb 2000] [--workers 2] [--skip-large] [--skip-shared]
 
@@ -10,7 +10,7 @@
 3. recipes/data/persian.yaml on ../shared/data: exact and near duplicates per dataset, leaks removed, and the
    overlap of the train output with the evaluation sets (must be 0).
 The synthetic corpus is built from the shared text: random runs of 2–12 real paragraphs per document (news, Quran
-verses, The Little Prince), ~4% exact reposts. Baseline: the issue's target of 10 MB/s on the 2-core machine.
+verses, The Little Prince), ~4% exact reposts. Baseline: the target of 10 MB/s on the 2-core machine.
 Last line: RESULT metric=<A+B+C MB/s> baseline=10 ratio=<metric/10>.
 """
 
@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--skip-shared", action="store_true")
     args = ap.parse_args()
-    print(f"load average at start: {os.getloadavg()[0]:.1f} (2-core machine shared with other engineers)")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores; other jobs slow the wall-clock rates)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-data-"))
     try:
         pool = paragraphs()

@@ -1,4 +1,4 @@
-"""Vocabulary extension "Must show" (issue 2): fertility on held-out Persian news, English/code identity,
+"""Vocabulary extension: fertility on held-out Persian news, English/code identity,
 encoding throughput and train + merge time — every base and its extension measured in the same run.
 
 Data (../shared/data, read in place): Fars News, Varzesh3 and Namnak articles are split deterministically by a

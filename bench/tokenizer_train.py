@@ -3,7 +3,7 @@
 Corpus (written to a temp dir outside the repo): Fars + Varzesh3 + Namnak news (title/abstract/paragraphs), the 10
 Persian Quran translations, The Little Prince (Persian) and FarsTail train/val sentences. Baseline, same process,
 same corpus, same threads: SentencePiece with its defaults on the raw text (`nmt_nfkc`, no digit split, no byte
-fallback, every sentence) — what one gets without langgraft. Target (issue 2): train + merge ≤ 180 s on 2 cores.
+fallback, every sentence) — what one gets without langgraft. Target: train + merge ≤ 180 s on 2 cores.
 
     python bench/tokenizer_train.py [--vocab-size 20000] [--model-type bpe]
 """

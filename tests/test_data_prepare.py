@@ -86,7 +86,7 @@ def test_monolingual_filters_dedups_guards_and_publishes(tmp_path, data_dir):
     assert ds["exact_duplicates"] == 1 and ds["near_duplicates"] == 1
     assert ds["documents"] == 6 == ds["splits"]["train"]["records"]
     assert manifest["summary"]["leak_guard"]["overlap_after"] == 0
-    # contract item 4: dataset.json, parquet shards with `text` and `lang`, loading helpers
+    # the layout `langgraft train` reads: dataset.json, parquet shards with `text` and `lang`, loading helpers
     info = dataset_info(out / "news")
     assert info["kind"] == "monolingual" and set(info["splits"]) == {"train", "validation"}
     rows = load_records(out / "news", "train")

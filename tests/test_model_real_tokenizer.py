@@ -1,4 +1,4 @@
-"""Surgery on the real `tokenizer extend` output (contract item 3): SentencePiece and byte-level BPE bases."""
+"""Model extension on the real `tokenizer extend` output: SentencePiece and byte-level BPE bases."""
 
 from __future__ import annotations
 
