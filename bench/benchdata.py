@@ -38,3 +38,20 @@ def news_texts(*patterns: str) -> list[str]:
 def news_documents(*patterns: str, sep: str = "\n") -> list[str]:
     """One document per matching article: its title, abstract and paragraphs joined by `sep`."""
     return [sep.join(article_texts(a)) for a in news_articles(*patterns)]
+
+
+def write_dataset(ds: Path, splits: dict[str, list[str]], lang: str = "fa") -> Path:
+    """A monolingual dataset named after its folder, in the layout `langgraft data prepare` writes (one parquet
+    file per split); kept as it is when `ds` already holds one, so a rerun with the same --work reuses it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if (ds / "dataset.json").is_file():
+        return ds
+    for split, texts in splits.items():
+        (ds / split).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"text": texts, "lang": [lang] * len(texts)}), ds / split / "part-00000.parquet")
+    meta = {"name": ds.name, "kind": "monolingual", "lang": lang, "splits": {
+        split: {"files": [f"{split}/part-00000.parquet"], "records": len(texts)} for split, texts in splits.items()}}
+    (ds / "dataset.json").write_text(json.dumps(meta))
+    return ds

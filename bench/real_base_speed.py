@@ -25,13 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-from benchdata import VARZESH3, news_documents  # bench/ is on sys.path when run as a script
+from benchdata import VARZESH3, news_documents, write_dataset  # bench/ is on sys.path when run as a script
 
 
 def build_inputs(model: str, work: Path, max_articles: int) -> dict:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from langgraft.model.extend import extend_model
     from langgraft.tokenizer.extend import extend_tokenizer
     from langgraft.tokenizer.train import train_tokenizer
@@ -41,15 +38,7 @@ def build_inputs(model: str, work: Path, max_articles: int) -> dict:
     train_tokenizer([work / "fa.txt"], lang="fa", vocab_size=20000, out=work / "sp", threads=1)
     extend_tokenizer(model, work / "sp", lang="fa", out=work / "tok")
     report = extend_model(model, work / "tok", out=work / "extended")
-    ds = work / "data" / "fa_news"
-    if not (ds / "dataset.json").is_file():
-        parts = {"train": texts[:max_articles], "validation": texts[-50:]}
-        for split, part in parts.items():
-            (ds / split).mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.table({"text": part, "lang": ["fa"] * len(part)}), ds / split / "part-00000.parquet")
-        meta = {"name": "fa_news", "kind": "monolingual", "lang": "fa", "splits": {
-            split: {"files": [f"{split}/part-00000.parquet"], "records": len(part)} for split, part in parts.items()}}
-        (ds / "dataset.json").write_text(json.dumps(meta))
+    ds = write_dataset(work / "data" / "fa_news", {"train": texts[:max_articles], "validation": texts[-50:]})
     return {"model": str(work / "extended"), "dataset": str(ds), "vocab_rows": report["padded_vocab_size"]}
 
 

@@ -27,15 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchdata import DATA, FARS, ROOT, VARZESH3, news_documents  # bench/ is on sys.path when run as a script
+from benchdata import DATA, FARS, ROOT, VARZESH3, news_documents, write_dataset  # bench/ is on sys.path when run as a script
 
 BLOCK, MICRO, HIDDEN, LAYERS = 512, 2, 256, 4
 
 
 def build_inputs(work: Path) -> dict:
-    """Extended tokenizer, extended tiny model, prepared dataset (contract layout); cached in `work`."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Extended tokenizer, extended tiny model, prepared dataset; cached in `work`."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -61,15 +59,7 @@ def build_inputs(work: Path) -> dict:
         LlamaForCausalLM(cfg).save_pretrained(base)
         tok.save_pretrained(base)
     report = extend_model(base, work / "tok", out=work / "extended")
-    ds = work / "data" / "fa_news"
-    if not (ds / "dataset.json").is_file():
-        for split, part in (("train", train_texts), ("validation", val_texts)):
-            (ds / split).mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.table({"text": part, "lang": ["fa"] * len(part)}), ds / split / "part-00000.parquet")
-        meta = {"name": "fa_news", "kind": "monolingual", "lang": "fa", "splits": {
-            "train": {"files": ["train/part-00000.parquet"], "records": len(train_texts)},
-            "validation": {"files": ["validation/part-00000.parquet"], "records": len(val_texts)}}}
-        (ds / "dataset.json").write_text(json.dumps(meta))
+    ds = write_dataset(work / "data" / "fa_news", {"train": train_texts, "validation": val_texts})
     return {"model": str(work / "extended"), "dataset": str(ds), "vocab_rows": report["padded_vocab_size"]}
 
 

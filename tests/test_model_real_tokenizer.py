@@ -32,7 +32,7 @@ def test_extend_model_on_real_extended_tokenizer(tmp_path, data_dir, base_name):
     ids = base_tok(english_lines(data_dir, 1)[0], return_tensors="pt")["input_ids"][:, :16]
     with torch.no_grad():
         assert torch.equal(old(ids).logits[..., :n_base], new(ids).logits[..., :n_base])
-    for tok in new_tokens["tokens"][:20]:  # rows are the means of the base pieces the contract names
+    for tok in new_tokens["tokens"][:20]:  # rows are the means of the base pieces new_tokens.json names
         want = old.get_input_embeddings().weight[tok["base_ids"]].mean(0)
         torch.testing.assert_close(new.get_input_embeddings().weight[tok["id"]], want)
     # Persian now uses the new rows through the extended tokenizer loaded from the model dir

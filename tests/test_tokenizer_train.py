@@ -30,7 +30,7 @@ def trained(tmp_path_factory, data_dir):
             "sp": spm.SentencePieceProcessor(model_file=result["model"])}
 
 
-def test_outputs_follow_the_contract(trained):
+def test_writes_sp_model_vocab_langgraft_json_report_and_manifest(trained):
     out, result = trained["out"], trained["result"]
     assert result["model"] == str(out / "sp.model") and result["vocab_size"] == 600
     for name in ("sp.model", "sp.vocab", "langgraft.json", "train_report.json", "manifest.json"):
