@@ -10,14 +10,27 @@ logits, softmax and dlogits live for one chunk only, and only the trained rows g
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
+class Head(NamedTuple):
+    """The output head as the loss reads it: the frozen weight [vocab, dim], the ids of its trained rows, the same
+    ids as a slice when they are one run (else None), and how many tokens one chunk holds."""
+
+    weight: torch.Tensor
+    idx: torch.Tensor
+    rows: slice | None
+    chunk: int
+
+
 class FusedHeadCE(torch.autograd.Function):
-    """loss = mean CE(h @ W_eff.T, labels) with W_eff = W with rows `idx` replaced by `delta`."""
+    """loss = mean CE(h @ W_eff.T, labels) with W_eff = the head weight with rows `idx` replaced by `delta`."""
 
     @staticmethod
-    def forward(ctx, h, delta, weight, idx, labels, chunk, rows):  # positional: Function.apply takes no keywords
+    def forward(ctx, h, delta, labels, head: Head):  # positional: Function.apply takes no keywords
+        weight, idx, rows, chunk = head
         # One cast of the merged weight to the autocast dtype up front, not one per chunk and matmul.
         dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else h.dtype
         w_eff = weight.detach().index_copy(0, idx, delta.detach().to(weight.dtype)).to(dtype)
@@ -65,7 +78,7 @@ class FusedHeadCE(torch.autograd.Function):
         scale = grad_out / n_valid
         gh = (grad_h * scale.to(grad_h.dtype)).reshape(ctx.h_shape) if ctx.has[0] else None
         gd = (grad_delta * scale).to(ctx.delta_dtype) if ctx.has[1] else None
-        return gh, gd, None, None, None, None, None
+        return gh, gd, None, None
 
 
 def as_slice(ids: list[int]) -> slice | None:
@@ -90,7 +103,7 @@ def fused_head_ce(h: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, id
     `rows`: `as_slice` of the ids (a slice, or None when they are not one run); "auto" computes it here."""
     if rows == "auto":
         rows = as_slice(idx.tolist())
-    return FusedHeadCE.apply(h, delta, weight, idx, labels, chunk or auto_chunk(h.device, weight.shape[0]), rows)
+    return FusedHeadCE.apply(h, delta, labels, Head(weight, idx, rows, chunk or auto_chunk(h.device, weight.shape[0])))
 
 
 @torch.no_grad()
