@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from langgraft.formats.new_tokens import write_new_tokens
+
 # Tiny models on a shared 2-core machine: intra-op threads only spin against each other (a 32×32 matmul takes
 # milliseconds with 2 threads under load, microseconds with 1).
 torch.set_num_threads(1)
@@ -90,8 +92,7 @@ def make_extended_tokenizer(data_dir: Path, name: str, out: Path, n_new: int = 4
     tok.add_tokens(words)
     tok.save_pretrained(out)
     tokens = [{"id": tok.convert_tokens_to_ids(w), "token": w, "text": w, "base_ids": base_ids[w]} for w in words]
-    (out / "new_tokens.json").write_text(json.dumps(
-        {"base_vocab_size": base_size, "vocab_size": len(tok), "tokens": tokens}, ensure_ascii=False))
+    write_new_tokens(out, base_size, tokens, vocab_size=len(tok))
     return out
 
 
