@@ -10,12 +10,10 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from langgraft.errors import UserError
-from langgraft.hub import is_hub_id
 from langgraft.rundir import input_identity, read_manifest, run_stage
 
 
@@ -82,23 +80,3 @@ def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
 def _mb(path: Path) -> float:
     """Size of the weights (safetensors) only; the tokenizer files are the same few MB in both."""
     return round(sum(p.stat().st_size for p in path.glob("*.safetensors")) / 2**20, 3)
-
-
-def write_adapter_card(adapter: Path, base: str, stage: str) -> None:
-    """README.md of an adapter: which base it needs (the absolute path its config records) and where that base
-    came from, so the adapter is usable by someone who did not train it."""
-    report = Path(base) / "extend_report.json"
-    source = json.loads(report.read_text(encoding="utf-8")).get("source_model") if report.is_file() else None
-    hub_id = next((m for m in (source, base) if is_hub_id(m)), None)  # the extended model's origin, or the base
-    front = f"---\nbase_model: {hub_id}\nlibrary_name: peft\n---\n" if hub_id else "---\nlibrary_name: peft\n---\n"
-    origin = (f"It is `langgraft extend` of `{source}` (the new rows appended, the tokenizer in this folder); the "
-              "original model alone does not fit this adapter: its vocabulary is smaller.\n") if source else ""
-    text = (f"{front}# langgraft {stage} adapter\n\nBase model: `{base}` (recorded as `base_model_name_or_path` "
-            "in adapter_config.json).\n" + origin +
-            "\nLoad it from any working directory while the base stays where it is:\n\n```python\n"
-            "from peft import AutoPeftModelForCausalLM\n"
-            "model = AutoPeftModelForCausalLM.from_pretrained(ADAPTER_DIR)\n```\n\n"
-            "If the base moved, load it yourself and apply the adapter:\n\n```python\n"
-            "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n"
-            "model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE_DIR), ADAPTER_DIR)\n```\n")
-    (adapter / "README.md").write_text(text, encoding="utf-8")

@@ -173,7 +173,7 @@ def _fit(run: Run, resume: bool):
 
 def _save(run: Run, trainer, state) -> dict:
     """The run's summary; the main process writes adapter/ (PEFT format, with the tokenizer) and manifest.json."""
-    from langgraft.export import write_adapter_card
+    from langgraft.train.adapter_card import write_adapter_card
 
     cfg, out, accelerator, loss_module = run.cfg, run.out, run.accelerator, trainer.loss_module
     summary = {**run.summary, "steps": state.step, "tokens": state.tokens, "final_loss": state.last_loss,
