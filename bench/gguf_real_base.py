@@ -23,8 +23,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from benchdata import DATA  # bench/ is on sys.path when run as a script
 PROMPTS = {"fa": "پایتخت ایران کجاست؟ در یک جمله پاسخ بده.",
            "en": "What is the capital of France? Answer in one sentence."}
 

@@ -20,10 +20,8 @@ import argparse
 import json
 import os
 import random
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("LANGGRAFT_DATA", ROOT.parent / "shared" / "data"))
+from benchdata import DATA  # bench/ is on sys.path when run as a script
 
 
 def records() -> list[dict]:
