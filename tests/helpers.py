@@ -56,13 +56,14 @@ def news_texts(data_dir: Path, pattern: str = "news/fars-news-1.json", n: int | 
     return [t for a in news_articles(data_dir, pattern, n) for t in article_texts(a, fields) if t.strip()]
 
 
-def persian_lines(data_dir: Path, n: int = 200) -> list[str]:
-    """Real Persian sentences (NTREX reference translations)."""
+def persian_lines(data_dir: Path, n: int | None = 200) -> list[str]:
+    """Real Persian sentences (NTREX reference translations), the first `n` (None: all 1,997)."""
     path = data_dir / "ntrex/NTREX-128/newstest2019-ref.fas.txt"
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()[:n] if line.strip()]
 
 
-def english_lines(data_dir: Path, n: int = 200) -> list[str]:
+def english_lines(data_dir: Path, n: int | None = 200) -> list[str]:
+    """The English sources of `persian_lines`, line for line."""
     path = data_dir / "ntrex/NTREX-128/newstest2019-src.eng.txt"
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()[:n] if line.strip()]
 

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from langgraft.chat import ChatOptions, run_chat
 from langgraft.cli import main
 from langgraft.generation import Sampling
-from helpers import copy_without_chat_template, make_extended_model
+from helpers import copy_without_chat_template, make_extended_model, persian_lines
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_streamed_replies_print_the_same_text_as_the_non_streamed_ones(models, d
     from langgraft.model.load import load_model_or_adapter as load
 
     chat, plain = models
-    lines = (data_dir / "ntrex/NTREX-128/newstest2019-ref.fas.txt").read_text(encoding="utf-8").splitlines()[:2]
+    lines = persian_lines(data_dir, 2)
     lines.append("Hello, how are you?")
     streamed = io.StringIO()  # the terminal shows exactly the replies, one line each
     turns = run_chat(str(chat), ChatOptions(Sampling(max_new_tokens=12)), stdin=io.StringIO("\n".join(lines)),

@@ -20,7 +20,7 @@ from langgraft.data.config import PrepareConfig
 from langgraft.data.load import dataset_info, iter_texts, load_records
 from langgraft.data.prepare import prepare
 from langgraft.errors import UserError
-from helpers import news_articles
+from helpers import english_lines, news_articles, persian_lines
 
 # Written for this test (not from any dataset): Modern Standard Arabic, same script as Persian.
 ARABIC = ("ذهب الطالب إلى المكتبة صباحاً ليقرأ كتاباً عن تاريخ العلوم في العصر العباسي، ثم عاد إلى البيت "
@@ -116,9 +116,7 @@ def test_split_is_by_content_and_stable_when_files_are_added(tmp_path, data_dir)
 
 
 def test_bilingual_formats_and_instructions(tmp_path, data_dir):
-    ntrex = data_dir / "ntrex/NTREX-128"
-    en = (ntrex / "newstest2019-src.eng.txt").read_text(encoding="utf-8").splitlines()[:30]
-    fa = (ntrex / "newstest2019-ref.fas.txt").read_text(encoding="utf-8").splitlines()[:30]
+    en, fa = english_lines(data_dir, 30), persian_lines(data_dir, 30)
     en[3] = fa[3]  # identical sides
     (tmp_path / "en.txt").write_text("\n".join(en) + "\n", encoding="utf-8")
     (tmp_path / "fa.txt").write_text("\n".join(fa) + "\n", encoding="utf-8")

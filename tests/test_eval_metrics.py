@@ -6,6 +6,7 @@ import numpy as np
 import sacrebleu
 
 from langgraft.eval import metrics as M
+from helpers import persian_lines
 
 
 def test_persian_words_fold_letter_variants_digits_and_keep_zwnj_words():
@@ -22,7 +23,7 @@ def test_rouge_l_is_lcs_f_measure():
 
 
 def test_summed_stats_reproduce_sacrebleu_corpus_scores(data_dir):
-    refs = (data_dir / "ntrex/NTREX-128/newstest2019-ref.fas.txt").read_text(encoding="utf-8").splitlines()[:30]
+    refs = persian_lines(data_dir, 30)
     hyps = [" ".join(r.split()[: max(1, len(r.split()) // 2)]) for r in refs]  # half of each reference
     for metric, scorer in [("bleu", sacrebleu.BLEU()), ("chrf", sacrebleu.CHRF()),
                            ("chrfpp", sacrebleu.CHRF(word_order=2))]:

@@ -12,7 +12,7 @@ import pytest
 
 from langgraft.errors import UserError
 from langgraft.lang import fa as fa_module, get_language
-from helpers import news_texts
+from helpers import news_texts, persian_lines
 
 ZWNJ = "\u200c"
 
@@ -165,8 +165,7 @@ def test_unambiguous_persian_by_letters(data_dir):
     assert not fa_module.is_unambiguous("كان الجو جميلا في ذلك اليوم وخرج الناس إلى الحدائق")
     assert not fa_module.is_unambiguous("میں کل بازار گیا تھا اور وہاں سے کچھ پھل خریدے")
     assert not fa_module.is_unambiguous("The weather was lovely and people went to the gardens.")
-    lines = [line for line in (data_dir / "ntrex/NTREX-128/newstest2019-ref.fas.txt").read_text().splitlines()
-             if len(line) >= 50]
+    lines = [line for line in persian_lines(data_dir, None) if len(line) >= 50]
     assert sum(map(fa_module.is_unambiguous, lines)) / len(lines) > 0.6  # single sentences; the rest → model
     paragraphs = [p for p in fars_paragraphs(data_dir) if len(p) >= 300]
     assert sum(map(fa_module.is_unambiguous, paragraphs)) / len(paragraphs) > 0.95

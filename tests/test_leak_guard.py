@@ -22,7 +22,7 @@ from langgraft.eval.tasks import load_task, resolve_tasks
 from langgraft.lang import get_language
 from langgraft.pipeline.recipe import Recipe, load_recipe, task_items
 from langgraft.pipeline.stages import data_config
-from helpers import news_articles
+from helpers import english_lines, news_articles
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 25  # records read per source file: every file (so every evaluated one) is visited, quickly
@@ -154,7 +154,7 @@ def test_guard_reads_every_task_format(tmp_path, data_dir):
     headline = news_articles(data_dir, "news/fars-news-5.json", 1)[0]
     fa = get_language("fa")
     assert fa.normalize(headline["title"]).strip() in texts["task persian_headline"]
-    ntrex = (data_dir / "ntrex/NTREX-128/newstest2019-src.eng.txt").read_text(encoding="utf-8").splitlines()[0]
+    ntrex = english_lines(data_dir, 1)[0]
     assert get_language("en").normalize(ntrex).strip() in texts["task ntrex_en_fa"]  # both sides of parallel
     mc = json.loads((data_dir / "parsinlu/data/multiple-choice/test_lit.jsonl").open().readline())
     long_candidates = [c for c in mc["candidates"] if len(fa.normalize(c).strip()) >= 20]
