@@ -23,7 +23,6 @@ from langgraft.rundir import atomic_write_text, write_json
 def write_run_report(out: Path, config: dict) -> dict:
     """Write the report folder `out` from `config` (evals, texts, tokenizers, lang, training); returns the summary's
     lines."""
-
     doc = merge_evals(config["evals"], out / "eval")
     summary = {"stages": list(doc["models"]), "tokenizer": {}, "intrinsic": {}, "classification": {}}
     if config["texts"]:
