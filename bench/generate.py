@@ -1,4 +1,4 @@
-"""Generation throughput: `langgraft.generation` batched by length (KV cache, left padding, batches of 16) vs the
+"""Generation throughput: `langgraft.model.generation` batched by length (KV cache, left padding, batches of 16) vs the
 same greedy decoding one prompt at a time, on the same model and 64 prompts; the outputs must be identical.
 
 Model: a random Llama-style decoder with the real Mistral-7B-v0.3 tokenizer (32,768 tokens; hidden 256, 4 layers,
@@ -48,7 +48,7 @@ def build_model(out: Path):
 def main() -> None:
     import torch
 
-    from langgraft.generation import Sampling, generate_texts
+    from langgraft.model.generation import Sampling, generate_texts
     from langgraft.model.load import load_model_or_adapter as load
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from langgraft.chat import ChatOptions, run_chat
 from langgraft.cli import main
-from langgraft.generation import Sampling
+from langgraft.model.generation import Sampling
 from helpers import copy_without_chat_template, make_extended_model, persian_lines
 
 
@@ -28,7 +28,7 @@ def _greedy(path, text: str, n: int) -> tuple[str, int]:
     ids = tok(text, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         out = model.generate(input_ids=ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.eos_token_id,
-                             repetition_penalty=1.1)  # the default of langgraft.generation
+                             repetition_penalty=1.1)  # the default of langgraft.model.generation
     return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip(), ids.shape[1]
 
 
@@ -142,7 +142,7 @@ def test_sampling_options_are_checked(models, capsys):
 def test_ctrl_c_stops_the_generation_it_interrupts(models):
     import threading
 
-    from langgraft.generation import generate_ids, stream
+    from langgraft.model.generation import generate_ids, stream
     from langgraft.model.load import load_model_or_adapter as load
 
     model, tok = load(str(models[1]))

@@ -1,4 +1,4 @@
-"""langgraft.generation and `langgraft generate`: batching never changes greedy output, seeds reproduce samples,
+"""langgraft.model.generation and `langgraft generate`: batching never changes greedy output, seeds reproduce samples,
 a killed or torn output file resumes without losing or repeating a line, bad input lines are counted or stop
 the run, long prompts are cut with a count, chats go through the template, adapters equal their merged model."""
 
@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from langgraft.cli import main
-from langgraft.generation import Sampling, generate_texts
+from langgraft.model.generation import Sampling, generate_texts
 from langgraft.model.load import chat_text, load_model_or_adapter as load
 from helpers import english_lines, load_base_tokenizer, persian_lines, save_tiny_model
 
@@ -206,7 +206,7 @@ def test_an_adapter_generates_what_its_merged_model_does(mistral, data_dir, tmp_
 
 
 def test_generation_stops_at_every_end_token_the_model_names(mistral, data_dir):
-    from langgraft.generation import generate_ids
+    from langgraft.model.generation import generate_ids
 
     model, tok = load(str(mistral))
     ids = tok(_prompts(data_dir, 3)[2]).input_ids

@@ -459,7 +459,7 @@ def test_models_load_from_safetensors_only(tmp_path, data_dir, loader, weights):
             load_model(str(model), "cpu")
         else:
             from langgraft.chat import ChatOptions, run_chat
-            from langgraft.generation import Sampling
+            from langgraft.model.generation import Sampling
 
             run_chat(str(model), ChatOptions(Sampling(max_new_tokens=4), device="cpu"), prompt="hi")
     assert not marker.exists()

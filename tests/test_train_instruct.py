@@ -158,7 +158,7 @@ def test_instruct_stage_trains_lora_and_saves_the_chat_template(setup, capsys):
     export_run(out, out=setup["tmp"] / "export")
     assert AutoTokenizer.from_pretrained(setup["tmp"] / "export" / "model").chat_template == DEFAULT_TEMPLATE
     # generation works on the run's adapter (on its base) and on the merged export, with the same text
-    from langgraft.generation import Sampling, generate_texts
+    from langgraft.model.generation import Sampling, generate_texts
     from langgraft.model.load import chat_text, load_model_or_adapter as load
 
     outputs = []

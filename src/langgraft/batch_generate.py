@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from langgraft.errors import UserError
-from langgraft.generation import Sampling
+from langgraft.model.generation import Sampling
 from langgraft.textfiles import iter_lines
 
 
@@ -172,7 +172,7 @@ def _ticker(bar):
 def _window(model, tok, items, span: tuple[int, int], *, sampling: Sampling, opts: GenerateOptions,
             tick) -> list[dict]:
     """Output records of input lines span = [start, end) (0-based), in order."""
-    from langgraft.generation import generate_texts
+    from langgraft.model.generation import generate_texts
 
     rows: list[dict] = []
     todo: list[tuple[int, str]] = []

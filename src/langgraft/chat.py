@@ -2,7 +2,7 @@
 
 A model with a chat template (an instruct stage's export or adapter, or any chat model) gets the conversation so
 far as chat turns; a base model without one continues each line as plain text, without history. Replies stream
-to the terminal as they are generated (decoding options: `langgraft.generation`; greedy with repetition penalty
+to the terminal as they are generated (decoding options: `langgraft.model.generation`; greedy with repetition penalty
 1.1 unless `--temperature` > 0). `--json` prints one JSON object per turn (prompt, reply, token counts) instead.
 
 Commands: `/system TEXT` sets the system message (an empty TEXT removes it), `/reset` starts a new
@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from langgraft.generation import Sampling
+from langgraft.model.generation import Sampling
 
 
 @dataclass
@@ -34,7 +34,7 @@ class ChatOptions:
 def reply(model, tok, history: list[dict], text: str, opts: ChatOptions, write=None) -> dict:
     """Generate the answer to `text` after `history`; `write` receives the reply's text as it is generated
     (None: not streamed). Returns the turn's record."""
-    from langgraft.generation import generate_texts, stream
+    from langgraft.model.generation import generate_texts, stream
     from langgraft.model.load import chat_text
 
     templated = bool(getattr(tok, "chat_template", None))

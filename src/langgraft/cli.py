@@ -181,7 +181,7 @@ def _demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- chat
 def _chat(args: argparse.Namespace) -> int:
     from langgraft.chat import ChatOptions, run_chat
-    from langgraft.generation import sampling_from_args
+    from langgraft.model.generation import sampling_from_args
 
     opts = ChatOptions(sampling_from_args(args), args.device, args.json, args.base, args.system)
     run_chat(args.model, opts, prompt=args.prompt)
@@ -191,7 +191,7 @@ def _chat(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- generate
 def _generate(args: argparse.Namespace) -> int:
     from langgraft.batch_generate import GenerateOptions, run_generate, summary_line
-    from langgraft.generation import sampling_from_args
+    from langgraft.model.generation import sampling_from_args
 
     opts = GenerateOptions(args.field, args.chat, args.batch_size, args.strict, args.device, args.base)
     counts = run_generate(args.model, args.input, args.out, sampling_from_args(args), opts)

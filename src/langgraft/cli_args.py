@@ -195,7 +195,7 @@ def demo_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    from langgraft.generation import add_sampling_args
+    from langgraft.model.generation import add_sampling_args
 
     p.add_argument("--model", required=True,
                    help="HF model dir (e.g. an `export` model/), hub id, or a PEFT adapter dir (e.g. a run's adapter/)")

@@ -183,9 +183,9 @@ def _chunk_logprobs(model, cache, ctx_mask, plen, row_group: list[int], conts: l
 
 def generate(model, tok, prompts: list[str], *, max_new_tokens: int, stop: list[str], batch_size: int = 8,
              progress: str = "", repetition_penalty: float = 1.1) -> list[str]:
-    """Greedy continuations cut before the first stop string (`langgraft.generation`: batched by length with
+    """Greedy continuations cut before the first stop string (`langgraft.model.generation`: batched by length with
     left padding, repetition penalty as configured); prompts cut to fit the context are counted on stderr."""
-    from langgraft.generation import Sampling, generate_texts
+    from langgraft.model.generation import Sampling, generate_texts
 
     sampling = Sampling(max_new_tokens=max_new_tokens, stop=list(stop), repetition_penalty=repetition_penalty)
     started, done = time.time(), [0]
