@@ -34,7 +34,8 @@ def test_bom_is_not_text(tmp_path):
 
 
 def test_every_reader_drops_the_bom(tmp_path):
-    from langgraft.data.readers import decoded_lines
+    from langgraft.data.config import SourceConfig
+    from langgraft.data.readers import decoded_lines, read_unit
     from langgraft.eval.records import read_records
     from langgraft.eval.tasks import DataSpec
     from langgraft.tokenizer.metrics import read_lines
@@ -44,6 +45,9 @@ def test_every_reader_drops_the_bom(tmp_path):
     (tmp_path / "t.csv").write_text(BOM + "text\nسلام\n", encoding="utf-8")
     assert read_lines(tmp_path / "t.jsonl") == ["سلام"] and read_lines(tmp_path / "t.txt") == ["1 سلام"]
     assert next(decoded_lines(str(tmp_path / "t.txt"))) == ("1 سلام", 1)
+    (tmp_path / "t.json").write_text(BOM + '[{"text": "سلام"}]', encoding="utf-8")
+    unit = {"reader": "json", "path": str(tmp_path / "t.json")}
+    assert [r for r, _ in read_unit(unit, SourceConfig(), True, {})] == [{"text": "سلام"}]
     for spec, record in ((DataSpec(path="t.jsonl"), {"text": "سلام"}),
                          (DataSpec(path="t.csv", format="csv"), {"text": "سلام"}),
                          (DataSpec(path="t.txt", format="lines", columns=["label", "text"]),

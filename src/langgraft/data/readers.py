@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from langgraft.data.config import DatasetConfig, SourceConfig
 from langgraft.errors import UserError
-from langgraft.textfiles import decode_line, json_line
+from langgraft.textfiles import BOM, decode_line, json_line
 
 EXTENSIONS = {".txt": "text", ".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
               ".parquet": "parquet"}
@@ -218,7 +218,7 @@ def _json_records(path: str) -> Iterator[tuple[dict, str]]:
     with _open_binary(Path(path)) as fh:
         raw = fh.read()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start} of the "
                         "file)") from None
