@@ -156,7 +156,7 @@ def test_model_card_without_gguf_and_with_evaluations(trained_run, tmp_path):
     (layout / "eval" / "base").mkdir(parents=True)
     (layout / "report" / "eval" / "results.json").write_text(json.dumps(results))
     card = render(gather(layout / "align" / "train"))
-    assert "| bpc_fa | fa | bpc | 7 | 3.2500 | 2.5000 |" in card and "gguf" not in card.split("---")[1]
+    assert "| bpc_fa | fa | bpc | 7 | 3.250 | 2.500 |" in card and "gguf" not in card.split("---")[1]
     summary = export_run(trained_run / "train", out=tmp_path / "plain")
     assert "gguf" not in summary and not (tmp_path / "plain" / "model.gguf").exists()
     assert (tmp_path / "plain" / "model" / "README.md").is_file()

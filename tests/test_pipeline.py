@@ -22,6 +22,7 @@ import yaml
 from langgraft.cli import main
 from langgraft.demo import run_demo
 from langgraft.errors import UserError
+from langgraft.eval.metrics import fmt
 from langgraft.pipeline.recipe import STAGES
 from langgraft.pipeline.run import run_recipe
 
@@ -135,7 +136,7 @@ def test_model_cards_carry_the_runs_own_numbers(demo):
         metric = meta["metrics"][0]
         value = compared["results"]["instruct"][task][metric]["value"]
         row = next(line for line in card.splitlines() if line.startswith(f"| {task} |"))
-        assert row.rstrip(" |").endswith(f"{value:.4f}"), row
+        assert row.rstrip(" |").endswith(f" {fmt(metric, value, unit=True)}"), row  # as every report prints it
     fert = json.loads((out / "report" / "summary.json").read_text())["tokenizer"]["fertility"]["fa"]
     assert f"base {fert['base']:.3f} → extended {fert['extended']:.3f}" in card
     instruct_card = (out / "instruct" / "export" / "model" / "README.md").read_text(encoding="utf-8")

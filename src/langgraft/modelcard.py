@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from langgraft.eval.metrics import fmt
 from langgraft.hub import is_hub_id
 from langgraft.rundir import atomic_write_text, read_manifest
 
@@ -233,7 +234,7 @@ def _eval_section(facts: dict) -> str:
         for doc in docs:
             for m in doc["models"]:
                 cell = doc["results"].get(m, {}).get(task, {}).get(metric)
-                values.append(_num(cell["value"]) if cell else "—")
+                values.append(fmt(metric, cell["value"], unit=True) if cell else "—")
         rows.append(f"| {task} | {meta.get('lang', '?')} | {metric} | {meta.get('n', '?')} | "
                     + " | ".join(values) + " |")
     return "\n".join(rows) + "\n"
