@@ -1,4 +1,4 @@
-"""Overlap between evaluation text and training text: one normalisation (`text_key`) and one index (`OverlapIndex`).
+"""Overlap between evaluation text and training text: one normalisation (`words`) and one index (`OverlapIndex`).
 
 Texts are compared as word sequences (`lang.words`: NFKC, Arabic/Persian letter variants and digits folded,
 diacritics, tatweel, punctuation and case dropped), so two copies of a text that differ only in those still match.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from langgraft.lang.words import words
 
@@ -33,21 +33,6 @@ def content_hash(text: str) -> int:
 def _key(tokens: list[str]) -> int:
     # U+001F (unit separator) never occurs inside a word token, so distinct word lists never join alike
     return content_hash("\x1f".join(tokens))
-
-
-def text_key(text: str) -> int | None:
-    """The key of a whole text (its words), or None when it has none."""
-    tokens = words(text)
-    return _key(tokens) if tokens else None
-
-
-def part_keys(parts: Iterable[str]) -> Iterator[int]:
-    """Keys a training record is checked with: each of its texts and each of their lines."""
-    for part in parts:
-        for piece in [part, *part.split("\n")] if "\n" in part else [part]:
-            key = text_key(piece)
-            if key is not None:
-                yield key
 
 
 def _grams(tokens: list[str]) -> list[int]:
@@ -73,7 +58,14 @@ class OverlapIndex:
 
     def matches(self, parts: Iterable[str]) -> bool:
         """Whether one of a record's texts, or one of their lines, is an indexed text."""
-        return any(key in self.texts for key in part_keys(parts))
+        for part in parts:
+            # a text's words are its lines' words in order ("\n" is never inside a word): one pass serves both
+            lines = [words(line) for line in part.split("\n")]
+            whole = [w for tokens in lines for w in tokens]
+            candidates = [whole, *lines] if len(lines) > 1 else [whole]
+            if any(tokens and _key(tokens) in self.texts for tokens in candidates):
+                return True
+        return False
 
     def share(self, text: str) -> float:
         """Share of the text's word 8-grams found in indexed text (1.0: it is a whole indexed text; a text under
