@@ -9,9 +9,9 @@ What is guarded is read from the evaluation tasks themselves (`leak_guard.tasks`
 recipe adds the tasks it evaluates): each task's data file(s) through the eval's own reader, every text a task
 shows or scores (its prompt fields, references, choices, intrinsic text): a second, hand-written list of evaluated
 files would drift from the tasks, and a recipe would train on what is evaluated. A task's few-shot pool
-(`shots_data`) is not guarded: those examples are context, not scored. `leak_guard.eval_sets` adds further files (e.g. a task's
-train split). A task whose data is not under the tasks root is reported (`tasks_not_found`), not an error: a
-data folder need not hold every shipped benchmark.
+(`shots_data`) is not guarded: those examples are context, not scored. `leak_guard.eval_sets` adds further files
+(e.g. a task's train split). A task whose data is not under the tasks root is reported (`tasks_not_found`), not an
+error: a data folder need not hold every shipped benchmark.
 """
 
 from __future__ import annotations
