@@ -233,8 +233,8 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
     ("chat",): ("talk to a model through its chat template (or answer one --prompt)", cli_args.chat_args, _chat),
     ("generate",): ("generate for every prompt of a JSONL file (batched, resumable)",
                     cli_args.generate_args, _generate),
-    ("run",): ("run a recipe stage by stage (data → tokenizer → model_extend → align → pretrain → instruct → report), "
-               "resumable", cli_args.run_args, _run),
+    ("run",): ("run a recipe stage by stage (data → tokenizer → model_extend → align → pretrain → instruct → "
+               "report), resumable", cli_args.run_args, _run),
     ("demo",): ("the whole pipeline on CPU in a few minutes on a bundled corpus, offline",
                 cli_args.demo_args, _demo),
 }

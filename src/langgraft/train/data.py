@@ -188,7 +188,8 @@ def _data_key(stage: str, cfg: TrainConfig, tokenizer) -> str:
     d = cfg.data
     tok_file = Path(cfg.model) / "tokenizer.json"
     # "positions": instruction rows carry position ids (rows cached without them are rebuilt)
-    parts = [stage == "instruct" and "positions", sha256_path(Path(d.dataset) / "dataset.json"), d.block_size, d.max_texts, d.replay_fraction, cfg.seed,
+    parts = [stage == "instruct" and "positions", sha256_path(Path(d.dataset) / "dataset.json"), d.block_size,
+             d.max_texts, d.replay_fraction, cfg.seed,
              sha256_path(Path(d.replay) / "dataset.json") if d.replay else None, len(tokenizer),
              sha256_path(tok_file) if tok_file.is_file() else None]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
