@@ -33,6 +33,36 @@ def test_python_dash_m_and_console_script_agree():
     assert missing.returncode == 2 and "--input" in missing.stderr
 
 
+def _defaults(*verb: str) -> dict:
+    """dest -> default of every flag of `langgraft VERB`."""
+    parser = build_parser()
+    for word in verb:
+        parser = next(a for a in parser._actions if a.dest in ("verb", "action")).choices[word]
+    return {a.dest: a.default for a in parser._actions}
+
+
+def test_flag_defaults_are_read_from_the_options_they_fill():
+    """One source per default: the CLI flag, the recipe section and the function agree because two of them read
+    the third."""
+    from langgraft.batch_generate import GenerateOptions
+    from langgraft.eval.options import EvalOptions
+    from langgraft.pipeline.recipe import Recipe
+    from langgraft.tokenizer.train import MAX_SENTENCES
+
+    ev, gen, recipe = _defaults("eval"), _defaults("generate"), Recipe()
+    for key in ("batch_size", "repetition_penalty", "contamination_threshold"):
+        assert ev[key] == getattr(EvalOptions(), key), key
+    assert recipe.eval.batch_size == EvalOptions().batch_size
+    assert (gen["batch_size"], gen["field"]) == (GenerateOptions().batch_size, GenerateOptions().field)
+    assert _defaults("tokenizer", "train")["max_sentences"] == recipe.tokenizer.max_sentences == MAX_SENTENCES
+
+
+def test_help_imports_no_torch():
+    code = "import sys; from langgraft.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 # ------------------------------------------------------------------------------------------------ config
 @dataclass
 class Lora:

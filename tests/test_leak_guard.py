@@ -173,3 +173,22 @@ def test_unknown_guarded_task_is_one_line(tmp_path, data_dir, bad):
     cfg = load_config(PrepareConfig, None, [f"root={data_dir}", f"leak_guard.tasks=[{tmp_path / bad if bad.endswith('.yaml') else bad}]"])
     with pytest.raises(UserError, match="nope_task|missing.yaml"):
         task_texts(cfg)
+
+
+def test_one_index_serves_the_guard_and_the_contamination_check(tmp_path):
+    """Texts match as words: a copy that differs in punctuation, case, letter variants, digits or diacritics is
+    the same text, for the guard (whole texts and lines) and for the contamination share (word 8-grams)."""
+    from langgraft.data.overlap import OverlapIndex
+
+    eval_text = "این یک متن ارزیابی ساختگی است که نباید در داده آموزش بیاید، سال ۱۴۰۲"
+    copy = "اين يك متنِ ارزيابي ساختگي است كه نبايد در داده آموزش بيايد - سال 1402!"
+    guard = OverlapIndex([eval_text, "..."])  # a text without words is not indexed
+    assert len(guard.texts) == 1
+    assert guard.matches([copy]) and guard.matches(["an unrelated first line\n" + copy])
+    assert not guard.matches(["این یک متن ارزیابی ساختگی است"]) and not guard.matches(["", "...", "\n"])
+    guard.save(tmp_path / "idx.npy")
+    assert OverlapIndex.load(tmp_path / "idx.npy").texts == guard.texts
+    assert OverlapIndex.load(tmp_path / "absent.npy").texts == set()
+    training = OverlapIndex([f"متنی دیگر پیش از آن. {copy} و متنی دیگر پس از آن."], grams=True)
+    assert training.share(eval_text) == 1.0  # every 8-gram of it occurs in training text
+    assert training.share("این جمله هیچ ربطی به داده آموزش ندارد و تازه نوشته شده است") == 0.0
