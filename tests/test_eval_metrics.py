@@ -6,13 +6,13 @@ import numpy as np
 import sacrebleu
 
 from langgraft.eval import metrics as M
+from langgraft.lang.words import words
 from helpers import persian_lines
 
 
 def test_persian_words_fold_letter_variants_digits_and_keep_zwnj_words():
     # Arabic yeh/kaf, Persian digits, a diacritic and punctuation; ZWNJ keeps می‌شود one word.
-    assert M.words("كتاب يك، ۱۲ می\u200cشود!") == M.words("کتابِ یک 12 می\u200cشود") == ["کتاب", "یک", "12",
-                                                                                    "می\u200cشود"]
+    assert words("كتاب يك، ۱۲ می\u200cشود!") == words("کتابِ یک 12 می\u200cشود") == ["کتاب", "یک", "12", "می\u200cشود"]
     assert M.qa_f1("بره (۳۰ فروردین)", "بره ۳۰ فروردين") == 1.0
     assert M.qa_f1("the cat sat", "a cat") == 2 * (1 / 2 * 1) / (1 / 2 + 1)
 

@@ -233,7 +233,7 @@ def test_glob_task_seeded_limit_and_own_ids_reach_the_samples(models, tmp_path, 
 def _namnak_paragraphs(data_dir, n: int, min_words: int = 40) -> list[str]:
     """The first `n` paragraphs of real Persian news that share no word 8-gram with each other (the site repeats
     boilerplate paragraphs, which would blur the overlap each test example is given)."""
-    from langgraft.eval.metrics import words
+    from langgraft.lang.words import words
 
     seen: set = set()
     out = []
@@ -252,7 +252,7 @@ def _namnak_paragraphs(data_dir, n: int, min_words: int = 40) -> list[str]:
 def _overlap_setup(tmp_path, data_dir):
     """Four real Persian paragraphs as a task; training text holding all of #0, the first 40% of #1's words, the
     first 12% of #2's and nothing of #3, each inside unrelated text."""
-    from langgraft.eval.metrics import words
+    from langgraft.lang.words import words
 
     paras, filler = _namnak_paragraphs(data_dir, 7)[:4], _namnak_paragraphs(data_dir, 7)[4:]
     (tmp_path / "paras.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in paras))
@@ -271,7 +271,8 @@ def _overlap_setup(tmp_path, data_dir):
 @pytest.mark.parametrize("threshold,flagged", [(0.2, [0, 1]), (0.05, [0, 1, 2]), (1.0, [0])])
 def test_contamination_reports_partial_overlap_per_example(tmp_path, data_dir, threshold, flagged):
     from langgraft.eval.contamination import build_index
-    from langgraft.eval.run import EvalOptions, prepare_tasks
+    from langgraft.eval.options import EvalOptions
+    from langgraft.eval.run import prepare_tasks
 
     task, train, expected = _overlap_setup(tmp_path, data_dir)
     errors: list[str] = []
