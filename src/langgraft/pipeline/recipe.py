@@ -19,6 +19,7 @@ from langgraft.tokenizer.train import MAX_SENTENCES
 # data first: the tokenizer may train on a prepared (cleaned, leak-guarded) train split, and the data stage takes
 # its normaliser from the recipe's tokenizer section, not from the trained tokenizer
 STAGES = ("data", "tokenizer", "tokenizer_extend", "model_extend", "align", "pretrain", "instruct", "report")
+TRAIN_STAGES = ("align", "pretrain", "instruct")  # run by every process of a multi-process launch
 EVAL_POINTS = ("base", "extended", "align", "pretrain", "instruct")
 Point = Literal["base", "extended", "align", "pretrain", "instruct"]  # a model the recipe can evaluate
 
@@ -172,7 +173,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: st
     plan.prepare = _sub_config(plan, PrepareConfig, "data", recipe.data.config, recipe.data.overrides)
     names = [ds.name for ds in plan.prepare.datasets]
     _check_tokenizer_dataset(plan, names)
-    for stage in ("align", "pretrain", "instruct"):
+    for stage in TRAIN_STAGES:
         section: TrainSection = getattr(recipe, stage)
         plan.train[stage] = _sub_config(plan, TrainConfig, stage, section.config, section.overrides)
         if not plan.configured(stage):

@@ -13,9 +13,9 @@ from typing import Sequence
 from langgraft.config import to_dict
 from langgraft.consolelog import own
 from langgraft.errors import UserError
-from langgraft.pipeline.recipe import STAGES, Plan, check_inputs, load_recipe, select_stages
-from langgraft.pipeline.stages import (PREVIOUS, TRAIN_STAGES, Ranks, build_data, build_model_extend, build_report,
-                                       build_tokenizer, build_tokenizer_extend, build_training)
+from langgraft.pipeline.recipe import STAGES, TRAIN_STAGES, Plan, check_inputs, load_recipe, select_stages
+from langgraft.pipeline.stages import (PREVIOUS, Ranks, build_data, build_model_extend, build_report, build_tokenizer,
+                                       build_tokenizer_extend, build_training)
 from langgraft.rundir import output_lock, read_manifest, write_json
 
 

@@ -16,10 +16,9 @@ from typing import Callable
 
 from langgraft.config import from_dict, to_dict
 from langgraft.errors import UserError
-from langgraft.pipeline.recipe import Plan, TrainSection, task_items
+from langgraft.pipeline.recipe import TRAIN_STAGES, Plan, TrainSection, task_items
 from langgraft.rundir import output_stamp, run_stage, write_json
 
-TRAIN_STAGES = ("align", "pretrain", "instruct")  # run by every process of a multi-process launch
 PREVIOUS = {"align": "extended", "pretrain": "align", "instruct": "pretrain"}  # the model each stage trains on
 
 
