@@ -178,7 +178,7 @@ def test_unknown_guarded_task_is_one_line(tmp_path, data_dir, bad):
 def test_one_index_serves_the_guard_and_the_contamination_check(tmp_path):
     """Texts match as words: a copy that differs in punctuation, case, letter variants, digits or diacritics is
     the same text, for the guard (whole texts and lines) and for the contamination share (word 8-grams)."""
-    from langgraft.data.overlap import OverlapIndex
+    from langgraft.overlap import OverlapIndex
 
     eval_text = "این یک متن ارزیابی ساختگی است که نباید در داده آموزش بیاید، سال ۱۴۰۲"
     copy = "اين يك متنِ ارزيابي ساختگي است كه نبايد در داده آموزش بيايد - سال 1402!"

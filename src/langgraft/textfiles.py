@@ -1,5 +1,5 @@
-"""Reading text files — `.txt` lines, `.jsonl` records, a file holding one JSON object — and `NAME=PATH` pairs:
-what every verb that reads such a file shares.
+"""Reading text files — `.txt` lines, `.jsonl` records, a file holding one JSON object — `NAME=PATH` pairs and the
+files a glob names: what every verb that reads such a file shares.
 
 Lines are decoded one at a time (a big file never sits in memory), and every problem is one UserError in one
 wording, `FILE:LINE: what is wrong`. A UTF-8 byte-order mark on the first line is dropped: editors on Windows
@@ -8,6 +8,7 @@ write one, it is not text, and `json.loads` rejects it.
 
 from __future__ import annotations
 
+import glob
 import json
 from collections import Counter
 from pathlib import Path
@@ -97,3 +98,14 @@ def parse_pairs(items: Sequence[str], flag: str) -> dict[str, str]:
             raise UserError(f"{flag} {item!r}: name {name!r} given twice")
         pairs[name] = path
     return pairs
+
+
+def expand_paths(pattern: str, root: Path, where: str) -> list[Path]:
+    """The files a glob names (relative to `root` unless absolute), sorted; none is an error naming `where`."""
+    if not pattern:
+        raise UserError(f"{where}.path is empty")
+    full = pattern if Path(pattern).is_absolute() else str(root / pattern)
+    paths = sorted(Path(p) for p in glob.glob(full, recursive=True) if Path(p).is_file())
+    if not paths:
+        raise UserError(f"{where}.path: no files match {full}")
+    return paths

@@ -43,7 +43,7 @@ from datatrove.utils.word_tokenizers import WordTokenizer
 
 from langgraft.data.config import DatasetConfig, PrepareConfig
 from langgraft.data.filters import clean, make_cleaner
-from langgraft.data.overlap import OverlapIndex, content_hash
+from langgraft.overlap import OverlapIndex, content_hash
 from langgraft.data.readers import chat_turns, explode, field_text, read_unit
 from langgraft.data.render import render_rows
 from langgraft.rundir import write_json

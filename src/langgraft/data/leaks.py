@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from langgraft.data.config import DatasetConfig, LeakGuardConfig, PrepareConfig
-from langgraft.data.overlap import OverlapIndex
-from langgraft.data.readers import explode, expand_paths, field_text, plan_units, read_unit
+from langgraft.overlap import OverlapIndex
+from langgraft.data.readers import explode, field_text, plan_units, read_unit
+from langgraft.textfiles import expand_paths
 from langgraft.lang import get_language
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 from langgraft.config import to_dict
 from langgraft.data import leaks
-from langgraft.data.overlap import OverlapIndex
+from langgraft.overlap import OverlapIndex
 from langgraft.data.config import DatasetConfig, PrepareConfig
 from langgraft.data.engine import run_dataset, stage_pipelines
 from langgraft.data.load import iter_records

@@ -9,7 +9,6 @@ Everything streams: lines are decoded one at a time; only `.json` (one JSON docu
 
 from __future__ import annotations
 
-import glob
 import gzip
 import json
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any, Iterator
 
 from langgraft.data.config import DatasetConfig, SourceConfig
 from langgraft.errors import UserError
-from langgraft.textfiles import BOM, decode_line, json_line
+from langgraft.textfiles import BOM, decode_line, expand_paths, json_line
 
 EXTENSIONS = {".txt": "text", ".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
               ".parquet": "parquet"}
@@ -33,16 +32,6 @@ def resolve_reader(src: SourceConfig, path: str) -> str:
     if ext not in EXTENSIONS:
         raise UserError(f"{path}: cannot tell the reader from the extension {ext!r}; set reader: in the source")
     return EXTENSIONS[ext]
-
-
-def expand_paths(pattern: str, root: Path, where: str) -> list[Path]:
-    if not pattern:
-        raise UserError(f"{where}.path is empty")
-    full = pattern if Path(pattern).is_absolute() else str(root / pattern)
-    paths = sorted(Path(p) for p in glob.glob(full, recursive=True) if Path(p).is_file())
-    if not paths:
-        raise UserError(f"{where}.path: no files match {full}")
-    return paths
 
 
 def plan_units(ds: DatasetConfig, root: Path, chunk_bytes: int) -> list[dict]:

@@ -1,6 +1,6 @@
 """Contamination check: how much of an evaluation example's text occurs in a training dataset?
 
-The training texts (`iter_training_texts`) go into an `OverlapIndex` with their word 8-grams (data/overlap.py,
+The training texts (`iter_training_texts`) go into an `OverlapIndex` with their word 8-grams (overlap.py,
 the one normalisation and index the `data prepare` leak guard uses too). An example's overlap is the share of its
 word 8-grams that occur in training text (1.0 when it is a whole training record; a text under 8 words counts only
 as a whole record). Eval is flagged at or above a threshold (`--contamination-threshold`, default 0.2): a
@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from langgraft.data.overlap import OverlapIndex
+from langgraft.overlap import OverlapIndex
 from langgraft.errors import UserError
 from langgraft.textfiles import iter_lines, json_line
 

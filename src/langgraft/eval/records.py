@@ -59,7 +59,7 @@ def _read_records(spec: DataSpec, root: Path, task: str) -> tuple[list[dict], st
 
 def data_files(spec: DataSpec, root: Path, task: str) -> list[Path]:
     """The files a data spec reads, in order: `path` may be a glob (several files, one task), sorted by name."""
-    from langgraft.data.readers import expand_paths
+    from langgraft.textfiles import expand_paths
 
     if spec.format == "parallel":
         return [root / rel for rel in spec.files.values()]
