@@ -12,6 +12,7 @@ from typing import Callable
 from langgraft.batch_generate import GenerateOptions
 from langgraft.eval.options import EvalOptions
 from langgraft.tokenizer.train import MAX_SENTENCES, MODEL_TYPES
+from langgraft.train.config import STAGES as TRAIN_STAGES
 
 
 def _force_arg(p: argparse.ArgumentParser) -> None:
@@ -119,7 +120,7 @@ def config_table(rows: list[tuple]) -> str:
 def train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show-config", action=_print_and_exit(_train_config_text),
                    help="print every config key with its type, default and meaning, then exit")
-    p.add_argument("--stage", required=True, choices=["align", "pretrain", "instruct"],
+    p.add_argument("--stage", required=True, choices=TRAIN_STAGES,
                    help="which stage to train")
     p.add_argument("--config", default=None, help="YAML config (see recipes/train/)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. optim.lr=1e-4")

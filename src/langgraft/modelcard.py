@@ -18,8 +18,8 @@ from pathlib import Path
 from langgraft.eval.metrics import fmt
 from langgraft.hub import is_hub_id
 from langgraft.rundir import atomic_write_text, read_manifest
+from langgraft.train.config import STAGES as TRAIN_STAGES
 
-TRAIN_STAGES = ("align", "pretrain", "instruct")
 WHAT = {"align": "embeddings + head, transformer frozen", "pretrain": "LoRA + embeddings + head",
         "instruct": "LoRA + embeddings + head, assistant turns"}
 

@@ -15,11 +15,11 @@ from langgraft.config import load_config
 from langgraft.errors import UserError
 from langgraft.eval.options import EvalOptions
 from langgraft.tokenizer.train import MAX_SENTENCES
+from langgraft.train.config import STAGES as TRAIN_STAGES  # run by every process of a multi-process launch
 
 # data first: the tokenizer may train on a prepared (cleaned, leak-guarded) train split, and the data stage takes
 # its normaliser from the recipe's tokenizer section, not from the trained tokenizer
 STAGES = ("data", "tokenizer", "tokenizer_extend", "model_extend", "align", "pretrain", "instruct", "report")
-TRAIN_STAGES = ("align", "pretrain", "instruct")  # run by every process of a multi-process launch
 EVAL_POINTS = ("base", "extended", "align", "pretrain", "instruct")
 Point = Literal["base", "extended", "align", "pretrain", "instruct"]  # a model the recipe can evaluate
 

@@ -162,7 +162,8 @@ def _discard_stale(run_dir: Path, stage: str, cfg, upstream: dict) -> None:
 
 def evaluate(plan: Plan, point: str) -> bool:
     """Evaluate one model stage into OUT/eval/<point>/; True when it ran (False: up to date or not requested)."""
-    from langgraft.eval.run import EvalOptions, run_eval
+    from langgraft.eval.options import EvalOptions
+    from langgraft.eval.run import run_eval
 
     e = plan.recipe.eval
     if point not in plan.eval_points():
