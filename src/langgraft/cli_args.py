@@ -11,7 +11,7 @@ from typing import Callable
 
 from langgraft.batch_generate import GenerateOptions
 from langgraft.eval.options import EvalOptions
-from langgraft.tokenizer.train import MAX_SENTENCES, MODEL_TYPES
+from langgraft.tokenizer.train import FIELD, MAX_SENTENCES, MODEL_TYPE, MODEL_TYPES
 from langgraft.train.config import STAGES as TRAIN_STAGES
 
 
@@ -24,10 +24,10 @@ def tokenizer_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", nargs="+", required=True, metavar="FILE",
                    help=".txt (a document per line), .jsonl, or a `data prepare` dataset folder: DIR (its train "
                         "split) or DIR:SPLIT")
-    p.add_argument("--field", default="text", help="jsonl field holding the text (default: text)")
+    p.add_argument("--field", default=FIELD, help=f"jsonl field holding the text (default: {FIELD})")
     p.add_argument("--lang", required=True, help="language code, e.g. fa")
     p.add_argument("--vocab-size", type=int, required=True)
-    p.add_argument("--model-type", choices=MODEL_TYPES, default="bpe")
+    p.add_argument("--model-type", choices=MODEL_TYPES, default=MODEL_TYPE)
     p.add_argument("--max-sentences", type=int, default=MAX_SENTENCES, help="sample at most this many lines")
     p.add_argument("--threads", type=int, default=None, help="trainer threads (default: all cores)")
     p.add_argument("--normalizer", nargs="*", default=[], metavar="KEY=VALUE",

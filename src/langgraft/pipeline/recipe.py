@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional, Sequence
 from langgraft.config import load_config
 from langgraft.errors import UserError
 from langgraft.eval.options import EvalOptions
-from langgraft.tokenizer.train import MAX_SENTENCES
+from langgraft.tokenizer.train import FIELD, MAX_SENTENCES, MODEL_TYPE
 from langgraft.train.config import STAGES as TRAIN_STAGES  # run by every process of a multi-process launch
 
 # data first: the tokenizer may train on a prepared (cleaned, leak-guarded) train split, and the data stage takes
@@ -32,8 +32,8 @@ class TokenizerSection:
     # any `input` files: the data stage's cleaning and leak guard then apply to the tokenizer's text too
     dataset: str = ""
     vocab_size: int = 20000  # SentencePiece pieces (paper: 20,000)
-    model_type: Literal["bpe", "unigram"] = "bpe"
-    field: str = "text"  # jsonl field holding the text
+    model_type: Literal["bpe", "unigram"] = MODEL_TYPE
+    field: str = FIELD  # jsonl field holding the text
     max_sentences: int = MAX_SENTENCES  # sample at most this many lines
     threads: Optional[int] = None  # trainer threads (default: all cores)
     normalizer: dict[str, Any] = _field(default_factory=dict)  # normaliser options, e.g. {digits: latin}

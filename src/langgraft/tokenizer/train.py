@@ -32,6 +32,8 @@ from langgraft.lang import Language, get_language
 from langgraft.rundir import run_stage, write_json
 
 MODEL_TYPES = ("bpe", "unigram")
+MODEL_TYPE = "bpe"  # the paper's choice; the CLI flag and the recipe read these defaults
+FIELD = "text"  # the .jsonl field holding the text
 MAX_SENTENCES = 2_000_000  # lines SentencePiece samples at most (the CLI flag and the recipe read this default)
 MAX_SENTENCE_BYTES = 8192
 CHARACTER_COVERAGE = 0.9995
@@ -42,9 +44,9 @@ def train_tokenizer(
     *,
     lang: str,
     vocab_size: int,
-    model_type: str = "bpe",
+    model_type: str = MODEL_TYPE,
     out: str | Path,
-    field: str = "text",
+    field: str = FIELD,
     max_sentences: int = MAX_SENTENCES,
     threads: int | None = None,
     normalizer: dict | None = None,
