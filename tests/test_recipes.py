@@ -15,10 +15,10 @@ from langgraft.cli import build_parser
 from langgraft.config import load_config
 from langgraft.data.config import PrepareConfig
 from langgraft.data.readers import plan_units
-from langgraft.textfiles import expand_paths
 from langgraft.demo import _materialise
 from langgraft.eval.tasks import load_task
 from langgraft.pipeline.recipe import EVAL_POINTS, check_inputs, load_recipe
+from langgraft.textfiles import expand_paths
 from langgraft.train.config import TrainConfig
 
 DEMO = ROOT / "src/langgraft/demo"
