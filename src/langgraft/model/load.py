@@ -40,7 +40,7 @@ def load_causal_lm(model: str, *, dtype="auto"):
     try:
         cfg = AutoConfig.from_pretrained(model, trust_remote_code=False)
     except (OSError, ValueError) as exc:
-        raise UserError(f"--model {model}: cannot load a model config ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"--model {model}: cannot load a model config ({_first_line(exc)})") from None
     try:
         return _from_pretrained(model, config=cfg, dtype=dtype)
     except ValueError as exc:
@@ -48,7 +48,7 @@ def load_causal_lm(model: str, *, dtype="auto"):
             raise UserError(f"--model {model}: {type(cfg).__name__} is not a causal language model") from None
         raise
     except OSError as exc:
-        raise UserError(f"--model {model}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"--model {model}: {_first_line(exc)}") from None
 
 
 def own_tokenizer(model: str):
