@@ -27,7 +27,7 @@ from helpers import (english_lines, load_base_tokenizer, make_dataset, make_exte
 from langgraft.cli import main
 from langgraft.config import apply_override, from_dict
 from langgraft.errors import UserError
-from langgraft.rundir import output_lock, read_manifest, run_stage
+from langgraft.rundir import output_lock, output_stamp, read_manifest, run_stage
 from langgraft.train.checkpoint import CHECKSUMS, list_checkpoints
 from langgraft.train.config import TrainConfig
 from langgraft.train.stages import train
@@ -612,6 +612,18 @@ def test_an_unchanged_tokenizer_train_says_skipped_and_force_reruns(tmp_path, da
     printed = capsys.readouterr().out
     assert "up to date, skipped" in printed and "wrote" not in printed
     assert main(args + ["--force"]) == 0 and "wrote" in capsys.readouterr().out
+
+
+def test_builds_in_the_same_second_are_told_apart(tmp_path):
+    """A forced rebuild that starts in the same second as the last one and takes as long is still a new output
+    (the CLI's "up to date, skipped" and the pipeline's "ran" are decided by the output's stamp)."""
+    out = tmp_path / "out"
+    stamps = []
+    for _ in range(4):
+        _stage(out, config={"same": True}, force=True)
+        stamps.append(output_stamp(out))
+    assert len({s[0] for s in stamps}) == 1  # one fingerprint: the same config and inputs every time
+    assert len(set(stamps)) == 4
 
 
 def test_a_dataset_rebuilt_in_place_is_not_up_to_date(train_setup, tmp_path, capsys):

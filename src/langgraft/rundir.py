@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -102,6 +103,7 @@ def run_stage(
                 "python": sys.version.split()[0],
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
                 "wall_time_s": round(time.time() - started, 3),
+                "build": uuid.uuid4().hex,  # tells two builds apart when they start in the same second
                 "summary": summary,
             }
             write_json(tmp / MANIFEST, manifest)
@@ -227,7 +229,7 @@ def input_identity(path: str | Path) -> Any:
 def output_stamp(out: str | Path) -> tuple | None:
     """Identity of one published output: a rerun that skipped leaves it unchanged, a rebuild changes it."""
     m = read_manifest(out)
-    return None if m is None else (m.get("fingerprint"), m.get("started"), m.get("wall_time_s"))
+    return None if m is None else (m.get("fingerprint"), m.get("started"), m.get("wall_time_s"), m.get("build"))
 
 
 def read_manifest(out: str | Path) -> dict | None:
