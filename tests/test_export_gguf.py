@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from langgraft.ggufio import write_gguf
+from langgraft.ggufio.write import write_gguf
 from langgraft.model.extend import extend_model
 from langgraft.tokenizer.extend import extend_tokenizer
 from langgraft.tokenizer.train import train_tokenizer
@@ -226,7 +226,7 @@ def test_bf16_and_q8_0_load_back_within_their_precision(tmp_path, trained_run, d
 @pytest.mark.parametrize("name,expected", [("llama3", "llama-bpe"), ("qwen2", "qwen2"), ("gpt2", "gpt-2")])
 def test_byte_level_bases_get_llama_cpp_pre_tokenizer_names(data_dir, name, expected):
     """The real base tokenizers as `tokenizer extend` loads them; the name follows the rules, not the token ids."""
-    from langgraft.ggufio import gguf_pre_name
+    from langgraft.ggufio.write import gguf_pre_name
     from langgraft.tokenizer.bases import load_base
 
     path = data_dir / "tokenizers" / name

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from langgraft.cli import main
 from langgraft.errors import UserError
-from langgraft.ggufio import gguf_info, import_gguf
+from langgraft.ggufio.read import gguf_info, import_gguf
 from helpers import english_lines, persian_lines
 
 

@@ -201,7 +201,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- import-gguf
 def _import_gguf(args: argparse.Namespace) -> int:
-    from langgraft.ggufio import import_gguf
+    from langgraft.ggufio.read import import_gguf
 
     s = import_gguf(args.gguf, args.out, dtype=args.dtype)["summary"]
     print(f"wrote {args.out}: {s['architecture']} {s['parameters'] / 1e6:.1f}M parameters ({s['dtype']}), "

@@ -4,7 +4,7 @@
                tokenizer: loads with `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`.
 `out/adapter/` the PEFT adapter (LoRA + trained rows only, megabytes): `PeftModel.from_pretrained(parent, DIR)`
                on the extended model from `langgraft extend` reproduces the same logits.
-`out/model.gguf` with `--gguf TYPE`: the merged model for llama.cpp / Ollama / LM Studio (ggufio.write_gguf).
+`out/model.gguf` with `--gguf TYPE`: the merged model for llama.cpp / Ollama / LM Studio (ggufio.write.write_gguf).
 `out/model/README.md` the model card, generated from the run's own records (modelcard.py).
 """
 
@@ -28,7 +28,7 @@ def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None) -> 
     config = {"run": str(run), "parent": parent, "parent_identity": input_identity(parent),
               "stage": manifest.get("stage")}
     if gguf is not None:
-        from langgraft.ggufio import check_gguf_writable
+        from langgraft.ggufio.write import check_gguf_writable
 
         if Path(parent).is_dir():  # before the merge: an unsupported model fails in a second
             check_gguf_writable(parent, gguf)
@@ -70,7 +70,7 @@ def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
 
     facts = gather(run)
     if gguf is not None:
-        from langgraft.ggufio import write_gguf
+        from langgraft.ggufio.write import write_gguf
 
         summary["gguf"] = write_gguf(tmp / "model", tmp / "model.gguf", gguf_type=gguf, name=model_name(facts))
     write_model_card(tmp / "model", facts, gguf=summary.get("gguf"))
