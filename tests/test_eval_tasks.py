@@ -119,6 +119,25 @@ def test_record_missing_field_names_task_file_and_record(tmp_path):
         build_examples(spec, records, shown)
 
 
+def test_blank_choices_are_dropped_and_the_gold_index_follows(tmp_path, data_dir):
+    rows = [{"x": "q1", "c": ["a", "", "b", "c"], "y": 3}, {"x": "q2", "c": ["a", "b", " ", "c"], "y": 4},
+            {"x": "q3", "c": ["a", "", "b", "c"], "y": 2}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = load_task(_write_task(tmp_path, choices=[], choices_field="c", label_offset=1))
+    examples, skipped = build_examples(spec, *read_records(spec.data, tmp_path, spec.name))
+    assert [(ex.choices, ex.gold) for ex in examples] == [(["a", "b", "c"], 1), (["a", "b", "c"], 2)]
+    assert skipped == {"gold choice is empty": 1}
+    # the shipped ParsiNLU questions padded to 4 with "" keep only their real options and their gold answer
+    spec = load_task(shipped_tasks()["parsinlu_mc_ck"])
+    records, shown = read_records(spec.data, data_dir, spec.name)
+    examples, _ = build_examples(spec, records, shown)
+    padded = [k for k, r in enumerate(records) if "" in r["candidates"]]
+    assert len(padded) == 19 and all(len(examples[k].choices) == 4 - records[k]["candidates"].count("")
+                                     for k in padded)
+    assert all(examples[k].choices[examples[k].gold] == records[k]["candidates"][int(records[k]["answer"]) - 1]
+               for k in range(len(records)))
+
+
 def _sst2_records(data_dir, n):
     lines = (data_dir / "sst2" / "data" / "stsa.binary.dev").read_text(encoding="utf-8").splitlines()[:n]
     return [{"x": line[2:], "y": line[0]} for line in lines]

@@ -190,6 +190,8 @@ def _example(task: TaskSpec, index: int, record: dict, skipped: Counter) -> Exam
         if not 0 <= ex.gold < len(ex.choices):
             skipped[f"label {raw!r} outside the choices"] += 1
             return None
+        if task.choices_field and not _drop_blank_choices(ex, skipped):
+            return None
     elif task.kind == "generate":
         value = get_path(record, task.target)
         ex.refs = [str(v) for v in value] if isinstance(value, list) else [str(value)]
@@ -205,6 +207,21 @@ def _example(task: TaskSpec, index: int, record: dict, skipped: Counter) -> Exam
             skipped["empty text"] += 1
             return None
     return ex
+
+
+def _drop_blank_choices(ex: Example, skipped: Counter) -> bool:
+    """Remove empty slots from a per-record choice list (ParsiNLU pads its 2- and 3-option questions to 4 with "").
+
+    A blank choice is no answer: scored, it is one space token, which outscores every real answer's several tokens
+    and would win most of the questions it appears in. False (the record is skipped) if the gold one is blank.
+    """
+    keep = [i for i, c in enumerate(ex.choices) if c.strip()]
+    if ex.gold not in keep:
+        skipped["gold choice is empty"] += 1
+        return False
+    ex.gold = keep.index(ex.gold)
+    ex.choices = [ex.choices[i] for i in keep]
+    return True
 
 
 def render(task: TaskSpec, ex: Example) -> str:
