@@ -87,15 +87,18 @@ def main() -> None:
     def enc(tok, docs: list[str]) -> list[list[int]]:
         return windows([[tok.bos_token_id] + tok(d, add_special_tokens=False)["input_ids"] for d in docs])
 
-    assert enc(base_tok, english) == enc(new_tok, english), "extended tokenizer re-tokenizes English"
+    en_ids = enc(base_tok, english)
+    assert en_ids == enc(new_tok, english), "extended tokenizer re-tokenizes English"
+    base_ids = {k: enc(base_tok, v) for k, v in texts.items()}
+    new_ids = {k: enc(new_tok, v) for k, v in texts.items()}
     base = AutoModelForCausalLM.from_pretrained(args.model).eval()
     head = base.get_output_embeddings().weight.float()
     n_base = len(base_tok)
-    h_en = hidden_states(base, enc(base_tok, english))
+    h_en = hidden_states(base, en_ids)
     chars = {k: sum(map(len, v)) for k, v in texts.items()}
-    ref = {k: score_hidden(hidden_states(base, enc(base_tok, v)), enc(base_tok, v), head, n_base, chars[k])["bpc"]
-           for k, v in texts.items()}
-    ref["English"] = score_hidden(h_en, enc(base_tok, english), head, n_base, sum(map(len, english)))["bpc"]
+    chars_en = sum(map(len, english))
+    ref = {k: score_hidden(hidden_states(base, ids), ids, head, n_base, chars[k])["bpc"] for k, ids in base_ids.items()}
+    ref["English"] = score_hidden(h_en, en_ids, head, n_base, chars_en)["bpc"]
     del base
     ext = AutoModelForCausalLM.from_pretrained(args.extended).eval()
     if args.untied:
@@ -109,9 +112,8 @@ def main() -> None:
         align(ext, train, torch.arange(n_base, len(new_tok)), steps - done)
         done = steps
         w = ext.get_output_embeddings().weight.detach().float()
-        row = {k: score_hidden(hidden_states(ext, enc(new_tok, v)), enc(new_tok, v), w, n_base, chars[k])["bpc"]
-               for k, v in texts.items()}
-        row["English"] = score_hidden(h_en, enc(base_tok, english), w, n_base, sum(map(len, english)))["bpc"]
+        row = {k: score_hidden(hidden_states(ext, ids), ids, w, n_base, chars[k])["bpc"] for k, ids in new_ids.items()}
+        row["English"] = score_hidden(h_en, en_ids, w, n_base, chars_en)["bpc"]
         rows.append((steps, row))
         print(f"{steps} steps ({time.time() - start:.0f} s): "
               + "  ".join(f"{k} {v:.4f} ({v / ref[k]:.3f}x)" for k, v in row.items()), flush=True)
