@@ -10,10 +10,9 @@ is what a tokenizer corpus offers.
 Scored, in bits per character, on two held-out Persian texts that no langgraft stage trains on: NTREX lines 1000+
 (78 single news sentences, ~11k characters) and the recipe's own `bpc_fa` documents (the 40 seeded Namnak health
 articles `eval.limit: 40, sample_seed: 0` picks, first 2,000 characters each, ~77k characters), plus the recipe's
-40 `bpc_en` documents in English. Each document is scored after one BOS, in windows of 1,024 tokens as `langgraft
-eval` scores bpc (so the base's Namnak number is the recipe's 2.90), the base on its own tokens. English ids
-are unchanged by the extension and every old row stays put, so English is scored from the base's hidden states
-with each head.
+40 `bpc_en` documents in English. Every text is scored by `langgraft eval`'s own scorer (BOS, windows of 1,024
+tokens), so the base's Namnak number is the recipe's 2.90; the base on its own tokens. English ids are unchanged
+by the extension (asserted).
 
     python bench/rows_bound.py --model models/SmolLM2-135M-Instruct --extended runs/smollm2-135m-persian/model_extend \
         [--fit namnak-rest|news] [--steps 0,16,48] [--untied] [--docs 20]
@@ -25,15 +24,13 @@ Persian there, so the step-0 cost on such text cannot be removed by an init).
 from __future__ import annotations
 
 import argparse
+import math
 import time
-from pathlib import Path
 
 import torch
 
 from benchdata import DATA, article_texts, news_articles, FARS
-from init_methods import align, hidden_states, score_hidden
-
-WINDOW = 1024  # eval's text_nll window: the same context the recipe's bpc_fa numbers were scored with
+from init_methods import align
 
 
 def eval_texts(task: str, rest: bool = False) -> list[str]:
@@ -51,10 +48,11 @@ def eval_texts(task: str, rest: bool = False) -> list[str]:
     return [e.text for e in every if e.id not in ids]
 
 
-def windows(seqs: list[list[int]], size: int = WINDOW) -> list[list[int]]:
-    """Each sequence cut the way `langgraft eval` scores bpc: windows of `size`, each starting with the previous
-    window's last token, so every token is predicted once with at most `size` − 1 tokens of context."""
-    return [s[a: a + size] for s in seqs for a in range(0, len(s) - 1, size - 1)]
+def bpc(model, tok, texts: list[str]) -> float:
+    """Bits per character, scored by the eval's own `text_nll` (its BOS and 1,024-token windows)."""
+    from langgraft.eval.scoring import text_nll
+
+    return sum(n for n, _ in text_nll(model, tok, texts)) / math.log(2) / sum(map(len, texts))
 
 
 def fit_blocks(tok, which: str, block: int) -> torch.Tensor:
@@ -83,23 +81,13 @@ def main() -> None:
     texts = {"NTREX (sentences)": (DATA / "ntrex/NTREX-128/newstest2019-ref.fas.txt").read_text(
         encoding="utf-8").splitlines()[1000:1078], "Namnak (documents)": eval_texts("bpc_fa")[: args.docs]}
     english = eval_texts("bpc_en")
-
-    def enc(tok, docs: list[str]) -> list[list[int]]:
-        return windows([[tok.bos_token_id] + tok(d, add_special_tokens=False)["input_ids"] for d in docs])
-
-    en_ids = enc(base_tok, english)
-    assert en_ids == enc(new_tok, english), "extended tokenizer re-tokenizes English"
-    base_ids = {k: enc(base_tok, v) for k, v in texts.items()}
-    new_ids = {k: enc(new_tok, v) for k, v in texts.items()}
+    texts["English"] = english
+    assert [base_tok(t)["input_ids"] for t in english] == [new_tok(t)["input_ids"] for t in english], \
+        "extended tokenizer re-tokenizes English"
     base = AutoModelForCausalLM.from_pretrained(args.model).eval()
-    head = base.get_output_embeddings().weight.float()
-    n_base = len(base_tok)
-    h_en = hidden_states(base, en_ids)
-    chars = {k: sum(map(len, v)) for k, v in texts.items()}
-    chars_en = sum(map(len, english))
-    ref = {k: score_hidden(hidden_states(base, ids), ids, head, n_base, chars[k])["bpc"] for k, ids in base_ids.items()}
-    ref["English"] = score_hidden(h_en, en_ids, head, n_base, chars_en)["bpc"]
+    ref = {k: bpc(base, base_tok, v) for k, v in texts.items()}
     del base
+    n_base = len(base_tok)
     ext = AutoModelForCausalLM.from_pretrained(args.extended).eval()
     if args.untied:
         ext.config.tie_word_embeddings = False
@@ -111,9 +99,7 @@ def main() -> None:
         start = time.time()
         align(ext, train, torch.arange(n_base, len(new_tok)), steps - done)
         done = steps
-        w = ext.get_output_embeddings().weight.detach().float()
-        row = {k: score_hidden(hidden_states(ext, ids), ids, w, n_base, chars[k])["bpc"] for k, ids in new_ids.items()}
-        row["English"] = score_hidden(h_en, en_ids, w, n_base, chars_en)["bpc"]
+        row = {k: bpc(ext, new_tok, v) for k, v in texts.items()}
         rows.append((steps, row))
         print(f"{steps} steps ({time.time() - start:.0f} s): "
               + "  ".join(f"{k} {v:.4f} ({v / ref[k]:.3f}x)" for k, v in row.items()), flush=True)
