@@ -12,6 +12,7 @@ Writes nothing except, with --out DIR (default $OUT when set), DIR/gpu_train.jso
 peak GPU memory, then `RESULT` lines (tokens/s and memory per stage), the last one for pretrain tokens/s.
 
     python bench/gpu_train.py [--stages pretrain,align] [--steps 10] [--warmup 3] [--compile auto|on|off] [--out DIR]
+    python bench/gpu_train.py --shape smollm2 --micro-batch 32 --compile off   # the GPU recipe's shape
     python bench/gpu_train.py --smoke      # same code, tiny model on CPU (checks the script, not the speed)
 """
 
@@ -35,6 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs fro
 SHAPES = {
     "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=32, vocab=49856, old=32000, seq=2048),
+    # SmolLM2-135M extended by recipes/smollm2-135m-persian*.yaml (66,688 rows, 49,152 old), at the GPU recipe's
+    # align/pretrain batch shape (32 × 512): the tokens/s bench/gpu_recipe.sh sizes that recipe's steps by
+    "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, vocab=66688, old=49152, seq=512),
     "smoke": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=4, vocab=1024, old=640, seq=128),
 }
@@ -163,6 +168,7 @@ def run_one(side: str, stage: str, shape: dict, args, device: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", choices=["7b", "smollm2"], default="7b", help="model shape (GPU runs)")
     ap.add_argument("--stages", default="pretrain,align")
     ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps per run")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
@@ -179,7 +185,7 @@ def main() -> None:
     else:
         if not torch.cuda.is_available():
             sys.exit("no CUDA device; use --smoke to check the script on CPU")
-        shape, device = SHAPES["7b"], "cuda"
+        shape, device = SHAPES[args.shape], "cuda"
         args.compile = args.compile != "off"
         torch.backends.cuda.matmul.allow_tf32 = True
     # compiler caches go to a temporary folder that is removed at the end: nothing is left outside --out
