@@ -48,6 +48,7 @@ import shutil, subprocess, sys, tempfile
 from pathlib import Path
 import pyarrow.parquet as pq
 sys.path.insert(0, "src")
+from langgraft.eval.records import data_files
 from langgraft.eval.tasks import load_task, resolve_tasks
 from langgraft.pipeline.recipe import load_recipe
 from langgraft.pipeline.stages import task_items
@@ -64,10 +65,8 @@ files = set()
 for path in resolve_tasks(task_items(plan)):
     spec = load_task(path)
     for d in filter(None, (spec.data, spec.shots_data)):  # the examples, and where in-context shots come from
-        files.update([d.path] if d.path else d.files.values())
+        files.update(str(f.relative_to(data)) for f in data_files(d, data, spec.name))
 files.update(str(Path(t).relative_to("../shared/data")) for t in plan.recipe.eval.texts.values())
-missing = [f for f in files if not (data / f).is_file()]
-assert not missing, f"not in {data}: {missing}"
 subprocess.run(["tar", "-C", str(data), "-cJf", ".gpu2/evaldata.tar.xz", *sorted(files)], check=True)
 print(f"prep: {len(files)} evaluated files")
 EOF
