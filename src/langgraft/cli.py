@@ -162,9 +162,9 @@ def _run(args: argparse.Namespace) -> int:
     from langgraft.pipeline.recipe import load_recipe
     from langgraft.pipeline.run import run_recipe
 
-    args.out = str(load_recipe(args.recipe, args.overrides).out)  # where langgraft.log goes
+    args.out = str(load_recipe(args.recipe, args.overrides, smoke=args.smoke).out)  # where langgraft.log goes
 
-    _print_summary(run_recipe(args.recipe, args.overrides, start=args.start, stop=args.stop))
+    _print_summary(run_recipe(args.recipe, args.overrides, start=args.start, stop=args.stop, smoke=args.smoke))
     return 0
 
 

@@ -189,6 +189,9 @@ def run_args(p: argparse.ArgumentParser) -> None:
                    help="first stage to run (earlier ones must be finished): data, tokenizer, tokenizer_extend, "
                         "model_extend, align, pretrain, instruct, report")
     p.add_argument("--to", dest="stop", default=None, metavar="STAGE", help="last stage to run")
+    p.add_argument("--smoke", action="store_true",
+                   help="a short run of the whole recipe into OUT-smoke: each training stage 2 steps on at most 200 "
+                        "texts, evaluation on 4 examples per task (data and tokenizer stages as configured)")
 
 
 def demo_args(p: argparse.ArgumentParser) -> None:
