@@ -1,12 +1,18 @@
-"""`langgraft run RECIPE --smoke` (the whole recipe, short, into OUT-smoke) and recipe overrides of a stage's
-override list, which merge by key instead of replacing the list."""
+"""The demo without any data but its own, `langgraft run RECIPE --smoke` (the whole recipe, short, into
+OUT-smoke), and recipe overrides of a stage's override list, which merge by key instead of replacing the list."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+import langgraft
 
 from langgraft.cli import main
 from langgraft.config import apply_override
@@ -16,15 +22,25 @@ from langgraft.pipeline.recipe import SMOKE_EVAL_LIMIT, STAGES, load_recipe
 
 @pytest.fixture(scope="module")
 def demo_folder(tmp_path_factory) -> Path:
-    import torch
-
-    from langgraft.demo import _materialise, build_base
-
-    folder = tmp_path_factory.mktemp("smoke") / "demo"
-    _materialise(folder, lambda line: None)
-    torch.set_num_threads(1)  # as `langgraft demo` does: tiny matrices
-    build_base(folder / "base", folder / "corpus" / "en.txt")
-    return folder
+    """`langgraft demo` as an outside user runs it: langgraft's own files only (a copy of the package, so nothing
+    next to this checkout is found), LANGGRAFT_DATA pointing nowhere, no ../shared beside the working folder."""
+    top = tmp_path_factory.mktemp("alone")
+    package = top / "a" / "pkg"
+    shutil.copytree(Path(langgraft.__file__).parent, package / "langgraft",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    work = top / "a" / "work"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(package), "LANGGRAFT_DATA": str(top / "nowhere"), "OMP_NUM_THREADS": "1"}
+    probe = subprocess.run([sys.executable, "-c", "import langgraft.eval.tasks as t; print(t.__file__); "
+                            "print(t.default_data_root().exists())"], cwd=work, env=env, capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert probe == [str(package / "langgraft" / "eval" / "tasks.py"), "False"]  # no real data reachable
+    done = subprocess.run([sys.executable, "-m", "langgraft", "demo", "--out", "demo"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "report: " in done.stdout and "demo_bpc_fa bpc: base" in done.stdout
+    assert not (top / "nowhere").exists() and not (top / "a" / "shared").exists()
+    return work / "demo"
 
 
 def test_a_stage_override_list_merges_by_key(demo_folder):
@@ -83,6 +99,7 @@ def test_smoke_plan_shortens_every_training_stage_and_eval_and_moves_out(demo_fo
 
 
 def test_smoke_run_of_the_demo_runs_every_stage_short(demo_folder, capsys, monkeypatch):
+    before = {str(m): m.stat().st_mtime_ns for m in demo_folder.rglob("manifest.json")}
     monkeypatch.chdir(demo_folder)
     assert main(["run", "recipe.yaml", "--smoke"]) == 0
     out = demo_folder.with_name("demo-smoke")
@@ -96,4 +113,4 @@ def test_smoke_run_of_the_demo_runs_every_stage_short(demo_folder, capsys, monke
         results = json.loads((out / "eval" / point / "results.json").read_text())
         counts = {name: task["n"] for name, task in results["tasks"].items()}
         assert len(counts) == 3 and 0 < max(counts.values()) <= SMOKE_EVAL_LIMIT, (point, counts)
-    assert not (demo_folder / "align").exists()  # the real run's folder got nothing
+    assert {str(m): m.stat().st_mtime_ns for m in demo_folder.rglob("manifest.json")} == before  # real run untouched

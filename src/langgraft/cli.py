@@ -289,8 +289,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"langgraft: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("langgraft: interrupted", file=sys.stderr)
+        again = RESUMES.get(args.verb if args.verb != "data" else f"data {args.action}")
+        print("langgraft: interrupted" + (f"; {again}" if again else ""), file=sys.stderr)
         return 130
+
+
+# what running the same command again does after Ctrl-C, for the verbs that pick up where they stopped
+RESUMES = {
+    "run": "rerun the same command to resume: finished stages are skipped, training continues from its last "
+           "checkpoint",
+    "demo": "rerun the same command to resume: finished stages are skipped",
+    "train": "rerun it with --resume to continue from the last checkpoint in --out",
+    "generate": "rerun the same command to resume after the last complete output line",
+    "data prepare": "rerun the same command to resume: finished tasks are skipped",
+}
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def resolve_model(name: str | Path, *, flag: str = "--model") -> str:
     text = str(name)
     path = Path(text).expanduser()
     if path.is_dir():
-        return str(path.resolve())
+        return str(_model_folder(path).resolve())
     if path.exists():
         raise UserError(f"{flag} {text}: not a directory (a model is an HF model folder or a hub id)")
     local = f"{flag} {text}: no such local directory ({path.absolute()})"
@@ -45,6 +45,15 @@ def resolve_model(name: str | Path, *, flag: str = "--model") -> str:
     if answer is None or cached:
         return text
     raise UserError(f"{local}; as a hub id: {answer}")
+
+
+def _model_folder(path: Path) -> Path:
+    """`langgraft export --out DIR` keeps the merged model in DIR/model: DIR itself (neither a model nor an adapter
+    folder) means that one, so every verb takes an export folder as it is printed."""
+    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists() \
+            and (path / "model" / "config.json").is_file():
+        return path / "model"
+    return path
 
 
 def is_hub_id(name: str | None) -> bool:
