@@ -97,7 +97,7 @@ def _export(args: argparse.Namespace) -> int:
     from langgraft.export import export_run
 
     gguf = args.gguf_type or ("f16" if args.gguf else None)
-    r, skipped = _produce(args, lambda: export_run(args.run, out=args.out, gguf=gguf))
+    r, skipped = _produce(args, lambda: export_run(args.run, out=args.out, gguf=gguf, checkpoint=args.checkpoint))
     if not skipped:
         print(f"wrote {args.out}/model ({r['model_mb']:.1f} MB, model card README.md) and {args.out}/adapter "
               f"({r['adapter_mb']:.2f} MB of weights)")

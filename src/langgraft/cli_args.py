@@ -132,6 +132,8 @@ def train_args(p: argparse.ArgumentParser) -> None:
 
 def export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="a finished `langgraft train` run directory")
+    p.add_argument("--checkpoint", default=None, metavar="step-N",
+                   help="export that checkpoint of --run (step-N or N; also while the run still trains)")
     p.add_argument("--out", required=True, help="output: model/ (merged HF checkpoint) and adapter/ (PEFT)")
     p.add_argument("--gguf", action="store_true", help="also write model.gguf for llama.cpp / Ollama / LM Studio")
     p.add_argument("--gguf-type", choices=["f16", "bf16", "q8_0"], default=None,
@@ -149,7 +151,7 @@ def eval_args(p: argparse.ArgumentParser) -> None:
     d = EvalOptions()
     p.add_argument("--list-tasks", action=_print_and_exit(_task_listing),
                    help="list the shipped tasks (name, language, kind, suites, data) and where their YAMLs are")
-    p.add_argument("--model", nargs="+", default=[], metavar="NAME=PATH", help="models (HF dirs) to evaluate")
+    p.add_argument("--model", nargs="+", default=[], metavar="NAME=PATH", help="models to evaluate: HF model dirs, exports, PEFT adapters, training runs or their checkpoints (RUN/checkpoints/step-N)")
     p.add_argument("--tasks", nargs="+", default=[], metavar="LIST",
                    help="task names, suites (fa_core, en_core, all) or task .yaml files; commas allowed")
     p.add_argument("--compare", nargs="+", default=None, metavar="DIR", help="merge earlier eval outputs instead")

@@ -1,4 +1,5 @@
 """`langgraft export --run DIR --out DIR`: a finished training run → a full HF checkpoint + a compact adapter.
+`--checkpoint step-N` exports one of the run's checkpoints instead (each holds its weights as a PEFT adapter/).
 
 `out/model/`   the stage's parent model with LoRA and the trained rows merged in (safetensors), plus the extended
                tokenizer: loads with `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`.
@@ -17,16 +18,15 @@ from langgraft.errors import UserError
 from langgraft.rundir import input_identity, read_manifest, run_stage
 
 
-def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None) -> dict:
-    """Merge training run `run` into `out`; `gguf` (f16, bf16, q8_0) also writes `out/model.gguf`."""
+def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None, checkpoint: str | None = None) -> dict:
+    """Merge training run `run` into `out`; `gguf` (f16, bf16, q8_0) also writes `out/model.gguf`; `checkpoint`
+    (step-N, or N) exports that checkpoint's adapter instead of the finished run's, also while the run goes on."""
     run = Path(run)
-    manifest = read_manifest(run)
-    if manifest is None or not (run / "adapter" / "adapter_config.json").is_file():
-        raise UserError(f"--run {run}: not a finished `langgraft train` run (no manifest.json or adapter/)")
-    parent = manifest["config"]["model"]
+    adapter, parent, stage = _adapter_of(run, checkpoint)
     # the parent's identity too: a parent rebuilt in place makes another merged model from the same adapter
-    config = {"run": str(run), "parent": parent, "parent_identity": input_identity(parent),
-              "stage": manifest.get("stage")}
+    config = {"run": str(run), "parent": parent, "parent_identity": input_identity(parent), "stage": stage}
+    if checkpoint is not None:
+        config["checkpoint"] = adapter.parent.name
     if gguf is not None:
         from langgraft.ggufio.write import check_gguf_writable
 
@@ -35,12 +35,41 @@ def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None) -> 
         config["gguf"] = gguf
 
     def work(tmp: Path) -> dict:
-        return _export(run, parent, tmp, gguf)
+        return _export(run, adapter, parent, tmp, gguf)
 
-    return run_stage(out, stage="export", config=config, inputs=[run / "adapter"], work=work).manifest["summary"]
+    return run_stage(out, stage="export", config=config, inputs=[adapter], work=work).manifest["summary"]
 
 
-def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
+def _adapter_of(run: Path, checkpoint: str | None) -> tuple[Path, str, str | None]:
+    """(adapter folder, parent model, stage) of a finished run, or of one of its checkpoints."""
+    import json
+
+    from langgraft.train.checkpoint import ADAPTER, PREFIX, list_checkpoints
+
+    manifest = read_manifest(run)
+    if checkpoint is None:
+        if manifest is None or not (run / "adapter" / "adapter_config.json").is_file():
+            raise UserError(f"--run {run}: not a finished `langgraft train` run (no manifest.json or adapter/); "
+                            "--checkpoint step-N exports one of its checkpoints")
+        return run / "adapter", manifest["config"]["model"], manifest.get("stage")
+    found = {int(p.name[len(PREFIX):]): p for p in list_checkpoints(run / "checkpoints")
+             if p.name[len(PREFIX):].isdigit()}
+    step = checkpoint.removeprefix(PREFIX)
+    if not step.isdigit() or int(step) not in found:
+        have = ", ".join(f"{PREFIX}{n}" for n in sorted(found)) or "none"
+        raise UserError(f"--checkpoint {checkpoint}: not a checkpoint of {run} (checkpoints: {have})")
+    name = int(step)
+    adapter = found[name] / ADAPTER
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"--checkpoint {checkpoint}: {found[name]} holds no {ADAPTER}/ (written by an older "
+                        "langgraft); resume the run to write a new one")
+    saved = json.loads((run / "train_config.json").read_text(encoding="utf-8"))["config"] \
+        if (run / "train_config.json").is_file() else (manifest or {}).get("config", {})
+    parent = saved.get("model") or json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    return adapter, parent, saved.get("stage")
+
+
+def _export(run: Path, adapter: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
@@ -50,17 +79,17 @@ def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
     base = load_causal_lm(parent)
     tied = base.get_output_embeddings().weight is base.get_input_embeddings().weight
     try:
-        model = PeftModel.from_pretrained(base, run / "adapter")
+        model = PeftModel.from_pretrained(base, adapter)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"--run {run}: adapter does not load on {parent} ({str(exc).splitlines()[0]})") from None
-    shutil.copytree(run / "adapter", tmp / "adapter")
+    shutil.copytree(adapter, tmp / "adapter")
     merged = model.merge_and_unload()
     if tied and merged.get_output_embeddings().weight is not merged.get_input_embeddings().weight:
         # the config still says tied, so loading would tie the head back to the input rows and quietly drop the
         # merged head: the saved model would not be the one trained. Stop instead of writing it
         raise RuntimeError("merging untied a tied head")
     merged.save_pretrained(tmp / "model")
-    AutoTokenizer.from_pretrained(run / "adapter").save_pretrained(tmp / "model")
+    AutoTokenizer.from_pretrained(adapter).save_pretrained(tmp / "model")
     # the next stage (rows=new) needs to know which rows are new: carry the surgery's record along
     copy_new_tokens(parent, tmp / "model")
     if (Path(parent) / "extend_report.json").is_file():
@@ -68,7 +97,7 @@ def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
     summary = {"parent": parent, "tied": tied, "model_mb": _mb(tmp / "model"), "adapter_mb": _mb(tmp / "adapter")}
     from langgraft.modelcard import gather, model_name, write_model_card
 
-    facts = gather(run)
+    facts = gather(run if read_manifest(run) is not None else Path(parent))  # a running run: from its parent on
     if gguf is not None:
         from langgraft.ggufio.write import write_gguf
 

@@ -48,11 +48,14 @@ def resolve_model(name: str | Path, *, flag: str = "--model") -> str:
 
 
 def _model_folder(path: Path) -> Path:
-    """`langgraft export --out DIR` keeps the merged model in DIR/model: DIR itself (neither a model nor an adapter
-    folder) means that one, so every verb takes an export folder as it is printed."""
-    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists() \
-            and (path / "model" / "config.json").is_file():
-        return path / "model"
+    """A folder that is neither a model nor an adapter but holds one means that one, so every verb takes the
+    folders langgraft prints: an export (`export --out DIR`: DIR/model), a training run or one of its checkpoints
+    (RUN/adapter, RUN/checkpoints/step-N/adapter: PEFT adapters, loaded on the base they name)."""
+    if (path / "config.json").exists() or (path / "adapter_config.json").exists():
+        return path
+    for inner in (path / "model" / "config.json", path / "adapter" / "adapter_config.json"):
+        if inner.is_file():
+            return inner.parent
     return path
 
 

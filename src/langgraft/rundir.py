@@ -180,6 +180,7 @@ def _acquire(lock: Path, out: Path):
         held = FileLock(lock, timeout=0, on_acquired=descriptor.append)
         try:
             lock.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(lock, os.O_RDWR | os.O_CREAT, 0o666))  # an unwritable place fails here, not as "busy"
             held.acquire()
         except Timeout:
             try:

@@ -82,6 +82,8 @@ def load_model(path: str, device: str | None):
 
 def load_model_or_adapter(path: str, device: str | None = None, base: str | None = None):
     """(model, tokenizer) in eval mode, from a model dir or an adapter dir (+ its base, or `base`)."""
+    if Path(path).is_dir():  # an export, a training run or a checkpoint: the model or adapter inside
+        path = resolve_model(path)
     adapter_cfg = Path(path) / "adapter_config.json"
     if not adapter_cfg.is_file():
         if base:

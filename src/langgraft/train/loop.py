@@ -32,6 +32,7 @@ class Trainer:
     loss_module: Any
     optimizer: Any
     scheduler: Any
+    tokenizer: Any = None  # saved with each checkpoint's adapter/, so `export --checkpoint` has it
 
 
 @dataclass
@@ -177,7 +178,7 @@ def checkpoint(trainer: Trainer, cfg, out: Path, state: LoopState) -> Path:
                            optimizer=trainer.optimizer, scheduler=trainer.scheduler,
                            extra={"tokens": state.tokens, "loss": state.last_loss}, keep=cfg.keep_checkpoints,
                            rank=accelerator.process_index, world=accelerator.num_processes,
-                           barrier=accelerator.wait_for_everyone)
+                           barrier=accelerator.wait_for_everyone, tokenizer=trainer.tokenizer)
 
 
 def _stop_on_nan(optimizer, out: Path, state: LoopState) -> None:

@@ -164,7 +164,7 @@ def _fit(run: Run, resume: bool):
         state.step, state.tokens, state.last_loss = saved["step"], saved["tokens"], saved["loss"]
     if accelerator.is_main_process:  # lines after the resumed step (or every line, from scratch) are redone
         _truncate_metrics(out / "metrics.jsonl", state.step)
-    trainer = Trainer(accelerator, loss_module, optimizer, scheduler)
+    trainer = Trainer(accelerator, loss_module, optimizer, scheduler, run.tokenizer)
     state = run_loop(trainer, run.train_blocks, cfg, out, state, run.val)
     if cfg.checkpoint_every:
         checkpoint(trainer, cfg, out, state)
