@@ -114,3 +114,20 @@ def test_smoke_run_of_the_demo_runs_every_stage_short(demo_folder, capsys, monke
         counts = {name: task["n"] for name, task in results["tasks"].items()}
         assert len(counts) == 3 and 0 < max(counts.values()) <= SMOKE_EVAL_LIMIT, (point, counts)
     assert {str(m): m.stat().st_mtime_ns for m in demo_folder.rglob("manifest.json")} == before  # real run untouched
+
+
+def test_prepared_instructions_are_a_trl_conversational_dataset(demo_folder):
+    """`data prepare`'s instruction splits load with `datasets` as they are, and their `messages` column is the
+    conversational format TRL's SFTTrainer takes (checked by TRL itself where it is installed)."""
+    from datasets import load_dataset
+
+    info = json.loads((demo_folder / "data" / "instructions" / "dataset.json").read_text())
+    files = {split: [str(demo_folder / "data" / "instructions" / f) for f in part["files"]]
+             for split, part in info["splits"].items()}
+    ds = load_dataset("parquet", data_files=files)
+    assert ds["train"].num_rows == info["splits"]["train"]["records"] > 0
+    for row in ds["train"]:
+        turns = row["messages"]
+        assert [t["role"] for t in turns][-2:] == ["user", "assistant"] and all(t["content"] for t in turns)
+    trl = pytest.importorskip("trl.data_utils")
+    assert all(trl.is_conversational(row) for row in ds["train"])

@@ -97,12 +97,18 @@ def _export(args: argparse.Namespace) -> int:
     from langgraft.export import export_run
 
     gguf = args.gguf_type or ("f16" if args.gguf else None)
-    r, skipped = _produce(args, lambda: export_run(args.run, out=args.out, gguf=gguf, checkpoint=args.checkpoint))
+    r, skipped = _produce(args, lambda: export_run(args.run, out=args.out, gguf=gguf, checkpoint=args.checkpoint,
+                                                   base_id=args.base_id))
     if not skipped:
         print(f"wrote {args.out}/model ({r['model_mb']:.1f} MB, model card README.md) and {args.out}/adapter "
               f"({r['adapter_mb']:.2f} MB of weights)")
         if "gguf" in r:
             print(f"wrote {args.out}/{r['gguf']['file']} ({r['gguf']['mb']:.1f} MB, {r['gguf']['type']})")
+    if args.push_to_hub:
+        from langgraft.export import push_export
+
+        pushed = push_export(args.out, args.push_to_hub, private=args.private)
+        print(f"pushed {len(pushed['files'])} files to {pushed['repo']} (commit {pushed['commit'][:12]})")
     return 0
 
 

@@ -134,6 +134,13 @@ def export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="a finished `langgraft train` run directory")
     p.add_argument("--checkpoint", default=None, metavar="step-N",
                    help="export that checkpoint of --run (step-N or N; also while the run still trains)")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO",
+                   help="upload the export to this hub model repo (model/ at its root, adapter/ as a subfolder, "
+                        "model.gguf); needs a token (`hf auth login` or HF_TOKEN)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    p.add_argument("--base-id", default=None, metavar="HUB_ID",
+                   help="the hub id the adapter's base (the extended model) is published under: recorded as the "
+                        "adapter's base instead of the local path")
     p.add_argument("--out", required=True, help="output: model/ (merged HF checkpoint) and adapter/ (PEFT)")
     p.add_argument("--gguf", action="store_true", help="also write model.gguf for llama.cpp / Ollama / LM Studio")
     p.add_argument("--gguf-type", choices=["f16", "bf16", "q8_0"], default=None,

@@ -18,15 +18,27 @@ from langgraft.errors import UserError
 from langgraft.rundir import input_identity, read_manifest, run_stage
 
 
-def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None, checkpoint: str | None = None) -> dict:
+def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None, checkpoint: str | None = None,
+               base_id: str | None = None) -> dict:
     """Merge training run `run` into `out`; `gguf` (f16, bf16, q8_0) also writes `out/model.gguf`; `checkpoint`
-    (step-N, or N) exports that checkpoint's adapter instead of the finished run's, also while the run goes on."""
+    (step-N, or N) exports that checkpoint's adapter instead of the finished run's, also while the run goes on;
+    `base_id` is the hub id the adapter's base is published under, recorded as its base instead of the local path."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     run = Path(run)
+    if base_id is not None:
+        try:
+            validate_repo_id(base_id)
+        except HFValidationError:
+            raise UserError(f"--base-id {base_id}: not a hub id (owner/name)") from None
     adapter, parent, stage = _adapter_of(run, checkpoint)
     # the parent's identity too: a parent rebuilt in place makes another merged model from the same adapter
     config = {"run": str(run), "parent": parent, "parent_identity": input_identity(parent), "stage": stage}
     if checkpoint is not None:
         config["checkpoint"] = adapter.parent.name
+    if base_id is not None:
+        config["base_id"] = base_id
     if gguf is not None:
         from langgraft.ggufio.write import check_gguf_writable
 
@@ -35,7 +47,10 @@ def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None, che
         config["gguf"] = gguf
 
     def work(tmp: Path) -> dict:
-        return _export(run, adapter, parent, tmp, gguf)
+        summary = _export(run, adapter, parent, tmp, gguf)
+        if base_id is not None:
+            _record_hub_base(tmp / "adapter", base_id, stage or "")
+        return summary
 
     return run_stage(out, stage="export", config=config, inputs=[adapter], work=work).manifest["summary"]
 
@@ -104,6 +119,44 @@ def _export(run: Path, adapter: Path, parent: str, tmp: Path, gguf: str | None) 
         summary["gguf"] = write_gguf(tmp / "model", tmp / "model.gguf", gguf_type=gguf, name=model_name(facts))
     write_model_card(tmp / "model", facts, gguf=summary.get("gguf"))
     return summary
+
+
+def _record_hub_base(adapter: Path, base_id: str, stage: str) -> None:
+    """The adapter names its base by hub id (PEFT's `base_model_name_or_path`, the card's `base_model`), so it
+    loads for anyone who can reach the hub, not only on this machine."""
+    import json
+
+    from langgraft.train.adapter_card import write_adapter_card
+
+    cfg_path = adapter / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["base_model_name_or_path"] = base_id
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_adapter_card(adapter, base_id, stage)
+
+
+def push_export(out: str | Path, repo: str, *, private: bool = False, endpoint: str | None = None,
+                token: str | None = None) -> dict:
+    """Upload an export to the hub in one commit: `model/` at the repo's root (so `from_pretrained(REPO)` loads
+    it and its README.md is the repo's card), `adapter/` as the `adapter` subfolder, `model.gguf` at the root.
+    The manifest and log stay here: they hold this machine's paths."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    out = Path(out)
+    files = [(p, p.relative_to(out / "model").as_posix()) for p in sorted((out / "model").rglob("*")) if p.is_file()]
+    files += [(p, p.relative_to(out).as_posix()) for p in sorted((out / "adapter").rglob("*")) if p.is_file()]
+    files += [(p, p.name) for p in sorted(out.glob("*.gguf"))]
+    if not files:
+        raise UserError(f"--push-to-hub: {out} holds no export (model/, adapter/)")
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        url = api.create_repo(repo, private=private, exist_ok=True)
+        commit = api.create_commit(repo, [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path))
+                                          for path, name in files],
+                                   commit_message=f"langgraft export ({len(files)} files)")
+    except Exception as exc:  # noqa: BLE001 - network, auth and hub refusals are all the user's to act on
+        raise UserError(f"--push-to-hub {repo}: {' '.join(str(exc).split())[:300]}") from None
+    return {"repo": str(url), "commit": commit.oid, "files": [name for _, name in files]}
 
 
 def _mb(path: Path) -> float:
