@@ -117,6 +117,19 @@ def _eval(args: argparse.Namespace) -> int:
     from langgraft.eval.options import EvalOptions
     from langgraft.eval.run import compare, parse_models, run_eval
 
+    if args.export_lm_eval:
+        from langgraft.eval.lm_eval_export import export_lm_eval
+
+        if not args.tasks:
+            raise UserError("--export-lm-eval: --tasks is required (the tasks to write)")
+        done = export_lm_eval(args.tasks, args.export_lm_eval, EvalOptions(shots=args.shots, limit=args.limit,
+                                                                            sample_seed=args.sample_seed),
+                              data_root=args.data_root)
+        print(f"wrote {len(done['tasks'])} lm-eval tasks to {args.export_lm_eval} (lm_eval --include_path "
+              f"{args.export_lm_eval} --tasks langgraft ...)")
+        return 0
+    if not args.out:
+        raise UserError("--out is required (the output folder)")
     if args.compare:
         doc, skipped = _produce(args, lambda: compare(args.compare, args.out))
     else:

@@ -162,7 +162,10 @@ def eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", nargs="+", default=[], metavar="LIST",
                    help="task names, suites (fa_core, en_core, all) or task .yaml files; commas allowed")
     p.add_argument("--compare", nargs="+", default=None, metavar="DIR", help="merge earlier eval outputs instead")
-    p.add_argument("--out", required=True, help="output directory (results.json, report.md, samples/, charts/)")
+    p.add_argument("--out", default=None, help="output directory (results.json, report.md, samples/, charts/)")
+    p.add_argument("--export-lm-eval", default=None, metavar="DIR",
+                   help="instead of evaluating: write --tasks as lm-evaluation-harness tasks into DIR "
+                        "(lm_eval --include_path DIR --tasks langgraft)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples of each task")
     p.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
                    help="with --limit: a random N examples drawn with this seed instead of the first N")
