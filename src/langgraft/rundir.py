@@ -9,8 +9,8 @@ matches is a no-op that returns the stored manifest.
 What a stage may replace is decided here, once for every verb: an empty or missing folder, or an earlier output
 of the same stage (another stage's output only with `--force`); never a folder langgraft did not write, never a
 folder holding one of the stage's inputs, never an output inside one of its inputs. While a stage writes, a
-sibling `.NAME.lock` is held with an OS file lock (filelock), which the OS releases when the process dies, so a second writer
-gets one line naming the holder instead of racing it. Outputs get the user's umask like any other file.
+sibling `.NAME.lock` is held with an OS file lock (filelock), which the OS releases when the process dies, so a
+second writer gets one line naming the holder instead of racing it. Outputs get the user's umask like any other file.
 """
 
 from __future__ import annotations
@@ -139,6 +139,8 @@ def check_apart(out: Path, inputs: Sequence[str | Path]) -> None:
 
 
 _held: dict[str, list] = {}  # lock files this process holds -> [FileLock, nesting depth]
+if hasattr(os, "register_at_fork"):  # POSIX only; filelock itself closes the descriptor a forked child inherits
+    os.register_at_fork(after_in_child=_held.clear)  # a child holds none of its parent's locks
 
 
 @contextlib.contextmanager
