@@ -67,7 +67,7 @@ def test_a_model_without_template_continues_plain_text(models):
     expected, n_ctx = _greedy(plain, "امروز هوا", 5)
     assert [t["reply"] for t in turns] == [expected, expected]  # no history in plain mode
     assert turns[0]["context_tokens"] == n_ctx and not turns[0]["chat_template"]
-    assert out.getvalue().splitlines() == [expected, expected]
+    assert out.getvalue() == f"{expected}\n\n{expected}\n"  # piped: a blank line between replies
 
 
 def test_bad_input_is_one_line(tmp_path, models, capsys):
@@ -85,10 +85,10 @@ def test_streamed_replies_print_the_same_text_as_the_non_streamed_ones(models, d
     chat, plain = models
     lines = persian_lines(data_dir, 2)
     lines.append("Hello, how are you?")
-    streamed = io.StringIO()  # the terminal shows exactly the replies, one line each
+    streamed = io.StringIO()  # the output shows exactly the replies, a blank line between them
     turns = run_chat(str(chat), ChatOptions(Sampling(max_new_tokens=12)), stdin=io.StringIO("\n".join(lines)),
                      stdout=streamed)
-    assert streamed.getvalue().splitlines() == [t["reply"] for t in turns] and len(turns) == 3
+    assert streamed.getvalue() == "\n\n".join(t["reply"] for t in turns) + "\n" and len(turns) == 3
     loaded = {path: load(str(path)) for path in (chat, plain)}
     free = reply(*loaded[plain], [], lines[2], ChatOptions(Sampling(max_new_tokens=12)))["reply"]
     stop = free[4:6]
@@ -206,3 +206,53 @@ def test_a_terminal_session_streams_and_ends_cleanly_on_ctrl_d(models):
     text = seen.decode("utf-8", errors="replace")
     assert text.startswith("chatting with") and seen.count(b"> ") == 4
     assert expected and f"{expected}\r\n" in text
+
+
+def test_an_export_folder_is_taken_as_its_model(models, tmp_path, capsys):
+    """`langgraft export --out DIR` prints DIR; DIR/model holds the model: chat (and every verb) takes DIR."""
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(models[0], export / "model")
+    answers = []
+    for path in (export, export / "model"):
+        assert main(["chat", "--model", str(path), "--prompt", "سلام", "--max-new-tokens", "4", "--json"]) == 0
+        answers.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["reply"])
+    assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("drop", ["tokenizer", "config"])
+def test_a_model_folder_missing_a_part_is_one_complete_line(models, tmp_path, capsys, drop):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(models[0], broken)
+    for p in broken.iterdir():
+        if p.name.startswith("tokenizer") if drop == "tokenizer" else p.name == "config.json":
+            p.unlink()
+    assert main(["chat", "--model", str(broken), "--prompt", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"langgraft: error: cannot load model {broken}") and "\n" not in err
+    assert not err.rstrip().endswith(":")  # not cut off after the loader's first line
+
+
+@pytest.mark.parametrize("verb,args,says", [
+    ("run", ["recipe.yaml"], "rerun the same command to resume"),
+    ("generate", ["--model", "m", "--input", "p.jsonl", "--out", "o"], "rerun the same command to resume"),
+    ("train", ["--stage", "align", "--out", "o"], "rerun it with --resume"),
+    ("eval", ["--model", "m=m", "--tasks", "bpc_fa", "--out", "o"], None)])
+def test_ctrl_c_says_whether_a_rerun_resumes(monkeypatch, capsys, verb, args, says):
+    from langgraft import cli
+
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    for action in parser._subparsers._group_actions[0].choices.values():
+        if action.get_default("func") is not None and action.prog.split()[-1] == verb:
+            action.set_defaults(func=interrupted)
+    assert cli.main([verb, *args]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("langgraft: interrupted")
+    assert (says in err[0]) if says else err[0] == "langgraft: interrupted"

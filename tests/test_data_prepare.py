@@ -303,3 +303,27 @@ def test_one_progress_bar_per_phase(tmp_path, data_dir, capfd):
         assert "100%" in line and "task" in line and done and done[1] == done[2], line
     log = (out / LOG).read_text(encoding="utf-8")
     assert all(line in log for line in bars.values())
+
+
+def _lsh_error_by_brute_force(threshold: float, bands: int, rows: int) -> float:
+    """The same error with a plain 20,001-point trapezoid rule: an independent check of the quadrature."""
+    import numpy as np
+
+    s = np.linspace(0.0, 1.0, 20001)
+    curve = 1 - (1 - s ** rows) ** bands
+    below = s <= threshold
+    return 0.5 * np.trapezoid(curve[below], s[below]) + 0.5 * np.trapezoid(1 - curve[~below], s[~below])
+
+
+@pytest.mark.parametrize("threshold,num_perm", [(0.5, 16), (0.8, 112), (0.7, 64), (0.9, 128), (0.3, 40)])
+def test_lsh_params_minimise_the_banding_error(threshold, num_perm):
+    from langgraft.data.engine import lsh_params
+
+    bands, rows = lsh_params(threshold, num_perm)
+    assert bands >= 1 and rows >= 1 and bands * rows <= num_perm
+    chosen = _lsh_error_by_brute_force(threshold, bands, rows)
+    others = [_lsh_error_by_brute_force(threshold, b, r) for b in range(1, num_perm + 1)
+              for r in range(1, num_perm // b + 1) if (b, r) != (bands, rows)]
+    assert chosen <= min(others) + 1e-6  # no other split of the permutations does better
+    # the S-curve's steepest point (1/b)^(1/r) sits near the threshold it was tuned for
+    assert abs((1 / bands) ** (1 / rows) - threshold) < 0.15

@@ -17,7 +17,7 @@ from langgraft.cli import main
 from langgraft.export import export_run
 from langgraft.train.adapter_card import write_adapter_card
 from langgraft.train.stages import train
-from helpers import make_extended_model, tiny_run, train_config
+from helpers import make_extended_model, persian_lines, tiny_run, train_config
 
 
 @pytest.mark.parametrize("stage,kind,tok", [("pretrain", "llama", "mistral"), ("align", "gemma", "gpt2")])
@@ -96,3 +96,45 @@ def test_adapter_card_of_a_base_taken_straight_from_the_hub(tmp_path, monkeypatc
     write_adapter_card(tmp_path / "adapter", "HuggingFaceTB/SmolLM2-135M", "instruct")
     card = (tmp_path / "adapter" / "README.md").read_text(encoding="utf-8")
     assert card.startswith("---\nbase_model: HuggingFaceTB/SmolLM2-135M\n") and "langgraft extend" not in card
+
+
+def test_every_checkpoint_is_a_peft_adapter_that_export_and_eval_take(tmp_path, data_dir, capsys):
+    """Step N of a run, not only its end: each checkpoint holds adapter/ (PEFT), `export --checkpoint step-N`
+    merges it, and eval takes the checkpoint folder itself."""
+    cfg = tiny_run(tmp_path, data_dir, 50, 10, max_steps=4, checkpoint_every=2, keep_checkpoints=2, eval_every=0,
+                   optim={"lr": 1e-2, "embed_lr": 1e-2})
+    run = tmp_path / "run"
+    train("pretrain", cfg, out=run)
+    checkpoints = sorted((run / "checkpoints").iterdir())
+    assert [c.name for c in checkpoints] == ["step-00000002", "step-00000004"]
+    logits = {}
+    ids = torch.randint(0, 1000, (2, 12))
+    for ckpt in checkpoints:
+        assert (ckpt / "adapter" / "adapter_config.json").is_file() and (ckpt / "adapter" / "tokenizer.json").is_file()
+        out = tmp_path / f"export-{ckpt.name}"
+        assert main(["export", "--run", str(run), "--checkpoint", ckpt.name.replace("0000000", ""),
+                     "--out", str(out)]) == 0
+        assert json.loads((out / "manifest.json").read_text())["config"]["checkpoint"] == ckpt.name
+        with torch.no_grad():
+            logits[ckpt.name] = AutoModelForCausalLM.from_pretrained(out / "model").eval()(ids).logits
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "export")]) == 0
+    with torch.no_grad():
+        final = AutoModelForCausalLM.from_pretrained(tmp_path / "export" / "model").eval()(ids).logits
+    torch.testing.assert_close(logits["step-00000004"], final)  # the last checkpoint is the finished run
+    assert not torch.allclose(logits["step-00000002"], final)  # step 2 is its own model
+    # a missing step names the ones there are
+    assert main(["export", "--run", str(run), "--checkpoint", "step-3", "--out", str(tmp_path / "x")]) == 2
+    assert "checkpoints: step-2, step-4" in capsys.readouterr().err
+    # eval: the checkpoint folder, its adapter, and the export of it score the same
+    texts = tmp_path / "heldout.jsonl"
+    texts.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n"
+                             for t in persian_lines(data_dir, 70)[-4:]), encoding="utf-8")
+    task = tmp_path / "task.yaml"
+    task.write_text(f"name: ck_bpc\nlang: fa\nkind: intrinsic\ndata: {{path: {texts}, format: jsonl}}\n"
+                    "text: text\nmetrics: [bpc]\n")
+    models = [f"ck={checkpoints[0]}", f"ad={checkpoints[0] / 'adapter'}",
+              f"ex={tmp_path / 'export-step-00000002'}"]
+    assert main(["eval", "--model", *models, "--tasks", str(task), "--out", str(tmp_path / "eval")]) == 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())["results"]
+    scores = {name: results[name]["ck_bpc"]["bpc"]["value"] for name in ("ck", "ad", "ex")}
+    assert scores["ck"] == scores["ad"] and abs(scores["ck"] - scores["ex"]) < 1e-4, scores

@@ -285,7 +285,9 @@ def test_model_card_takes_the_license_from_the_base_card(trained_run, tmp_path):
     run_manifest["config"]["model"] = str(ext)
     (run / "manifest.json").write_text(json.dumps(run_manifest))
     card = render(gather(run))
-    assert 'license: "apache-2.0"' in card and "License: apache-2.0." in card
+    import yaml
+
+    assert yaml.safe_load(card.split("---\n")[1])["license"] == "apache-2.0" and "License: apache-2.0." in card
 
 
 def test_export_cli_refuses_an_unsupported_model_before_merging(trained_run, tmp_path, capsys):

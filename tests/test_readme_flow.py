@@ -143,8 +143,12 @@ def test_readme_verb_by_verb_flow_runs_as_written(tmp_path, data_dir, monkeypatc
 
 
 def test_readme_install_takes_the_pinned_torch_from_the_cpu_index():
-    """README's CPU install line names exactly the torch version pyproject pins (the CPU build satisfies the pin)."""
-    pin = re.search(r'"torch==([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8")).group(1)
+    """README's CPU install line names exactly the torch version constraints.txt pins (the CPU build satisfies it),
+    and README and CI install through the constraints file."""
+    pin = re.search(r"^torch==(\S+)$", (ROOT / "constraints.txt").read_text(encoding="utf-8"), re.M).group(1)
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"pip install torch=={pin} --index-url https://download.pytorch.org/whl/cpu" in readme
-    assert f'pip install -e ".[test]" --extra-index-url https://download.pytorch.org/whl/cpu' in readme
+    assert 'pip install -c constraints.txt -e ".[test]" --extra-index-url https://download.pytorch.org/whl/cpu' in readme
+    install = 'pip install -c constraints.txt -e ".[test]"'
+    assert install in readme.split("## Install")[1].split("```")[1]
+    assert 'pip install --quiet -c constraints.txt -e ".[test]"' in (ROOT / ".ci/run").read_text()

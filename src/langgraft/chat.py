@@ -71,6 +71,8 @@ def run_chat(path: str, opts: ChatOptions, *, prompt: str | None = None, stdin: 
             break
         if _command(text, opts, history, stdout):
             continue
+        if turns and not interactive and not opts.json:
+            write("\n")  # piped: a blank line between replies, which may span several lines themselves
         try:
             turn = reply(model, tok, history, text, opts, None if opts.json else write)
         except KeyboardInterrupt:

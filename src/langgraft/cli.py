@@ -97,12 +97,18 @@ def _export(args: argparse.Namespace) -> int:
     from langgraft.export import export_run
 
     gguf = args.gguf_type or ("f16" if args.gguf else None)
-    r, skipped = _produce(args, lambda: export_run(args.run, out=args.out, gguf=gguf))
+    r, skipped = _produce(args, lambda: export_run(args.run, out=args.out, gguf=gguf, checkpoint=args.checkpoint,
+                                                   base_id=args.base_id))
     if not skipped:
         print(f"wrote {args.out}/model ({r['model_mb']:.1f} MB, model card README.md) and {args.out}/adapter "
               f"({r['adapter_mb']:.2f} MB of weights)")
         if "gguf" in r:
             print(f"wrote {args.out}/{r['gguf']['file']} ({r['gguf']['mb']:.1f} MB, {r['gguf']['type']})")
+    if args.push_to_hub:
+        from langgraft.export import push_export
+
+        pushed = push_export(args.out, args.push_to_hub, private=args.private)
+        print(f"pushed {len(pushed['files'])} files to {pushed['repo']} (commit {pushed['commit'][:12]})")
     return 0
 
 
@@ -111,6 +117,19 @@ def _eval(args: argparse.Namespace) -> int:
     from langgraft.eval.options import EvalOptions
     from langgraft.eval.run import compare, parse_models, run_eval
 
+    if args.export_lm_eval:
+        from langgraft.eval.lm_eval_export import export_lm_eval
+
+        if not args.tasks:
+            raise UserError("--export-lm-eval: --tasks is required (the tasks to write)")
+        done = export_lm_eval(args.tasks, args.export_lm_eval, EvalOptions(shots=args.shots, limit=args.limit,
+                                                                            sample_seed=args.sample_seed),
+                              data_root=args.data_root)
+        print(f"wrote {len(done['tasks'])} lm-eval tasks to {args.export_lm_eval} (lm_eval --include_path "
+              f"{args.export_lm_eval} --tasks langgraft ...)")
+        return 0
+    if not args.out:
+        raise UserError("--out is required (the output folder)")
     if args.compare:
         doc, skipped = _produce(args, lambda: compare(args.compare, args.out))
     else:
@@ -162,9 +181,9 @@ def _run(args: argparse.Namespace) -> int:
     from langgraft.pipeline.recipe import load_recipe
     from langgraft.pipeline.run import run_recipe
 
-    args.out = str(load_recipe(args.recipe, args.overrides).out)  # where langgraft.log goes
+    args.out = str(load_recipe(args.recipe, args.overrides, smoke=args.smoke).out)  # where langgraft.log goes
 
-    _print_summary(run_recipe(args.recipe, args.overrides, start=args.start, stop=args.stop))
+    _print_summary(run_recipe(args.recipe, args.overrides, start=args.start, stop=args.stop, smoke=args.smoke))
     return 0
 
 
@@ -289,8 +308,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"langgraft: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("langgraft: interrupted", file=sys.stderr)
+        again = RESUMES.get(args.verb if args.verb != "data" else f"data {args.action}")
+        print("langgraft: interrupted" + (f"; {again}" if again else ""), file=sys.stderr)
         return 130
+
+
+# what running the same command again does after Ctrl-C, for the verbs that pick up where they stopped
+RESUMES = {
+    "run": "rerun the same command to resume: finished stages are skipped, training continues from its last "
+           "checkpoint",
+    "demo": "rerun the same command to resume: finished stages are skipped",
+    "train": "rerun it with --resume to continue from the last checkpoint in --out",
+    "generate": "rerun the same command to resume after the last complete output line",
+    "data prepare": "rerun the same command to resume: finished tasks are skipped",
+}
 
 
 if __name__ == "__main__":

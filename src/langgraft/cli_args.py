@@ -132,6 +132,15 @@ def train_args(p: argparse.ArgumentParser) -> None:
 
 def export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="a finished `langgraft train` run directory")
+    p.add_argument("--checkpoint", default=None, metavar="step-N",
+                   help="export that checkpoint of --run (step-N or N; also while the run still trains)")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO",
+                   help="upload the export to this hub model repo (model/ at its root, adapter/ as a subfolder, "
+                        "model.gguf); needs a token (`hf auth login` or HF_TOKEN)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    p.add_argument("--base-id", default=None, metavar="HUB_ID",
+                   help="the hub id the adapter's base (the extended model) is published under: recorded as the "
+                        "adapter's base instead of the local path")
     p.add_argument("--out", required=True, help="output: model/ (merged HF checkpoint) and adapter/ (PEFT)")
     p.add_argument("--gguf", action="store_true", help="also write model.gguf for llama.cpp / Ollama / LM Studio")
     p.add_argument("--gguf-type", choices=["f16", "bf16", "q8_0"], default=None,
@@ -149,11 +158,14 @@ def eval_args(p: argparse.ArgumentParser) -> None:
     d = EvalOptions()
     p.add_argument("--list-tasks", action=_print_and_exit(_task_listing),
                    help="list the shipped tasks (name, language, kind, suites, data) and where their YAMLs are")
-    p.add_argument("--model", nargs="+", default=[], metavar="NAME=PATH", help="models (HF dirs) to evaluate")
+    p.add_argument("--model", nargs="+", default=[], metavar="NAME=PATH", help="models to evaluate: HF model dirs, exports, PEFT adapters, training runs or their checkpoints (RUN/checkpoints/step-N)")
     p.add_argument("--tasks", nargs="+", default=[], metavar="LIST",
                    help="task names, suites (fa_core, en_core, all) or task .yaml files; commas allowed")
     p.add_argument("--compare", nargs="+", default=None, metavar="DIR", help="merge earlier eval outputs instead")
-    p.add_argument("--out", required=True, help="output directory (results.json, report.md, samples/, charts/)")
+    p.add_argument("--out", default=None, help="output directory (results.json, report.md, samples/, charts/)")
+    p.add_argument("--export-lm-eval", default=None, metavar="DIR",
+                   help="instead of evaluating: write --tasks as lm-evaluation-harness tasks into DIR "
+                        "(lm_eval --include_path DIR --tasks langgraft)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples of each task")
     p.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
                    help="with --limit: a random N examples drawn with this seed instead of the first N")
@@ -189,6 +201,9 @@ def run_args(p: argparse.ArgumentParser) -> None:
                    help="first stage to run (earlier ones must be finished): data, tokenizer, tokenizer_extend, "
                         "model_extend, align, pretrain, instruct, report")
     p.add_argument("--to", dest="stop", default=None, metavar="STAGE", help="last stage to run")
+    p.add_argument("--smoke", action="store_true",
+                   help="a short run of the whole recipe into OUT-smoke: each training stage 2 steps on at most 200 "
+                        "texts, evaluation on 4 examples per task (data and tokenizer stages as configured)")
 
 
 def demo_args(p: argparse.ArgumentParser) -> None:

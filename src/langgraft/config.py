@@ -62,7 +62,24 @@ def apply_override(raw: dict, item: str) -> None:
         if not isinstance(child, dict):
             raise UserError(f"override {key}: {part} is not a section")
         node = child
+    if parts[-1] == "overrides" and isinstance(node.get("overrides"), list) and value != []:
+        value = merge_overrides(node["overrides"], value, key=key)
     node[parts[-1]] = value
+
+
+def merge_overrides(old: list, new: Any, *, key: str) -> list:
+    """A list of `k=v` overrides given over another one merges by key: `align.overrides=[max_steps=100]` changes
+    max_steps and keeps the rest of the recipe's list, which replacing it would silently drop (an explicit `=[]`
+    still clears it). Same key twice: the later one wins, in the earlier one's place."""
+    new = [new] if isinstance(new, str) else new
+    if not isinstance(new, list):
+        raise UserError(f"override {key}: must be a list of key=value items, got {type(new).__name__}")
+    merged = {}
+    for item in [*old, *new]:
+        if not isinstance(item, str) or "=" not in item:
+            raise UserError(f"override {key}: item {item!r} must look like key=value")
+        merged[item.partition("=")[0].strip()] = item
+    return list(merged.values())
 
 
 def from_dict(cls: type, data: Any, *, source: str = "config", prefix: str = "") -> Any:

@@ -1,4 +1,5 @@
 """`langgraft export --run DIR --out DIR`: a finished training run → a full HF checkpoint + a compact adapter.
+`--checkpoint step-N` exports one of the run's checkpoints instead (each holds its weights as a PEFT adapter/).
 
 `out/model/`   the stage's parent model with LoRA and the trained rows merged in (safetensors), plus the extended
                tokenizer: loads with `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`.
@@ -17,16 +18,27 @@ from langgraft.errors import UserError
 from langgraft.rundir import input_identity, read_manifest, run_stage
 
 
-def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None) -> dict:
-    """Merge training run `run` into `out`; `gguf` (f16, bf16, q8_0) also writes `out/model.gguf`."""
+def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None, checkpoint: str | None = None,
+               base_id: str | None = None) -> dict:
+    """Merge training run `run` into `out`; `gguf` (f16, bf16, q8_0) also writes `out/model.gguf`; `checkpoint`
+    (step-N, or N) exports that checkpoint's adapter instead of the finished run's, also while the run goes on;
+    `base_id` is the hub id the adapter's base is published under, recorded as its base instead of the local path."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     run = Path(run)
-    manifest = read_manifest(run)
-    if manifest is None or not (run / "adapter" / "adapter_config.json").is_file():
-        raise UserError(f"--run {run}: not a finished `langgraft train` run (no manifest.json or adapter/)")
-    parent = manifest["config"]["model"]
+    if base_id is not None:
+        try:
+            validate_repo_id(base_id)
+        except HFValidationError:
+            raise UserError(f"--base-id {base_id}: not a hub id (owner/name)") from None
+    adapter, parent, stage = _adapter_of(run, checkpoint)
     # the parent's identity too: a parent rebuilt in place makes another merged model from the same adapter
-    config = {"run": str(run), "parent": parent, "parent_identity": input_identity(parent),
-              "stage": manifest.get("stage")}
+    config = {"run": str(run), "parent": parent, "parent_identity": input_identity(parent), "stage": stage}
+    if checkpoint is not None:
+        config["checkpoint"] = adapter.parent.name
+    if base_id is not None:
+        config["base_id"] = base_id
     if gguf is not None:
         from langgraft.ggufio.write import check_gguf_writable
 
@@ -35,12 +47,44 @@ def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None) -> 
         config["gguf"] = gguf
 
     def work(tmp: Path) -> dict:
-        return _export(run, parent, tmp, gguf)
+        summary = _export(run, adapter, parent, tmp, gguf)
+        if base_id is not None:
+            _record_hub_base(tmp / "adapter", base_id, stage or "")
+        return summary
 
-    return run_stage(out, stage="export", config=config, inputs=[run / "adapter"], work=work).manifest["summary"]
+    return run_stage(out, stage="export", config=config, inputs=[adapter], work=work).manifest["summary"]
 
 
-def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
+def _adapter_of(run: Path, checkpoint: str | None) -> tuple[Path, str, str | None]:
+    """(adapter folder, parent model, stage) of a finished run, or of one of its checkpoints."""
+    import json
+
+    from langgraft.train.checkpoint import ADAPTER, PREFIX, list_checkpoints
+
+    manifest = read_manifest(run)
+    if checkpoint is None:
+        if manifest is None or not (run / "adapter" / "adapter_config.json").is_file():
+            raise UserError(f"--run {run}: not a finished `langgraft train` run (no manifest.json or adapter/); "
+                            "--checkpoint step-N exports one of its checkpoints")
+        return run / "adapter", manifest["config"]["model"], manifest.get("stage")
+    found = {int(p.name[len(PREFIX):]): p for p in list_checkpoints(run / "checkpoints")
+             if p.name[len(PREFIX):].isdigit()}
+    step = checkpoint.removeprefix(PREFIX)
+    if not step.isdigit() or int(step) not in found:
+        have = ", ".join(f"{PREFIX}{n}" for n in sorted(found)) or "none"
+        raise UserError(f"--checkpoint {checkpoint}: not a checkpoint of {run} (checkpoints: {have})")
+    name = int(step)
+    adapter = found[name] / ADAPTER
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"--checkpoint {checkpoint}: {found[name]} holds no {ADAPTER}/ (written by an older "
+                        "langgraft); resume the run to write a new one")
+    saved = json.loads((run / "train_config.json").read_text(encoding="utf-8"))["config"] \
+        if (run / "train_config.json").is_file() else (manifest or {}).get("config", {})
+    parent = saved.get("model") or json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    return adapter, parent, saved.get("stage")
+
+
+def _export(run: Path, adapter: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
@@ -50,17 +94,17 @@ def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
     base = load_causal_lm(parent)
     tied = base.get_output_embeddings().weight is base.get_input_embeddings().weight
     try:
-        model = PeftModel.from_pretrained(base, run / "adapter")
+        model = PeftModel.from_pretrained(base, adapter)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"--run {run}: adapter does not load on {parent} ({str(exc).splitlines()[0]})") from None
-    shutil.copytree(run / "adapter", tmp / "adapter")
+    shutil.copytree(adapter, tmp / "adapter")
     merged = model.merge_and_unload()
     if tied and merged.get_output_embeddings().weight is not merged.get_input_embeddings().weight:
         # the config still says tied, so loading would tie the head back to the input rows and quietly drop the
         # merged head: the saved model would not be the one trained. Stop instead of writing it
         raise RuntimeError("merging untied a tied head")
     merged.save_pretrained(tmp / "model")
-    AutoTokenizer.from_pretrained(run / "adapter").save_pretrained(tmp / "model")
+    AutoTokenizer.from_pretrained(adapter).save_pretrained(tmp / "model")
     # the next stage (rows=new) needs to know which rows are new: carry the surgery's record along
     copy_new_tokens(parent, tmp / "model")
     if (Path(parent) / "extend_report.json").is_file():
@@ -68,13 +112,51 @@ def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
     summary = {"parent": parent, "tied": tied, "model_mb": _mb(tmp / "model"), "adapter_mb": _mb(tmp / "adapter")}
     from langgraft.modelcard import gather, model_name, write_model_card
 
-    facts = gather(run)
+    facts = gather(run if read_manifest(run) is not None else Path(parent))  # a running run: from its parent on
     if gguf is not None:
         from langgraft.ggufio.write import write_gguf
 
         summary["gguf"] = write_gguf(tmp / "model", tmp / "model.gguf", gguf_type=gguf, name=model_name(facts))
     write_model_card(tmp / "model", facts, gguf=summary.get("gguf"))
     return summary
+
+
+def _record_hub_base(adapter: Path, base_id: str, stage: str) -> None:
+    """The adapter names its base by hub id (PEFT's `base_model_name_or_path`, the card's `base_model`), so it
+    loads for anyone who can reach the hub, not only on this machine."""
+    import json
+
+    from langgraft.train.adapter_card import write_adapter_card
+
+    cfg_path = adapter / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["base_model_name_or_path"] = base_id
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_adapter_card(adapter, base_id, stage)
+
+
+def push_export(out: str | Path, repo: str, *, private: bool = False, endpoint: str | None = None,
+                token: str | None = None) -> dict:
+    """Upload an export to the hub in one commit: `model/` at the repo's root (so `from_pretrained(REPO)` loads
+    it and its README.md is the repo's card), `adapter/` as the `adapter` subfolder, `model.gguf` at the root.
+    The manifest and log stay here: they hold this machine's paths."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    out = Path(out)
+    files = [(p, p.relative_to(out / "model").as_posix()) for p in sorted((out / "model").rglob("*")) if p.is_file()]
+    files += [(p, p.relative_to(out).as_posix()) for p in sorted((out / "adapter").rglob("*")) if p.is_file()]
+    files += [(p, p.name) for p in sorted(out.glob("*.gguf"))]
+    if not files:
+        raise UserError(f"--push-to-hub: {out} holds no export (model/, adapter/)")
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        url = api.create_repo(repo, private=private, exist_ok=True)
+        commit = api.create_commit(repo, [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path))
+                                          for path, name in files],
+                                   commit_message=f"langgraft export ({len(files)} files)")
+    except Exception as exc:  # noqa: BLE001 - network, auth and hub refusals are all the user's to act on
+        raise UserError(f"--push-to-hub {repo}: {' '.join(str(exc).split())[:300]}") from None
+    return {"repo": str(url), "commit": commit.oid, "files": [name for _, name in files]}
 
 
 def _mb(path: Path) -> float:

@@ -27,7 +27,7 @@ def resolve_model(name: str | Path, *, flag: str = "--model") -> str:
     text = str(name)
     path = Path(text).expanduser()
     if path.is_dir():
-        return str(path.resolve())
+        return str(_model_folder(path).resolve())
     if path.exists():
         raise UserError(f"{flag} {text}: not a directory (a model is an HF model folder or a hub id)")
     local = f"{flag} {text}: no such local directory ({path.absolute()})"
@@ -45,6 +45,18 @@ def resolve_model(name: str | Path, *, flag: str = "--model") -> str:
     if answer is None or cached:
         return text
     raise UserError(f"{local}; as a hub id: {answer}")
+
+
+def _model_folder(path: Path) -> Path:
+    """A folder that is neither a model nor an adapter but holds one means that one, so every verb takes the
+    folders langgraft prints: an export (`export --out DIR`: DIR/model), a training run or one of its checkpoints
+    (RUN/adapter, RUN/checkpoints/step-N/adapter: PEFT adapters, loaded on the base they name)."""
+    if (path / "config.json").exists() or (path / "adapter_config.json").exists():
+        return path
+    for inner in (path / "model" / "config.json", path / "adapter" / "adapter_config.json"):
+        if inner.is_file():
+            return inner.parent
+    return path
 
 
 def is_hub_id(name: str | None) -> bool:

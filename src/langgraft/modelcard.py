@@ -156,16 +156,11 @@ def _base_name(facts: dict) -> str:
 
 
 def _yaml(header: dict) -> str:
-    lines = ["---"]
-    for key, value in header.items():
-        if value in (None, []):
-            continue
-        if isinstance(value, list):
-            lines.append(f"{key}:")
-            lines.extend(f"- {json.dumps(v, ensure_ascii=False)}" for v in value)
-        else:
-            lines.append(f"{key}: {json.dumps(value, ensure_ascii=False)}")
-    return "\n".join(lines + ["---", ""])
+    """The card's YAML header through huggingface_hub's own card data, as the hub reads it."""
+    from huggingface_hub import ModelCardData
+
+    data = ModelCardData(**{key: value for key, value in header.items() if value not in (None, [])})
+    return f"---\n{data.to_yaml()}\n---\n"
 
 
 def _tokenizer_section(facts: dict, tok: dict, lang: str) -> str:

@@ -9,15 +9,14 @@ matches is a no-op that returns the stored manifest.
 What a stage may replace is decided here, once for every verb: an empty or missing folder, or an earlier output
 of the same stage (another stage's output only with `--force`); never a folder langgraft did not write, never a
 folder holding one of the stage's inputs, never an output inside one of its inputs. While a stage writes, a
-sibling `.NAME.lock` is held with `flock`, which the kernel releases when the process dies, so a second writer
-gets one line naming the holder instead of racing it. Outputs get the user's umask like any other file.
+sibling `.NAME.lock` is held with an OS file lock (filelock), which the OS releases when the process dies, so a
+second writer gets one line naming the holder instead of racing it. Outputs get the user's umask like any other file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import fcntl
 import hashlib
 import json
 import os
@@ -139,76 +138,71 @@ def check_apart(out: Path, inputs: Sequence[str | Path]) -> None:
             raise UserError(f"--out {out}: is inside the input folder {item}; pick an --out outside the inputs")
 
 
-_held: dict[str, int] = {}  # lock files this process holds -> nesting depth
-_fds: dict[str, int] = {}  # lock files this process holds -> their descriptor
-
-
-def _forget_locks_in_child() -> None:
-    """A forked child (a pool worker, a manager process) shares the parent's open lock files, and an flock lasts
-    while any process holds one open: close them, so the lock dies with the process that took it."""
-    for fd in _fds.values():
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _fds.clear()
-    _held.clear()
-
-
-os.register_at_fork(after_in_child=_forget_locks_in_child)
+_held: dict[str, list] = {}  # lock files this process holds -> [FileLock, nesting depth]
+if hasattr(os, "register_at_fork"):  # POSIX only; filelock itself closes the descriptor a forked child inherits
+    os.register_at_fork(after_in_child=_held.clear)  # a child holds none of its parent's locks
 
 
 @contextlib.contextmanager
 def output_lock(out: str | Path) -> Iterator[None]:
-    """Hold `.NAME.lock` next to `out` (flock: released by the kernel if the process dies); a second process
-    gets one line naming the holder's pid. Re-entrant within a process."""
+    """Hold `.NAME.lock` next to `out` (an OS lock through filelock: released by the OS if the process dies, and
+    closed in a forked child so a worker never outlives its parent's hold); a second process gets one line naming
+    the holder's pid. Re-entrant within a process."""
     out = Path(out).resolve()
     lock = out.parent / f".{out.name}.lock"
     key = str(lock)
     if key in _held:
-        _held[key] += 1
+        _held[key][1] += 1
         try:
             yield
         finally:
-            _held[key] -= 1
+            _held[key][1] -= 1
         return
     made = [d for d in (out.parent, *out.parent.parents) if not d.exists()]  # folders the lock has to create
-    fd = _acquire(lock, out)
-    _held[key], _fds[key] = 1, fd
+    held = _acquire(lock, out)
+    _held[key] = [held, 1]
     try:
         yield
     finally:
-        del _held[key], _fds[key]
+        del _held[key]
         # unlinked while still held: a process that opened the old file notices (inode check) and retries
         with contextlib.suppress(OSError):
             os.unlink(lock)
-        os.close(fd)
+        held.release()
         for folder in made:  # a failed start leaves no folders behind (rmdir: only while still empty)
             with contextlib.suppress(OSError):
                 folder.rmdir()
 
 
-def _acquire(lock: Path, out: Path) -> int:
+def _acquire(lock: Path, out: Path):
+    from filelock import FileLock, Timeout
+
     while True:
+        descriptor: list[int] = []
+        held = FileLock(lock, timeout=0, on_acquired=descriptor.append)
         try:
             lock.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            os.close(os.open(lock, os.O_RDWR | os.O_CREAT, 0o666))  # an unwritable place fails here, not as "busy"
+            held.acquire()
+        except Timeout:
+            try:
+                holder = lock.read_text(errors="replace").strip() or "unknown"
+            except OSError:
+                holder = "unknown"
+            raise UserError(f"--out {out}: another langgraft process (pid {holder}) is writing it; "
+                            "wait for it to finish or pick another --out") from None
         except OSError as exc:
             raise UserError(f"--out {out}: cannot write there ({exc.strerror})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise UserError(f"--out {out}: another langgraft process (pid {holder}) is writing it; "
-                            "wait for it to finish or pick another --out") from None
-        try:
-            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            same = os.stat(lock).st_ino == os.fstat(descriptor[0]).st_ino
         except FileNotFoundError:
             same = False
         if same:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            return fd
-        os.close(fd)  # the holder released and removed it between our open and flock: take the new one
+            os.ftruncate(descriptor[0], 0)
+            os.lseek(descriptor[0], 0, os.SEEK_SET)  # os.pwrite is POSIX-only
+            os.write(descriptor[0], f"{os.getpid()}\n".encode())
+            return held
+        held.release()  # the holder released and removed it between our open and lock: take the new one
 
 
 def folder_stamp(path: str | Path) -> dict:

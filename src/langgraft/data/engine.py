@@ -205,10 +205,25 @@ def doc_text(doc) -> str:
 
 
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows) for a Jaccard threshold; datasketch's optimiser (equal false-positive/negative weights)."""
-    from datasketch.lsh import _optimal_param
+    """(bands, rows) with bands x rows <= num_perm minimising the LSH error at a Jaccard threshold: the area under
+    the S-curve 1-(1-s^r)^b below the threshold (false positives) plus the area above it missed (false negatives),
+    equally weighted, as datasketch's optimiser does; first (b, r) wins a tie. The integrals are smooth
+    polynomials, so 64-point Gauss-Legendre on each side is exact to rounding."""
+    import numpy as np
 
-    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+    nodes, weights = np.polynomial.legendre.leggauss(64)
+    low_s, low_w = (nodes + 1) * threshold / 2, weights * threshold / 2
+    high_s, high_w = threshold + (nodes + 1) * (1 - threshold) / 2, weights * (1 - threshold) / 2
+    best, best_error = (0, 0), float("inf")
+    for b in range(1, num_perm + 1):
+        rows = np.arange(1, num_perm // b + 1)[:, None]
+        false_pos = (1 - (1 - low_s ** rows) ** b) @ low_w
+        false_neg = ((1 - high_s ** rows) ** b) @ high_w
+        error = 0.5 * false_pos + 0.5 * false_neg
+        i = int(np.argmin(error))
+        if error[i] < best_error:
+            best, best_error = (b, int(rows[i, 0])), float(error[i])
+    return best
 
 
 def run_dataset(cfg: PrepareConfig, ds: DatasetConfig, units: list[dict], wd: Path, leak_file: str,

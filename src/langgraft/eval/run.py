@@ -23,7 +23,7 @@ from langgraft.eval.options import EvalOptions
 from langgraft.eval.records import Example, build_examples, data_files, read_records, with_shots
 from langgraft.eval.report import write_report
 from langgraft.eval.tasks import TaskSpec, default_data_root, load_task, resolve_tasks
-from langgraft.model.load import chat_prompt, load_model
+from langgraft.model.load import chat_prompt, load_model_or_adapter
 from langgraft.rundir import check_name, folder_stamp, input_identity, sha256_path
 from langgraft.textfiles import parse_pairs
 
@@ -158,7 +158,7 @@ def evaluate_all(models: dict[str, str], prepared: list[Prepared], opts: EvalOpt
     samples: dict[str, list[dict]] = {t.spec.name: [] for t in prepared}
     for name, path in models.items():
         try:
-            model, tok = load_model(path, opts.device)
+            model, tok = load_model_or_adapter(path, opts.device)
         except UserError as exc:
             _error(errors, f"model {name}: {exc}")
             continue

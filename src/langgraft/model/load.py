@@ -28,8 +28,10 @@ def _from_pretrained(path: str, **kwargs):
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The error as one line: its lines joined (a loader's message often goes on past its first line, which alone
+    ends mid-sentence, e.g. the tokenizer's "Couldn't instantiate the backend tokenizer from one of:")."""
+    text = " ".join(str(exc).split())
+    return (text[:600] + " …" if len(text) > 600 else text) or type(exc).__name__
 
 
 def load_causal_lm(model: str, *, dtype="auto"):
@@ -80,6 +82,8 @@ def load_model(path: str, device: str | None):
 
 def load_model_or_adapter(path: str, device: str | None = None, base: str | None = None):
     """(model, tokenizer) in eval mode, from a model dir or an adapter dir (+ its base, or `base`)."""
+    if Path(path).is_dir():  # an export, a training run or a checkpoint: the model or adapter inside
+        path = resolve_model(path)
     adapter_cfg = Path(path) / "adapter_config.json"
     if not adapter_cfg.is_file():
         if base:

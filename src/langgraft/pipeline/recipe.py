@@ -153,13 +153,27 @@ class Plan:
 
 
 # ---------------------------------------------------------------- loading and checking
-def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: str | Path | None = None) -> Plan:
+# `--smoke`: every training stage a few steps on a few texts, evaluation on a few examples, into OUT-smoke, so a
+# recipe's whole path (checkpoints, export, eval, report) is tried in minutes before the real budget is spent.
+# They merge into each stage's overrides by key; overrides given on the command line come after, and win.
+SMOKE_TRAIN = ["max_steps=2", "checkpoint_every=1", "eval_every=0", "eval_batches=1", "log_every=1",
+               "data.max_texts=200"]
+SMOKE_EVAL_LIMIT = 4
+
+
+def smoke_overrides() -> list[str]:
+    return [f"{stage}.overrides=[{', '.join(SMOKE_TRAIN)}]" for stage in TRAIN_STAGES] + \
+        [f"eval.limit={SMOKE_EVAL_LIMIT}"]
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: str | Path | None = None,
+                smoke: bool = False) -> Plan:
     """Read + validate a recipe and every config it names; raises one UserError line for the first problem."""
     from langgraft.data.config import PrepareConfig
     from langgraft.lang import get_language
     from langgraft.train.config import TrainConfig
 
-    recipe = load_config(Recipe, path, overrides)
+    recipe = load_config(Recipe, path, [*smoke_overrides(), *overrides] if smoke else overrides)
     src = str(path)
     # Absolute from here on: every stage records its inputs and config paths in its fingerprint, so the same
     # folder named relative to another directory (`langgraft demo --out runs/demo`, then `langgraft run`
@@ -168,8 +182,13 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: st
     if not recipe.out:
         raise UserError(f"{src}: out: required (the output folder)")
     get_language(recipe.lang)
-    plan = Plan(recipe, src, base, Path(recipe.out) if Path(recipe.out).is_absolute() else base / recipe.out,
-                None, {})
+    out = Path(recipe.out).expanduser()
+    out = out if out.is_absolute() else base / out
+    if smoke and not any(item.partition("=")[0].strip() == "out" for item in overrides):
+        out = out.resolve()  # a name to add to even for `out: ..`
+        out = out.with_name(out.name + "-smoke")  # beside the real run, never mixed into its stages
+        recipe.out = str(out)
+    plan = Plan(recipe, src, base, out, None, {})
     plan.prepare = _sub_config(plan, PrepareConfig, "data", recipe.data.config, recipe.data.overrides)
     names = [ds.name for ds in plan.prepare.datasets]
     _check_tokenizer_dataset(plan, names)

@@ -20,9 +20,10 @@ from langgraft.rundir import output_lock, read_manifest, write_json
 
 
 def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | None = None,
-               stop: str | None = None, base_dir: str | Path | None = None, log=print) -> dict:
-    """Run the recipe's stages `start`..`stop`; returns {"out", "stages": {name: {status, seconds}}, "summary"}."""
-    plan = load_recipe(path, overrides, base_dir=base_dir)
+               stop: str | None = None, base_dir: str | Path | None = None, log=print, smoke: bool = False) -> dict:
+    """Run the recipe's stages `start`..`stop`; returns {"out", "stages": {name: {status, seconds}}, "summary"}.
+    smoke: the short version of the recipe (`recipe.SMOKE_TRAIN`) in OUT-smoke."""
+    plan = load_recipe(path, overrides, base_dir=base_dir, smoke=smoke)
     stages = select_stages(start, stop)
     ranks = _ranks()
     if not ranks.main:

@@ -26,6 +26,7 @@ from langgraft.rundir import atomic_dir, sha256_path, write_json
 
 PREFIX = "step-"
 CHECKSUMS = "checksums.json"
+ADAPTER = "adapter"  # the checkpoint's weights as a PEFT adapter folder
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -60,8 +61,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(root: Path, step: int, *, model, optimizer, scheduler, extra: dict, keep: int,
-                    rank: int = 0, world: int = 1, barrier=lambda: None) -> Path:
-    """Write checkpoint `step` (rank 0 writes weights/optimizer; every rank its RNG) and prune old ones."""
+                    rank: int = 0, world: int = 1, barrier=lambda: None, tokenizer=None) -> Path:
+    """Write checkpoint `step` (rank 0 writes weights/optimizer, and the weights again as a PEFT `adapter/` with
+    `tokenizer`, which `export --checkpoint` and every model-taking verb load; every rank its RNG) and prune old
+    ones."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:08d}"
     staging = root / f".{PREFIX}{step:08d}.rng"
@@ -74,6 +77,11 @@ def save_checkpoint(root: Path, step: int, *, model, optimizer, scheduler, extra
                         "scheduler": scheduler.state_dict(), "step": step, **extra}, tmp / "state.pt")
             for r in range(world):
                 os.replace(staging / f"rng-{r}.pt", tmp / f"rng-{r}.pt")
+            peft_model = getattr(model, "peft_model", None)
+            if peft_model is not None:
+                peft_model.save_pretrained(tmp / ADAPTER)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(tmp / ADAPTER)
             files = sorted(f.name for f in tmp.iterdir())
             write_json(tmp / CHECKSUMS, {name: sha256_path(tmp / name) for name in files})
         shutil.rmtree(staging, ignore_errors=True)
@@ -100,7 +108,7 @@ def verify_checkpoint(path: Path, world: int = 1) -> str | None:
     if missing:
         return f"{missing[0]} missing"
     for name, digest in sorted(recorded.items()):
-        if not (path / name).is_file():
+        if not (path / name).exists():
             return f"{name} missing"
         if sha256_path(path / name) != digest:
             return f"{name} does not match its checksum (changed or cut short)"

@@ -57,3 +57,6 @@ class TrainConfig:
     eval_every: int = 200  # optimizer steps between validation runs (0 = only at the end)
     eval_batches: int = 50  # validation micro-batches per run (0 = whole split)
     log_every: int = 10  # optimizer steps between metrics.jsonl lines
+    # experiment trackers the metrics also go to, through Accelerate (tensorboard, wandb, trackio, mlflow, ...);
+    # null: TensorBoard when it is installed; []: none. Not part of the run's identity: changing it retrains nothing
+    report_to: Optional[list[str]] = None

@@ -21,6 +21,7 @@ import torch
 from langgraft.errors import UserError
 from langgraft.train.checkpoint import list_checkpoints, save_checkpoint
 from langgraft.train.data import batch_indices
+from langgraft.train.tracking import log as log_to_trackers
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Trainer:
     loss_module: Any
     optimizer: Any
     scheduler: Any
+    tokenizer: Any = None  # saved with each checkpoint's adapter/, so `export --checkpoint` has it
 
 
 @dataclass
@@ -82,6 +84,7 @@ def run_loop(trainer: Trainer, train_blocks: torch.Tensor, cfg, out: Path, state
     world, rank = accelerator.num_processes, accelerator.process_index
     micro, accum = cfg.micro_batch_size, cfg.grad_accum
     params = [p for p in loss_module.parameters() if p.requires_grad]
+    groups = [g.get("name", f"group_{i}") for i, g in enumerate(optimizer.param_groups)]
     metrics = out / "metrics.jsonl"
     bar = tqdm(total=state.total_steps, initial=state.step, disable=not accelerator.is_main_process,
                unit="step", dynamic_ncols=True, file=sys.stderr)
@@ -128,13 +131,11 @@ def run_loop(trainer: Trainer, train_blocks: torch.Tensor, cfg, out: Path, state
         if record and accelerator.is_main_process:
             with metrics.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
-            _tensorboard(out, record)
+        if record:
+            log_to_trackers(accelerator, record, groups)
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < state.total_steps:
             checkpoint(trainer, cfg, out, state)
     bar.close()
-    writer = _writers.pop(str(out), None)
-    if writer is not None:  # a later run into the same folder in this process (after it was removed) needs a new one
-        writer.close()
     return state
 
 
@@ -151,33 +152,13 @@ def read_metrics(path: Path) -> list[dict]:
     return lines
 
 
-_writers: dict = {}
-
-
-def _tensorboard(out: Path, record: dict) -> None:
-    """Mirror metrics to TensorBoard when it is installed (an optional extra, never required)."""
-    if str(out) not in _writers:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            _writers[str(out)] = None
-        else:
-            _writers[str(out)] = SummaryWriter(str(out / "tensorboard"))
-    writer = _writers[str(out)]
-    if writer is not None:
-        for key, value in record.items():
-            if isinstance(value, (int, float)) and key != "step":
-                writer.add_scalar(key, value, record["step"])
-        writer.flush()
-
-
 def checkpoint(trainer: Trainer, cfg, out: Path, state: LoopState) -> Path:
     accelerator = trainer.accelerator
     return save_checkpoint(out / "checkpoints", state.step, model=accelerator.unwrap_model(trainer.loss_module),
                            optimizer=trainer.optimizer, scheduler=trainer.scheduler,
                            extra={"tokens": state.tokens, "loss": state.last_loss}, keep=cfg.keep_checkpoints,
                            rank=accelerator.process_index, world=accelerator.num_processes,
-                           barrier=accelerator.wait_for_everyone)
+                           barrier=accelerator.wait_for_everyone, tokenizer=trainer.tokenizer)
 
 
 def _stop_on_nan(optimizer, out: Path, state: LoopState) -> None:

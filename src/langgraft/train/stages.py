@@ -33,6 +33,7 @@ from langgraft.rundir import (FORCE, atomic_dir, folder_stamp, git_revision, inp
 from langgraft.train.config import TrainConfig
 from langgraft.train.data import build_data
 from langgraft.train.loop import read_metrics
+from langgraft.train.tracking import start as start_trackers, trackers
 
 STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual", "instruct": "instructions"}
 
@@ -54,7 +55,9 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
     # absolute: the adapter records it as its base, which must load from any working directory
     cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, flag="model"))
     resolved = {"stage": stage, **to_dict(cfg)}
-    fingerprint = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
+    identity = {k: v for k, v in resolved.items() if k != "report_to"}  # where metrics go changes no weight
+    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    track = trackers(cfg.report_to)
     inputs = _inputs(cfg)
     done = read_manifest(out)
     if (done is not None and done.get("fingerprint") == fingerprint and done.get("inputs", inputs) == inputs
@@ -73,9 +76,14 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
 
     if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != precision:
         AcceleratorState._reset_state(reset_partial_state=False)
+    from accelerate.utils import ProjectConfiguration
+
     accelerator = Accelerator(mixed_precision=precision,
                               cpu=not torch.cuda.is_available(),
-                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+                              log_with=track or None,
+                              project_config=ProjectConfiguration(project_dir=str(out),
+                                                                  logging_dir=str(out / "tensorboard")))
     # resume=True with nothing to resume is fine there (`langgraft run` always passes it)
     pending = resume and bool(list_checkpoints(out / "checkpoints"))
     if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED") and (cfg.checkpoint_every or pending):
@@ -90,6 +98,7 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
                 _prepare_out(out, resolved, fingerprint, resume, inputs)
                 own(out)
             accelerator.wait_for_everyone()
+            start_trackers(accelerator, track, out, stage, resolved)
             started = time.time()
             torch.manual_seed(cfg.seed)
             tokenizer, peft_model, token_ids = _build_model(stage, cfg, accelerator)
@@ -105,6 +114,8 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
             if accelerator.is_main_process and created and not _reached_step(out):
                 shutil.rmtree(out, ignore_errors=True)
             raise
+        finally:
+            accelerator.end_training()  # closes the trackers' files (a no-op without trackers)
 
 
 def _warn(line: str) -> None:
@@ -164,7 +175,7 @@ def _fit(run: Run, resume: bool):
         state.step, state.tokens, state.last_loss = saved["step"], saved["tokens"], saved["loss"]
     if accelerator.is_main_process:  # lines after the resumed step (or every line, from scratch) are redone
         _truncate_metrics(out / "metrics.jsonl", state.step)
-    trainer = Trainer(accelerator, loss_module, optimizer, scheduler)
+    trainer = Trainer(accelerator, loss_module, optimizer, scheduler, run.tokenizer)
     state = run_loop(trainer, run.train_blocks, cfg, out, state, run.val)
     if cfg.checkpoint_every:
         checkpoint(trainer, cfg, out, state)
@@ -289,7 +300,7 @@ def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inpu
 
 
 # what a run folder that never reached step 1 may hold (restarting it replaces them)
-RUN_FILES = {"train_config.json", "data.pt", "checkpoints", "metrics.jsonl", "tensorboard", LOG}
+RUN_FILES = {"train_config.json", "data.pt", "checkpoints", "metrics.jsonl", "tensorboard", "mlruns", "wandb", LOG}
 
 
 def _first_difference(a, b, prefix: str = "") -> str:
@@ -354,9 +365,11 @@ def build_optimizer(peft_model, cfg: TrainConfig):
     for name, p in peft_model.named_parameters():
         if p.requires_grad:
             (rows if "trainable_tokens_delta" in name else adapters).append(p)
-    groups = [{"params": rows, "lr": cfg.optim.embed_lr or cfg.optim.lr, "weight_decay": 0.0}]
+    # named: the trackers log each group's learning rate under its name
+    groups = [{"params": rows, "lr": cfg.optim.embed_lr or cfg.optim.lr, "weight_decay": 0.0, "name": "embeddings"}]
     if adapters:
-        groups.append({"params": adapters, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay})
+        groups.append({"params": adapters, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay,
+                       "name": "lora"})
     # fused AdamW: one kernel for all parameters on GPUs (the foreach default is several times slower there)
     return torch.optim.AdamW(groups, fused=torch.cuda.is_available() or None)
 
