@@ -41,16 +41,14 @@ def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None) -> 
 
 
 def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
+    from langgraft import safeload
     from langgraft.formats.new_tokens import copy_new_tokens
     from langgraft.model.load import load_causal_lm
 
     base = load_causal_lm(parent)
     tied = base.get_output_embeddings().weight is base.get_input_embeddings().weight
     try:
-        model = PeftModel.from_pretrained(base, run / "adapter")
+        model = safeload.peft_adapter(base, run / "adapter", "--run")
     except (ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"--run {run}: adapter does not load on {parent} ({str(exc).splitlines()[0]})") from None
     shutil.copytree(run / "adapter", tmp / "adapter")
@@ -60,7 +58,7 @@ def _export(run: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
         # merged head: the saved model would not be the one trained. Stop instead of writing it
         raise RuntimeError("merging untied a tied head")
     merged.save_pretrained(tmp / "model")
-    AutoTokenizer.from_pretrained(run / "adapter").save_pretrained(tmp / "model")
+    safeload.tokenizer(run / "adapter", "--run").save_pretrained(tmp / "model")
     # the next stage (rows=new) needs to know which rows are new: carry the surgery's record along
     copy_new_tokens(parent, tmp / "model")
     if (Path(parent) / "extend_report.json").is_file():

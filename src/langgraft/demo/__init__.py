@@ -124,8 +124,9 @@ def build_base(out: Path, english: Path) -> Path:
 
 def _build_base(tmp: Path, english: Path) -> dict:
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
+    from langgraft import safeload
     from langgraft.tokenizer.bases import load_base
     from langgraft.tokenizer.train import train_tokenizer
 
@@ -134,7 +135,7 @@ def _build_base(tmp: Path, english: Path) -> dict:
                              threads=1)
         load_base(sp["model"]).hf.save_pretrained(tmp)
         shutil.copyfile(sp["model"], tmp / "tokenizer.model")  # SentencePiece bases ship it; extend rewrites it
-    tok = AutoTokenizer.from_pretrained(tmp)
+    tok = safeload.tokenizer(tmp, "demo")
     torch.manual_seed(BASE["seed"])
     config = LlamaConfig(vocab_size=len(tok), hidden_size=BASE["hidden"], intermediate_size=2 * BASE["hidden"],
                          num_hidden_layers=BASE["layers"], num_attention_heads=BASE["heads"],

@@ -315,15 +315,14 @@ def _use_bf16(precision: str) -> bool:
 
 
 def _build_model(stage: str, cfg: TrainConfig, accelerator):
-    from transformers import AutoTokenizer
-
+    from langgraft import safeload
     from langgraft.formats.new_tokens import read_new_tokens
     from langgraft.model.load import load_causal_lm
     from langgraft.train.instruct import check_packed_attention, ensure_chat_template
     from langgraft.train.model import build_peft_model
 
     model_dir = Path(cfg.model)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = safeload.tokenizer(model_dir, "model")
     dtype = torch.bfloat16 if accelerator.device.type == "cuda" and _use_bf16(cfg.precision) else torch.float32
     model = load_causal_lm(str(model_dir), dtype=dtype)
     if stage == "instruct" and ensure_chat_template(tokenizer):
