@@ -77,7 +77,9 @@ def resume_point(out: Path, settings: dict) -> int:
     """Complete lines already in `out` (a torn last line is cut off); refuses a file from other settings."""
     meta = out.with_name(out.name + ".settings.json")
     if not out.exists():
-        meta.unlink(missing_ok=True)
+        if meta.exists() or meta.is_symlink():  # left by a start that wrote no line yet: ours only
+            _check_settings_file(meta, settings)
+            meta.unlink()
         return 0
     if not meta.is_file():
         raise UserError(f"--out {out}: exists and was not written by `langgraft generate`; pick another --out")
@@ -92,6 +94,18 @@ def resume_point(out: Path, settings: dict) -> int:
         with out.open("r+b") as fh:
             fh.truncate(keep)
     return data[:keep].count(b"\n")
+
+
+def _check_settings_file(meta: Path, settings: dict) -> None:
+    """`meta` is a settings file `generate` wrote (a plain file holding exactly the settings' keys), not a file
+    of the user's that happens to carry the name."""
+    try:
+        saved = None if meta.is_symlink() else json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        saved = None
+    if not isinstance(saved, dict) or saved.keys() != settings.keys():
+        raise UserError(f"--out {meta.with_name(meta.name[:-len('.settings.json')])}: {meta} exists and was not "
+                        "written by `langgraft generate`; pick another --out")
 
 
 def run_generate(model_path: str, input_path: str, out_path: str, sampling: Sampling, opts: GenerateOptions,

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from langgraft.errors import UserError
-from langgraft.rundir import input_identity, read_manifest, run_stage
+from langgraft.rundir import check_out, input_identity, read_manifest, run_stage
 
 
 def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None) -> dict:
@@ -24,6 +24,7 @@ def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None) -> 
     if manifest is None or not (run / "adapter" / "adapter_config.json").is_file():
         raise UserError(f"--run {run}: not a finished `langgraft train` run (no manifest.json or adapter/)")
     parent = manifest["config"]["model"]
+    check_out(out, [parent] if Path(parent).exists() else [])  # never the model the run was trained on
     # the parent's identity too: a parent rebuilt in place makes another merged model from the same adapter
     config = {"run": str(run), "parent": parent, "parent_identity": input_identity(parent),
               "stage": manifest.get("stage")}

@@ -83,11 +83,12 @@ def _materialise(out: Path, log) -> None:
 
     from langgraft.consolelog import own
     from langgraft.errors import UserError
-    from langgraft.rundir import write_json
+    from langgraft.rundir import check_out, write_json
 
     record_path = out / SHIPPED
-    legacy = (out / "corpus").is_dir() and (out / "recipe.yaml").is_file()  # a demo folder with no .demo.json
-    if out.is_dir() and any(out.iterdir()) and not record_path.is_file() and not legacy:
+    check_out(out)
+    # only .demo.json marks a demo folder: a project that merely has corpus/ and recipe.yaml is the user's
+    if out.is_dir() and any(out.iterdir()) and not record_path.is_file():
         raise UserError(f"--out {out}: exists and is not a langgraft demo folder; pick a new or empty folder")
     own(out)
     try:

@@ -264,9 +264,10 @@ def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: Ev
              data_root: str | None = None, contamination: list[str] = ()) -> dict:
     """Evaluate, then write results.json, samples/, report.md and charts/ into `out` atomically."""
     from langgraft.eval.contamination import build_index
-    from langgraft.rundir import run_stage
+    from langgraft.rundir import check_out, run_stage
 
     opts = opts or EvalOptions()
+    check_out(out, [p for p in (*models.values(), *tasks) if Path(p).exists()])  # never a model or task it reads
     root = default_data_root(data_root)
     errors: list[str] = []
     prepared = prepare_tasks(tasks, root, opts, build_index(list(contamination)), errors)

@@ -28,7 +28,7 @@ from langgraft.config import load_config, to_dict
 from langgraft.consolelog import LOG, own
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
-from langgraft.rundir import (FORCE, atomic_dir, folder_stamp, git_revision, input_identity, output_lock,
+from langgraft.rundir import (FORCE, atomic_dir, check_out, folder_stamp, git_revision, input_identity, output_lock,
                               output_stamp, package_versions, read_manifest, write_json)
 from langgraft.train.config import TrainConfig
 from langgraft.train.data import build_data
@@ -252,7 +252,11 @@ def _inputs(cfg: TrainConfig) -> dict:
 
 
 def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inputs: dict) -> None:
+    data = resolved["data"]
+    check_out(out, [p for p in (resolved["model"], data["dataset"], data["replay"]) if p and Path(p).exists()])
     saved_path = out / "train_config.json"
+    if saved_path.is_file():
+        _check_run_folder(out)
     if saved_path.is_file() and FORCE.get():
         print(f"langgraft train: --force: discarding the run in {out}", file=sys.stderr)
         shutil.rmtree(out)
@@ -290,6 +294,20 @@ def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inpu
 
 # what a run folder that never reached step 1 may hold (restarting it replaces them)
 RUN_FILES = {"train_config.json", "data.pt", "checkpoints", "metrics.jsonl", "tensorboard", LOG}
+
+
+def _check_run_folder(out: Path) -> None:
+    """`--force` discards a training run only: a folder holding anything a run does not write (a project that
+    happens to have a train_config.json) or whose train_config.json langgraft did not write is refused."""
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES | {"adapter", "manifest.json"})
+    try:
+        saved = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        saved = None
+    if foreign or not isinstance(saved, dict) or not {"fingerprint", "config"} <= saved.keys():
+        why = f"it also holds {foreign[0]}" if foreign else "its train_config.json was not written by langgraft"
+        raise UserError(f"--out {out}: not a langgraft training run ({why}); --force discards only a training "
+                        "run, pick another --out")
 
 
 def _first_difference(a, b, prefix: str = "") -> str:
