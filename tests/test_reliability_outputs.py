@@ -246,3 +246,127 @@ def test_a_verb_never_replaces_another_stages_output_even_with_force(tmp_path, c
     err = _one_error(capsys, "holds a `data prepare` output, not a `tokenizer-train` one")
     assert "(or pass --force" not in err and _tree(out) == before
     assert read_manifest(out)["stage"] == "data prepare"
+
+
+# ---------------------------------------------------------------- 3. writes through links
+def _killed(setup, tmp_path: Path) -> Path:
+    """The finished 2-step run as a kill before its end would have left it (checkpoints 1 and 2, no adapter)."""
+    run = tmp_path / "run"
+    shutil.copytree(setup["run"], run)
+    (run / "manifest.json").unlink()
+    shutil.rmtree(run / "adapter")
+    return run
+
+
+def _resume_args(setup, run: Path) -> list[str]:
+    raw = setup["raw"]
+    return ["train", "--stage", "pretrain", f"model={raw['model']}", f"data.dataset={raw['data']['dataset']}",
+            "data.block_size=16", "micro_batch_size=2", "max_steps=2", "checkpoint_every=1", "eval_every=0",
+            "precision=fp32", "lora.targets=[q_proj,v_proj]", "--resume", "--out", str(run)]
+
+
+@pytest.mark.parametrize("planted", ["metrics_symlink", "log_symlink", "metrics_hardlink", "data_cache_tmp_link",
+                                     "checkpoint_symlink", "dangling_log_link"])
+def test_resume_never_writes_through_a_link_in_the_run_folder(setup, tmp_path, capsys, planted):
+    run = _killed(setup, tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    name = {"metrics_symlink": "metrics.jsonl", "log_symlink": "langgraft.log", "metrics_hardlink": "metrics.jsonl",
+            "data_cache_tmp_link": ".data.pt.tmp", "dangling_log_link": "langgraft.log"}.get(planted)
+    if planted == "metrics_hardlink":
+        (run / name).unlink()
+        os.link(victim, run / name)
+    elif planted == "checkpoint_symlink":
+        mine = tmp_path / "mine"
+        mine.mkdir()
+        (mine / "state.pt").write_text("my file")
+        (run / "checkpoints" / "step-00000009").symlink_to(mine)
+        victim = mine / "state.pt"
+    elif planted == "dangling_log_link":
+        victim = tmp_path / "created-by-langgraft.txt"
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(victim)
+    else:
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(victim)
+    before = victim.read_bytes() if victim.exists() else None
+    capsys.readouterr()
+    assert main(_resume_args(setup, run)) == 2
+    _one_error(capsys, str(run), "link")
+    assert (victim.read_bytes() if victim.exists() else None) == before
+
+
+def test_a_checkpoint_name_with_a_newline_is_not_a_checkpoint(setup, tmp_path, capsys):
+    run = _killed(setup, tmp_path)
+    odd = run / "checkpoints" / "step-00000009\nattacker: text"
+    shutil.copytree(run / "checkpoints" / "step-00000002", odd)
+    (odd / "state.pt").write_bytes(b"damaged")  # a damaged newest checkpoint is named on the console
+    capsys.readouterr()
+    assert main(_resume_args(setup, run)) == 0
+    printed = capsys.readouterr()
+    log = (run / "langgraft.log").read_text()
+    assert "attacker" not in printed.out + printed.err and "attacker" not in log
+    assert odd.is_dir()  # not ours, so not pruned either
+
+
+@pytest.mark.parametrize("planted", ["dangling", "to_users_file"])
+def test_generate_never_writes_through_a_linked_out(tmp_path, capsys, data_dir, planted):
+    tiny = save_tiny_model("llama", load_base_tokenizer(data_dir, "gpt2", tmp_path / "bt"), tmp_path / "m",
+                           hidden=8, layers=1)
+    (tmp_path / "in.jsonl").write_text(json.dumps({"prompt": "hi"}) + "\n")
+    victim = tmp_path / "victim.jsonl"
+    out = tmp_path / "answers.jsonl"
+    args = ["generate", "--model", str(tiny), "--input", str(tmp_path / "in.jsonl"), "--out", str(out),
+            "--max-new-tokens", "2"]
+    if planted == "to_users_file":  # a finished output (and its settings) whose file is then swapped for a link
+        assert main(args) == 0
+        out.rename(victim)
+        with (tmp_path / "in.jsonl").open("a") as fh:
+            fh.write(json.dumps({"prompt": "one more"}) + "\n")
+    out.symlink_to(victim)
+    capsys.readouterr()
+    before = victim.read_bytes() if victim.exists() else None
+    assert main(args) == 2
+    _one_error(capsys, str(out), "symbolic link")
+    assert (victim.read_bytes() if victim.exists() else None) == before
+
+
+# ---------------------------------------------------------------- 4. names read back from files
+@pytest.fixture(scope="module")
+def an_eval(setup, tmp_path_factory, data_dir):
+    tmp = tmp_path_factory.mktemp("an_eval")
+    tiny = save_tiny_model("llama", load_base_tokenizer(data_dir, "gpt2", tmp / "bt"), tmp / "m", hidden=8, layers=1)
+    shutil.copy(setup["tmp"] / "held.jsonl", tmp / "held.jsonl")
+    (tmp / "t.yaml").write_text(yaml.safe_dump({**setup["task"], "suites": ["intrinsic"]}))
+    assert main(["eval", "--model", f"m={tiny}", "--tasks", str(tmp / "t.yaml"), "--data-root", str(tmp),
+                 "--out", str(tmp / "e")]) == 0
+    return tmp / "e"
+
+
+@pytest.mark.parametrize("craft", ["suite_climbs", "suite_absolute", "suite_with_slash", "suite_newline",
+                                   "task_climbs", "task_absolute", "not_json"])
+def test_compare_checks_names_read_from_results_json(an_eval, tmp_path, capsys, craft):
+    evals = tmp_path / "e"
+    shutil.copytree(an_eval, evals)
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"my picture")
+    (tmp_path / "victim.jsonl").write_text("my rows\n")
+    path = evals / "results.json"
+    doc = json.loads(path.read_text())
+    task = next(iter(doc["tasks"]))
+    suite = {"suite_climbs": "../../../victim", "suite_absolute": str(tmp_path / "victim"),
+             "suite_with_slash": "a/../../../../victim", "suite_newline": "ok\nattacker"}.get(craft)
+    if suite is not None:
+        doc["tasks"][task]["suites"] = [suite]
+    elif craft in ("task_climbs", "task_absolute"):
+        new = "../../../victim" if craft == "task_climbs" else str(tmp_path / "victim")
+        doc["tasks"][new] = doc["tasks"].pop(task)
+        for m in doc["results"]:
+            doc["results"][m][new] = doc["results"][m].pop(task)
+        shutil.copy(evals / "samples" / f"{task}.jsonl", tmp_path / "victim.jsonl")
+    path.write_text("{not json" if craft == "not_json" else json.dumps(doc))
+    outside = _tree(tmp_path)
+    assert main(["eval", "--compare", str(evals), "--out", str(tmp_path / "out")]) == 2
+    _one_error(capsys, str(path))
+    assert victim.read_bytes() == b"my picture" and not (tmp_path / "out").exists()
+    assert _tree(tmp_path) == outside

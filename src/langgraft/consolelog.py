@@ -119,9 +119,14 @@ def append_log(folder: str | Path | None, argv: Sequence[str], status: int, capt
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))
     header = (f"=== {stamp} langgraft {' '.join(argv)} (exit {status}, "
               f"{time.time() - started:.1f} s, cwd {os.getcwd()})\n")
+    from langgraft.errors import UserError
+    from langgraft.rundir import open_output
+
     try:
-        with (folder / LOG).open("a", encoding="utf-8") as fh:
+        with open_output(folder / LOG, "a") as fh:
             fh.write(header + "".join(captured) + "\n")
-    except OSError:  # a log that cannot be written must not turn a finished verb into a failure
+    except (OSError, UserError) as exc:  # a log that cannot be written must not turn a finished verb into a failure
+        if isinstance(exc, UserError):
+            print(f"langgraft: warning: {exc}; the console log was not written", file=sys.stderr)
         return None
     return folder / LOG

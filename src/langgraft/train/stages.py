@@ -28,8 +28,8 @@ from langgraft.config import load_config, to_dict
 from langgraft.consolelog import LOG, own
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
-from langgraft.rundir import (FORCE, atomic_dir, check_out, folder_stamp, git_revision, input_identity, output_lock,
-                              output_stamp, package_versions, read_manifest, write_json)
+from langgraft.rundir import (FORCE, atomic_dir, check_no_links, check_out, folder_stamp, git_revision, input_identity,
+                              open_output, output_lock, output_stamp, package_versions, read_manifest, write_json)
 from langgraft.train.config import TrainConfig
 from langgraft.train.data import build_data
 from langgraft.train.loop import read_metrics
@@ -254,6 +254,8 @@ def _inputs(cfg: TrainConfig) -> dict:
 def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inputs: dict) -> None:
     data = resolved["data"]
     check_out(out, [p for p in (resolved["model"], data["dataset"], data["replay"]) if p and Path(p).exists()])
+    check_no_links(out)  # a run folder is written into again on resume: only through its own files
+    check_no_links(out / "checkpoints")
     saved_path = out / "train_config.json"
     if saved_path.is_file():
         _check_run_folder(out)
@@ -384,7 +386,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
     keep = [line for line in read_metrics(path) if line["step"] <= step]
-    path.write_text("".join(json.dumps(line) + "\n" for line in keep), encoding="utf-8")
+    with open_output(path, "w") as fh:
+        fh.write("".join(json.dumps(line) + "\n" for line in keep))
 
 
 def _last_eval(path: Path) -> dict:
