@@ -25,7 +25,7 @@ from pathlib import Path
 
 from langgraft.errors import UserError
 from langgraft.model.generation import Sampling
-from langgraft.rundir import open_output
+from langgraft.outfiles import open_output
 from langgraft.textfiles import iter_lines
 
 

@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from langgraft.errors import UserError
+from langgraft.outfiles import open_output
+
 LOG = "langgraft.log"
 MARKERS = ("manifest.json", "train_config.json", "pipeline.json")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -119,9 +122,6 @@ def append_log(folder: str | Path | None, argv: Sequence[str], status: int, capt
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))
     header = (f"=== {stamp} langgraft {' '.join(argv)} (exit {status}, "
               f"{time.time() - started:.1f} s, cwd {os.getcwd()})\n")
-    from langgraft.errors import UserError
-    from langgraft.rundir import open_output
-
     try:
         with open_output(folder / LOG, "a") as fh:
             fh.write(header + "".join(captured) + "\n")

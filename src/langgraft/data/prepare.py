@@ -25,7 +25,8 @@ from langgraft.data.engine import run_dataset, stage_pipelines
 from langgraft.data.load import iter_records
 from langgraft.data.readers import plan_units
 from langgraft.errors import UserError
-from langgraft.rundir import check_name, open_output, run_stage, sha256_path, write_json
+from langgraft.outfiles import open_output
+from langgraft.rundir import check_name, run_stage, sha256_path, write_json
 
 SPLITS = ("train", "validation")
 LEAK_COLUMNS = {"monolingual": ["text"], "bilingual": ["src", "tgt"],

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from langgraft.errors import UserError
-from langgraft.rundir import open_output
+from langgraft.outfiles import open_output
 from langgraft.train.config import TrainConfig
 
 

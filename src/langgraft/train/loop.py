@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from langgraft.errors import UserError
-from langgraft.rundir import open_output
+from langgraft.outfiles import open_output
 from langgraft.train.checkpoint import list_checkpoints, save_checkpoint
 from langgraft.train.data import batch_indices
 

@@ -28,8 +28,9 @@ from langgraft.config import load_config, to_dict
 from langgraft.consolelog import LOG, own
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
-from langgraft.rundir import (FORCE, atomic_dir, check_no_links, check_out, folder_stamp, git_revision, input_identity,
-                              open_output, output_lock, output_stamp, package_versions, read_manifest, write_json)
+from langgraft.outfiles import check_no_links, open_output
+from langgraft.rundir import (FORCE, atomic_dir, check_out, folder_stamp, git_revision, input_identity, output_lock,
+                              output_stamp, package_versions, read_manifest, write_json)
 from langgraft.train.config import TrainConfig
 from langgraft.train.data import build_data
 from langgraft.train.loop import read_metrics
