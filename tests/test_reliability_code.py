@@ -170,3 +170,33 @@ def test_a_python_file_alone_or_auto_map_in_any_loader_file_is_refused(tmp_path,
         with pytest.raises(UserError, match=f"{path}: `{keys[0]}` asks for the folder's own code"):
             check_no_code(folder)
         path.write_bytes(before) if before is not None else path.unlink()
+
+
+@pytest.fixture(scope="module")
+def a_gguf(tmp_path_factory, data_dir):
+    from test_import_gguf import write_tiny_gguf
+    from transformers import AutoTokenizer
+
+    path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+    write_tiny_gguf(path, AutoTokenizer.from_pretrained(data_dir / "tokenizers/gpt2"), tied=False)
+    return path
+
+
+@pytest.mark.parametrize("declared", ["tokenizer_config.json", "config.json"])
+def test_import_gguf_runs_no_code_from_the_folder_the_file_sits_in(a_gguf, tmp_path, monkeypatch, capsys, declared):
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    shutil.copy(a_gguf, folder / "tiny.gguf")
+    marker = tmp_path / "pwned"
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                    "from transformers import PreTrainedTokenizerFast, PretrainedConfig\n"
+                                    "class EvilTok(PreTrainedTokenizerFast):\n    pass\n"
+                                    "class EvilConfig(PretrainedConfig):\n    model_type = 'evil'\n")
+    spec = ({"auto_map": {"AutoTokenizer": [None, "evil.EvilTok"]}} if declared == "tokenizer_config.json"
+            else {"model_type": "evil", "auto_map": {"AutoConfig": "evil.EvilConfig"}})
+    (folder / declared).write_text(json.dumps(spec))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 20))
+    assert main(["import-gguf", str(folder / "tiny.gguf"), "--out", str(tmp_path / "out")]) == 2
+    printed = capsys.readouterr()
+    assert not marker.exists() and "[y/N]" not in printed.out
+    assert f"--gguf {folder / declared}: `auto_map`" in printed.err and not (tmp_path / "out").exists()

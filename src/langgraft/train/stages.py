@@ -299,10 +299,17 @@ def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inpu
 RUN_FILES = {"train_config.json", "data.pt", "checkpoints", "metrics.jsonl", "tensorboard", LOG}
 
 
+def _run_file(name: str) -> bool:
+    """A name a training run writes at its top level, or a hidden temporary of one (`.data.pt.tmp`,
+    `.adapter.tmp-…`, `.manifest.json.…`) that a kill mid-write can leave behind."""
+    known = RUN_FILES | {"adapter", "manifest.json"}
+    return name in known or (name.startswith(".") and any(name[1:].startswith(k + ".") for k in known))
+
+
 def _check_run_folder(out: Path) -> None:
     """`--force` discards a training run only: a folder holding anything a run does not write (a project that
     happens to have a train_config.json) or whose train_config.json langgraft did not write is refused."""
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES | {"adapter", "manifest.json"})
+    foreign = sorted(p.name for p in out.iterdir() if not _run_file(p.name))
     try:
         saved = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
