@@ -20,7 +20,6 @@ from helpers import load_base_tokenizer, make_dataset, make_extended_tokenizer, 
 from langgraft.cli import main
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-VARIANTS = ["tokenizer_auto_map", "config_auto_map", "hub_auto_map", "adapter_auto_map"]
 
 
 def _plant(folder: Path, variant: str, marker: Path) -> None:
@@ -74,7 +73,8 @@ def base(tmp_path_factory, data_dir):
     (tmp / "task.yaml").write_text(yaml.safe_dump(task))
     (tmp / "fa.txt").write_text("\n".join(persian_lines(data_dir, 300)), encoding="utf-8")
     sp = train_tokenizer([tmp / "fa.txt"], lang="fa", vocab_size=400, out=tmp / "sp", threads=1)["model"]
-    return {"sp": sp, "model": model, "tok": tok, "extended": extended, "dataset": dataset, "run": tmp / "run", "tmp": tmp}
+    return {"sp": sp, "model": model, "tok": tok, "extended": extended, "dataset": dataset, "run": tmp / "run",
+            "tmp": tmp}
 
 
 def _copy(src: Path, dst: Path) -> Path:

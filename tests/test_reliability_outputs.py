@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import english_lines, load_base_tokenizer, make_dataset, make_extended_model, persian_lines, save_tiny_model
+from helpers import (english_lines, load_base_tokenizer, make_dataset, make_extended_model, persian_lines,
+                     save_tiny_model)
 
 from langgraft.cli import main
 from langgraft.errors import UserError

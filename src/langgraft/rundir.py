@@ -10,9 +10,9 @@ What a verb may replace is decided here, once for every verb (`check_out`, `chec
 missing folder, or an earlier output of the same stage; never another stage's output or a folder langgraft did not
 write (`--force` or not: it only reruns an output of the verb's own stage), never the working directory, a folder
 holding it, $HOME or /, never a folder holding one of the stage's inputs or anything the command line names
-(config and task files included, through symlinks), never an output inside one of its inputs. While a stage writes, a
-sibling `.NAME.lock` is held with `flock`, which the kernel releases when the process dies, so a second writer
-gets one line naming the holder instead of racing it. Outputs get the user's umask like any other file.
+(config and task files included, through symlinks), never an output inside one of its inputs. While a stage
+writes, a sibling `.NAME.lock` is held with `flock`, which the kernel releases when the process dies, so a second
+writer gets one line naming the holder instead of racing it. Outputs get the user's umask like any other file.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from langgraft.consolelog import LOG, own
 from langgraft.errors import UserError
 
 MANIFEST = "manifest.json"
-# `--force` of the verb being run: replace an up-to-date output, or another stage's output (never a non-langgraft one)
+# `--force` of the verb being run: rerun an up-to-date output of its own stage (it never widens what may be replaced)
 FORCE: contextvars.ContextVar[bool] = contextvars.ContextVar("langgraft_force", default=False)
 # every path the command being run reads (its arguments, the files a recipe names): no output may hold one
 INPUTS: contextvars.ContextVar[tuple] = contextvars.ContextVar("langgraft_inputs", default=())
@@ -119,7 +119,7 @@ def check_replaceable(out: Path, stage: str) -> None:
     if not out.exists() and not out.is_symlink():
         return
     if out.is_symlink() or not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder; refusing to overwrite")
+        raise UserError(f"--out {out}: exists and is not a folder (or is a link); refusing to overwrite")
     if not any(out.iterdir()):
         return
     existing = read_manifest(out)
