@@ -7,9 +7,9 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "langgraft"
 
 # Low to high: a unit (a top-level module or package) may import only units listed before it.
-ORDER = ["errors", "consolelog", "rundir", "config", "hub", "textfiles", "lang", "formats", "overlap",
-         "model", "eval", "data", "tokenizer", "train", "ggufio", "modelcard", "export", "chat", "batch_generate",
-         "pipeline", "demo", "cli_args", "cli", "__main__", "__init__"]
+ORDER = ["errors", "outfiles", "consolelog", "rundir", "config", "hub", "safeload", "textfiles", "lang", "formats",
+         "overlap", "model", "eval", "data", "tokenizer", "train", "ggufio", "modelcard", "export", "chat",
+         "batch_generate", "pipeline", "demo", "cli_args", "cli", "__main__", "__init__"]
 
 
 def _unit(module: str) -> str:

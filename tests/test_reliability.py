@@ -57,10 +57,10 @@ def test_compare_never_replaces_a_foreign_folder_or_the_working_directory(tmp_pa
     work = tmp_path / "cwd"
     work.mkdir()
     (work / "recipe.yaml").write_text("mine")
-    for out in (str(mine), "."):
+    for out, why in ((str(mine), "not a langgraft output; refusing to overwrite"), (".", "is the working directory")):
         monkeypatch.chdir(work)
         assert main(["eval", "--compare", str(evals), "--out", out]) == 2
-        assert "not a langgraft output; refusing to overwrite" in capsys.readouterr().err
+        assert why in capsys.readouterr().err
     assert (mine / "thesis.tex").read_text() == "years of work" and (work / "recipe.yaml").read_text() == "mine"
     assert main(["eval", "--compare", str(evals), "--out", str(tmp_path / "cmp")]) == 0  # a new folder is fine
     assert read_manifest(tmp_path / "cmp")["stage"] == "eval"
@@ -68,14 +68,15 @@ def test_compare_never_replaces_a_foreign_folder_or_the_working_directory(tmp_pa
 
 @pytest.mark.parametrize("first,second", [("data prepare", "tokenizer-train"), ("export", "eval"),
                                           ("tokenizer-extend", "extend")])
-def test_a_verb_replaces_only_its_own_stage_unless_forced(tmp_path, first, second):
+def test_a_verb_replaces_only_its_own_stage_even_with_force(tmp_path, first, second):
     out = tmp_path / "out"
     _stage(out, first)
-    with pytest.raises(UserError, match=f"holds a `{first}` output, not a `{second}` one.*--force"):
-        _stage(out, second)
-    assert (out / "made.txt").read_text() == first
-    _stage(out, second, force=True)
-    assert (out / "made.txt").read_text() == second and read_manifest(out)["stage"] == second
+    for force in (False, True):
+        with pytest.raises(UserError, match=f"holds a `{first}` output, not a `{second}` one"):
+            _stage(out, second, force=force)
+        assert (out / "made.txt").read_text() == first
+    _stage(out, first, config={"v": 2}, force=True)  # its own stage's output: rerun
+    assert read_manifest(out)["config"] == {"v": 2}
 
 
 def test_tokenizer_train_over_a_prepared_dataset_is_refused_on_the_cli(tmp_path, data_dir, capsys):
@@ -89,7 +90,7 @@ def test_tokenizer_train_over_a_prepared_dataset_is_refused_on_the_cli(tmp_path,
     err = capsys.readouterr().err.strip()
     assert "holds a `data prepare` output" in err and len(err.splitlines()) == 1
     assert _tree(data) == before
-    assert main(args + ["--force"]) == 0 and (data / "sp.model").is_file()
+    assert main(args + ["--force"]) == 2 and _tree(data) == before
 
 
 def test_train_never_replaces_another_verbs_output(tmp_path, train_setup):
@@ -113,7 +114,7 @@ def test_an_output_never_holds_or_sits_inside_an_input(tmp_path, where):
         out = tmp_path / "tok"
         _stage(out, "tokenizer-train")
         (out / "fa.txt").write_text("my text")
-        with pytest.raises(UserError, match="contains the input"):
+        with pytest.raises(UserError, match="holds the input"):
             _stage(out, "tokenizer-train", config={"v": 2}, inputs=[out / "fa.txt"])
         assert (out / "fa.txt").read_text() == "my text"
 

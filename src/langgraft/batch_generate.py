@@ -25,6 +25,7 @@ from pathlib import Path
 
 from langgraft.errors import UserError
 from langgraft.model.generation import Sampling
+from langgraft.outfiles import open_output
 from langgraft.textfiles import iter_lines
 
 
@@ -76,8 +77,13 @@ def _bad(why: str, opts: GenerateOptions) -> tuple[None, None, str]:
 def resume_point(out: Path, settings: dict) -> int:
     """Complete lines already in `out` (a torn last line is cut off); refuses a file from other settings."""
     meta = out.with_name(out.name + ".settings.json")
+    if out.is_symlink():
+        raise UserError(f"--out {out}: is a symbolic link; langgraft never writes through a link (pick another "
+                        "--out)")
     if not out.exists():
-        meta.unlink(missing_ok=True)
+        if meta.exists() or meta.is_symlink():  # left by a start that wrote no line yet: ours only
+            _check_settings_file(meta, settings)
+            meta.unlink()
         return 0
     if not meta.is_file():
         raise UserError(f"--out {out}: exists and was not written by `langgraft generate`; pick another --out")
@@ -89,9 +95,21 @@ def resume_point(out: Path, settings: dict) -> int:
     data = out.read_bytes()
     keep = data.rfind(b"\n") + 1
     if keep < len(data):  # a write cut short by a kill: that line is generated again
-        with out.open("r+b") as fh:
+        with open_output(out, "r+b") as fh:
             fh.truncate(keep)
     return data[:keep].count(b"\n")
+
+
+def _check_settings_file(meta: Path, settings: dict) -> None:
+    """`meta` is a settings file `generate` wrote (a plain file holding exactly the settings' keys), not a file
+    of the user's that happens to carry the name."""
+    try:
+        saved = None if meta.is_symlink() else json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        saved = None
+    if not isinstance(saved, dict) or saved.keys() != settings.keys():
+        raise UserError(f"--out {meta.with_name(meta.name[:-len('.settings.json')])}: {meta} exists and was not "
+                        "written by `langgraft generate`; pick another --out")
 
 
 def run_generate(model_path: str, input_path: str, out_path: str, sampling: Sampling, opts: GenerateOptions,
@@ -118,12 +136,13 @@ def run_generate(model_path: str, input_path: str, out_path: str, sampling: Samp
         items = items[:done] + [_render(tok, item, opts, f"--input {inp}:{k + 1}")
                                 for k, item in enumerate(items[done:], done)]
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_name(out.name + ".settings.json").write_text(json.dumps(settings, ensure_ascii=False))
+        with open_output(out.with_name(out.name + ".settings.json"), "w") as fh:
+            fh.write(json.dumps(settings, ensure_ascii=False))
         # progress None: a bar on terminals only (quiet in logs and tests)
         bar = tqdm(total=len(items), initial=done, unit="line", dynamic_ncols=True,
                    disable=None if progress is None else not progress)
         window, tick = opts.batch_size * 8, _ticker(bar)
-        with out.open("a", encoding="utf-8") as fh:
+        with open_output(out, "a") as fh:
             start = done
             while start < len(items):
                 end = min((start // window + 1) * window, len(items))  # windows at fixed line numbers

@@ -7,6 +7,7 @@ problems surface as `UserError` and are printed as one line (`langgraft: error: 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -272,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[path[0]] = group.add_subparsers(dest="action", metavar="ACTION", required=True)
             sub = groups[path[0]].add_parser(path[1], help=help_text, description=help_text)
         add_args(sub)
-        sub.set_defaults(func=func)
+        # arguments that cannot name a file (choices, numbers, switches): `--stage align --out align` is no clash
+        not_paths = frozenset(a.dest for a in sub._actions if a.choices is not None or a.nargs == 0
+                              or a.type not in (None, str))
+        sub.set_defaults(func=func, not_paths=not_paths)
     return parser
 
 
@@ -301,7 +305,27 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+def named_paths(args: argparse.Namespace) -> tuple[str, ...]:
+    """Every existing file or folder the command line names (`--config F`, `NAME=PATH`, `key=PATH`), but `--out`:
+    the inputs no output may hold."""
+    found = []
+    skip = {"out", "verb", "action", "not_paths", *getattr(args, "not_paths", ())}
+    for key, value in vars(args).items():
+        if key in skip or callable(value):
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if not isinstance(item, str) or not item:
+                continue
+            for text in (item, item.partition("=")[2]):
+                if text and os.path.lexists(os.path.expanduser(text)):
+                    found.append(text)
+    return tuple(found)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    from langgraft.rundir import INPUTS
+
+    token = INPUTS.set(named_paths(args))
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
@@ -311,6 +335,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         again = RESUMES.get(args.verb if args.verb != "data" else f"data {args.action}")
         print("langgraft: interrupted" + (f"; {again}" if again else ""), file=sys.stderr)
         return 130
+    finally:
+        INPUTS.reset(token)
 
 
 # what running the same command again does after Ctrl-C, for the verbs that pick up where they stopped

@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from langgraft.errors import UserError
+from langgraft.outfiles import open_output
+
 LOG = "langgraft.log"
 MARKERS = ("manifest.json", "train_config.json", "pipeline.json")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -120,8 +123,10 @@ def append_log(folder: str | Path | None, argv: Sequence[str], status: int, capt
     header = (f"=== {stamp} langgraft {' '.join(argv)} (exit {status}, "
               f"{time.time() - started:.1f} s, cwd {os.getcwd()})\n")
     try:
-        with (folder / LOG).open("a", encoding="utf-8") as fh:
+        with open_output(folder / LOG, "a") as fh:
             fh.write(header + "".join(captured) + "\n")
-    except OSError:  # a log that cannot be written must not turn a finished verb into a failure
+    except (OSError, UserError) as exc:  # a log that cannot be written must not turn a finished verb into a failure
+        if isinstance(exc, UserError):
+            print(f"langgraft: warning: {exc}; the console log was not written", file=sys.stderr)
         return None
     return folder / LOG

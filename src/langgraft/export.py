@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from langgraft.errors import UserError
-from langgraft.rundir import input_identity, read_manifest, run_stage
+from langgraft.rundir import check_out, input_identity, read_manifest, run_stage
 
 
 def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None, checkpoint: str | None = None,
@@ -33,6 +33,7 @@ def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None, che
         except HFValidationError:
             raise UserError(f"--base-id {base_id}: not a hub id (owner/name)") from None
     adapter, parent, stage = _adapter_of(run, checkpoint)
+    check_out(out, [parent] if Path(parent).exists() else [])  # never the model the run was trained on
     # the parent's identity too: a parent rebuilt in place makes another merged model from the same adapter
     config = {"run": str(run), "parent": parent, "parent_identity": input_identity(parent), "stage": stage}
     if checkpoint is not None:
@@ -85,16 +86,14 @@ def _adapter_of(run: Path, checkpoint: str | None) -> tuple[Path, str, str | Non
 
 
 def _export(run: Path, adapter: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
+    from langgraft import safeload
     from langgraft.formats.new_tokens import copy_new_tokens
     from langgraft.model.load import load_causal_lm
 
     base = load_causal_lm(parent)
     tied = base.get_output_embeddings().weight is base.get_input_embeddings().weight
     try:
-        model = PeftModel.from_pretrained(base, adapter)
+        model = safeload.peft_adapter(base, adapter, "--run")
     except (ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"--run {run}: adapter does not load on {parent} ({str(exc).splitlines()[0]})") from None
     shutil.copytree(adapter, tmp / "adapter")
@@ -104,7 +103,7 @@ def _export(run: Path, adapter: Path, parent: str, tmp: Path, gguf: str | None) 
         # merged head: the saved model would not be the one trained. Stop instead of writing it
         raise RuntimeError("merging untied a tied head")
     merged.save_pretrained(tmp / "model")
-    AutoTokenizer.from_pretrained(adapter).save_pretrained(tmp / "model")
+    safeload.tokenizer(adapter, "--run").save_pretrained(tmp / "model")
     # the next stage (rows=new) needs to know which rows are new: carry the surgery's record along
     copy_new_tokens(parent, tmp / "model")
     if (Path(parent) / "extend_report.json").is_file():

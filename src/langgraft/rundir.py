@@ -6,11 +6,13 @@ resolved config, sha256 of every input file, package versions, the git revision 
 whatever summary the stage returns. Rerunning a stage whose manifest fingerprint (stage + config + input hashes)
 matches is a no-op that returns the stored manifest.
 
-What a stage may replace is decided here, once for every verb: an empty or missing folder, or an earlier output
-of the same stage (another stage's output only with `--force`); never a folder langgraft did not write, never a
-folder holding one of the stage's inputs, never an output inside one of its inputs. While a stage writes, a
-sibling `.NAME.lock` is held with an OS file lock (filelock), which the OS releases when the process dies, so a
-second writer gets one line naming the holder instead of racing it. Outputs get the user's umask like any other file.
+What a verb may replace is decided here, once for every verb (`check_out`, `check_replaceable`): an empty or
+missing folder, or an earlier output of the same stage; never another stage's output or a folder langgraft did not
+write (`--force` or not: it only reruns an output of the verb's own stage), never the working directory, a folder
+holding it, $HOME or /, never a folder holding one of the stage's inputs or anything the command line names
+(config and task files included, through symlinks), never an output inside one of its inputs. While a stage
+writes, a sibling `.NAME.lock` is held with an OS file lock (filelock), which the OS releases when the process
+dies, so a second writer gets one line naming the holder instead of racing it. Outputs get the user's umask like any other file.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from langgraft.consolelog import LOG, own
 from langgraft.errors import UserError
 
 MANIFEST = "manifest.json"
-# `--force` of the verb being run: replace an up-to-date output, or another stage's output (never a non-langgraft one)
+# `--force` of the verb being run: rerun an up-to-date output of its own stage (it never widens what may be replaced)
 FORCE: contextvars.ContextVar[bool] = contextvars.ContextVar("langgraft_force", default=False)
+# every path the command being run reads (its arguments, the files a recipe names): no output may hold one
+INPUTS: contextvars.ContextVar[tuple] = contextvars.ContextVar("langgraft_inputs", default=())
 PACKAGES = ("langgraft", "torch", "transformers", "tokenizers", "sentencepiece", "peft", "accelerate", "datasets")
 
 
@@ -80,7 +84,7 @@ def run_stage(
     out = Path(out)
     force = force or FORCE.get()
     started = time.time()
-    check_apart(out, inputs)
+    check_out(out, inputs)
     with output_lock(out):
         input_hashes = {str(p): sha256_path(p) for p in inputs}
         fingerprint = _fingerprint(stage, config, input_hashes)
@@ -88,7 +92,7 @@ def run_stage(
         if existing is not None and existing.get("fingerprint") == fingerprint and not force:
             own(out)
             return StageResult(out, existing, skipped=True)
-        check_replaceable(out, stage, force=force)
+        check_replaceable(out, stage)
         own(out)
         with atomic_dir(out) as tmp:
             summary = work(tmp) or {}
@@ -109,32 +113,46 @@ def run_stage(
     return StageResult(out, manifest, skipped=False)
 
 
-def check_replaceable(out: Path, stage: str, *, force: bool = False) -> None:
-    """`out` may be (re)built by `stage`: missing, empty, or an output of the same stage (another's with force)."""
+def check_replaceable(out: Path, stage: str) -> None:
+    """`out` may be (re)built by `stage`: missing, empty, or an earlier output of the same stage."""
     if not out.exists() and not out.is_symlink():
         return
-    if not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder; refusing to overwrite")
+    if out.is_symlink() or not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder (or is a link); refusing to overwrite")
     if not any(out.iterdir()):
         return
     existing = read_manifest(out)
     if existing is None:
         raise UserError(f"--out {out}: exists and is not a langgraft output; refusing to overwrite")
     other = existing.get("stage")
-    if other != stage and not force:
+    if other != stage:
         raise UserError(f"--out {out}: holds a `{other}` output, not a `{stage}` one; pick another --out "
-                        "(or pass --force to replace it)")
+                        "(--force reruns only an output of the same stage)")
 
 
-def check_apart(out: Path, inputs: Sequence[str | Path]) -> None:
-    """An output may neither contain an input (replacing it would delete the input) nor lie inside one (it
+def _forms(path: str | Path) -> set[Path]:
+    """A path as written (made absolute) and as the file system resolves it (through symlinks)."""
+    path = Path(path).expanduser()
+    return {Path(os.path.abspath(path)), path.resolve()}
+
+
+def check_out(out: str | Path, inputs: Sequence[str | Path] = ()) -> None:
+    """Where no verb may write, `--force` or not: the working directory, a folder holding it, $HOME or /; a folder
+    holding one of `inputs` or of the paths the command reads (`INPUTS`); a folder inside one of `inputs` (it
     would hash itself as an input and never be up to date)."""
-    target = out.resolve()
+    targets = _forms(out)
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    for target in targets:
+        if target == cwd or target in cwd.parents or target in (home, Path(target.anchor)):
+            raise UserError(f"--out {out}: is the working directory, a folder holding it, $HOME or /; "
+                            "pick a new folder for the output")
+    for item in (*inputs, *INPUTS.get()):
+        for src in _forms(item):
+            if src in targets or any(t in src.parents for t in targets):
+                raise UserError(f"--out {out}: holds the input {item}; pick an --out that holds no input")
     for item in inputs:
         src = Path(item).resolve()
-        if src == target or target in src.parents:
-            raise UserError(f"--out {out}: contains the input {item}; pick an --out outside the inputs")
-        if src in target.parents and src.is_dir():
+        if src.is_dir() and any(src in t.parents for t in targets):
             raise UserError(f"--out {out}: is inside the input folder {item}; pick an --out outside the inputs")
 
 

@@ -46,6 +46,7 @@ from langgraft.data.filters import clean, make_cleaner
 from langgraft.overlap import OverlapIndex, content_hash
 from langgraft.data.readers import chat_turns, explode, field_text, read_unit
 from langgraft.data.render import render_rows
+from langgraft.outfiles import open_output
 from langgraft.rundir import write_json
 
 
@@ -100,7 +101,7 @@ def clean_step(data, rank: int, world_size: int, *, cfg: PrepareConfig, ds: Data
     progress = _Progress(wd / "progress" / f"{rank:05d}")
     out_path = wd / "clean" / f"{rank:05d}.jsonl"
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(out_path) + ".tmp", "w", encoding="utf-8") as out:
+    with open_output(str(out_path) + ".tmp", "w") as out:
         for record, where in read_unit(unit, src, cfg.strict, tally):
             for rec in explode(record, src.records, where):
                 if src.limit and tally["read"] >= src.limit:
@@ -159,7 +160,7 @@ def write_jsonl(data, rank: int, world_size: int, *, folder: str, counts: str):
     path = Path(folder) / f"{rank:05d}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     kept = 0
-    with open(str(path) + ".tmp", "w", encoding="utf-8") as out:
+    with open_output(str(path) + ".tmp", "w") as out:
         for doc in data:
             out.write(json.dumps({"text": doc.text, "meta": doc.metadata}, ensure_ascii=False) + "\n")
             kept += 1
@@ -301,6 +302,12 @@ class SplitWords(WordTokenizer):
 
 
 # ---------------------------------------------------------------- helpers
+def _write(path: Path, text: str) -> None:
+    """The work folder is kept between runs: its files are written only as themselves, never through a link."""
+    with open_output(path, "w") as fh:
+        fh.write(text)
+
+
 class _Progress:
     """Per-task progress file (records read, input bytes done) that the parent polls for its progress bar."""
 
@@ -312,10 +319,10 @@ class _Progress:
         now = time.monotonic()
         if now - self.last > 1.0:
             self.last = now
-            self.path.write_text(f"{records} 0\n")
+            _write(self.path, f"{records} 0\n")
 
     def done(self, records: int, nbytes: int) -> None:
-        self.path.write_text(f"{records} {nbytes}\n")
+        _write(self.path, f"{records} {nbytes}\n")
 
 
 def _quiet(work: str, stage: str, rank: int) -> None:

@@ -25,6 +25,7 @@ from langgraft.data.engine import run_dataset, stage_pipelines
 from langgraft.data.load import iter_records
 from langgraft.data.readers import plan_units
 from langgraft.errors import UserError
+from langgraft.outfiles import open_output
 from langgraft.rundir import check_name, run_stage, sha256_path, write_json
 
 SPLITS = ("train", "validation")
@@ -124,7 +125,8 @@ def _reset_if_stale(wd: Path, config: dict, inputs: list[str]) -> None:
     if wd.exists() and (not stamp.is_file() or stamp.read_text(encoding="utf-8") != key):
         shutil.rmtree(wd)
     wd.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(key, encoding="utf-8")
+    with open_output(stamp, "w") as fh:  # the work folder is kept between runs: never write through a link
+        fh.write(key)
 
 
 @contextlib.contextmanager
@@ -133,7 +135,7 @@ def _engine_logs(wd: Path) -> Iterator:
     (wd / "logs").mkdir(parents=True, exist_ok=True)
     saved = os.dup(2)
     stream = os.fdopen(os.dup(saved), "w")
-    with open(wd / "logs" / "engine.log", "a") as log:
+    with open_output(wd / "logs" / "engine.log", "a") as log:
         os.dup2(log.fileno(), 2)
         try:
             yield stream

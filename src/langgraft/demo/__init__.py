@@ -83,11 +83,12 @@ def _materialise(out: Path, log) -> None:
 
     from langgraft.consolelog import own
     from langgraft.errors import UserError
-    from langgraft.rundir import write_json
+    from langgraft.rundir import check_out, write_json
 
     record_path = out / SHIPPED
-    legacy = (out / "corpus").is_dir() and (out / "recipe.yaml").is_file()  # a demo folder with no .demo.json
-    if out.is_dir() and any(out.iterdir()) and not record_path.is_file() and not legacy:
+    check_out(out)
+    # only .demo.json marks a demo folder: a project that merely has corpus/ and recipe.yaml is the user's
+    if out.is_dir() and any(out.iterdir()) and not record_path.is_file():
         raise UserError(f"--out {out}: exists and is not a langgraft demo folder; pick a new or empty folder")
     own(out)
     try:
@@ -124,8 +125,9 @@ def build_base(out: Path, english: Path) -> Path:
 
 def _build_base(tmp: Path, english: Path) -> dict:
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
+    from langgraft import safeload
     from langgraft.tokenizer.bases import load_base
     from langgraft.tokenizer.train import train_tokenizer
 
@@ -134,7 +136,7 @@ def _build_base(tmp: Path, english: Path) -> dict:
                              threads=1)
         load_base(sp["model"]).hf.save_pretrained(tmp)
         shutil.copyfile(sp["model"], tmp / "tokenizer.model")  # SentencePiece bases ship it; extend rewrites it
-    tok = AutoTokenizer.from_pretrained(tmp)
+    tok = safeload.tokenizer(tmp, "demo")
     torch.manual_seed(BASE["seed"])
     config = LlamaConfig(vocab_size=len(tok), hidden_size=BASE["hidden"], intermediate_size=2 * BASE["hidden"],
                          num_hidden_layers=BASE["layers"], num_attention_heads=BASE["heads"],

@@ -264,9 +264,10 @@ def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: Ev
              data_root: str | None = None, contamination: list[str] = ()) -> dict:
     """Evaluate, then write results.json, samples/, report.md and charts/ into `out` atomically."""
     from langgraft.eval.contamination import build_index
-    from langgraft.rundir import run_stage
+    from langgraft.rundir import check_out, run_stage
 
     opts = opts or EvalOptions()
+    check_out(out, [p for p in (*models.values(), *tasks) if Path(p).exists()])  # never a model or task it reads
     root = default_data_root(data_root)
     errors: list[str] = []
     prepared = prepare_tasks(tasks, root, opts, build_index(list(contamination)), errors)
@@ -326,6 +327,27 @@ def compare(dirs: list[str], out: str | Path) -> dict:
     return state["doc"]
 
 
+def read_results(path: Path) -> dict:
+    """An earlier eval's results.json, its task and suite names checked: they become file names here
+    (samples/TASK.jsonl, charts/SUITE.png), so a crafted one must not name a file outside the output."""
+    from langgraft.rundir import check_name
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"--compare {path}: not a langgraft results.json ({type(exc).__name__})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("tasks"), dict) or not isinstance(doc.get("models"), dict):
+        raise UserError(f"--compare {path}: not a langgraft results.json (no models and tasks)")
+    for task, meta in doc["tasks"].items():
+        check_name(task, f"--compare {path}: tasks")
+        suites = meta.get("suites") or [] if isinstance(meta, dict) else None
+        if not isinstance(suites, list):
+            raise UserError(f"--compare {path}: tasks.{task}: not a task entry")
+        for suite in suites:
+            check_name(suite, f"--compare {path}: tasks.{task}.suites")
+    return doc
+
+
 def merge_evals(dirs: list[str], out: Path) -> dict:
     """Merge earlier eval outputs into folder `out` (models keep their names; a clash gets `@folder`)."""
     models: dict = {}
@@ -337,7 +359,7 @@ def merge_evals(dirs: list[str], out: Path) -> dict:
         path = d / "results.json"
         if not path.is_file():
             raise UserError(f"--compare {d}: no results.json (not a langgraft eval output)")
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = read_results(path)
         errors += doc.get("errors", [])
         rename = {m: (m if m not in models else f"{m}@{d.name}") for m in doc["models"]}
         for m, new in rename.items():

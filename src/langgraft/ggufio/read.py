@@ -66,21 +66,23 @@ def import_gguf(path: str | Path, out: str | Path, *, dtype: str = "float32") ->
 
 def _convert(path: Path, tmp: Path, dtype: str, info: dict) -> dict:
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from langgraft import safeload
 
     torch_dtype = getattr(torch, dtype)
-    where = {"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name}
+    where, gguf = str(path.parent), {"gguf_file": path.name}
     try:
-        config = AutoConfig.from_pretrained(**where)  # metadata only: an unreadable architecture fails fast
-        tokenizer = AutoTokenizer.from_pretrained(**where)
-        loaded = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32)
+        config = safeload.config(where, "--gguf", **gguf)  # metadata only: an unreadable architecture fails fast
+        tokenizer = safeload.tokenizer(where, "--gguf", **gguf)
+        loaded = safeload.causal_lm(where, "--gguf", **gguf, dtype=torch.float32)
     except (ValueError, KeyError, NotImplementedError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: transformers cannot read this {info['architecture']} GGUF ({first})") from None
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the saved weights are plain floats
     config.dtype = torch_dtype
-    model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, trust_remote_code=False)
     state = loaded.state_dict()
     del loaded
     # strict: every weight of the fresh model must come from the file (a tied head shares the embedding)

@@ -296,9 +296,9 @@ def _write_vocab(writer, vocab: dict, model_dir: Path) -> None:
 
 def _adds_specials(model_dir: Path) -> dict[str, bool]:
     """Whether encoding a text adds BOS / EOS, asked of the tokenizer itself."""
-    from transformers import AutoTokenizer
+    from langgraft import safeload
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = safeload.tokenizer(model_dir)
     plain = tok("a b", add_special_tokens=False)["input_ids"]
     full = tok("a b")["input_ids"]
     bos, eos = tok.bos_token_id, tok.eos_token_id

@@ -77,9 +77,9 @@ def check_superset(base_tok, tokenizer, new_tokens: dict, old_rows: int, where: 
 
 
 def _extend(model_id: str, tok_dir: Path, new_tokens: dict, tmp: Path, *, base_tok, init: str, seed: int) -> dict:
-    from transformers import AutoTokenizer
+    from langgraft import safeload
 
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    tokenizer = safeload.tokenizer(tok_dir, "--tokenizer")
     model = load_causal_lm(model_id)
     old_rows = model.get_input_embeddings().weight.shape[0]
     check = check_superset(base_tok, tokenizer, new_tokens, old_rows, tok_dir)

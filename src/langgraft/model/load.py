@@ -1,8 +1,9 @@
 """Loading models and tokenizers, the one way every verb does it, and a tokenizer's chat template.
 
-Weights load from safetensors only and never with model-supplied Python (`trust_remote_code` off), so loading a
-model never runs code. Every name is resolved by `hub.resolve_model` first (a local folder or a hub id), and
-every loader failure is one UserError line naming the model.
+Weights load from safetensors only and never with model-supplied Python: every HF loader call goes through
+`langgraft.safeload`, which refuses a folder that declares its own code and never prompts. Every name is
+resolved by `hub.resolve_model` first (a local folder or a hub id), and every loader failure is one UserError
+line naming the model.
 
 - `load_causal_lm`: the weights to change (surgery, training, export): CPU, no tokenizer, not in eval mode.
 - `load_model`: a model and its tokenizer for inference (eval), in eval mode on a device.
@@ -17,14 +18,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from langgraft import safeload
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
-
-
-def _from_pretrained(path: str, **kwargs):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False, **kwargs)
 
 
 def _first_line(exc: Exception) -> str:
@@ -36,15 +32,13 @@ def _first_line(exc: Exception) -> str:
 
 def load_causal_lm(model: str, *, dtype="auto"):
     """An HF causal LM's weights; a non-causal-LM config is a one-line UserError."""
-    from transformers import AutoConfig
-
     model = resolve_model(model)
     try:
-        cfg = AutoConfig.from_pretrained(model, trust_remote_code=False)
+        cfg = safeload.config(model)
     except (OSError, ValueError) as exc:
         raise UserError(f"--model {model}: cannot load a model config ({_first_line(exc)})") from None
     try:
-        return _from_pretrained(model, config=cfg, dtype=dtype)
+        return safeload.causal_lm(model, config=cfg, dtype=dtype)
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
             raise UserError(f"--model {model}: {type(cfg).__name__} is not a causal language model") from None
@@ -55,10 +49,9 @@ def load_causal_lm(model: str, *, dtype="auto"):
 
 def own_tokenizer(model: str):
     """The model's own tokenizer, or None when its folder (or hub repo) has none."""
-    from transformers import AutoTokenizer
-
+    safeload.check_no_code(model)  # a refusal, not "no tokenizer"
     try:
-        return AutoTokenizer.from_pretrained(model)
+        return safeload.tokenizer(model)
     except (OSError, ValueError, TypeError):
         return None
 
@@ -66,14 +59,14 @@ def own_tokenizer(model: str):
 def load_model(path: str, device: str | None):
     """(model, tokenizer) in eval mode: bf16 on cuda, fp32 on cpu (`device` None: cuda when there is one)."""
     import torch
-    from transformers import AutoTokenizer
 
     path = resolve_model(path, flag="cannot load model")
+    safeload.check_no_code(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
-        tok = AutoTokenizer.from_pretrained(path)
-        model = _from_pretrained(path, dtype=dtype, device_map=device).eval()
+        tok = safeload.tokenizer(path)
+        model = safeload.causal_lm(path, dtype=dtype, device_map=device).eval()
     except Exception as exc:  # noqa: BLE001 - any loader failure is the user's path/model problem
         raise UserError(f"cannot load model {path}: {_first_line(exc)}") from None
     _ensure_pad(tok)
@@ -85,6 +78,7 @@ def load_model_or_adapter(path: str, device: str | None = None, base: str | None
     if Path(path).is_dir():  # an export, a training run or a checkpoint: the model or adapter inside
         path = resolve_model(path)
     adapter_cfg = Path(path) / "adapter_config.json"
+    safeload.check_no_code(path)
     if not adapter_cfg.is_file():
         if base:
             raise UserError(f"--base: {path} is not a PEFT adapter (no adapter_config.json)")
@@ -93,12 +87,9 @@ def load_model_or_adapter(path: str, device: str | None = None, base: str | None
     if not base:
         raise UserError(f"{adapter_cfg}: names no base model; pass --base PATH")
     model, _ = load_model(base, device)
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
     try:
-        model = PeftModel.from_pretrained(model, path).merge_and_unload().eval()
-        tok = AutoTokenizer.from_pretrained(path)  # saved with the adapter: it has the tuned chat template
+        model = safeload.peft_adapter(model, path, "--model").merge_and_unload().eval()
+        tok = safeload.tokenizer(path)  # saved with the adapter: it has the tuned chat template
     except Exception as exc:  # noqa: BLE001 - a mismatched base/adapter pair is the user's choice of paths
         raise UserError(f"cannot load adapter {path} on base {base}: {_first_line(exc)}") from None
     _ensure_pad(tok)

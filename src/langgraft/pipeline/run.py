@@ -16,7 +16,7 @@ from langgraft.errors import UserError
 from langgraft.pipeline.recipe import STAGES, TRAIN_STAGES, Plan, check_inputs, load_recipe, select_stages
 from langgraft.pipeline.stages import (PREVIOUS, Ranks, build_data, build_model_extend, build_report, build_tokenizer,
                                        build_tokenizer_extend, build_training)
-from langgraft.rundir import output_lock, read_manifest, write_json
+from langgraft.rundir import INPUTS, output_lock, read_manifest, write_json
 
 
 def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | None = None,
@@ -29,11 +29,16 @@ def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | 
     if not ranks.main:
         log = _silent
     # one `langgraft run` per output folder: a second one gets one line naming the first one's pid
-    with output_lock(plan.out) if ranks.main else contextlib.nullcontext():
-        check_inputs(plan, stages)
-        _check_earlier_outputs(plan, stages)
-        own(plan.out)
-        status = _build_stages(plan, stages, ranks, log)
+    token = INPUTS.set((*INPUTS.get(), *recipe_files(plan)))  # no stage output may hold a file the recipe names
+    try:
+        with output_lock(plan.out) if ranks.main else contextlib.nullcontext():
+            check_inputs(plan, stages)
+            _check_earlier_outputs(plan, stages)
+            _check_pipeline_json(plan.out / "pipeline.json")
+            own(plan.out)
+            status = _build_stages(plan, stages, ranks, log)
+    finally:
+        INPUTS.reset(token)
     summary = json.loads((plan.out / "report" / "summary.json").read_text(encoding="utf-8")) \
         if "report" in stages and ranks.main else None
     return {"out": str(plan.out), "stages": status, "summary": summary}
@@ -109,3 +114,36 @@ def _check_earlier_outputs(plan: Plan, stages: list[str]) -> None:
         if plan.configured(stage) and read_manifest(plan.out / outputs[stage]) is None:
             raise UserError(f"--from {stages[0]}: stage {stage} has no finished output in "
                             f"{plan.out / outputs[stage]}; run it first")
+
+
+def recipe_files(plan: Plan) -> list[str]:
+    """The recipe and every existing file it names (stage configs, task files, texts), as paths."""
+    found = [plan.source]
+
+    def walk(value) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key != "out":
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str) and value and plan.path(value).is_file():
+            found.append(str(plan.path(value)))
+
+    walk(to_dict(plan.recipe))
+    return found
+
+
+def _check_pipeline_json(path: Path) -> None:
+    """`pipeline.json` is rewritten after every stage: only one an earlier `langgraft run` wrote (a file, not a
+    link, holding its three keys), never a file of the user's that happens to carry the name."""
+    if not path.exists() and not path.is_symlink():
+        return
+    try:
+        doc = None if path.is_symlink() else json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        doc = None
+    if not isinstance(doc, dict) or not {"recipe", "resolved", "stages"} <= doc.keys():
+        raise UserError(f"out {path.parent}: its pipeline.json was not written by `langgraft run`; pick another "
+                        "out (the recipe's `out:` or out=DIR)")

@@ -191,12 +191,13 @@ def bpe_kind(spec: dict, where: str) -> Kind:
 
 
 def _auto(directory: str, shown: Path):
-    from transformers import AutoTokenizer
+    from langgraft import safeload
 
+    safeload.check_no_code(directory, "--base")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            hf = AutoTokenizer.from_pretrained(directory)
+            hf = safeload.tokenizer(directory, "--base")
     except Exception as exc:
         raise UserError(f"--base {shown}: cannot load tokenizer ({type(exc).__name__}: {exc})") from None
     if not getattr(hf, "is_fast", False) or getattr(hf, "backend_tokenizer", None) is None:

@@ -41,10 +41,11 @@ def load_tokenizer(path: str | Path):
     if not path.exists():
         raise UserError(f"tokenizer not found: {path}")
     if path.is_dir() and ((path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()):
-        from transformers import AutoTokenizer
+        from langgraft import safeload
 
+        safeload.check_no_code(path, "tokenizer")
         try:
-            hf = AutoTokenizer.from_pretrained(str(path))
+            hf = safeload.tokenizer(path, "tokenizer")
         except Exception as exc:  # transformers raises many types for a broken dir; the user needs one line
             raise UserError(f"tokenizer {path}: cannot load with AutoTokenizer ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc

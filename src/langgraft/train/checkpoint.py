@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from langgraft.errors import UserError
 from langgraft.rundir import atomic_dir, sha256_path, write_json
 
 PREFIX = "step-"
+NAME = re.compile(r"step-[0-9]{8}")  # a checkpoint folder's name, exactly
 CHECKSUMS = "checksums.json"
 ADAPTER = "adapter"  # the checkpoint's weights as a PEFT adapter folder
 
@@ -94,7 +96,8 @@ def save_checkpoint(root: Path, step: int, *, model, optimizer, scheduler, extra
 def list_checkpoints(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+    # only names langgraft writes (a name read from disk reaches messages and the log): never a link
+    return sorted(p for p in root.iterdir() if NAME.fullmatch(p.name) and not p.is_symlink() and p.is_dir())
 
 
 def verify_checkpoint(path: Path, world: int = 1) -> str | None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from langgraft.errors import UserError
+from langgraft.outfiles import open_output
 from langgraft.train.config import TrainConfig
 
 
@@ -167,7 +168,8 @@ def build_data(stage: str, cfg: TrainConfig, tokenizer, accelerator, out: Path):
         if accelerator.is_main_process:  # stored as int32: half the disk of the int64 ids the model takes
             tmp = cache.with_name(f".{cache.name}.tmp")
             small_val = (val[0].to(torch.int32), val[1]) if val else None
-            torch.save({"key": key, "train": blocks.to(torch.int32), "val": small_val, "summary": summary}, tmp)
+            with open_output(tmp, "wb") as fh:  # never through a link left in the run folder
+                torch.save({"key": key, "train": blocks.to(torch.int32), "val": small_val, "summary": summary}, fh)
             tmp.replace(cache)
     return blocks, val, summary
 

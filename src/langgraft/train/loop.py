@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from langgraft.errors import UserError
+from langgraft.outfiles import open_output
 from langgraft.train.checkpoint import list_checkpoints, save_checkpoint
 from langgraft.train.data import batch_indices
 from langgraft.train.tracking import log as log_to_trackers
@@ -129,7 +130,7 @@ def run_loop(trainer: Trainer, train_blocks: torch.Tensor, cfg, out: Path, state
                 bar.write(f"step {state.step}/{state.total_steps}: train loss {state.last_loss:.4f}, validation "
                           f"loss {scores['val_loss']:.4f} (bpc {scores['val_bpc']:.3f})", file=sys.stderr)
         if record and accelerator.is_main_process:
-            with metrics.open("a", encoding="utf-8") as fh:
+            with open_output(metrics, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
         if record:
             log_to_trackers(accelerator, record, groups)

@@ -28,7 +28,8 @@ from langgraft.config import load_config, to_dict
 from langgraft.consolelog import LOG, own
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
-from langgraft.rundir import (FORCE, atomic_dir, folder_stamp, git_revision, input_identity, output_lock,
+from langgraft.outfiles import check_no_links, open_output
+from langgraft.rundir import (FORCE, atomic_dir, check_out, folder_stamp, git_revision, input_identity, output_lock,
                               output_stamp, package_versions, read_manifest, write_json)
 from langgraft.train.config import TrainConfig
 from langgraft.train.data import build_data
@@ -263,7 +264,13 @@ def _inputs(cfg: TrainConfig) -> dict:
 
 
 def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inputs: dict) -> None:
+    data = resolved["data"]
+    check_out(out, [p for p in (resolved["model"], data["dataset"], data["replay"]) if p and Path(p).exists()])
+    check_no_links(out)  # a run folder is written into again on resume: only through its own files
+    check_no_links(out / "checkpoints")
     saved_path = out / "train_config.json"
+    if saved_path.is_file():
+        _check_run_folder(out)
     if saved_path.is_file() and FORCE.get():
         print(f"langgraft train: --force: discarding the run in {out}", file=sys.stderr)
         shutil.rmtree(out)
@@ -303,6 +310,27 @@ def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inpu
 RUN_FILES = {"train_config.json", "data.pt", "checkpoints", "metrics.jsonl", "tensorboard", "mlruns", "wandb", LOG}
 
 
+def _run_file(name: str) -> bool:
+    """A name a training run writes at its top level, or a hidden temporary of one (`.data.pt.tmp`,
+    `.adapter.tmp-…`, `.manifest.json.…`) that a kill mid-write can leave behind."""
+    known = RUN_FILES | {"adapter", "manifest.json"}
+    return name in known or (name.startswith(".") and any(name[1:].startswith(k + ".") for k in known))
+
+
+def _check_run_folder(out: Path) -> None:
+    """`--force` discards a training run only: a folder holding anything a run does not write (a project that
+    happens to have a train_config.json) or whose train_config.json langgraft did not write is refused."""
+    foreign = sorted(p.name for p in out.iterdir() if not _run_file(p.name))
+    try:
+        saved = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        saved = None
+    if foreign or not isinstance(saved, dict) or not {"fingerprint", "config"} <= saved.keys():
+        why = f"it also holds {foreign[0]}" if foreign else "its train_config.json was not written by langgraft"
+        raise UserError(f"--out {out}: not a langgraft training run ({why}); --force discards only a training "
+                        "run, pick another --out")
+
+
 def _first_difference(a, b, prefix: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
@@ -326,15 +354,14 @@ def _use_bf16(precision: str) -> bool:
 
 
 def _build_model(stage: str, cfg: TrainConfig, accelerator):
-    from transformers import AutoTokenizer
-
+    from langgraft import safeload
     from langgraft.formats.new_tokens import read_new_tokens
     from langgraft.model.load import load_causal_lm
     from langgraft.train.instruct import check_packed_attention, ensure_chat_template
     from langgraft.train.model import build_peft_model
 
     model_dir = Path(cfg.model)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = safeload.tokenizer(model_dir, "model")
     dtype = torch.bfloat16 if accelerator.device.type == "cuda" and _use_bf16(cfg.precision) else torch.float32
     model = load_causal_lm(str(model_dir), dtype=dtype)
     if stage == "instruct" and ensure_chat_template(tokenizer):
@@ -380,7 +407,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
     keep = [line for line in read_metrics(path) if line["step"] <= step]
-    path.write_text("".join(json.dumps(line) + "\n" for line in keep), encoding="utf-8")
+    with open_output(path, "w") as fh:
+        fh.write("".join(json.dumps(line) + "\n" for line in keep))
 
 
 def _last_eval(path: Path) -> dict:
