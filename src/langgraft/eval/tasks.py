@@ -15,7 +15,7 @@ from typing import Literal
 
 import yaml
 
-from langgraft.config import from_dict
+from langgraft.config import NonNegInt, PosInt, from_dict
 from langgraft.errors import UserError
 from langgraft.eval.metrics import CHOICE_METRICS, GENERATE_METRICS, INTRINSIC_METRICS
 
@@ -51,13 +51,13 @@ class TaskSpec:
     target: str = ""  # record path of the reference(s) (generate tasks); a list means several references
     text: str = ""  # record path of the text (intrinsic tasks); a list of strings is joined with newlines
     choice_prefix: str = " "  # put between the prompt and each choice / the generated text
-    shots: int = 0  # default number of in-context examples (overridden by --shots)
+    shots: NonNegInt = 0  # default number of in-context examples (overridden by --shots)
     shots_data: DataSpec | None = None  # where in-context examples come from (default: the other eval examples)
     shot_separator: str = "\n\n"  # between in-context examples
     stop: list[str] = field(default_factory=lambda: ["\n"])  # generation stops at the first of these
-    max_new_tokens: int = 32  # generation budget
-    max_chars: int = 0  # intrinsic: cut each text to this many characters (0 = whole text)
-    seed: int = 1234  # shot sampling seed (fixed so every model sees the same shots)
+    max_new_tokens: PosInt = 32  # generation budget
+    max_chars: NonNegInt = 0  # intrinsic: cut each text to this many characters (0 = whole text)
+    seed: NonNegInt = 1234  # shot sampling seed (fixed so every model sees the same shots)
     id_field: str = "id"  # record path of the example's own id, kept in samples when every record has a unique one
 
 
