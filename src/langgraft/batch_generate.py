@@ -25,7 +25,7 @@ from pathlib import Path
 
 from langgraft.errors import UserError
 from langgraft.model.generation import Sampling
-from langgraft.textfiles import iter_lines
+from langgraft.textfiles import iter_lines, read_json_object
 
 
 @dataclass
@@ -81,13 +81,16 @@ def resume_point(out: Path, settings: dict) -> int:
         return 0
     if not meta.is_file():
         raise UserError(f"--out {out}: exists and was not written by `langgraft generate`; pick another --out")
-    saved = json.loads(meta.read_text(encoding="utf-8"))
+    data = out.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep == 0:  # not one complete line yet (a start that failed or was killed): nothing to resume or keep
+        out.write_bytes(b"")
+        return 0
+    saved = read_json_object(meta)
     for key in settings:
         if saved.get(key) != settings[key]:
             raise UserError(f"--out {out}: started with other settings ({key}: {saved.get(key)!r} → "
                             f"{settings[key]!r}); rerun with the same ones to resume, or pick another --out")
-    data = out.read_bytes()
-    keep = data.rfind(b"\n") + 1
     if keep < len(data):  # a write cut short by a kill: that line is generated again
         with out.open("r+b") as fh:
             fh.truncate(keep)
@@ -97,9 +100,7 @@ def resume_point(out: Path, settings: dict) -> int:
 def run_generate(model_path: str, input_path: str, out_path: str, sampling: Sampling, opts: GenerateOptions,
                  progress: bool | None = None) -> dict:
     """Generate for every remaining input line; returns the counts (written, skipped by reason, truncated)."""
-    from tqdm import tqdm
-
-    from langgraft.model.load import load_model_or_adapter
+    from langgraft.rundir import output_lock
 
     inp, out = Path(input_path), Path(out_path)
     if out.resolve() == inp.resolve():
@@ -109,6 +110,25 @@ def run_generate(model_path: str, input_path: str, out_path: str, sampling: Samp
     items = read_inputs(inp, opts)
     settings = {"model": model_path, "base": opts.base, "input": str(inp.resolve()), "field": opts.field,
                 "chat": opts.chat, **{f"--{k.replace('_', '-')}": v for k, v in asdict(sampling).items()}}
+    with output_lock(out):  # one writer per file: a second run would append every line again
+        created = not out.exists()
+        try:
+            return _generate(model_path, (inp, out), items, settings, sampling, opts, progress)
+        except BaseException:
+            # a start that failed before its first line leaves nothing that would block the corrected command
+            if created and out.is_file() and out.stat().st_size == 0:
+                out.unlink()
+                out.with_name(out.name + ".settings.json").unlink(missing_ok=True)
+            raise
+
+
+def _generate(model_path: str, paths: tuple[Path, Path], items: list, settings: dict, sampling: Sampling,
+              opts: GenerateOptions, progress: bool | None) -> dict:
+    from tqdm import tqdm
+
+    from langgraft.model.load import load_model_or_adapter
+
+    inp, out = paths
     done = resume_point(out, settings)
     if done > len(items):
         raise UserError(f"--out {out}: has {done} lines but --input {inp} only {len(items)}; pick another --out")
