@@ -394,3 +394,130 @@ def test_a_changed_data_cache_is_named_and_rebuilt_and_the_resume_is_exact(finis
     for key in got:  # the weights of the uninterrupted run, not of the changed blocks
         torch.testing.assert_close(got[key], reference[key], rtol=0, atol=0, msg=key)
     assert "data.pt does not match the checkpoint's data checksum" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- 7. resource bombs in files
+def _gguf(kvs: bytes, n_kv: int, n_tensors: int = 0, tail: bytes = b"") -> bytes:
+    import struct
+
+    return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv) + kvs + tail
+
+
+def _gguf_string(text: bytes, length: int | None = None) -> bytes:
+    import struct
+
+    return struct.pack("<Q", len(text) if length is None else length) + text
+
+
+def _kv_array(key: bytes, item_type: int, count: int, payload: bytes = b"") -> bytes:
+    import struct
+
+    return _gguf_string(key) + struct.pack("<IIQ", 9, item_type, count) + payload
+
+
+def _bombs() -> dict[str, bytes]:
+    import struct
+
+    arch = _gguf_string(b"general.architecture") + struct.pack("<I", 8) + _gguf_string(b"llama")
+    return {
+        "array_2e62_uint8": _gguf(_kv_array(b"a", 0, 1 << 62) + b"\0" * 60, 1),
+        "array_2e40_strings": _gguf(_kv_array(b"tokenizer.ggml.tokens", 8, 1 << 40) + b"\0" * 60, 1),
+        "string_2e62_bytes": _gguf(_gguf_string(b"k") + struct.pack("<I", 8) + _gguf_string(b"", 1 << 62), 1),
+        "key_2e63_bytes": _gguf(_gguf_string(b"", 1 << 63), 1),
+        "kv_count_2e60": _gguf(arch, 1 << 60),
+        "tensor_count_2e50": _gguf(arch, 1, n_tensors=1 << 50, tail=b"\0" * 64),
+        "nested_arrays": _gguf(_kv_array(b"n", 9, 1 << 30, struct.pack("<IQ", 0, 1 << 60) * 4), 1),
+        "tensor_dims_huge": _gguf(arch, 1, n_tensors=1, tail=_gguf_string(b"w") + struct.pack("<I", 4)
+                                  + struct.pack("<4Q", *[1 << 40] * 4) + struct.pack("<IQ", 0, 0)),
+        "tensor_1000_dims": _gguf(arch, 1, n_tensors=1, tail=_gguf_string(b"w") + struct.pack("<I", 1000)
+                                  + b"\1" * 8000),
+        # a file whose bytes do hold its elements, but millions of them (each a Python object in the reader)
+        "five_million_elements": _gguf(arch + _kv_array(b"many", 0, 5_000_000, b"\0" * 5_000_000), 2),
+    }
+
+
+_BOUNDED = ("import resource, sys\nresource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+            "from langgraft.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+
+
+@pytest.mark.parametrize("name", sorted(_bombs()))
+def test_a_gguf_claiming_more_than_it_holds_is_one_line_in_bounded_memory(tmp_path, name):
+    path = tmp_path / f"{name}.gguf"
+    path.write_bytes(_bombs()[name])
+    try:
+        done = subprocess.run([sys.executable, "-c", _BOUNDED, "import-gguf", str(path), "--out",
+                               str(tmp_path / "hf")], env=ENV, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("still reading after 60 s")
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1, done.stderr[-2000:]
+    assert err[0].startswith("langgraft: error: ") and str(path) in err[0] and "GGUF" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+NESTED = "{% for a in range(100000) %}{% for b in range(100000) %}{{ a }}{% endfor %}{% endfor %}"
+TEMPLATES = {
+    "nested_loops": NESTED,
+    "nested_loops_in_a_macro": "{% macro m() %}" + NESTED + "{% endmacro %}{{ m() }}",
+    "huge_output": "{% for a in range(100000) %}{{ 'x' * 5000 }}{% endfor %}",
+    "huge_template": "{# " + "x" * 300_000 + " #}{{ messages[0]['content'] }}",
+}
+
+
+@pytest.fixture(scope="module")
+def bomb_models(tiny_model, tmp_path_factory):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    made = {}
+    for name, template in TEMPLATES.items():
+        folder = tmp_path_factory.mktemp(f"bomb-{name}") / "model"
+        shutil.copytree(tiny_model, folder)
+        tok = AutoTokenizer.from_pretrained(folder)
+        tok.chat_template = template
+        tok.save_pretrained(folder)
+        made[name] = folder
+    return made
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_a_chat_template_bomb_is_one_line_in_chat(bomb_models, name):
+    started = time.time()
+    try:
+        done = subprocess.run([sys.executable, "-m", "langgraft", "chat", "--model", str(bomb_models[name]),
+                               "--prompt", "سلام", "--max-new-tokens", "2"], env=ENV, capture_output=True,
+                              text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("chat still rendering after 90 s")
+    err = [x for x in done.stderr.replace("\r", "\n").splitlines() if x.strip() and "it/s" not in x]
+    assert done.returncode == 2 and len(err) == 1 and "chat template" in err[0], done.stderr[-2000:]
+    assert time.time() - started < 60
+
+
+_ENCODE = ("import sys\nfrom transformers import AutoTokenizer\nfrom langgraft.errors import UserError\n"
+           "from langgraft.train.instruct import encode_conversation, encode_example\n"
+           "tok = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+           "for call in (lambda: encode_example(tok, {'instruction': 'a', 'input': '', 'output': 'b'}),\n"
+           "             lambda: encode_conversation(tok, [{'role': 'user', 'content': 'a'},\n"
+           "                                               {'role': 'assistant', 'content': 'b'}])):\n"
+           "    try:\n        call()\n    except UserError as exc:\n        print(exc)\n")
+
+
+def _bounded_run(cmd: list[str], what: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what} still rendering after 90 s")
+
+
+def test_a_chat_template_bomb_is_one_line_in_generate_and_instruct_data(bomb_models, data_dir, tmp_path):
+    inp = _prompts_file(tmp_path / "in.jsonl", data_dir, 2)
+    out = tmp_path / "out.jsonl"
+    done = _bounded_run([sys.executable, "-m", "langgraft", *_generate(bomb_models["nested_loops"], inp, out,
+                                                                        "--chat")], "generate")
+    err = [x for x in done.stderr.replace("\r", "\n").splitlines() if x.strip() and "it/s" not in x]
+    assert done.returncode == 2 and len(err) == 1 and "chat template" in err[0], done.stderr[-2000:]
+    assert not out.exists()
+    done = _bounded_run([sys.executable, "-c", _ENCODE, str(bomb_models["nested_loops"])], "instruct data")
+    assert done.stdout.count("chat template: still rendering") == 2, done.stdout + done.stderr[-2000:]

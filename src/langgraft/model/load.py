@@ -111,7 +111,9 @@ def chat_text(tok, messages: list[dict]) -> str:
     """The conversation in the model's chat template, ready for the assistant's reply; BOS left to encoding."""
     if not getattr(tok, "chat_template", None):
         raise UserError("--chat: this model's tokenizer has no chat template")
-    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    from langgraft.model.template import render_chat
+
+    text = render_chat(tok, messages, add_generation_prompt=True)
     bos = tok.bos_token or ""  # the tokenizer adds BOS itself when it encodes; the template may write it too
     return text[len(bos):] if bos and text.startswith(bos) else text
 
