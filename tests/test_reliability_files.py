@@ -28,11 +28,20 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS":
 def _one_line_error(capsys, *needles: str) -> str:
     """The CLI's stderr is exactly one `langgraft: error:` line holding every needle (progress bars aside)."""
     err = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
-           if line.strip() and not re.search(r"\|.*(it/s|s/it|\?it)", line)]
+           if line.strip() and not re.search(r"\|.*(it/s|s/it|\?it)", line)
+           and not re.match(r"\d{4}-\d\d-\d\d [\d:.]+ \| (INFO|DEBUG|SUCCESS) ", line)]  # datatrove's log, in-process
     assert len(err) == 1 and err[0].startswith("langgraft: error:"), err
     for needle in needles:
         assert needle in err[0], (needle, err[0])
     return err[0]
+
+
+def _cli_process(argv: list[str], prefix: tuple[str, ...] = ()) -> tuple[int, list[str]]:
+    """(exit status, stderr lines without progress bars) of `langgraft ARGV` as its own process."""
+    done = subprocess.run([*prefix, sys.executable, "-m", "langgraft", *argv], env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    return done.returncode, [x for x in done.stderr.replace("\r", "\n").splitlines()
+                             if x.strip() and not re.search(r"\|.*(it/s|s/it|\?it|B/s)", x)]
 
 
 def _cli_status(argv: list[str]) -> int:
@@ -521,3 +530,221 @@ def test_a_chat_template_bomb_is_one_line_in_generate_and_instruct_data(bomb_mod
     assert not out.exists()
     done = _bounded_run([sys.executable, "-c", _ENCODE, str(bomb_models["nested_loops"])], "instruct data")
     assert done.stdout.count("chat template: still rendering") == 2, done.stdout + done.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- 9. damaged inputs are one line, not a traceback
+def _damaged_safetensors(src: Path, dst: Path, how: str) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    weights = dst / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"header": data[:8] + b"\xff" * 32 + data[40:], "truncated": data[: len(data) // 2],
+                         "empty": b""}[how])
+    return dst
+
+
+@pytest.mark.parametrize("how", ["header", "truncated", "empty"])
+def test_damaged_safetensors_weights_are_one_line(tiny_model, tmp_path, how):
+    from langgraft.model.load import load_causal_lm
+
+    model = _damaged_safetensors(tiny_model, tmp_path / "m", how)
+    with pytest.raises(UserError, match=rf"--model {model}: "):
+        load_causal_lm(str(model))
+
+
+def _parquet_bytes(how: str, tmp_path: Path) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["سلام دنیا، این یک متن آزمایشی است"] * 50}), tmp_path / "real.parquet")
+    real = (tmp_path / "real.parquet").read_bytes()
+    return {"magic_only": b"PAR1garbagePAR1", "random": os.urandom(3000), "truncated": real[: len(real) - 40],
+            "middle_zeroed": real[:4] + b"\0" * (len(real) - 200) + real[-196:]}[how]
+
+
+@pytest.mark.parametrize("how", ["magic_only", "random", "truncated", "middle_zeroed"])
+def test_a_damaged_parquet_source_is_one_line(tmp_path, capsys, how):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.parquet").write_bytes(_parquet_bytes(how, tmp_path))
+    cfg = {"root": str(tmp_path / "d"), "workers": 1, "datasets": [{"name": "fa", "sources": [{"path": "x.parquet"}]}]}
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump(cfg))
+    status, err = _cli_process(["data", "prepare", "--config", str(tmp_path / "data.yaml"), "--out",
+                                str(tmp_path / "out")])
+    assert status == 2 and len(err) == 1 and "x.parquet: not a readable Parquet file" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("how", ["magic_only", "truncated", "middle_zeroed"])
+def test_a_damaged_prepared_shard_is_one_line(tmp_path, how):
+    from helpers import make_dataset
+
+    from langgraft.data.load import iter_texts
+
+    ds = make_dataset(tmp_path / "data", "fa", ["متن اول برای آزمایش"] * 20, ["متن دوم"] * 5)
+    shard = next((ds / "train").glob("*.parquet"))
+    shard.write_bytes(_parquet_bytes(how, tmp_path))
+    with pytest.raises(UserError, match=rf"{shard.name}: not a readable Parquet file"):
+        list(iter_texts(ds, "train"))
+
+
+@pytest.mark.parametrize("content", [b'{"name": "fa", "splits": {"tra', b"\xff\xfe{}", b"[1, 2]", b'{"name": "fa"}',
+                                     b'{"splits": {"train": 3}}'])
+def test_a_damaged_dataset_json_is_one_line(tmp_path, content):
+    from helpers import make_dataset
+
+    from langgraft.data.load import iter_texts
+
+    ds = make_dataset(tmp_path / "data", "fa", ["متن اول برای آزمایش"] * 20, ["متن دوم"] * 5)
+    (ds / "dataset.json").write_bytes(content)
+    with pytest.raises(UserError, match="dataset.json"):
+        list(iter_texts(ds, "train"))
+
+
+TORN = [b'{"base_model_name_or_path": "mod', b"\xff\xfe\x00{", b"[1, 2, 3]", b""]
+
+
+@pytest.mark.parametrize("content", TORN)
+def test_a_torn_adapter_config_is_one_line(tmp_path, capsys, content):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_bytes(content)
+    assert main(["chat", "--model", str(adapter), "--prompt", "hi"]) == 2
+    _one_line_error(capsys, "adapter_config.json")
+
+
+@pytest.mark.parametrize("content", TORN)
+def test_a_torn_demo_record_is_one_line(tmp_path, content):
+    from langgraft.demo import SHIPPED, _materialise
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / SHIPPED).write_bytes(content)
+    with pytest.raises(UserError, match=SHIPPED.replace(".", r"\.")):
+        _materialise(out, print)
+
+
+@pytest.mark.parametrize("content", TORN[:3])
+def test_a_torn_generate_settings_file_is_one_line(tiny_model, data_dir, tmp_path, capsys, content):
+    inp, out = _prompts_file(tmp_path / "in.jsonl", data_dir, 3), tmp_path / "out.jsonl"
+    assert main(_generate(tiny_model, inp, out)) == 0
+    capsys.readouterr()
+    out.with_name(out.name + ".settings.json").write_bytes(content)
+    before = out.read_bytes()
+    assert main(_generate(tiny_model, inp, out)) == 2
+    _one_line_error(capsys, "out.jsonl.settings.json")
+    assert out.read_bytes() == before
+
+
+NOT_UTF8_YAML = b"workers: 1\nroot: \"\xff\xfe\"\n"
+
+
+@pytest.mark.parametrize("argv", [["data", "prepare", "--config", "{y}", "--out", "{o}"],
+                                  ["train", "--stage", "align", "--config", "{y}", "--out", "{o}"],
+                                  ["run", "{y}"]])
+def test_non_utf8_yaml_is_one_line_naming_the_file(tmp_path, capsys, argv):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(NOT_UTF8_YAML)
+    assert main([a.format(y=path, o=tmp_path / "out") for a in argv]) == 2
+    _one_line_error(capsys, str(path), "UTF-8")
+
+
+def test_a_non_utf8_task_file_is_one_line_naming_it(tmp_path):
+    from langgraft.eval.tasks import load_task
+
+    path = tmp_path / "task.yaml"
+    path.write_bytes(b"name: t\ndescription: \"\xff\"\n")
+    with pytest.raises(UserError, match=rf"{path}: not valid UTF-8"):
+        load_task(str(path))
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe{}", b'{"models": {', b"[]"])
+def test_a_damaged_results_json_in_compare_is_one_line(tmp_path, capsys, content):
+    from langgraft.rundir import run_stage
+
+    old = tmp_path / "old"
+    run_stage(old, stage="eval", config={}, inputs=[], work=lambda tmp: (tmp / "results.json").write_bytes(content)
+              and None)
+    assert main(["eval", "--compare", str(old), "--out", str(tmp_path / "cmp")]) == 2
+    _one_line_error(capsys, "results.json")
+    assert not (tmp_path / "cmp").exists()
+
+
+@pytest.mark.parametrize("argv, where", [
+    (["--prompt", "a\udcffb"], "--prompt"), (["--prompt", "\ud800"], "--prompt"),
+    (["--prompt", "hi", "--system", "x\udfff"], "--system")])
+def test_a_lone_surrogate_in_a_chat_prompt_is_one_line(tiny_model, capsys, argv, where):
+    assert main(["chat", "--model", str(tiny_model), "--max-new-tokens", "2", *argv]) == 2
+    _one_line_error(capsys, where)
+
+
+@pytest.mark.parametrize("data", [b"\xff\xfehello\n", b"ok line\n\xc3(\n"])
+def test_non_utf8_chat_input_is_one_line(tiny_model, monkeypatch, capsys, data):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    assert main(["chat", "--model", str(tiny_model), "--max-new-tokens", "2"]) == 2
+    _one_line_error(capsys, "stdin: line")
+
+
+def test_a_lone_surrogate_in_generate_input_is_a_counted_skip_or_a_strict_stop(tiny_model, tmp_path, capsys):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text('{"prompt": "سلام"}\n{"prompt": "a\\ud800b"}\n{"prompt": ["x"]}\n'
+                   '{"prompt": [{"role": "user", "content": "\\udfff"}]}\n', encoding="utf-8")
+    assert main(_generate(tiny_model, inp, out)) == 0
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [r.get("skipped") for r in rows] == [None, "bad_text", "bad_field", "bad_field"]
+    assert "skipped bad_field 2, bad_text 1" in capsys.readouterr().out
+    assert main(_generate(tiny_model, inp, tmp_path / "strict.jsonl", "--strict")) == 2
+    _one_line_error(capsys, "in.jsonl:2", "lone surrogate")
+    chat_in = tmp_path / "chat.jsonl"
+    chat_in.write_text('{"prompt": [{"role": "user", "content": "\\udfff"}]}\n', encoding="utf-8")
+    assert main(_generate(tiny_model, chat_in, tmp_path / "chat_out.jsonl", "--chat")) == 0
+    assert json.loads((tmp_path / "chat_out.jsonl").read_text(encoding="utf-8"))["skipped"] == "bad_text"
+
+
+@pytest.mark.parametrize("pattern", ["../outside/*.txt", "sub/../../outside/a.txt", "../outside/**"])
+def test_prepare_sources_may_not_climb_out_of_the_root(tmp_path, capsys, pattern):
+    (tmp_path / "root" / "sub").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "a.txt").write_text("متن بیرون از ریشه که نباید خوانده شود\n" * 5, encoding="utf-8")
+    cfg = {"root": str(tmp_path / "root"), "workers": 1, "datasets": [{"name": "fa", "sources": [{"path": pattern}]}]}
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["data", "prepare", "--config", str(tmp_path / "data.yaml"), "--out", str(tmp_path / "out")]) == 2
+    _one_line_error(capsys, "climbs out", pattern)
+    assert not (tmp_path / "out").exists()
+
+
+def _without_root_override() -> list[str]:
+    """Root writes read-only files and reads unreadable ones regardless; without CAP_DAC_OVERRIDE it is held to
+    the permission bits like any user (setpriv, util-linux)."""
+    if os.geteuid() != 0:
+        return []
+    import shutil
+
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: permission bits cannot be tried")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--"]
+
+
+def test_read_only_and_unreadable_files_are_one_line(tiny_model, data_dir, tmp_path):
+    inp = _prompts_file(tmp_path / "in.jsonl", data_dir, 2)
+    out = tmp_path / "out.jsonl"
+    assert main(_generate(tiny_model, inp, out)) == 0
+    out.write_text(out.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    out.chmod(0o444)  # one line done, the rest to append: the file is read-only
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("workers: 1\n")
+    secret.chmod(0)
+    text = tmp_path / "text.txt"
+    text.write_text("سلام\n" * 50, encoding="utf-8")
+    text.chmod(0)
+    cases = [(_generate(tiny_model, inp, out), "out.jsonl"),
+             (["data", "prepare", "--config", str(secret), "--out", str(tmp_path / "o")], "secret.yaml"),
+             (["train", "--stage", "align", "--config", str(secret), "--out", str(tmp_path / "r")], "secret.yaml"),
+             (["tokenizer", "train", "--input", str(text), "--lang", "fa", "--vocab-size", "100", "--out",
+               str(tmp_path / "t")], "text.txt")]
+    for argv, needle in cases:
+        status, err = _cli_process(argv, tuple(_without_root_override()))
+        assert status == 2 and len(err) == 1 and needle in err[0] and "Permission denied" in err[0], (argv[:2], err)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from langgraft.errors import UserError
 from langgraft.model.generation import Sampling
-from langgraft.textfiles import iter_lines, read_json_object
+from langgraft.textfiles import check_unicode, iter_lines, read_json_object
 
 
 @dataclass
@@ -64,6 +64,11 @@ def _parse(line: str, n: int, path: Path, opts: GenerateOptions) -> tuple[dict |
         return _bad(f"bad_field: {where}: field {opts.field!r} is not a list of {{role, content}} messages", opts)
     if not opts.chat and not (isinstance(value, str) and value.strip()):
         return _bad(f"bad_field: {where}: field {opts.field!r} is not a non-empty string", opts)
+    try:
+        for text in [m["content"] for m in value] if opts.chat else [value]:
+            check_unicode(text, f"{where}: field {opts.field!r}")
+    except UserError as exc:
+        return _bad(f"bad_text: {exc}", opts)
     return record, value, ""
 
 

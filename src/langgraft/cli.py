@@ -297,6 +297,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     except UserError as exc:
         print(f"langgraft: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.filename is None or exc.errno is None:  # not about a file the user named or gave us
+            raise
+        # a file that cannot be read or written (read-only, no permission, a folder, a full disk): the
+        # environment's answer, not a bug in langgraft
+        where = f"{exc.filename} → {exc.filename2}" if exc.filename2 else str(exc.filename)
+        print(f"langgraft: error: {where}: {exc.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("langgraft: interrupted", file=sys.stderr)
         return 130

@@ -25,7 +25,7 @@ from langgraft.eval.report import write_report
 from langgraft.eval.tasks import TaskSpec, default_data_root, load_task, resolve_tasks
 from langgraft.model.load import chat_prompt, load_model
 from langgraft.rundir import check_name, folder_stamp, input_identity, sha256_path
-from langgraft.textfiles import parse_pairs
+from langgraft.textfiles import parse_pairs, read_json_object
 
 
 @dataclass
@@ -337,7 +337,7 @@ def merge_evals(dirs: list[str], out: Path) -> dict:
         path = d / "results.json"
         if not path.is_file():
             raise UserError(f"--compare {d}: no results.json (not a langgraft eval output)")
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = read_json_object(path)
         errors += doc.get("errors", [])
         rename = {m: (m if m not in models else f"{m}@{d.name}") for m in doc["models"]}
         for m, new in rename.items():

@@ -17,6 +17,7 @@ import yaml
 
 from langgraft.config import NonNegInt, PosInt, from_dict
 from langgraft.errors import UserError
+from langgraft.textfiles import read_text
 from langgraft.eval.metrics import CHOICE_METRICS, GENERATE_METRICS, INTRINSIC_METRICS
 
 SUITE_ALL = "all"
@@ -73,7 +74,7 @@ def load_task(path: str | Path) -> TaskSpec:
     """Parse and check one task YAML; any problem is a one-line UserError naming the file and key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_text(path))
     except OSError as exc:
         raise UserError(f"task {path}: cannot read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
@@ -139,7 +140,7 @@ def suites() -> dict[str, list[str]]:
     for name, path in shipped_tasks().items():
         out[SUITE_ALL].append(name)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.safe_load(read_text(path)) or {}
         except yaml.YAMLError:
             continue
         for suite in raw.get("suites", []) if isinstance(raw, dict) else []:

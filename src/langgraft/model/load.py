@@ -14,11 +14,11 @@ every loader failure is one UserError line naming the model.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
+from langgraft.textfiles import read_json_object
 
 
 def _from_pretrained(path: str, **kwargs):
@@ -34,6 +34,7 @@ def _first_line(exc: Exception) -> str:
 
 def load_causal_lm(model: str, *, dtype="auto"):
     """An HF causal LM's weights; a non-causal-LM config is a one-line UserError."""
+    from safetensors import SafetensorError
     from transformers import AutoConfig
 
     model = resolve_model(model)
@@ -49,6 +50,8 @@ def load_causal_lm(model: str, *, dtype="auto"):
         raise
     except OSError as exc:
         raise UserError(f"--model {model}: {_first_line(exc)}") from None
+    except SafetensorError as exc:  # a damaged weights file: cut short, or a header that is not one
+        raise UserError(f"--model {model}: damaged safetensors file ({_first_line(exc)})") from None
 
 
 def own_tokenizer(model: str):
@@ -85,7 +88,7 @@ def load_model_or_adapter(path: str, device: str | None = None, base: str | None
         if base:
             raise UserError(f"--base: {path} is not a PEFT adapter (no adapter_config.json)")
         return load_model(path, device)
-    base = base or json.loads(adapter_cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    base = base or read_json_object(adapter_cfg).get("base_model_name_or_path")
     if not base:
         raise UserError(f"{adapter_cfg}: names no base model; pass --base PATH")
     model, _ = load_model(base, device)
