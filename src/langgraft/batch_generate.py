@@ -12,7 +12,8 @@ padding; in fp32 greedy output does not depend on the batch), and a window's lin
 flushed to disk before the next one starts. So the output is always a prefix of the finished file: a rerun
 with the same settings resumes after the last complete line (a torn last line from a kill is cut off), and a
 rerun with other settings is refused rather than mixing two runs in one file. With `--seed`, each window samples
-from seed + its first line number, so a resumed file matches an uninterrupted one.
+from seed + its first line number, so a resumed file matches an uninterrupted one. One process writes a file at a
+time (the stages' lock, `.OUT.lock`); a start that fails before its first line leaves nothing behind.
 """
 
 from __future__ import annotations
