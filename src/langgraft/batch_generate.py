@@ -114,12 +114,10 @@ def run_generate(model_path: str, input_path: str, out_path: str, sampling: Samp
     if opts.batch_size < 1:
         raise UserError(f"--batch-size: must be ≥ 1, got {opts.batch_size}")
     items = read_inputs(inp, opts)
-    settings = {"model": model_path, "base": opts.base, "input": str(inp.resolve()), "field": opts.field,
-                "chat": opts.chat, **{f"--{k.replace('_', '-')}": v for k, v in asdict(sampling).items()}}
     with output_lock(out):  # one writer per file: a second run would append every line again
         created = not out.exists()
         try:
-            return _generate(model_path, (inp, out), items, settings, sampling, opts, progress)
+            return _generate(model_path, (inp, out), items, sampling, opts, progress)
         except BaseException:
             # a start that failed before its first line leaves nothing that would block the corrected command
             if created and out.is_file() and out.stat().st_size == 0:
@@ -128,13 +126,15 @@ def run_generate(model_path: str, input_path: str, out_path: str, sampling: Samp
             raise
 
 
-def _generate(model_path: str, paths: tuple[Path, Path], items: list, settings: dict, sampling: Sampling,
-              opts: GenerateOptions, progress: bool | None) -> dict:
+def _generate(model_path: str, paths: tuple[Path, Path], items: list, sampling: Sampling, opts: GenerateOptions,
+              progress: bool | None) -> dict:
     from tqdm import tqdm
 
     from langgraft.model.load import load_model_or_adapter
 
     inp, out = paths
+    settings = {"model": model_path, "base": opts.base, "input": str(inp.resolve()), "field": opts.field,
+                "chat": opts.chat, **{f"--{k.replace('_', '-')}": v for k, v in asdict(sampling).items()}}
     done = resume_point(out, settings)
     if done > len(items):
         raise UserError(f"--out {out}: has {done} lines but --input {inp} only {len(items)}; pick another --out")

@@ -20,7 +20,6 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 import yaml
 
 from langgraft.errors import UserError
-from langgraft.textfiles import read_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +83,10 @@ def load_config(cls: type, path: str | Path | None = None, overrides: typing.Seq
         if not path.is_file():
             raise UserError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(read_text(path)) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at byte {exc.start} of "
+                            "the file)") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
