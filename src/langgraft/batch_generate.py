@@ -12,7 +12,8 @@ padding; in fp32 greedy output does not depend on the batch), and a window's lin
 flushed to disk before the next one starts. So the output is always a prefix of the finished file: a rerun
 with the same settings resumes after the last complete line (a torn last line from a kill is cut off), and a
 rerun with other settings is refused rather than mixing two runs in one file. With `--seed`, each window samples
-from seed + its first line number, so a resumed file matches an uninterrupted one.
+from seed + its first line number, so a resumed file matches an uninterrupted one. One process writes a file at a
+time (the stages' lock, `.OUT.lock`); a start that fails before its first line leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from langgraft.errors import UserError
 from langgraft.model.generation import Sampling
 from langgraft.outfiles import open_output
-from langgraft.textfiles import iter_lines
+from langgraft.textfiles import check_unicode, iter_lines, read_json_object
 
 
 @dataclass
@@ -65,6 +66,11 @@ def _parse(line: str, n: int, path: Path, opts: GenerateOptions) -> tuple[dict |
         return _bad(f"bad_field: {where}: field {opts.field!r} is not a list of {{role, content}} messages", opts)
     if not opts.chat and not (isinstance(value, str) and value.strip()):
         return _bad(f"bad_field: {where}: field {opts.field!r} is not a non-empty string", opts)
+    try:
+        for text in [m["content"] for m in value] if opts.chat else [value]:
+            check_unicode(text, f"{where}: field {opts.field!r}")
+    except UserError as exc:
+        return _bad(f"bad_text: {exc}", opts)
     return record, value, ""
 
 
@@ -87,13 +93,16 @@ def resume_point(out: Path, settings: dict) -> int:
         return 0
     if not meta.is_file():
         raise UserError(f"--out {out}: exists and was not written by `langgraft generate`; pick another --out")
-    saved = json.loads(meta.read_text(encoding="utf-8"))
+    data = out.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep == 0:  # not one complete line yet (a start that failed or was killed): nothing to resume or keep
+        out.write_bytes(b"")
+        return 0
+    saved = read_json_object(meta)
     for key in settings:
         if saved.get(key) != settings[key]:
             raise UserError(f"--out {out}: started with other settings ({key}: {saved.get(key)!r} → "
                             f"{settings[key]!r}); rerun with the same ones to resume, or pick another --out")
-    data = out.read_bytes()
-    keep = data.rfind(b"\n") + 1
     if keep < len(data):  # a write cut short by a kill: that line is generated again
         with open_output(out, "r+b") as fh:
             fh.truncate(keep)
@@ -115,9 +124,7 @@ def _check_settings_file(meta: Path, settings: dict) -> None:
 def run_generate(model_path: str, input_path: str, out_path: str, sampling: Sampling, opts: GenerateOptions,
                  progress: bool | None = None) -> dict:
     """Generate for every remaining input line; returns the counts (written, skipped by reason, truncated)."""
-    from tqdm import tqdm
-
-    from langgraft.model.load import load_model_or_adapter
+    from langgraft.rundir import output_lock
 
     inp, out = Path(input_path), Path(out_path)
     if out.resolve() == inp.resolve():
@@ -125,6 +132,25 @@ def run_generate(model_path: str, input_path: str, out_path: str, sampling: Samp
     if opts.batch_size < 1:
         raise UserError(f"--batch-size: must be ≥ 1, got {opts.batch_size}")
     items = read_inputs(inp, opts)
+    with output_lock(out):  # one writer per file: a second run would append every line again
+        created = not out.exists()
+        try:
+            return _generate(model_path, (inp, out), items, sampling, opts, progress)
+        except BaseException:
+            # a start that failed before its first line leaves nothing that would block the corrected command
+            if created and out.is_file() and out.stat().st_size == 0:
+                out.unlink()
+                out.with_name(out.name + ".settings.json").unlink(missing_ok=True)
+            raise
+
+
+def _generate(model_path: str, paths: tuple[Path, Path], items: list, sampling: Sampling, opts: GenerateOptions,
+              progress: bool | None) -> dict:
+    from tqdm import tqdm
+
+    from langgraft.model.load import load_model_or_adapter
+
+    inp, out = paths
     settings = {"model": model_path, "base": opts.base, "input": str(inp.resolve()), "field": opts.field,
                 "chat": opts.chat, **{f"--{k.replace('_', '-')}": v for k, v in asdict(sampling).items()}}
     done = resume_point(out, settings)

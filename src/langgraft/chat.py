@@ -19,7 +19,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from langgraft.errors import UserError
 from langgraft.model.generation import Sampling
+from langgraft.textfiles import check_unicode
 
 
 @dataclass
@@ -55,6 +57,7 @@ def run_chat(path: str, opts: ChatOptions, *, prompt: str | None = None, stdin: 
     from langgraft.model.load import load_model_or_adapter
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout  # looked up now: callers may have redirected them
+    check_unicode(opts.system, "--system")
     model, tok = load_model_or_adapter(path, opts.device, opts.base)
     history: list[dict] = []
     turns: list[dict] = []
@@ -93,14 +96,16 @@ def run_chat(path: str, opts: ChatOptions, *, prompt: str | None = None, stdin: 
 def _lines(prompt: str | None, stdin: TextIO, prompt_to: TextIO | None):
     """The user's lines, stripped; ends at end of input or Ctrl-C at the prompt."""
     if prompt is not None:
-        yield prompt.strip()
+        yield check_unicode(prompt.strip(), "--prompt")
         return
     if prompt_to is not None and stdin is sys.stdin:
         try:
             import readline  # noqa: F401 - gives input() line editing and history in the terminal
         except ImportError:  # not on every platform; input() works without it
             pass
+    n = 0
     while True:
+        n += 1
         try:
             if prompt_to is not None and stdin is sys.stdin:
                 line = input("> ") + "\n"
@@ -110,11 +115,13 @@ def _lines(prompt: str | None, stdin: TextIO, prompt_to: TextIO | None):
                 line = stdin.readline()
         except (KeyboardInterrupt, EOFError):
             line = ""
+        except UnicodeDecodeError as exc:
+            raise UserError(f"stdin: line {n}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x})") from None
         if not line:  # end of input (Ctrl-D)
             if prompt_to is not None:
                 print(file=prompt_to)
             return
-        yield line.strip()
+        yield check_unicode(line.strip(), f"stdin: line {n}")
 
 
 def _command(text: str, opts: ChatOptions, history: list[dict], stdout: TextIO) -> bool:

@@ -138,8 +138,6 @@ def _eval(args: argparse.Namespace) -> int:
             raise UserError("--model and --tasks are required (or use --compare DIR...)")
         if args.sample_seed is not None and not args.limit:
             raise UserError("--sample-seed: needs --limit N (how many examples to draw)")
-        if not 0 < args.contamination_threshold <= 1:
-            raise UserError(f"--contamination-threshold: must be in (0, 1], got {args.contamination_threshold}")
         opts = EvalOptions(limit=args.limit, sample_seed=args.sample_seed, shots=args.shots,
                            contamination_threshold=args.contamination_threshold,
                            batch_size=args.batch_size, device=args.device,
@@ -260,8 +258,19 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors (a bad flag value, a missing flag) as one line, like every other input error;
+    the verbs' parsers are made by the same class."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("langgraft").strip()
+        print(f"langgraft: error: {where + ': ' if where else ''}{' '.join(message.split())} (see {self.prog} "
+              "--help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="langgraft", description="Graft a new language onto a pretrained LLM.")
+    parser = _Parser(prog="langgraft", description="Graft a new language onto a pretrained LLM.")
     top = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
     for path, (help_text, add_args, func) in VERBS.items():
@@ -330,6 +339,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"langgraft: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None or exc.errno is None:  # not about a file the user named or gave us
+            raise
+        # a file that cannot be read or written (read-only, no permission, a folder, a full disk): the
+        # environment's answer, not a bug in langgraft
+        where = f"{exc.filename} → {exc.filename2}" if exc.filename2 else str(exc.filename)
+        print(f"langgraft: error: {where}: {exc.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         again = RESUMES.get(args.verb if args.verb != "data" else f"data {args.action}")

@@ -10,9 +10,13 @@ import argparse
 from typing import Callable
 
 from langgraft.batch_generate import GenerateOptions
+from langgraft.config import Range, ranged
 from langgraft.eval.options import EvalOptions
 from langgraft.tokenizer.train import FIELD, MAX_SENTENCES, MODEL_TYPE, MODEL_TYPES
 from langgraft.train.config import STAGES as TRAIN_STAGES
+
+
+_pos_int, _non_neg_int = ranged(int, Range(1)), ranged(int, Range(0))
 
 
 def _force_arg(p: argparse.ArgumentParser) -> None:
@@ -26,10 +30,10 @@ def tokenizer_train_args(p: argparse.ArgumentParser) -> None:
                         "split) or DIR:SPLIT")
     p.add_argument("--field", default=FIELD, help=f"jsonl field holding the text (default: {FIELD})")
     p.add_argument("--lang", required=True, help="language code, e.g. fa")
-    p.add_argument("--vocab-size", type=int, required=True)
+    p.add_argument("--vocab-size", type=_pos_int, required=True)
     p.add_argument("--model-type", choices=MODEL_TYPES, default=MODEL_TYPE)
-    p.add_argument("--max-sentences", type=int, default=MAX_SENTENCES, help="sample at most this many lines")
-    p.add_argument("--threads", type=int, default=None, help="trainer threads (default: all cores)")
+    p.add_argument("--max-sentences", type=_pos_int, default=MAX_SENTENCES, help="sample at most this many lines")
+    p.add_argument("--threads", type=_pos_int, default=None, help="trainer threads (default: all cores)")
     p.add_argument("--normalizer", nargs="*", default=[], metavar="KEY=VALUE",
                    help="normaliser options, e.g. digits=latin newlines=space zwnj_repair=false")
     p.add_argument("--out", required=True, help="output directory")
@@ -47,9 +51,12 @@ def tokenizer_extend_args(p: argparse.ArgumentParser) -> None:
 
 def _sizes(value: str) -> list[int]:
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
+        sizes = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+    if any(n < 1 for n in sizes):
+        raise argparse.ArgumentTypeError(f"every size must be ≥ 1, got {value!r}")
+    return sizes
 
 
 def tokenizer_report_args(p: argparse.ArgumentParser) -> None:
@@ -77,7 +84,7 @@ def extend_args(p: argparse.ArgumentParser) -> None:
                    default="mean-subtokens",
                    help="how new rows start (default: the mean of each new token's base pieces; "
                         "shrunk-subtokens: that mean pulled 1/4 toward the mean of all rows; docs/TRAINING.md)")
-    p.add_argument("--seed", type=int, default=0, help="seed for --init random")
+    p.add_argument("--seed", type=_non_neg_int, default=0, help="seed for --init random")
     p.add_argument("--trust-tokenizer", action="store_true",
                    help="proceed when the model folder has no tokenizer to check --tokenizer against (sizes only)")
     p.add_argument("--out", required=True, help="output HF model directory")
@@ -166,20 +173,20 @@ def eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-lm-eval", default=None, metavar="DIR",
                    help="instead of evaluating: write --tasks as lm-evaluation-harness tasks into DIR "
                         "(lm_eval --include_path DIR --tasks langgraft)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples of each task")
-    p.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
+    p.add_argument("--limit", type=_pos_int, default=None, help="evaluate only the first N examples of each task")
+    p.add_argument("--sample-seed", type=_non_neg_int, default=None, metavar="SEED",
                    help="with --limit: a random N examples drawn with this seed instead of the first N")
-    p.add_argument("--shots", type=int, default=None, help="in-context examples (default: each task's own)")
+    p.add_argument("--shots", type=_non_neg_int, default=None, help="in-context examples (default: each task's own)")
     p.add_argument("--data-root", default=None, help="dataset root (default: $LANGGRAFT_DATA or ../shared/data)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="cap every generation task's budget")
+    p.add_argument("--batch-size", type=_pos_int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--max-new-tokens", type=_pos_int, default=None, help="cap every generation task's budget")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template (instruct models)")
-    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty,
-                   help=f"generation tasks: greedy with this penalty (default {d.repetition_penalty}; 1 = none)")
+    p.add_argument("--repetition-penalty", type=ranged(float, Range(0, lo_open=True)),
+                   default=d.repetition_penalty, help=f"generation tasks: greedy with this penalty (default {d.repetition_penalty}; 1 = none)")
     p.add_argument("--contamination", nargs="+", default=[], metavar="DATASET",
                    help="training data (data prepare dir, .jsonl or .txt) to check eval examples against")
-    p.add_argument("--contamination-threshold", type=float, default=d.contamination_threshold, metavar="SHARE",
+    p.add_argument("--contamination-threshold", type=ranged(float, Range(0, 1, lo_open=True)), default=d.contamination_threshold, metavar="SHARE",
                    help="flag an example when at least this share of its word 8-grams occurs in that training "
                         f"data (default {d.contamination_threshold}; 1 = only whole copies)")
     _force_arg(p)
@@ -237,7 +244,7 @@ def generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat", action="store_true",
                    help="the field is a chat (list of {role, content}, or a string: one user turn), sent through "
                         "the model's chat template")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
+    p.add_argument("--batch-size", type=_pos_int, default=d.batch_size,
                    help=f"prompts generated together (KV cache, left padding; default {d.batch_size})")
     p.add_argument("--strict", action="store_true", help="stop at the first unusable input line (default: skip it "
                                                          "and count it)")

@@ -15,11 +15,62 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from langgraft.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric field (`Annotated[int, Range(1)]`) or CLI flag (`ranged(int, Range(1))`):
+    the schema says what a number may be, so a negative learning rate or a zero rank is one line, not a run."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself is excluded
+    hi_open: bool = False
+
+    def ok(self, value: float) -> bool:
+        if value != value or value in (float("inf"), float("-inf")):  # NaN and infinities are never a setting
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '≥'} {self.lo:g}" if self.lo is not None else "finite"
+        if self.lo is None:
+            return f"{'<' if self.hi_open else '≤'} {self.hi:g}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+# the ranges most fields need; a field with another range writes its own Annotated[...]
+PosInt = Annotated[int, Range(1)]
+NonNegInt = Annotated[int, Range(0)]
+PosFloat = Annotated[float, Range(0, lo_open=True)]
+NonNegFloat = Annotated[float, Range(0)]
+Share = Annotated[float, Range(0, 1)]
+Finite = Annotated[float, Range()]
+
+
+def ranged(tp: type, rule: Range) -> typing.Callable[[str], Any]:
+    """An argparse `type=` for a number flag with a range; argparse names the flag in its one-line error."""
+    import argparse
+
+    def parse(text: str) -> Any:
+        try:
+            value = tp(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if tp is int else 'a number'}, got {text!r}")
+        if not rule.ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    parse.__name__ = tp.__name__
+    return parse
 
 
 def load_config(cls: type, path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Any:
@@ -32,7 +83,10 @@ def load_config(cls: type, path: str | Path | None = None, overrides: typing.Seq
         if not path.is_file():
             raise UserError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at byte {exc.start} of "
+                            "the file)") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
@@ -91,7 +145,7 @@ def from_dict(cls: type, data: Any, *, source: str = "config", prefix: str = "")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise UserError(f"{source}: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(fields))})")
-    hints = get_type_hints(cls)
+    hints = get_type_hints(cls, include_extras=True)
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, source=source, key=f"{prefix}{name}")
@@ -120,6 +174,13 @@ def to_dict(obj: Any) -> Any:
 def _coerce(tp: Any, value: Any, *, source: str, key: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
+        return value
+    if origin is Annotated:
+        base, *rules = get_args(tp)
+        value = _coerce(base, value, source=source, key=key)
+        for rule in rules:
+            if isinstance(rule, Range) and not rule.ok(value):
+                raise UserError(f"{source}: {key} must be {rule}, got {value!r}")
         return value
     if origin in (Union, types.UnionType):
         args = get_args(tp)
@@ -165,10 +226,10 @@ def _scalar(tp: Any, value: Any, *, source: str, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(float(value), source, key)
         if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string; accept it as the float it is
             try:
-                return float(value)
+                return _finite(float(value), source, key)
             except ValueError:
                 pass
     elif tp is str:
@@ -183,6 +244,12 @@ def _scalar(tp: Any, value: Any, *, source: str, key: str) -> Any:
         raise TypeError(f"unsupported config type {tp!r} for {key}")
     name = getattr(tp, "__name__", str(tp))
     raise UserError(f"{source}: {key} must be {name}, got {type(value).__name__} {value!r}")
+
+
+def _finite(value: float, source: str, key: str) -> float:
+    if not Range().ok(value):
+        raise UserError(f"{source}: {key} must be a finite number, got {value!r}")
+    return value
 
 
 def field_help(cls: type) -> dict[str, str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from langgraft.errors import UserError
 from langgraft.eval.metrics import fmt
 from langgraft.hub import is_hub_id
 from langgraft.rundir import atomic_write_text, read_manifest
@@ -86,13 +87,13 @@ def _dataset(path: str) -> dict:
 def _license(facts: dict) -> str | None:
     """The base's license where it is written down: a GGUF's general.license or the base card's YAML header."""
     if facts["base_gguf"] and Path(facts["base_gguf"]).is_file():
-        try:
-            from gguf import GGUFReader
+        from langgraft.ggufio.read import open_gguf
 
-            field = GGUFReader(facts["base_gguf"]).fields.get("general.license")
+        try:
+            field = open_gguf(facts["base_gguf"]).fields.get("general.license")
             if field is not None and field.data:
                 return bytes(field.parts[field.data[0]]).decode("utf-8")
-        except (ImportError, ValueError, OSError):
+        except (UserError, UnicodeDecodeError):
             return None
     card = Path(facts["base"] or "") / "README.md"
     if card.is_file():

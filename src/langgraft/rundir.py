@@ -180,6 +180,7 @@ def output_lock(out: str | Path) -> Iterator[None]:
     held = _acquire(lock, out)
     _held[key] = [held, 1]
     try:
+        sweep_stale(out)  # before anything reads `out`: a killed writer's set-aside output is put back first
         yield
     finally:
         del _held[key]
@@ -260,7 +261,8 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        sweep_stale(out)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out), dir=out.parent))
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write there ({exc.strerror})") from None
     try:
@@ -279,11 +281,48 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _temp_prefix(path: Path) -> str:
+    """Hidden work names carry the writer's pid, so a later run can tell a killed writer's leftovers."""
+    return f".{path.name}.tmp-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_stale(path: Path) -> None:
+    """Remove `path`'s hidden temporary siblings (`.NAME.tmp-PID-*`, `.NAME.old-PID`) whose writer process is
+    gone: a kill between mkdtemp and the rename leaves them, and nothing else would ever remove them. A leftover
+    whose writer still runs (a live pid), or that names no pid, is left alone; a previous output set aside just
+    before a kill is put back."""
+    import glob
+
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        kind, _, rest = leftover.name[len(path.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if kind == "old" and not path.exists() and not path.is_symlink():
+            os.replace(leftover, path)  # killed between its two renames: the previous output is still whole
+        elif leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        sweep_stale(path)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=path.parent)
     except OSError as exc:
         raise UserError(f"{path}: cannot write ({exc.strerror})") from None
     try:

@@ -44,13 +44,34 @@ def json_line(line: str, path: str | Path, lineno: int) -> Any:
         raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
 
 
-def read_json_object(path: str | Path) -> dict:
-    """A whole file holding one JSON object (a record one stage writes for another)."""
+def read_text(path: str | Path) -> str:
+    """A whole (small) text file, such as a YAML config; not UTF-8 is one UserError line naming the byte."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+        return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at byte {exc.start} of the "
                         "file)") from None
+
+
+def check_unicode(text: str, where: str) -> str:
+    """`text` if it can be written as UTF-8: a lone surrogate (a JSON `\\ud800` escape, or undecodable bytes in
+    a command-line argument) cannot be tokenized or written out, so it is one UserError line here."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        if 0xDC80 <= code <= 0xDCFF:  # how Python keeps an undecodable byte of a command line or of stdin
+            raise UserError(f"{where}: not valid UTF-8 (byte 0x{code - 0xDC00:02x} at character {exc.start + 1})"
+                            ) from None
+        raise UserError(f"{where}: not valid Unicode (a lone surrogate U+{code:04X} at character "
+                        f"{exc.start + 1})") from None
+    return text
+
+
+def read_json_object(path: str | Path) -> dict:
+    """A whole file holding one JSON object (a record one stage writes for another)."""
+    try:
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(data, dict):
@@ -104,6 +125,9 @@ def expand_paths(pattern: str, root: Path, where: str) -> list[Path]:
     """The files a glob names (relative to `root` unless absolute), sorted; none is an error naming `where`."""
     if not pattern:
         raise UserError(f"{where}.path is empty")
+    if not Path(pattern).is_absolute() and ".." in Path(pattern).parts:
+        raise UserError(f"{where}.path: {pattern!r} climbs out of the data root {root} with `..`; name the file "
+                        "inside it, or by its absolute path")
     full = pattern if Path(pattern).is_absolute() else str(root / pattern)
     paths = sorted(Path(p) for p in glob.glob(full, recursive=True) if Path(p).is_file())
     if not paths:

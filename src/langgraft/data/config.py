@@ -7,7 +7,9 @@ Paths in sources are globs relative to `root` (itself relative to the working di
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from langgraft.config import NonNegInt, PosInt, Range, Share
 
 Kind = Literal["monolingual", "bilingual", "instructions"]
 Reader = Literal["auto", "text", "blocks", "jsonl", "json", "csv", "tsv", "parquet", "hf"]
@@ -32,34 +34,34 @@ class SourceConfig:
     content: str = "content"  # a turn's text field (ShareGPT: value)
     line_prefix: str = ""  # text reader: keep only lines starting with this prefix (prefix removed)
     split: str = "train"  # hf reader: which split
-    limit: int = 0  # read at most this many records from each file of this source (0 = all)
+    limit: NonNegInt = 0  # read at most this many records from each file of this source (0 = all)
 
 
 @dataclass
 class FilterConfig:
-    min_chars: int = 20  # shorter documents (after normalisation and boilerplate removal) are dropped
-    max_chars: int = 1_000_000
-    min_words: int = 3
-    min_script_ratio: float = 0.6  # share of target-script characters among letters (lang.script_ratio)
+    min_chars: NonNegInt = 20  # shorter documents (after normalisation and boilerplate removal) are dropped
+    max_chars: PosInt = 1_000_000
+    min_words: NonNegInt = 3
+    min_script_ratio: Share = 0.6  # share of target-script characters among letters (lang.script_ratio)
     langid: bool = True  # py3langid (bundled model, offline) must agree with the expected language
-    langid_min_prob: float = 0.5  # dropped when another language wins or the expected one scores below this
-    langid_chars: int = 256  # classify only the first N characters (py3langid is linear in characters; 256
+    langid_min_prob: Share = 0.5  # dropped when another language wins or the expected one scores below this
+    langid_chars: PosInt = 256  # classify only the first N characters (py3langid is linear in characters; 256
     # and 400 both drop 0 of 1,044 news articles and catch Arabic)
     langid_candidates: list[str] = field(default_factory=list)  # restrict py3langid to these codes ([] = all 97)
-    langid_min_chars: int = 50  # shorter texts are not language-checked (too few words for py3langid)
-    max_dup_line_frac: float = 0.3  # Gopher: documents whose duplicated lines exceed this share are dropped
-    max_top_ngram_frac: float = 0.2  # Gopher: the most frequent word 2-gram covers more than this share of chars
+    langid_min_chars: NonNegInt = 50  # shorter texts are not language-checked (too few words for py3langid)
+    max_dup_line_frac: Share = 0.3  # Gopher: documents whose duplicated lines exceed this share are dropped
+    max_top_ngram_frac: Share = 0.2  # Gopher: the most frequent word 2-gram covers more than this share of chars
     boilerplate: list[str] = field(default_factory=list)  # regexes; matching lines are removed (and counted)
-    max_length_ratio: float = 3.0  # bilingual: max chars(longer side) / chars(shorter side)
+    max_length_ratio: Annotated[float, Range(1)] = 3.0  # bilingual: max chars(longer side) / chars(shorter side)
 
 
 @dataclass
 class DedupConfig:
     exact: bool = True  # drop repeats of the same normalised text across all sources of the dataset
     near: bool = True  # MinHash LSH near-duplicate removal (datatrove's four-stage MinHash)
-    threshold: float = 0.8  # Jaccard threshold the LSH bands are tuned for (datasketch's optimiser)
-    num_perm: int = 112  # number of MinHash permutations (bands x rows)
-    ngram: int = 5  # word n-gram shingles
+    threshold: Annotated[float, Range(0, 1, lo_open=True)] = 0.8  # Jaccard threshold the LSH bands are tuned for (datasketch's optimiser)
+    num_perm: PosInt = 112  # number of MinHash permutations (bands x rows)
+    ngram: PosInt = 5  # word n-gram shingles
 
 
 @dataclass
@@ -70,8 +72,8 @@ class DatasetConfig:
     src_lang: str = "en"  # bilingual
     tgt_lang: str = "fa"  # bilingual
     format: Literal["src_tgt", "both", "translate", "interleave"] = "both"  # bilingual → training text
-    interleave_group: int = 4  # format=interleave: consecutive pairs per record, alternating languages
-    validation_fraction: float = 0.01  # share of records (by content hash) in the validation split
+    interleave_group: PosInt = 4  # format=interleave: consecutive pairs per record, alternating languages
+    validation_fraction: Share = 0.01  # share of records (by content hash) in the validation split
     sources: list[SourceConfig] = field(default_factory=list)
     filters: FilterConfig = field(default_factory=FilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
@@ -91,7 +93,7 @@ class LeakGuardConfig:
     tasks: list[str] = field(default_factory=lambda: ["all"])
     tasks_root: str = ""  # folder the tasks' data paths are relative to (default: `root`)
     eval_sets: list[EvalSetConfig] = field(default_factory=list)  # further files to keep out (e.g. train splits)
-    min_chars: int = 20  # eval texts/lines shorter than this are too generic to match on (e.g. "خوب بود")
+    min_chars: NonNegInt = 20  # eval texts/lines shorter than this are too generic to match on (e.g. "خوب بود")
 
 
 @dataclass
@@ -99,9 +101,9 @@ class PrepareConfig:
     root: str = "."  # folder the source globs are relative to
     normalizer: dict[str, dict[str, Any]] = field(default_factory=dict)  # per language code: normaliser settings
     # (what a tokenizer recorded in langgraft.json "normalizer"); missing languages use the defaults
-    workers: int = 2  # worker processes for the CPU-bound stages
-    chunk_mb: int = 16  # large .txt/.jsonl files are split into chunks of about this size (one task each)
+    workers: PosInt = 2  # worker processes for the CPU-bound stages
+    chunk_mb: PosInt = 16  # large .txt/.jsonl files are split into chunks of about this size (one task each)
     strict: bool = False  # the first broken JSON line is an error instead of a counted drop
-    preview_records: int = 3
+    preview_records: NonNegInt = 3
     datasets: list[DatasetConfig] = field(default_factory=list)
     leak_guard: LeakGuardConfig = field(default_factory=LeakGuardConfig)

@@ -352,7 +352,9 @@ _fork_hook: list[bool] = []
 def run_executor(pipeline: list, *, tasks: int, workers: int, logging_dir: Path) -> None:
     from datatrove.executor import LocalPipelineExecutor
 
-    if workers > 1 and not _fork_hook:
+    # every fork, not only a pool's: with workers=1 the tasks run in this process but datatrove still forks its
+    # manager process, which would outlive a killed parent
+    if not _fork_hook:
         os.register_at_fork(after_in_child=die_with_parent)
         _fork_hook.append(True)
 

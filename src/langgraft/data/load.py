@@ -6,11 +6,11 @@ small data (eval, tests) can take `load_records(dataset_dir, split)`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from langgraft.errors import UserError
+from langgraft.textfiles import read_json_object
 
 BATCH = 1024
 
@@ -19,7 +19,11 @@ def dataset_info(dataset_dir: str | Path) -> dict:
     path = Path(dataset_dir) / "dataset.json"
     if not path.is_file():
         raise UserError(f"{dataset_dir}: not a prepared dataset (no dataset.json); run `langgraft data prepare`")
-    return json.loads(path.read_text(encoding="utf-8"))
+    info = read_json_object(path)
+    if not isinstance(info.get("splits"), dict) or not all(
+            isinstance(s, dict) and isinstance(s.get("files"), list) for s in info["splits"].values()):
+        raise UserError(f"{path}: not a dataset.json written by `langgraft data prepare` (no splits with files)")
+    return info
 
 
 def prepared_split(spec: str | Path, default_split: str) -> tuple[Path, str] | None:
@@ -45,11 +49,22 @@ def split_files(dataset_dir: str | Path, split: str) -> list[Path]:
 
 
 def iter_records(dataset_dir: str | Path, split: str, columns: Sequence[str] | None = None) -> Iterator[dict]:
+    for path in split_files(dataset_dir, split):
+        for batch in parquet_batches(path, columns):
+            yield from batch.to_pylist()
+
+
+def parquet_batches(path: str | Path, columns: Sequence[str] | None = None, batch_size: int = BATCH):
+    """Record batches of a Parquet file; a damaged file (cut short, not Parquet, a broken page) is one UserError
+    line naming it, whether the damage shows when it is opened or halfway through."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for path in split_files(dataset_dir, split):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH, columns=list(columns) if columns else None):
-            yield from batch.to_pylist()
+    try:
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
+    except (pa.ArrowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable Parquet file ({first})") from None
 
 
 def iter_texts(dataset_dir: str | Path, split: str) -> Iterator[str]:

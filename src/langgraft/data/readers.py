@@ -242,10 +242,10 @@ def _csv_records(path: str, delimiter: str) -> Iterator[tuple[dict, str]]:
 
 
 def _parquet_records(path: str) -> Iterator[tuple[dict, str]]:
-    import pyarrow.parquet as pq
+    from langgraft.data.load import parquet_batches
 
     n = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+    for batch in parquet_batches(path):
         for row in batch.to_pylist():
             n += 1
             yield row, f"{path} row {n}"

@@ -79,11 +79,11 @@ def _cpu_seconds() -> float:
 def _materialise(out: Path, log) -> None:
     """Copy the shipped corpus and recipe into `out`, leaving alone every file the user changed since."""
     import hashlib
-    import json
 
     from langgraft.consolelog import own
     from langgraft.errors import UserError
     from langgraft.rundir import check_out, write_json
+    from langgraft.textfiles import read_json_object
 
     record_path = out / SHIPPED
     check_out(out)
@@ -95,7 +95,7 @@ def _materialise(out: Path, log) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write there ({exc.strerror})") from None
-    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
+    record = read_json_object(record_path) if record_path.is_file() else {}
     files = {f"corpus/{name}": demo_file(name) for name in CORPUS} | {"recipe.yaml": demo_file("recipe.yaml")}
     for rel, src in files.items():
         dst, data = out / rel, src.read_bytes()

@@ -25,7 +25,7 @@ from langgraft.eval.report import write_report
 from langgraft.eval.tasks import TaskSpec, default_data_root, load_task, resolve_tasks
 from langgraft.model.load import chat_prompt, load_model_or_adapter
 from langgraft.rundir import check_name, folder_stamp, input_identity, sha256_path
-from langgraft.textfiles import parse_pairs
+from langgraft.textfiles import parse_pairs, read_json_object
 
 
 @dataclass

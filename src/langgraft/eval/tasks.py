@@ -15,8 +15,9 @@ from typing import Literal
 
 import yaml
 
-from langgraft.config import from_dict
+from langgraft.config import NonNegInt, PosInt, from_dict
 from langgraft.errors import UserError
+from langgraft.textfiles import read_text
 from langgraft.eval.metrics import CHOICE_METRICS, GENERATE_METRICS, INTRINSIC_METRICS
 
 SUITE_ALL = "all"
@@ -51,13 +52,13 @@ class TaskSpec:
     target: str = ""  # record path of the reference(s) (generate tasks); a list means several references
     text: str = ""  # record path of the text (intrinsic tasks); a list of strings is joined with newlines
     choice_prefix: str = " "  # put between the prompt and each choice / the generated text
-    shots: int = 0  # default number of in-context examples (overridden by --shots)
+    shots: NonNegInt = 0  # default number of in-context examples (overridden by --shots)
     shots_data: DataSpec | None = None  # where in-context examples come from (default: the other eval examples)
     shot_separator: str = "\n\n"  # between in-context examples
     stop: list[str] = field(default_factory=lambda: ["\n"])  # generation stops at the first of these
-    max_new_tokens: int = 32  # generation budget
-    max_chars: int = 0  # intrinsic: cut each text to this many characters (0 = whole text)
-    seed: int = 1234  # shot sampling seed (fixed so every model sees the same shots)
+    max_new_tokens: PosInt = 32  # generation budget
+    max_chars: NonNegInt = 0  # intrinsic: cut each text to this many characters (0 = whole text)
+    seed: NonNegInt = 1234  # shot sampling seed (fixed so every model sees the same shots)
     id_field: str = "id"  # record path of the example's own id, kept in samples when every record has a unique one
 
 
@@ -73,7 +74,7 @@ def load_task(path: str | Path) -> TaskSpec:
     """Parse and check one task YAML; any problem is a one-line UserError naming the file and key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_text(path))
     except OSError as exc:
         raise UserError(f"task {path}: cannot read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
@@ -139,7 +140,7 @@ def suites() -> dict[str, list[str]]:
     for name, path in shipped_tasks().items():
         out[SUITE_ALL].append(name)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.safe_load(read_text(path)) or {}
         except yaml.YAMLError:
             continue
         for suite in raw.get("suites", []) if isinstance(raw, dict) else []:

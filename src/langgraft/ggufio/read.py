@@ -16,6 +16,14 @@ from langgraft.ggufio import gguf_module
 
 GGUF_MAGIC = b"GGUF"
 IMPORT_DTYPES = ("float32", "bfloat16", "float16")
+# The gguf package builds a Python object for every array element and string it reads, so a small file that
+# claims a huge count costs gigabytes. Counts are checked against the bytes left in the file, and against these
+# limits (a 256k-token vocabulary with its merges is about 1.1M elements), before anything reads the file.
+MAX_ELEMENTS = 4_000_000
+MAX_TENSORS = 100_000
+MAX_DIMS = 4
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF value type -> size
+_STRING, _ARRAY = 8, 9
 
 
 def gguf_info(path: str | Path) -> dict:
@@ -27,24 +35,133 @@ def gguf_info(path: str | Path) -> dict:
         magic = fh.read(4)
     if magic != GGUF_MAGIC:
         raise UserError(f"{path}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
-    gguf = gguf_module()
-    try:
-        reader = gguf.GGUFReader(path)
-    except (ValueError, IndexError, KeyError, OSError, OverflowError, UnicodeDecodeError) as exc:
-        # the header or the tensor table runs past the end of the file, or is not what it claims
-        raise UserError(f"{path}: truncated or corrupt GGUF ({type(exc).__name__}: {exc})") from None
+    reader = open_gguf(path)
     size = path.stat().st_size
-    for t in reader.tensors:
-        end = int(t.data_offset) + int(t.n_bytes)
-        if end > size:
-            raise UserError(f"{path}: truncated GGUF: tensor {t.name} ends at byte {end:,} but the file has "
-                            f"{size:,} bytes")
     arch = _string_field(reader, "general.architecture")
     if not arch:
         raise UserError(f"{path}: GGUF without general.architecture; not a model file")
     types = sorted({t.tensor_type.name for t in reader.tensors})
     return {"architecture": arch, "name": _string_field(reader, "general.name"), "tensors": len(reader.tensors),
             "tensor_types": types, "bytes": size, "pre_tokenizer": _string_field(reader, "tokenizer.ggml.pre")}
+
+
+def open_gguf(path: str | Path):
+    """The gguf package's reader of a file whose header was checked first (`check_layout`); one UserError line
+    for a bad file. Every GGUF langgraft reads, itself or through transformers, is opened here first."""
+    path = Path(path)
+    gguf = gguf_module()
+    check_layout(path)
+    try:
+        return gguf.GGUFReader(path)
+    except (ValueError, IndexError, KeyError, OSError, OverflowError, UnicodeDecodeError) as exc:
+        # the header or the tensor table runs past the end of the file, or is not what it claims
+        raise UserError(f"{path}: truncated or corrupt GGUF ({type(exc).__name__}: {exc})") from None
+
+
+class _Cursor:
+    """Reads the GGUF header with every length checked against the bytes left in the file."""
+
+    def __init__(self, path: Path, data: bytes, order: str):
+        self.path, self.data, self.pos, self.order, self.elements = path, data, 0, order, 0
+
+    def bad(self, what: str) -> UserError:
+        return UserError(f"{self.path}: truncated or corrupt GGUF: {what} at byte {self.pos:,} (the file has "
+                         f"{len(self.data):,} bytes)")
+
+    def take(self, n: int, what: str) -> bytes:
+        if n > len(self.data) - self.pos:
+            raise self.bad(f"{what} of {n:,} bytes runs past the end")
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def uint(self, size: int, what: str) -> int:
+        return int.from_bytes(self.take(size, what), self.order)
+
+    def count(self, n: int, each: int, what: str) -> None:
+        """`n` more elements of at least `each` bytes: within the file and within MAX_ELEMENTS."""
+        self.elements += n
+        if n * each > len(self.data) - self.pos:
+            raise self.bad(f"{what} claims {n:,} elements, more than the file holds")
+        if self.elements > MAX_ELEMENTS:
+            raise self.bad(f"{what} brings the header to more than {MAX_ELEMENTS:,} elements")
+
+    def string(self, what: str) -> bytes:
+        return self.take(self.uint(8, f"{what} length"), what)
+
+    def value(self, vtype: int, what: str, depth: int = 0) -> None:
+        if vtype in _SCALAR_BYTES:
+            self.take(_SCALAR_BYTES[vtype], what)
+        elif vtype == _STRING:
+            self.string(what)
+        elif vtype == _ARRAY and depth < 2:
+            itype, n = self.uint(4, f"{what} item type"), self.uint(8, f"{what} length")
+            if itype in _SCALAR_BYTES:
+                self.count(n, _SCALAR_BYTES[itype], what)
+                self.take(n * _SCALAR_BYTES[itype], what)
+                return
+            self.count(n, 8 if itype == _STRING else 12, what)
+            for _ in range(n):
+                self.value(itype, what, depth + 1)
+        else:
+            raise self.bad(f"{what} has an unknown value type {vtype}")
+
+
+def check_layout(path: Path) -> None:
+    """Walk the header (metadata and tensor table) without building anything: every declared count and length
+    must fit in the bytes left, the element total under MAX_ELEMENTS, and every tensor's data inside the file."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    data = path.read_bytes() if path.stat().st_size < (1 << 20) else _header_bytes(path)
+    size = path.stat().st_size
+    version = int.from_bytes(data[4:8], "little") if len(data) >= 8 else 0
+    order = "little" if version & 0xFFFF else "big"  # a big-endian file's version reads byte-swapped
+    cur = _Cursor(path, data, order)
+    cur.take(4, "magic")
+    if cur.uint(4, "version") not in (2, 3):
+        raise cur.bad("unsupported GGUF version")
+    n_tensors, n_kv = cur.uint(8, "tensor count"), cur.uint(8, "metadata count")
+    if n_tensors > MAX_TENSORS:
+        raise cur.bad(f"{n_tensors:,} tensors (more than {MAX_TENSORS:,})")
+    cur.count(n_kv, 12, "metadata table")
+    alignment = 32
+    for _ in range(n_kv):
+        key = cur.string("metadata key").decode("utf-8", errors="replace")
+        vtype = cur.uint(4, f"type of {key}")
+        start = cur.pos
+        cur.value(vtype, key)
+        if key == "general.alignment" and vtype == 4:
+            alignment = int.from_bytes(data[start:start + 4], order) or 32
+    cur.count(n_tensors, 24, "tensor table")
+    tensors = []
+    for _ in range(n_tensors):
+        name = cur.string("tensor name").decode("utf-8", errors="replace")
+        n_dims = cur.uint(4, f"dimension count of tensor {name}")
+        if not 1 <= n_dims <= MAX_DIMS:
+            raise cur.bad(f"tensor {name} has {n_dims} dimensions")
+        dims = [cur.uint(8, f"dimensions of tensor {name}") for _ in range(n_dims)]
+        qtype, offset = cur.uint(4, f"type of tensor {name}"), cur.uint(8, f"offset of tensor {name}")
+        try:
+            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(qtype)]
+        except (ValueError, KeyError):
+            raise cur.bad(f"tensor {name} has an unknown type {qtype}") from None
+        elements = 1
+        for d in dims:
+            elements *= d
+        tensors.append((name, offset, elements * type_size // block))
+    base = -(-cur.pos // alignment) * alignment
+    for name, offset, nbytes in tensors:
+        if base + offset + nbytes > size:
+            raise UserError(f"{path}: truncated GGUF: tensor {name} ends at byte {base + offset + nbytes:,} but "
+                            f"the file has {size:,} bytes")
+
+
+def _header_bytes(path: Path) -> bytes:
+    """The file as a memory map (read lazily): the header walk touches only its first pages."""
+    import mmap
+
+    with path.open("rb") as fh:
+        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def import_gguf(path: str | Path, out: str | Path, *, dtype: str = "float32") -> dict:

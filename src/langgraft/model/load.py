@@ -15,12 +15,12 @@ line naming the model.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from langgraft import safeload
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
+from langgraft.textfiles import read_json_object
 
 
 def _first_line(exc: Exception) -> str:
@@ -32,6 +32,8 @@ def _first_line(exc: Exception) -> str:
 
 def load_causal_lm(model: str, *, dtype="auto"):
     """An HF causal LM's weights; a non-causal-LM config is a one-line UserError."""
+    from safetensors import SafetensorError
+
     model = resolve_model(model)
     try:
         cfg = safeload.config(model)
@@ -45,6 +47,8 @@ def load_causal_lm(model: str, *, dtype="auto"):
         raise
     except OSError as exc:
         raise UserError(f"--model {model}: {_first_line(exc)}") from None
+    except SafetensorError as exc:  # a damaged weights file: cut short, or a header that is not one
+        raise UserError(f"--model {model}: damaged safetensors file ({_first_line(exc)})") from None
 
 
 def own_tokenizer(model: str):
@@ -83,7 +87,7 @@ def load_model_or_adapter(path: str, device: str | None = None, base: str | None
         if base:
             raise UserError(f"--base: {path} is not a PEFT adapter (no adapter_config.json)")
         return load_model(path, device)
-    base = base or json.loads(adapter_cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    base = base or read_json_object(adapter_cfg).get("base_model_name_or_path")
     if not base:
         raise UserError(f"{adapter_cfg}: names no base model; pass --base PATH")
     model, _ = load_model(base, device)
@@ -106,7 +110,9 @@ def chat_text(tok, messages: list[dict]) -> str:
     """The conversation in the model's chat template, ready for the assistant's reply; BOS left to encoding."""
     if not getattr(tok, "chat_template", None):
         raise UserError("--chat: this model's tokenizer has no chat template")
-    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    from langgraft.model.template import render_chat
+
+    text = render_chat(tok, messages, add_generation_prompt=True)
     bos = tok.bos_token or ""  # the tokenizer adds BOS itself when it encodes; the template may write it too
     return text[len(bos):] if bos and text.startswith(bos) else text
 

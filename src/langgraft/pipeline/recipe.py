@@ -11,7 +11,7 @@ from dataclasses import dataclass, field as _field
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
-from langgraft.config import load_config
+from langgraft.config import NonNegInt, PosInt, load_config
 from langgraft.errors import UserError
 from langgraft.eval.options import EvalOptions
 from langgraft.tokenizer.train import FIELD, MAX_SENTENCES, MODEL_TYPE
@@ -31,11 +31,11 @@ class TokenizerSection:
     # name of a dataset of data.config whose prepared train split (OUT/data/NAME) the tokenizer trains on, with
     # any `input` files: the data stage's cleaning and leak guard then apply to the tokenizer's text too
     dataset: str = ""
-    vocab_size: int = 20000  # SentencePiece pieces (paper: 20,000)
+    vocab_size: PosInt = 20000  # SentencePiece pieces (paper: 20,000)
     model_type: Literal["bpe", "unigram"] = MODEL_TYPE
     field: str = FIELD  # jsonl field holding the text
-    max_sentences: int = MAX_SENTENCES  # sample at most this many lines
-    threads: Optional[int] = None  # trainer threads (default: all cores)
+    max_sentences: PosInt = MAX_SENTENCES  # sample at most this many lines
+    threads: Optional[PosInt] = None  # trainer threads (default: all cores)
     normalizer: dict[str, Any] = _field(default_factory=dict)  # normaliser options, e.g. {digits: latin}
 
 
@@ -54,7 +54,7 @@ class DataSection:
 class ModelExtendSection:
     model: str = ""  # the base causal LM: local HF dir (or hub id, which needs network)
     init: Literal["shrunk-subtokens", "mean-subtokens", "mean", "random"] = "mean-subtokens"  # how new rows start
-    seed: int = 0  # seed for init=random
+    seed: NonNegInt = 0  # seed for init=random
     trust_tokenizer: bool = False  # the model folder has no tokenizer: check the extended one by sizes only
 
 
@@ -76,11 +76,11 @@ class EvalSection:
         default_factory=lambda: list(EVAL_POINTS))  # which models to evaluate (instruct: when it is configured)
     # stages whose prompts go through the model's chat template (e.g. [instruct]); the rest get plain prompts
     chat_stages: list[Point] = _field(default_factory=list)
-    limit: Optional[int] = None  # evaluate only the first N examples of each task
-    sample_seed: Optional[int] = None  # with limit: a random N examples drawn with this seed instead
-    shots: Optional[int] = None  # in-context examples (default: each task's own)
-    batch_size: int = EvalOptions.batch_size  # examples scored or generated together
-    max_new_tokens: Optional[int] = None  # cap every generation task's budget
+    limit: Optional[PosInt] = None  # evaluate only the first N examples of each task
+    sample_seed: Optional[NonNegInt] = None  # with limit: a random N examples drawn with this seed instead
+    shots: Optional[NonNegInt] = None  # in-context examples (default: each task's own)
+    batch_size: PosInt = EvalOptions.batch_size  # examples scored or generated together
+    max_new_tokens: Optional[PosInt] = None  # cap every generation task's budget
     device: Optional[str] = None  # torch device (default: cuda if available, else cpu)
     data_root: str = ""  # task data root (default: $LANGGRAFT_DATA or ../shared/data)
     texts: dict[str, str] = _field(default_factory=dict)  # lang -> held-out text (.txt/.jsonl) for the tokenizer

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
+
+from langgraft.config import NonNegFloat, NonNegInt, PosFloat, PosInt, Range, Share
 
 STAGES = ("align", "pretrain", "instruct")  # the training stages, in the order a recipe runs them
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -13,27 +15,27 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class DataConfig:
     dataset: str = ""  # a prepared dataset dir (`data prepare` output DIR/<dataset>, with dataset.json)
     replay: Optional[str] = None  # optional English prepared dataset mixed into training (pretrain only)
-    replay_fraction: float = 0.0  # share of training blocks drawn from `replay` (0 ≤ x < 1)
-    block_size: int = 512  # tokens per packed training block (instruct: per row of packed examples)
-    max_texts: int = 0  # read at most this many training texts / instruct examples (0 = all); for smoke runs
+    replay_fraction: Annotated[float, Range(0, 1, hi_open=True)] = 0.0  # share of training blocks drawn from `replay` (0 ≤ x < 1)
+    block_size: Annotated[int, Range(2)] = 512  # tokens per packed training block (instruct: per row of packed examples)
+    max_texts: NonNegInt = 0  # read at most this many training texts / instruct examples (0 = all); for smoke runs
 
 
 @dataclass
 class LoraConfig:
-    r: int = 8  # LoRA rank (paper: 8)
-    alpha: int = 32  # LoRA alpha (paper: 32)
-    dropout: float = 0.05  # LoRA dropout (paper: 0.05)
+    r: PosInt = 8  # LoRA rank (paper: 8)
+    alpha: PosInt = 32  # LoRA alpha (paper: 32)
+    dropout: Annotated[float, Range(0, 1, hi_open=True)] = 0.05  # LoRA dropout (paper: 0.05)
     targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))  # module names to adapt
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-4  # learning rate of the LoRA adapters (paper: 2e-4)
-    embed_lr: Optional[float] = None  # learning rate of embedding/head rows (default: lr)
-    weight_decay: float = 0.0  # AdamW decay of the adapters (embedding rows are never decayed)
-    warmup_ratio: float = 0.05  # share of steps with linear warmup (paper: 5%)
-    min_lr_ratio: float = 0.0  # cosine floor as a share of the peak learning rate
-    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    lr: PosFloat = 2e-4  # learning rate of the LoRA adapters (paper: 2e-4)
+    embed_lr: Optional[PosFloat] = None  # learning rate of embedding/head rows (default: lr)
+    weight_decay: NonNegFloat = 0.0  # AdamW decay of the adapters (embedding rows are never decayed)
+    warmup_ratio: Share = 0.05  # share of steps with linear warmup (paper: 5%)
+    min_lr_ratio: Share = 0.0  # cosine floor as a share of the peak learning rate
+    max_grad_norm: NonNegFloat = 1.0  # gradient clipping (0 = off)
 
 
 @dataclass
@@ -43,20 +45,20 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    micro_batch_size: int = 4  # blocks per forward pass per process
-    grad_accum: int = 1  # micro-batches per optimizer step
-    epochs: int = 1  # passes over the training blocks (ignored when max_steps > 0)
-    max_steps: int = 0  # stop after this many optimizer steps (0 = run `epochs`)
+    micro_batch_size: PosInt = 4  # blocks per forward pass per process
+    grad_accum: PosInt = 1  # micro-batches per optimizer step
+    epochs: PosInt = 1  # passes over the training blocks (ignored when max_steps > 0)
+    max_steps: NonNegInt = 0  # stop after this many optimizer steps (0 = run `epochs`)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto = bf16 autocast where supported; never fp16
     gradient_checkpointing: bool = False  # recompute activations in backward (less memory, slower)
     compile: bool = False  # torch.compile each decoder layer
-    loss_chunk: int = 0  # tokens per chunk of the fused head + cross-entropy; 0 = auto (see train/loss.py)
-    seed: int = 0  # seeds data order, dropout and LoRA init
-    checkpoint_every: int = 200  # optimizer steps between checkpoints (0 = only at the end)
-    keep_checkpoints: int = 2  # how many checkpoints to keep
-    eval_every: int = 200  # optimizer steps between validation runs (0 = only at the end)
-    eval_batches: int = 50  # validation micro-batches per run (0 = whole split)
-    log_every: int = 10  # optimizer steps between metrics.jsonl lines
+    loss_chunk: NonNegInt = 0  # tokens per chunk of the fused head + cross-entropy; 0 = auto (see train/loss.py)
+    seed: NonNegInt = 0  # seeds data order, dropout and LoRA init
+    checkpoint_every: NonNegInt = 200  # optimizer steps between checkpoints (0 = only at the end)
+    keep_checkpoints: NonNegInt = 2  # how many checkpoints to keep
+    eval_every: NonNegInt = 200  # optimizer steps between validation runs (0 = only at the end)
+    eval_batches: NonNegInt = 50  # validation micro-batches per run (0 = whole split)
+    log_every: PosInt = 10  # optimizer steps between metrics.jsonl lines
     # experiment trackers the metrics also go to, through Accelerate (tensorboard, wandb, trackio, mlflow, ...);
     # null: TensorBoard when it is installed; []: none. Not part of the run's identity: changing it retrains nothing
     report_to: Optional[list[str]] = None

@@ -152,14 +152,15 @@ def batch_indices(n_blocks: int, step: int, micro: int, *, accum: int, world: in
     return out
 
 
-def build_data(stage: str, cfg: TrainConfig, tokenizer, accelerator, out: Path):
+def build_data(stage: str, cfg: TrainConfig, tokenizer, accelerator, out: Path, *, fresh: bool = False):
     """Packed train/validation blocks, tokenized once per run: rank 0 writes `data.pt`, other ranks and a
     `--resume` load it (memory-mapped) instead of re-tokenizing the corpus; its key covers the dataset files and
-    the tokenizer, so a dataset rebuilt in place is re-tokenized."""
+    the tokenizer, so a dataset rebuilt in place is re-tokenized. `fresh`: tokenize again whatever the cache
+    holds (a resume whose checkpoint does not match the cache's blocks)."""
     cache = out / "data.pt"
     key = _data_key(stage, cfg, tokenizer)
     with accelerator.main_process_first():
-        if cache.is_file():
+        if cache.is_file() and not (fresh and accelerator.is_main_process):
             saved = _read_cache(cache)
             if saved is not None and saved["key"] == key:
                 val = (saved["val"][0].long(), saved["val"][1]) if saved["val"] else None
@@ -172,6 +173,17 @@ def build_data(stage: str, cfg: TrainConfig, tokenizer, accelerator, out: Path):
                 torch.save({"key": key, "train": blocks.to(torch.int32), "val": small_val, "summary": summary}, fh)
             tmp.replace(cache)
     return blocks, val, summary
+
+
+def data_digest(blocks: torch.Tensor, val) -> str:
+    """sha256 of the token ids trained and validated on (as int32, the cache's own width): a checkpoint records
+    it, so a resume notices a cache whose bytes changed since, even when the file still loads."""
+    digest = hashlib.sha256()
+    for ids in (blocks, val[0] if val else None):
+        if ids is not None:
+            digest.update(ids.to(torch.int32).contiguous().numpy())
+    digest.update(json.dumps(val[1] if val else None, default=str).encode())
+    return digest.hexdigest()
 
 
 def _read_cache(path: Path) -> dict | None:

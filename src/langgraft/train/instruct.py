@@ -28,6 +28,7 @@ import torch
 from jinja2 import TemplateError
 
 from langgraft.errors import UserError
+from langgraft.model.template import render_chat
 
 # The prompt format when the model's tokenizer has no chat template (base models): written into the trained
 # tokenizer, so `langgraft eval --chat` and `apply_chat_template` prompt the tuned model the way it was trained.
@@ -69,8 +70,7 @@ def user_turn(record: dict) -> str:
 def encode_example(tokenizer, record: dict) -> tuple[list[int], list[int]]:
     """(prompt ids, response ids + EOS) of one instruction record. BOS follows the tokenizer's own setting."""
     eos = _eos_id(tokenizer)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": user_turn(record)}], tokenize=False,
-                                           add_generation_prompt=True)
+    prompt = render_chat(tokenizer, [{"role": "user", "content": user_turn(record)}], add_generation_prompt=True)
     prompt_ids = _encode_start(tokenizer, prompt)
     response_ids = tokenizer(record["output"], add_special_tokens=False)["input_ids"] + [eos]
     return prompt_ids, response_ids
@@ -101,8 +101,8 @@ def encode_conversation(tokenizer, turns: list[dict]) -> tuple[list[int], list[i
     for i, turn in enumerate(turns):
         if turn["role"] != "assistant":
             continue
-        prompt = tokenizer.apply_chat_template(turns[:i], tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(turns[:i + 1], tokenize=False)
+        prompt = render_chat(tokenizer, turns[:i], add_generation_prompt=True)
+        full = render_chat(tokenizer, turns[:i + 1], add_generation_prompt=False)
         if not prompt.startswith(done) or not full.startswith(prompt):
             raise ValueError("the chat template rewrites earlier turns")
         context = _encode_start(tokenizer, prompt) if not done else \

@@ -44,6 +44,7 @@ class LoopState:
     steps_per_epoch: int
     tokens: int = 0
     last_loss: float = float("nan")
+    data_sha256: str = ""  # of the packed blocks trained on; each checkpoint records it (resume checks it)
 
 
 def cosine_with_warmup(optimizer, warmup: int, total: int, min_ratio: float):
@@ -157,7 +158,7 @@ def checkpoint(trainer: Trainer, cfg, out: Path, state: LoopState) -> Path:
     accelerator = trainer.accelerator
     return save_checkpoint(out / "checkpoints", state.step, model=accelerator.unwrap_model(trainer.loss_module),
                            optimizer=trainer.optimizer, scheduler=trainer.scheduler,
-                           extra={"tokens": state.tokens, "loss": state.last_loss}, keep=cfg.keep_checkpoints,
+                           extra={"tokens": state.tokens, "loss": state.last_loss, "data_sha256": state.data_sha256}, keep=cfg.keep_checkpoints,
                            rank=accelerator.process_index, world=accelerator.num_processes,
                            barrier=accelerator.wait_for_everyone, tokenizer=trainer.tokenizer)
 

@@ -156,6 +156,9 @@ def _fit(run: Run, resume: bool):
 
     cfg, out, accelerator = run.cfg, run.out, run.accelerator
     world = accelerator.num_processes
+    found = latest_good_checkpoint(out / "checkpoints", rank=accelerator.process_index, world=world,
+                                   log=_warn if accelerator.is_main_process else None) if resume else None
+    digest = _checked_data(run, found[1].get("data_sha256") if found else None)
     per_step = cfg.micro_batch_size * cfg.grad_accum * world
     steps_per_epoch = run.train_blocks.shape[0] // per_step
     if steps_per_epoch == 0:
@@ -167,9 +170,7 @@ def _fit(run: Run, resume: bool):
     optimizer = build_optimizer(run.peft_model, cfg)
     scheduler = cosine_with_warmup(optimizer, round(cfg.optim.warmup_ratio * total), total, cfg.optim.min_lr_ratio)
     loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
-    state = LoopState(step=0, total_steps=total, steps_per_epoch=steps_per_epoch)
-    found = latest_good_checkpoint(out / "checkpoints", rank=accelerator.process_index, world=world,
-                                   log=_warn if accelerator.is_main_process else None) if resume else None
+    state = LoopState(step=0, total_steps=total, steps_per_epoch=steps_per_epoch, data_sha256=digest)
     if found:
         saved = apply_checkpoint(found[1], found[2], model=accelerator.unwrap_model(loss_module),
                                  optimizer=optimizer, scheduler=scheduler)
@@ -181,6 +182,26 @@ def _fit(run: Run, resume: bool):
     if cfg.checkpoint_every:
         checkpoint(trainer, cfg, out, state)
     return trainer, state
+
+
+def _checked_data(run: Run, recorded: str | None) -> str:
+    """The digest of the run's blocks, after making sure they are the ones the resumed checkpoint trained on: a
+    `data.pt` changed since is named and tokenized again (the dataset itself is checked by the run's identity)."""
+    from langgraft.train.data import build_data, data_digest
+
+    digest = data_digest(run.train_blocks, run.val)
+    if recorded is None or recorded == digest:
+        return digest
+    if run.accelerator.is_main_process:
+        _warn(f"langgraft: warning: {run.out / 'data.pt'} does not match the checkpoint's data checksum (changed "
+              "since it was written); tokenizing again")
+    run.train_blocks, run.val, _ = build_data(run.stage, run.cfg, run.tokenizer, run.accelerator, run.out,
+                                              fresh=True)
+    digest = data_digest(run.train_blocks, run.val)
+    if digest != recorded:
+        raise UserError(f"--resume {run.out}: the training data differs from what its checkpoints trained on; "
+                        "rerun with --force to start over")
+    return digest
 
 
 def _save(run: Run, trainer, state) -> dict:
