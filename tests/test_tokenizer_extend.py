@@ -222,17 +222,18 @@ def _spaced_lines(persian_docs: list[str]) -> list[str]:
     return [line for line in lines if line.strip(" ") and not any(t in line for t in ("<s>", "</s>", "<unk>"))]
 
 
-def test_llama2_fast_tokenizers_split_spaces_like_sentencepiece(data_dir, extended, persian):
+def test_llama2_fast_tokenizers_split_spaces_like_sentencepiece(data_dir, extended, persian, demo_base):
     """The base's conversion (what `tokenizer report` measures) and the extended tokenizer.json give exactly the
     ids SentencePiece gives, on every line: aligned columns, indentation, trailing and Persian runs of spaces."""
     name, base, ext, out, _ = extended
-    if name != "llama2":
+    if name not in ("llama2", "demo"):
         return
     import sentencepiece as spm
 
     lines = _spaced_lines(persian["heldout"])
     assert len(lines) > 4000 and sum("   " in line for line in lines) > 1000
-    for sp_path, fast in ((data_dir / BASES[name], base), (out / "tokenizer.model", ext)):
+    base_model = demo_base if name == "demo" else data_dir / BASES[name]
+    for sp_path, fast in ((base_model, base), (out / "tokenizer.model", ext)):
         sp = spm.SentencePieceProcessor(model_file=str(sp_path))
         expected = [sp.encode(line) for line in lines]
         got = _ids(fast, lines)
