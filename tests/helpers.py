@@ -184,3 +184,52 @@ def copy_without_chat_template(src: Path, dst: Path) -> Path:
     cfg.pop("chat_template", None)
     (dst / "tokenizer_config.json").write_text(json.dumps(cfg))
     return dst
+
+
+PERSIAN_SOURCES = ("ntrex/NTREX-128/newstest2019-ref.fas.txt", "persian_news", "parsinlu", "persian_instruct")
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [s for item in value for s in _strings(item)] if isinstance(value, list) else []
+
+
+def _file_lines(path: Path) -> list[str]:
+    """Text lines of a .txt/.csv/.tsv file; every string value, split at newlines, of a .json or .jsonl file."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".json":
+        return [line for s in _strings(json.loads(text)) for line in s.splitlines()]
+    if path.suffix == ".jsonl":
+        return [line for row in text.splitlines() if row.strip() for s in _strings(_json_or_text(row))
+                for line in s.splitlines()]
+    return text.splitlines()
+
+
+def _json_or_text(row: str):
+    """A JSON Lines row, or the row itself where it is not JSON (ParsiNLU's reading comprehension .jsonl rows
+    are Python reprs)."""
+    try:
+        return json.loads(row)
+    except ValueError:
+        return row
+
+
+def all_persian_lines(data_dir: Path, sources: tuple[str, ...] = PERSIAN_SOURCES) -> dict[str, list[str]]:
+    """Every distinct stripped line holding an Arabic-script character, per source (a file or a folder of
+    .txt/.json/.jsonl/.csv/.tsv files under the data root), plus the demo's own Persian text as `demo`."""
+    import langgraft.demo
+
+    demo = Path(langgraft.demo.__file__).parent
+    found: dict[str, list[str]] = {}
+    for source in (*sources, "demo"):
+        root = demo if source == "demo" else data_dir / source
+        paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()
+                                                      and p.suffix in (".txt", ".json", ".jsonl", ".csv", ".tsv"))
+        if source == "demo":
+            paths = [demo / "fa.txt", demo / "heldout_fa.jsonl", demo / "pairs.fa.txt", demo / "instructions_fa.jsonl"]
+        lines = (line.strip() for p in paths for line in _file_lines(p))
+        found[source] = list(dict.fromkeys(s for s in lines if re.search("[\u0600-\u06ff]", s)))
+    return found

@@ -121,7 +121,7 @@ def test_bilingual_formats_and_instructions(tmp_path, data_dir):
     (tmp_path / "en.txt").write_text("\n".join(en) + "\n", encoding="utf-8")
     (tmp_path / "fa.txt").write_text("\n".join(fa) + "\n", encoding="utf-8")
     pair = {"kind": "bilingual", "validation_fraction": 0.0, "filters": {"min_chars": 2, "langid": False},
-            "dedup": {"near": False}, "sources": [{"path": "en.txt", "path2": "fa.txt"}]}
+            "dedup": {"near": False}, "sources": [{"path": "en.txt", "path2": "fa.txt", "license": "CC0-1.0"}]}
     inst = {"name": "inst", "kind": "instructions", "lang": "fa", "validation_fraction": 0.0,
             "filters": {"min_chars": 5, "min_words": 1, "min_script_ratio": 0.3},
             "sources": [{"path": str(data_dir / "persian_instruct/persian_seed_tasks.jsonl"), "records": "instances",
@@ -149,6 +149,10 @@ def test_bilingual_formats_and_instructions(tmp_path, data_dir):
     assert {r["lang"] for r in rows} == {"fa", "en"}
     assert all(r["instruction"] in r["text"] and r["output"] in r["text"] for r in rows)
     assert stats["inst"]["sources"][1]["read"] == 10
+    # licences: declared on the source, else the shared data's MANIFEST.tsv row of each file
+    assert [s["license"] for s in stats["inst"]["sources"]] == ["unknown (no license file in repo)", "Apache-2.0"]
+    assert dataset_info(out / "inst")["licenses"] == ["Apache-2.0", "unknown (no license file in repo)"]
+    assert dataset_info(out / "both")["licenses"] == ["CC0-1.0"]
 
 
 def _expect_error(tmp_path: Path, cfg: dict, match: str, out: str = "out") -> None:

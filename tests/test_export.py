@@ -138,3 +138,36 @@ def test_every_checkpoint_is_a_peft_adapter_that_export_and_eval_take(tmp_path, 
     results = json.loads((tmp_path / "eval" / "results.json").read_text())["results"]
     scores = {name: results[name]["ck_bpc"]["bpc"]["value"] for name in ("ck", "ad", "ex")}
     assert scores["ck"] == scores["ad"] and abs(scores["ck"] - scores["ex"]) < 1e-4, scores
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o027])
+def test_weights_get_the_umask_like_every_other_file(tmp_path, umask):
+    """safetensors writes through a 0600 temporary file; a stage's output folder gives every file the mode the
+    umask gives a plain file (weights of a model, an adapter and a nested folder alike)."""
+    from safetensors.torch import save_file
+
+    from langgraft.rundir import run_stage
+    from helpers import tiny_config
+
+    def work(tmp: Path) -> dict:
+        AutoModelForCausalLM.from_config(tiny_config("llama", 64, hidden=8, layers=1)).save_pretrained(tmp / "model")
+        (tmp / "adapter").mkdir()
+        save_file({"w": torch.zeros(2)}, str(tmp / "adapter" / "adapter_model.safetensors"))
+        (tmp / "run.sh").write_text("#!/bin/sh\n")
+        (tmp / "run.sh").chmod(0o755)
+        return {}
+
+    old = os.umask(umask)
+    try:
+        run_stage(tmp_path / "out", stage="export", config={}, inputs=[], work=work)
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {"model.safetensors", "adapter_model.safetensors", "config.json", "manifest.json"} <= \
+        {p.name for p in files}
+    for path in files:
+        want = 0o777 if path.name == "run.sh" else 0o666
+        assert path.stat().st_mode & 0o777 == want & ~umask, path
+    for path in [out, *(p for p in out.rglob("*") if p.is_dir())]:
+        assert path.stat().st_mode & 0o777 == 0o777 & ~umask, path

@@ -36,11 +36,25 @@ def demo(tmp_path_factory):
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     cwd = os.getcwd()
     os.chdir(repo)
+    mask = os.umask(0o022)  # the usual umask: `test_every_file_of_the_demo_honours_the_umask` checks the modes
     try:
         result = run_demo("runs/demo", log=lambda line: None)
     finally:
         os.chdir(cwd)
+        os.umask(mask)
     return repo / "runs" / "demo", result
+
+
+def test_every_file_of_the_demo_honours_the_umask(demo):
+    """Weights (model.safetensors, adapter_model.safetensors) too: 0644 files and 0755 folders under umask 022."""
+    out, _ = demo
+    paths = list(out.rglob("*"))
+    names = {p.name for p in paths}
+    assert {"model.safetensors", "adapter_model.safetensors", "tokenizer.json"} <= names
+    modes = {str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in paths if not p.is_symlink()}
+    wrong = {path: oct(mode) for path, mode in modes.items()
+             if mode != (0o755 if (out / path).is_dir() else 0o644)}
+    assert not wrong, wrong
 
 
 def _manifest_times(out: Path) -> dict[str, float]:

@@ -13,7 +13,7 @@ from langgraft.cli import main
 from langgraft.lang import get_language
 from langgraft.tokenizer.bases import load_base
 from langgraft.tokenizer.extend import ZWNJ, extend_tokenizer
-from helpers import article_texts, news_articles
+from helpers import all_persian_lines, article_texts, news_articles
 
 BASES = {
     "llama2": "tokenizers/llama2/tokenizer.model",
@@ -21,7 +21,9 @@ BASES = {
     "llama3": "tokenizers/llama3/tokenizer.model",
     "qwen2": "tokenizers/qwen2",
     "gpt2": "tokenizers/gpt2",
+    "demo": None,  # the demo's own base: a `tokenizer train` SentencePiece BPE model of the demo's English text
 }
+SENTENCEPIECE = ("llama2", "mistral", "demo")
 FA = get_language("fa")
 
 
@@ -67,12 +69,25 @@ def sp_model(persian, tmp_path_factory) -> Path:
     return root / "fa-sp"
 
 
+@pytest.fixture(scope="session")
+def demo_base(tmp_path_factory) -> Path:
+    """The demo's base tokenizer, trained as `langgraft demo` trains it (ASCII digits split, each non-ASCII digit
+    a user-defined piece)."""
+    from langgraft.demo import BASE, demo_file
+    from langgraft.tokenizer.train import train_tokenizer
+
+    out = tmp_path_factory.mktemp("demo-base") / "sp"
+    train_tokenizer([demo_file("en.txt")], lang="en", vocab_size=BASE["vocab_size"], out=out, threads=1)
+    return out / "sp.model"
+
+
 @pytest.fixture(scope="session", params=list(BASES))
-def extended(request, data_dir, sp_model, tmp_path_factory):
+def extended(request, data_dir, sp_model, demo_base, tmp_path_factory):
     name = request.param
     out = tmp_path_factory.mktemp("ext") / name
-    report = extend_tokenizer(data_dir / BASES[name], sp_model, lang="fa", out=out)
-    base = load_base(data_dir / BASES[name]).hf
+    base_path = demo_base if name == "demo" else data_dir / BASES[name]
+    report = extend_tokenizer(base_path, sp_model, lang="fa", out=out)
+    base = load_base(base_path).hf
     return name, base, AutoTokenizer.from_pretrained(str(out)), out, report
 
 
@@ -124,7 +139,7 @@ def test_base_ids_of_new_tokens_spell_the_token(extended):
     name, base, _, out, _ = extended
     tokens = json.loads((out / "new_tokens.json").read_text(encoding="utf-8"))["tokens"]
     for token in tokens[::50]:
-        text = token["text"].lstrip(" ") if name in ("llama2", "mistral") else token["text"]  # SP decode strips
+        text = token["text"].lstrip(" ") if name in SENTENCEPIECE else token["text"]  # SP decode strips
         assert base.decode(token["base_ids"]) == text
 
 
@@ -143,18 +158,47 @@ def test_specials_and_chat_template_survive(extended):
     assert json.loads((out / "langgraft.json").read_text())["normalizer"] == FA.normalizer_config
 
 
-def test_sentencepiece_model_agrees_with_fast(extended, persian):
-    name, base, ext, out, _ = extended
-    if name not in ("llama2", "mistral"):
+@pytest.fixture(scope="session")
+def all_persian(data_dir) -> dict[str, list[str]]:
+    return all_persian_lines(data_dir)
+
+
+# Where SentencePiece and a fast tokenizer part ways by construction: non-ASCII digits beside spaces (user-defined
+# pieces), characters in no vocabulary (byte fallback), mixed scripts, ZWNJ, runs of spaces, other whitespace.
+EDGE_TEXTS = [
+    "۲۰ دلار", "قیمت ۱۲۳۴۵ تومان و ٣٤ درصد", "سال ۱۴۰۲،  ۳ ماه", "12 و ۱۲ و ١٢", "۲", "۲ ", "a۲ b", "الان ال",
+    "می‌خواهم 😀 بروم", "中文 و فارسی", "x\u0000y ا", "ال‌ا", "  دو فاصله  ", "سلام\tدنیا\nخط", "ﷺ ﻻ ك ي",
+    "GitHub و Python ۳.۱۱", "(الف) [ب] «پ»", "ـــ تطویل", "\u200f راست به چپ",
+]
+
+
+def test_sentencepiece_model_agrees_with_fast(extended, all_persian):
+    """The written tokenizer.model and tokenizer.json give the same ids on every Persian line of the shared data
+    (NTREX, the news, ParsiNLU, the Persian instructions) and the demo's, and decoding gives each line back."""
+    name, _, ext, out, _ = extended
+    if name not in SENTENCEPIECE:
         assert not (out / "tokenizer.model").exists()
         return
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
     assert sp.get_piece_size() == len(ext) or name == "mistral"  # Mistral's HF vocab has extra control tokens
-    lines = [s for t in persian["heldout"] for s in t.split(". ") if s][:400]
-    same = sum(sp.encode(s) == ext(s, add_special_tokens=False)["input_ids"] for s in lines)
-    assert same / len(lines) >= 0.98
+    edge = EDGE_TEXTS
+    if name == "mistral":
+        # Mistral's own tokenizer.json (Metaspace, prepend_scheme "first") adds no dummy "▁" before text that
+        # starts with a space, unlike its SentencePiece model; the extension keeps the base's pipeline (text
+        # without Persian keeps the base's ids), so that difference is the base's own and is left alone.
+        edge = [t for t in EDGE_TEXTS if not t.startswith(" ")]
+    for source, lines in {**all_persian, "edge": edge}.items():
+        assert lines, source
+        want = sp.encode(lines)
+        got = _ids(ext, lines)
+        differ = [(line, sp.id_to_piece(w), ext.convert_ids_to_tokens(g))
+                  for line, w, g in zip(lines, want, got) if w != g]
+        assert not differ, (source, len(differ), len(lines), differ[:2])
+        back = ext.backend_tokenizer.decode_batch(got, skip_special_tokens=False)
+        lost = [(line, text) for line, text in zip(lines, back) if text != line]
+        assert not lost, (source, len(lost), lost[:3])
 
 
 def _spaced_lines(persian_docs: list[str]) -> list[str]:
@@ -178,17 +222,18 @@ def _spaced_lines(persian_docs: list[str]) -> list[str]:
     return [line for line in lines if line.strip(" ") and not any(t in line for t in ("<s>", "</s>", "<unk>"))]
 
 
-def test_llama2_fast_tokenizers_split_spaces_like_sentencepiece(data_dir, extended, persian):
+def test_llama2_fast_tokenizers_split_spaces_like_sentencepiece(data_dir, extended, persian, demo_base):
     """The base's conversion (what `tokenizer report` measures) and the extended tokenizer.json give exactly the
     ids SentencePiece gives, on every line: aligned columns, indentation, trailing and Persian runs of spaces."""
     name, base, ext, out, _ = extended
-    if name != "llama2":
+    if name not in ("llama2", "demo"):
         return
     import sentencepiece as spm
 
     lines = _spaced_lines(persian["heldout"])
     assert len(lines) > 4000 and sum("   " in line for line in lines) > 1000
-    for sp_path, fast in ((data_dir / BASES[name], base), (out / "tokenizer.model", ext)):
+    base_model = demo_base if name == "demo" else data_dir / BASES[name]
+    for sp_path, fast in ((base_model, base), (out / "tokenizer.model", ext)):
         sp = spm.SentencePieceProcessor(model_file=str(sp_path))
         expected = [sp.encode(line) for line in lines]
         got = _ids(fast, lines)

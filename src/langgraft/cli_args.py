@@ -150,7 +150,7 @@ def export_args(p: argparse.ArgumentParser) -> None:
                         "adapter's base instead of the local path")
     p.add_argument("--out", required=True, help="output: model/ (merged HF checkpoint) and adapter/ (PEFT)")
     p.add_argument("--gguf", action="store_true", help="also write model.gguf for llama.cpp / Ollama / LM Studio")
-    p.add_argument("--gguf-type", choices=["f16", "bf16", "q8_0"], default=None,
+    p.add_argument("--gguf-type", choices=["f16", "bf16", "q8_0", "q4_0", "f32"], default=None,
                    help="GGML type of the GGUF's matrices (default f16; implies --gguf)")
     _force_arg(p)
 

@@ -5,7 +5,8 @@
                tokenizer: loads with `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`.
 `out/adapter/` the PEFT adapter (LoRA + trained rows only, megabytes): `PeftModel.from_pretrained(parent, DIR)`
                on the extended model from `langgraft extend` reproduces the same logits.
-`out/model.gguf` with `--gguf TYPE`: the merged model for llama.cpp / Ollama / LM Studio (ggufio.write.write_gguf).
+`out/model.gguf` with `--gguf TYPE`: the merged model for llama.cpp / Ollama / LM Studio (ggufio.write.write_gguf),
+               and `out/Modelfile` beside it for `ollama create` (ggufio.modelfile).
 `out/model/README.md` the model card, generated from the run's own records (modelcard.py).
 """
 
@@ -20,7 +21,8 @@ from langgraft.rundir import check_out, input_identity, read_manifest, run_stage
 
 def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None, checkpoint: str | None = None,
                base_id: str | None = None) -> dict:
-    """Merge training run `run` into `out`; `gguf` (f16, bf16, q8_0) also writes `out/model.gguf`; `checkpoint`
+    """Merge training run `run` into `out`; `gguf` (f16, bf16, q8_0, q4_0, f32) also writes
+    `out/model.gguf` and `out/Modelfile`; `checkpoint`
     (step-N, or N) exports that checkpoint's adapter instead of the finished run's, also while the run goes on;
     `base_id` is the hub id the adapter's base is published under, recorded as its base instead of the local path."""
     from huggingface_hub.errors import HFValidationError
@@ -115,7 +117,10 @@ def _export(run: Path, adapter: Path, parent: str, tmp: Path, gguf: str | None) 
     if gguf is not None:
         from langgraft.ggufio.write import write_gguf
 
+        from langgraft.ggufio.modelfile import write_modelfile
+
         summary["gguf"] = write_gguf(tmp / "model", tmp / "model.gguf", gguf_type=gguf, name=model_name(facts))
+        summary["modelfile"] = write_modelfile(tmp / "model", tmp, "model.gguf")
     write_model_card(tmp / "model", facts, gguf=summary.get("gguf"))
     return summary
 

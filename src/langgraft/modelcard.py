@@ -33,7 +33,7 @@ def write_model_card(folder: str | Path, facts: dict, *, gguf: dict | None = Non
 def model_name(facts: dict) -> str:
     """A hub id as it is, a local folder by its name: the title should not carry someone's disk layout."""
     base = _base_name(facts)
-    return f"{base if is_hub_id(base) else Path(base).name} + {_lang(facts)}"
+    return f"{_public(base)} + {_lang(facts)}"
 
 
 # ---------------------------------------------------------------- reading the run
@@ -63,7 +63,8 @@ def gather(run: Path, *, report: Path | None = None) -> dict:
             facts["base"] = str(node)
             break
     facts["datasets"] = [_dataset(t["config"]["data"]["dataset"]) for t in facts["trains"]]
-    facts["license"] = _license(facts)
+    facts["base_license"] = _license(facts)
+    facts["license"] = card_license(facts["base_license"], facts["datasets"])
     facts.update(_pipeline_results(run, report))
     return facts
 
@@ -80,8 +81,36 @@ def _dataset(path: str) -> dict:
     info_path = Path(path) / "dataset.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     return {"path": path, "name": info.get("name") or Path(path).name, "kind": info.get("kind", "?"),
-            "lang": info.get("lang", "?"),
+            "lang": info.get("lang", "?"), "licenses": info.get("licenses") or ["unknown"],
             "records": (info.get("splits", {}).get("train") or {}).get("records")}
+
+
+def card_license(base: str | None, datasets: list[dict]) -> str | None:
+    """The card's `license`: the weights derive from the base and from every training text, so the base's licence
+    only when every dataset has that same one; else "other" (the body lists each, and says when one forbids
+    commercial use, as ParsiNLU's CC BY-NC-SA does)."""
+    data = {lic for d in datasets for lic in d["licenses"]}
+    if not data or data == {base}:
+        return base
+    return "other"
+
+
+def _license_line(facts: dict) -> str:
+    base = facts.get("base_license") or "not recorded for the base"
+    data = {}
+    for d in facts["datasets"]:
+        data.setdefault(d["name"], d["licenses"])
+    if not data:
+        return f"License: {base}.\n"
+    listed = "; ".join(f"{name}: {', '.join(lics)}" for name, lics in data.items())
+    line = f"License: the base model's is {base}; the training data's are {listed}."
+    terms = [lic for lics in data.values() for lic in lics]
+    if any("nc" in lic.lower().replace("-", " ").split() or "noncommercial" in lic.lower().replace("-", "")
+           for lic in terms):
+        line += " Some training data forbids commercial use (NC), so this model is for non-commercial use only."
+    if any("unknown" in lic.lower() for lic in terms):
+        line += " Some training data has no recorded licence: check it before you share this model."
+    return line + "\n"
 
 
 def _license(facts: dict) -> str | None:
@@ -139,15 +168,21 @@ def render(facts: dict) -> str:
               "license": facts["license"], "library_name": "transformers", "tags": tags,
               "datasets": sorted({d["name"] for d in facts["datasets"]})}
     stages = ", ".join(t["stage"] for t in facts["trains"]) or "none"
+    gguf_name = Path(facts["base_gguf"]).name if facts["base_gguf"] else None
     parts = [_yaml(header), f"# {model_name(facts)}: vocabulary-extended and adapted with langgraft\n",
-             f"Base model: `{base}`" + (f" (from the GGUF file `{facts['base_gguf']}`)" if facts["base_gguf"]
-                                       else "") + f". License: {facts['license'] or 'not recorded for the base'}.\n",
+             f"Base model: `{_public(base)}`" + (f" (from the GGUF file `{gguf_name}`)" if gguf_name else "") + ".\n",
+             _license_line(facts),
              "Method (Mahdizadeh Sani et al., COLING 2025): extend the tokenizer with target-language pieces, "
              "resize and initialise the new embedding rows, then train in stages. "
              f"Stages run: {stages}.\n",
              _tokenizer_section(facts, tok, lang), _stages_section(facts), _data_section(facts),
              _eval_section(facts), _files_section(facts)]
     return "\n".join(p for p in parts if p)
+
+
+def _public(name: str) -> str:
+    """A hub id as it is, a local folder by its last part: a card does not carry someone's disk layout."""
+    return name if is_hub_id(name) else Path(name).name
 
 
 def _base_name(facts: dict) -> str:
@@ -191,17 +226,31 @@ def _tokenizer_section(facts: dict, tok: dict, lang: str) -> str:
 def _stages_section(facts: dict) -> str:
     if not facts["trains"]:
         return ""
-    rows = ["## Training\n", "| stage | trains | dataset | steps | tokens | batch × block | lr | LoRA r/α | "
-            "final loss | val bpc | wall time |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["## Training\n", "| stage | trains | dataset | steps | tokens | batch × block | learning rate | "
+            "LoRA r/α | final loss | val bpc | wall time |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in facts["trains"]:
         c, s = t["config"], t.get("summary") or {}
         batch = c["micro_batch_size"] * c["grad_accum"] * s.get("world_size", 1)
         lora = "—" if t["stage"] == "align" else f"{c['lora']['r']}/{c['lora']['alpha']}"
-        rows.append(f"| {t['stage']} | {WHAT[t['stage']]} ({c['rows']} rows) | {Path(c['data']['dataset']).name} | "
+        rows.append(f"| {t['stage']} | {WHAT[t['stage']]} ({c['rows']} rows) | {_dataset_name(c)} | "
                     f"{s.get('steps', '?')} | {s.get('tokens', '?')} | {batch} × {c['data']['block_size']} | "
-                    f"{c['optim']['lr']} | {lora} | {_num(s.get('final_loss'))} | {_num(s.get('val_bpc'))} | "
-                    f"{_num(t.get('wall_time_s'), 0)} s |")
+                    f"{_learning_rates(t['stage'], c['optim'])} | {lora} | {_num(s.get('final_loss'))} | "
+                    f"{_num(s.get('val_bpc'))} | {_num(t.get('wall_time_s'), 0)} s |")
+    rows.append("\nval bpc: bits per character of the stage's last evaluation, on the validation split of the "
+                "stage's own dataset (the dataset column), held out of its training; — where the stage ran no "
+                "evaluation.")
     return "\n".join(rows) + "\n"
+
+
+def _dataset_name(config: dict) -> str:
+    return _dataset(config["data"]["dataset"])["name"]
+
+
+def _learning_rates(stage: str, optim: dict) -> str:
+    """The rates the optimiser really used (train.stages.build_optimizer): embedding/head rows train at
+    `embed_lr` (default `lr`), LoRA at `lr`; align trains rows only."""
+    rows = optim.get("embed_lr") or optim["lr"]
+    return f"rows {rows}" if stage == "align" else f"LoRA {optim['lr']}, rows {rows}"
 
 
 def _data_section(facts: dict) -> str:

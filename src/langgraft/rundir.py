@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -268,6 +269,7 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700: outputs are shared like any folder the user makes
         yield tmp
+        _apply_umask(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -315,6 +317,21 @@ def sweep_stale(path: Path) -> None:
         else:
             with contextlib.suppress(OSError):
                 leftover.unlink()
+
+
+def _apply_umask(folder: Path) -> None:
+    """Give every file and folder under `folder` the mode a plain `open` would: safetensors (and so every
+    `save_pretrained`) writes weights through a 0600 temporary file, which would leave the weights of a shared
+    output unreadable to the group while everything beside them is 0644. Executable bits are kept."""
+    mask = _umask()
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(root, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
+                os.chmod(path, (0o777 if mode & 0o100 else 0o666) & ~mask)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -35,6 +35,7 @@ class SourceConfig:
     line_prefix: str = ""  # text reader: keep only lines starting with this prefix (prefix removed)
     split: str = "train"  # hf reader: which split
     limit: NonNegInt = 0  # read at most this many records from each file of this source (0 = all)
+    license: str = ""  # this source's licence (default: the `license` column of a MANIFEST.tsv above its files)
 
 
 @dataclass

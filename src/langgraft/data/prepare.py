@@ -9,6 +9,7 @@ partial output; the work folder is removed after a successful publish.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -214,7 +215,9 @@ def _read_counts(wd: Path, prefix: str) -> list[dict]:
 def _dataset_stats(ds: DatasetConfig, units: list[dict], wd: Path) -> dict:
     clean, exact, final = (_read_counts(wd, p) for p in ("clean", "exact", "final"))
     dropped: dict[str, int] = {}
-    per_source = [{"path": s.path, "read": 0, "kept": 0} for s in ds.sources]
+    per_source = [{"path": s.path, "read": 0, "kept": 0,
+                   "license": s.license or _manifest_license([u["path"] for u in units if u["source"] == i])}
+                  for i, s in enumerate(ds.sources)]
     broken, broken_lines, boiler = 0, [], 0
     examples: dict[str, list[str]] = {}
     for c in clean:
@@ -246,9 +249,33 @@ def _dataset_stats(ds: DatasetConfig, units: list[dict], wd: Path) -> dict:
             "documents": docs, "splits": splits}
 
 
+def _manifest_license(paths: list[str]) -> str:
+    """The licence a MANIFEST.tsv (with `local_path` and `license` columns, as the shared data has) in a folder
+    above the files gives them, joined when they differ; "unknown" when no manifest lists them."""
+    found = set()
+    for name in paths:
+        path, licence = Path(name).resolve(), ""
+        for parent in path.parents:
+            if (parent / "MANIFEST.tsv").is_file():
+                licence = _manifest_rows(parent / "MANIFEST.tsv").get(path.relative_to(parent).as_posix(), "")
+                break
+        found.add(licence or "unknown")
+    return " + ".join(sorted(found)) or "unknown"
+
+
+@functools.cache
+def _manifest_rows(manifest: Path) -> dict[str, str]:
+    import csv
+
+    with manifest.open(encoding="utf-8", newline="") as fh:
+        return {row["local_path"]: row.get("license") or "" for row in csv.DictReader(fh, delimiter="\t")
+                if row.get("local_path")}
+
+
 def _publish(ds: DatasetConfig, wd: Path, dest: Path, stats: dict) -> None:
     """W/final/SPLIT/RANK.parquet → DEST/SPLIT/part-00000.parquet … (hard links: the work folder stays valid)."""
-    info: dict = {"name": ds.name, "kind": ds.kind, "lang": ds.lang, "splits": {}}
+    info: dict = {"name": ds.name, "kind": ds.kind, "lang": ds.lang, "splits": {},
+                  "licenses": sorted({s["license"] for s in stats["sources"]})}
     if ds.kind == "bilingual":
         info.update(lang=f"{ds.src_lang}-{ds.tgt_lang}", format=ds.format, src_lang=ds.src_lang,
                     tgt_lang=ds.tgt_lang)

@@ -9,10 +9,11 @@ from __future__ import annotations
 from langgraft.errors import UserError
 
 
-def gguf_module():
-    """The gguf package, or one line saying how to install it (an optional dependency: `.[real]`)."""
+def gguf_module(doing: str = "reading"):
+    """The gguf package, or one line saying how to install it (an optional dependency: `.[real]`); `doing` is
+    what needed it: "reading" (import-gguf) or "writing" (export --gguf)."""
     try:
         import gguf
     except ImportError:
-        raise UserError("reading GGUF files needs the gguf package: pip install 'langgraft[real]'") from None
+        raise UserError(f"{doing} GGUF files needs the gguf package: pip install 'langgraft[real]'") from None
     return gguf

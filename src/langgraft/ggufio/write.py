@@ -15,7 +15,8 @@ from langgraft.tokenizer.bases import bpe_kind
 
 # Writing follows llama.cpp's convert_hf_to_gguf.py (tensor names, metadata keys, the Q/K row order of its `llama`
 # graph, the tokenizer fields) through the gguf package's own writer and tables, so no llama.cpp build is needed.
-GGUF_TYPES = ("f16", "bf16", "q8_0")
+GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_0", "f32")  # f32: exact, for checking a conversion; q4_0: the gguf
+# package's 4-bit type (k-quants such as Q4_K_M need llama.cpp's llama-quantize: docs/EXPORT.md)
 # HF model_type → llama.cpp architecture; Mistral runs on llama.cpp's `llama` graph, as its converter writes it.
 GGUF_ARCHES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "gemma2": "gemma2"}
 # Byte-level pre-tokenizers by their rules, under llama.cpp's `tokenizer.ggml.pre` names. Extending a vocabulary
@@ -33,14 +34,12 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, *, gguf_type: str = 
     import os
 
     model_dir, out_file = Path(model_dir), Path(out_file)
-    check_gguf_writable(model_dir, gguf_type)
+    vocab = check_gguf_writable(model_dir, gguf_type)
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     arch = _gguf_arch(config, model_dir)
-    rows = int(config["vocab_size"])
-    vocab = _gguf_vocab(model_dir, rows)
     tmp = out_file.with_name(f".{out_file.name}.tmp")
     try:
-        writer = gguf_module().GGUFWriter(str(tmp), arch, use_temp_file=True)
+        writer = gguf_module("writing").GGUFWriter(str(tmp), arch, use_temp_file=True)
         _write_hparams(writer, config, gguf_type, name or model_dir.name)
         _write_vocab(writer, vocab, model_dir)
         counts = _write_tensors(writer, model_dir, config, arch, gguf_type)
@@ -52,27 +51,28 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, *, gguf_type: str = 
     finally:
         tmp.unlink(missing_ok=True)
     return {"file": out_file.name, "architecture": arch, "type": gguf_type, "tokenizer": vocab["model"],
-            "pre_tokenizer": vocab["pre"], "tokens": rows, "tensor_types": counts,
+            "pre_tokenizer": vocab["pre"], "tokens": len(vocab["tokens"]), "tensor_types": counts,
             "mb": round(out_file.stat().st_size / 2**20, 3)}
 
 
-def check_gguf_writable(model_dir: str | Path, gguf_type: str) -> None:
-    """One UserError line when `model_dir` (a local HF model folder) has no GGUF form here: the GGML type,
-    the architecture, the tokenizer kind and, for byte-level tokenizers, the pre-tokenizer are checked."""
+def check_gguf_writable(model_dir: str | Path, gguf_type: str) -> dict:
+    """One UserError line when `model_dir` (a local HF model folder) has no GGUF form here, checked in a second
+    and before anything is merged or written: the GGML type, the gguf package, the architecture, and whether
+    llama.cpp can tokenize exactly like tokenizer.json (its kind, pre-tokenizer, normalizer and merges).
+    Returns the GGUF vocabulary."""
     import json
 
     model_dir = Path(model_dir)
     if gguf_type not in GGUF_TYPES:
         raise UserError(f"--gguf-type {gguf_type}: choose from {', '.join(GGUF_TYPES)}")
+    gguf_module("writing")
     if not (model_dir / "config.json").is_file():
-        raise UserError(f"{model_dir}: no config.json (GGUF export needs a local HF model folder)")
-    _gguf_arch(json.loads((model_dir / "config.json").read_text(encoding="utf-8")), model_dir)
-    path = model_dir / "tokenizer.json"
-    if not path.is_file():
-        raise UserError(f"{model_dir}: no tokenizer.json (GGUF export needs the fast tokenizer file)")
-    spec = json.loads(path.read_text(encoding="utf-8"))
-    if bpe_kind(spec, str(path)) == "bytelevel":
-        gguf_pre_name(spec, path)
+        raise UserError(f"{model_dir}: no config.json (writing a GGUF file needs a local HF model folder)")
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    _gguf_arch(config, model_dir)
+    if not (model_dir / "tokenizer.json").is_file():
+        raise UserError(f"{model_dir}: no tokenizer.json (writing a GGUF file needs the fast tokenizer file)")
+    return _gguf_vocab(model_dir, int(config["vocab_size"]))
 
 
 def _gguf_arch(config: dict, model_dir: Path) -> str:
@@ -97,14 +97,15 @@ def _gguf_arch(config: dict, model_dir: Path) -> str:
 
 
 def _write_hparams(writer, config: dict, gguf_type: str, name: str) -> None:
-    gguf = gguf_module()
+    gguf = gguf_module("writing")
     heads = int(config["num_attention_heads"])
     head_dim = int(config.get("head_dim") or config["hidden_size"] // heads)
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     writer.add_type("model")
     writer.add_name(name)
     writer.add_file_type({"f16": gguf.LlamaFileType.MOSTLY_F16, "bf16": gguf.LlamaFileType.MOSTLY_BF16,
-                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[gguf_type])
+                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+                          "f32": gguf.LlamaFileType.ALL_F32}[gguf_type])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     writer.add_vocab_size(int(config["vocab_size"]))
     writer.add_block_count(int(config["num_hidden_layers"]))
@@ -133,10 +134,11 @@ def _write_tensors(writer, model_dir: Path, config: dict, arch: str, gguf_type: 
     import numpy as np
     from safetensors import safe_open
 
-    gguf = gguf_module()
+    gguf = gguf_module("writing")
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], int(config["num_hidden_layers"]))
     wanted = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16,
-              "q8_0": gguf.GGMLQuantizationType.Q8_0}[gguf_type]
+              "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0,
+              "f32": gguf.GGMLQuantizationType.F32}[gguf_type]
     tied = bool(config.get("tie_word_embeddings"))
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
@@ -199,10 +201,34 @@ def _gguf_vocab(model_dir: Path, rows: int) -> dict:
     unk = spec["model"].get("unk_token") or _config_token(model_dir, "unk_token")
     types = [_token_type(i, by_id, added, spec, kind, unk) for i in range(rows)]
     if kind == "sentencepiece":
+        check_sentencepiece_form(spec, path, {i: t for i, t in by_id.items() if i not in added})
         return {"model": "llama", "pre": "default", "tokens": tokens, "types": types, "merges": None,
                 "scores": _merge_scores(tokens, merges), "space_prefix": _space_prefix(spec)}
     return {"model": "gpt2", "pre": gguf_pre_name(spec, path), "tokens": tokens, "types": types, "merges": merges,
             "scores": None, "space_prefix": False}
+
+
+def check_sentencepiece_form(spec: dict, path: Path, vocab: dict[int, str]) -> None:
+    """llama.cpp tokenizes a SentencePiece-style vocabulary as SentencePiece does: "▁" before the text, spaces
+    to "▁", then it joins the adjacent pair whose concatenation is a token of highest score. tokenizer.json has
+    that form when its normalizer does no more than that, and when every token that two tokens concatenate to
+    is made by a merge (llama.cpp would join such a pair even where no merge lists it)."""
+    steps = _steps(spec.get("normalizer"), "normalizers")
+    allowed = [{"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]
+    extra = [s.get("type", "?") + (f" {s.get('pattern')}" if "pattern" in s else "") for s in steps
+             if s not in allowed]
+    extra += [s.get("type", "?") for s in _steps(spec.get("pre_tokenizer")) if s.get("type") != "Metaspace"]
+    if extra:
+        raise UserError(f"{path}: normalizer/pre-tokenizer step {extra[0]} has no llama.cpp form (its SentencePiece "
+                        "tokenizer only puts '▁' before the text and turns spaces into '▁'); cannot write GGUF")
+    made = {"".join(m.split(" ", 1)) if isinstance(m, str) else "".join(m) for m in spec["model"]["merges"]}
+    tokens = set(vocab.values())
+    loose = [t for t in tokens if t not in made and len(t) > 1
+             and any(t[:i] in tokens and t[i:] in tokens for i in range(1, len(t)))]
+    if loose:
+        raise UserError(f"{path}: {len(loose)} tokens (e.g. {sorted(loose)[0]!r}) join from two tokens but no merge "
+                        "makes them; llama.cpp would make them, so it cannot tokenize like this file; cannot "
+                        "write GGUF")
 
 
 def _config_token(model_dir: Path, key: str) -> str | None:
@@ -250,10 +276,11 @@ def _space_prefix(spec: dict) -> bool:
                for p in _steps(spec.get("pre_tokenizer")))
 
 
-def _steps(pre: dict | None) -> list[dict]:
-    if not pre:
+def _steps(step: dict | None, key: str = "pretokenizers") -> list[dict]:
+    """The steps of a normalizer (key "normalizers") or pre-tokenizer, a Sequence or a single one."""
+    if not step:
         return []
-    return pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    return step.get(key, []) if step.get("type") == "Sequence" else [step]
 
 
 def gguf_pre_name(spec: dict, path: Path) -> str:
@@ -280,7 +307,7 @@ def gguf_pre_name(spec: dict, path: Path) -> str:
 def _write_vocab(writer, vocab: dict, model_dir: Path) -> None:
     """Tokens, then special ids, add-BOS/EOS and the chat template as llama.cpp's converter reads them
     (gguf.SpecialVocab), with add-BOS/EOS taken from what the tokenizer really does."""
-    gguf = gguf_module()
+    gguf = gguf_module("writing")
     writer.add_tokenizer_model(vocab["model"])
     writer.add_tokenizer_pre(vocab["pre"])
     writer.add_token_list(vocab["tokens"])

@@ -114,6 +114,12 @@ def _like_sentencepiece(hf, proto):
     - Its Metaspace pre-tokenizer adds no "▁" to text that already starts with a space; SentencePiece always adds
       its dummy prefix ("    def" → "▁▁▁▁" + "▁def"). A Prepend normalizer always adds it, as Meta's own HF
       Llama-2 tokenizer.json does (so, like it, also after a special token in the text).
+    - It makes user-defined pieces added tokens, which cut the text before normalizing: each part then gets its
+      own "▁" ("۲۰ دلار" → "۲", "۰", "▁", "▁دلار" where SentencePiece gives "▁", "۲", "۰", "▁دلار"). A
+      single-character user-defined piece (`tokenizer train` makes each non-ASCII digit one) is atomic in BPE
+      anyway when no merge names it, so it stays a plain vocabulary entry, and `sp_merges` names none.
+    - Its normalizer keeps runs of spaces that SentencePiece collapses when `remove_extra_whitespaces` is set
+      (`_sp_normalizer`).
     Returns a generic fast tokenizer: model-specific classes rebuild this pipeline on load in transformers 5.
     """
     from tokenizers import Tokenizer
@@ -121,14 +127,31 @@ def _like_sentencepiece(hf, proto):
 
     spec = json.loads(hf.backend_tokenizer.to_str())
     spec["model"]["merges"] = [list(m) for m in sp_merges(proto)]
-    spec["normalizer"] = {"type": "Sequence", "normalizers": [
-        {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
+    spec["normalizer"] = _sp_normalizer(proto.normalizer_spec)
     spec["pre_tokenizer"] = None
+    singles = {p.piece for p in proto.pieces if p.type == 4 and len(p.piece) == 1}  # 4 = USER_DEFINED
+    for token in spec["added_tokens"]:
+        if token["content"] in singles and not token["special"]:
+            spec["model"]["vocab"][token["content"]] = token["id"]
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["special"] or t["content"] not in singles]
     backend = Tokenizer.from_str(json.dumps(spec))
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token=hf.bos_token, eos_token=hf.eos_token, unk_token=hf.unk_token,
         chat_template=hf.chat_template, clean_up_tokenization_spaces=False,
     )
+
+
+def _sp_normalizer(spec) -> dict:
+    """SentencePiece's whitespace handling as a tokenizers normalizer: with `remove_extra_whitespaces` (its
+    default, off in Llama-2 and in `tokenizer train` models) it trims spaces and collapses runs of them; with
+    `add_dummy_prefix` it puts "▁" before the text; then spaces become "▁"."""
+    steps = [{"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]
+    if spec.add_dummy_prefix:
+        steps.insert(0, {"type": "Prepend", "prepend": "▁"})
+    if spec.remove_extra_whitespaces:
+        steps[:0] = [{"type": "Replace", "pattern": {"Regex": "^ +| +$"}, "content": ""},
+                     {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}]
+    return {"type": "Sequence", "normalizers": steps}
 
 
 def sp_merges(proto) -> list[tuple[str, str]]:

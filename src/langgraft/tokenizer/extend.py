@@ -107,9 +107,10 @@ def _write_extended(base: Base, new_proto, language, tmp: Path, config: dict) ->
     flags = [is_target(a + b) for a, b in merges]
     keep = [m for m, flag in zip(merges, flags) if not flag]
     moved = [m for m, flag in zip(merges, flags) if flag]
-    target_block = _merges_for(ordered, vocab, points)
+    results = _target_results(ordered, [a + b for a, b in moved], vocab, is_target)
+    target_block = target_merges(results, _mergeable(vocab, spec, base.sp_proto), points)
     seen = set(target_block)
-    target_block += [m for m in moved if m not in seen]
+    target_block += [m for m in moved if m not in seen]  # byte-level bases also split inside characters
     head, spaces = _split_trailing_spaces(keep) if base.kind == "sentencepiece" else (keep, [])
     spec["model"]["merges"] = [list(m) for m in head + target_block + spaces]
 
@@ -122,7 +123,7 @@ def _write_extended(base: Base, new_proto, language, tmp: Path, config: dict) ->
     for stale in ("vocab.json", "merges.txt", "tokenizer.model"):
         (tmp / stale).unlink(missing_ok=True)
     if base.kind == "sentencepiece" and base.sp_proto is not None:
-        _write_sp_model(base.sp_proto, keep, target_block, added, tmp / "tokenizer.model")
+        _write_sp_model(base.sp_proto, keep, results, added, tmp / "tokenizer.model")
 
     new_tokens = _write_new_tokens(tmp, base, vocab, added, from_model, base_size)
     write_langgraft_json(tmp, language.code, language.normalizer_config, base=config["base"], base_kind=base.kind)
@@ -301,26 +302,47 @@ def _close_under_splits(ordered: list[str], vocab: dict[str, int], kind: str, po
     return out
 
 
-def _merges_for(ordered: list[str], vocab: dict[str, int], points) -> list[tuple[str, str]]:
-    """Every allowed split of each token into two vocab strings, in priority order (HF converter style)."""
+def _target_results(ordered: list[str], moved: list[str], vocab: dict[str, int], is_target) -> list[str]:
+    """Every target-script token of the final vocabulary, in the priority order its merges get: the new model's
+    pieces in its order, then the base's target-script merge results in the base's order, then the remaining
+    target-script tokens by id. The last group matters: a base piece such as Llama-2's «▁ال» has no path in the base
+    («▁ا» is not a base piece) but one through a new piece, and SentencePiece takes that path."""
+    results = dict.fromkeys(t for t in ordered if len(t) > 1)
+    results.update(dict.fromkeys(moved))
+    rest = sorted((i, t) for t, i in vocab.items() if len(t) > 1 and t not in results and is_target(t))
+    results.update(dict.fromkeys(t for _, t in rest))
+    return list(results)
+
+
+def _mergeable(vocab: dict[str, int], spec: dict, proto) -> set[str]:
+    """Vocab strings a merge may join: not added/special tokens and, where a SentencePiece model exists, only its
+    NORMAL pieces and the new ones (user-defined pieces such as the Persian digits are atomic there)."""
+    out = set(vocab) - {t["content"] for t in spec.get("added_tokens", [])}
+    if proto is not None:
+        out -= {p.piece for p in proto.pieces if p.type != 1}
+    return out
+
+
+def target_merges(results: list[str], mergeable: set[str], points) -> list[tuple[str, str]]:
+    """Merges that make a BPE model form `results` exactly as SentencePiece does: SentencePiece joins the adjacent
+    pair whose concatenation scores highest, whatever the halves, so every split of each result into two
+    mergeable tokens is a merge, ranked by the result (then the longer left half first, as `sp_merges` does)."""
     merges: list[tuple[str, str]] = []
-    for token in ordered:
-        local = [(token[:i], token[i:]) for i in points(token) if token[:i] in vocab and token[i:] in vocab]
-        local.sort(key=lambda m: (vocab[m[0]], vocab[m[1]]))
-        merges.extend(local)
+    for token in results:
+        cuts = sorted((i for i in points(token) if token[:i] in mergeable and token[i:] in mergeable), reverse=True)
+        merges.extend((token[:i], token[i:]) for i in cuts)
     return merges
 
 
-def _write_sp_model(proto, keep, target_block, added: list[str], path: Path) -> None:
-    """Extended SentencePiece model whose score order matches the merge order of tokenizer.json."""
+def _write_sp_model(proto, keep, results: list[str], added: list[str], path: Path) -> None:
+    """Extended SentencePiece model whose score order matches the merge order of tokenizer.json: every target
+    result scores below the base's other pieces, in the order of `results`."""
     proto = copy.deepcopy(proto)
     kept_results = {a + b for a, b in keep}
     # Scores are float32: stay in the range where integers are exact (Llama-2 parks whitespace pieces at -1e9).
     floor = min((p.score for p in proto.pieces if p.type == 1 and p.piece in kept_results and p.score > -1e6),
                 default=0.0)
-    rank: dict[str, int] = {}
-    for a, b in target_block:
-        rank.setdefault(a + b, len(rank))
+    rank = {token: r for r, token in enumerate(results)}
     index = {p.piece: p for p in proto.pieces}
     for token in added:
         piece = proto.pieces.add()

@@ -227,6 +227,9 @@ def _run_sentencepiece(corpus: Path, prefix: Path, config: dict, threads: int) -
             input=str(corpus), model_prefix=str(prefix), vocab_size=config["vocab_size"],
             model_type=config["model_type"], normalization_rule_name="identity", split_digits=True,
             byte_fallback=True, character_coverage=config["character_coverage"],
+            # SentencePiece would otherwise collapse runs of spaces and drop leading and trailing ones, so
+            # decode(encode(text)) would not give indented code or aligned columns back (a base needs that)
+            remove_extra_whitespaces=False,
             input_sentence_size=config["max_sentences"], shuffle_input_sentence=True,
             max_sentence_length=MAX_SENTENCE_BYTES, num_threads=threads, minloglevel=1,
             # split_digits only splits ASCII 0-9; Persian and Arabic-Indic digits are split by making each one a
