@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from langgraft.eval.metrics import LOWER_IS_BETTER, PER_TOKEN, PERCENT, fmt, shown
+from langgraft.eval.speed import speed_markdown
 from langgraft.rundir import atomic_write_text
 
 
@@ -77,6 +78,7 @@ def markdown(doc: dict) -> str:
         lines += ["", f"![{suite}](charts/{suite}.png)", ""]
     if scatter_axes(doc) is not None:
         lines += ["![Persian vs English](charts/fa_vs_en.png)", ""]
+    lines += speed_markdown(doc)
     skipped = {t: m["skipped"] for t, m in doc["tasks"].items() if m.get("skipped")}
     contaminated = {t: len(m["contaminated"]) for t, m in doc["tasks"].items() if m.get("contaminated")}
     if skipped:
