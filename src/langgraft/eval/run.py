@@ -245,6 +245,12 @@ def task_meta(task: Prepared) -> dict:
     if task.overlap is not None:
         overlap = {str(i): share for i, share in task.overlap.items()}
         meta["contamination"] = {"threshold": task.threshold, "overlap": overlap}
+    if spec.kind == "generate" and task.examples:
+        from langgraft.eval.floors import generation_floors
+
+        floors = generation_floors(spec.metrics, [ex.refs for ex in task.examples])
+        if floors:
+            meta["floors"] = floors
     if spec.kind == "choice" and task.examples:
         meta["chance"] = float(np.mean([1 / len(ex.choices) for ex in task.examples]))
         freq = Counter(ex.gold for ex in task.examples)

@@ -25,11 +25,12 @@ def write_run_report(out: Path, config: dict) -> dict:
     """Write the report folder `out` from `config` (evals, texts, tokenizers, lang, training); returns the summary's
     lines."""
     doc = merge_evals(config["evals"], out / "eval")
-    summary = {"stages": list(doc["models"]), "tokenizer": {}, "intrinsic": {}, "classification": {}}
+    summary = {"stages": list(doc["models"]), "tokenizer": {}, "intrinsic": {}, "classification": {},
+               "generation": {}}
     if config["texts"]:
         summary["tokenizer"] = _tokenizer_summary(out / "tokenizer", config)
     for task, meta in doc["tasks"].items():
-        kind = {"intrinsic": "intrinsic", "choice": "classification"}.get(meta["kind"])
+        kind = {"intrinsic": "intrinsic", "choice": "classification", "generate": "generation"}.get(meta["kind"])
         if kind is None:
             continue
         metric = meta["metrics"][0]
@@ -37,6 +38,8 @@ def write_run_report(out: Path, config: dict) -> dict:
         entry = {"metric": metric, "values": values, "n": meta["n"]}
         if "chance" in meta:
             entry["chance"] = meta["chance"]
+        if metric in meta.get("floors", {}):
+            entry["floor"] = meta["floors"][metric]["floor"]
         summary[kind].setdefault(meta["lang"], {})[task] = entry
     summary["arm"] = config.get("arm", "method")
     summary["training"] = training_summary(config.get("runs", {}))
@@ -88,12 +91,17 @@ def summary_lines(summary: dict, lang: str) -> list[str]:
                      f"{t['seconds']:,.1f} s")
     for text_lang, c in tok.get("unchanged", {}).items():
         lines.append(f"{text_lang} ids unchanged by the extended tokenizer: {c['identical']}/{c['lines']} lines")
-    for kind in ("intrinsic", "classification"):
-        for task_lang, tasks in summary[kind].items():
+    for kind in ("intrinsic", "classification", "generation"):
+        for task_lang, tasks in summary.get(kind, {}).items():
             for task, entry in tasks.items():
-                arrow = " → ".join(f"{m} {fmt(entry['metric'], v, unit=True)}" for m, v in entry["values"].items())
+                metric = entry["metric"]
+                arrow = " → ".join(f"{m} {fmt(metric, v, unit=True)}" for m, v in entry["values"].items())
                 context = f" (n={entry['n']}, chance {100 * entry['chance']:.0f}%)" if "chance" in entry else ""
-                lines.append(f"{task} {entry['metric']}{context}: {arrow}")
+                if "floor" in entry:
+                    below = [m for m, v in entry["values"].items() if not v > entry["floor"]]
+                    context = f" (n={entry['n']}, floor {fmt(metric, entry['floor'], unit=True)})"
+                    arrow += f"; not above the floor: {', '.join(below)}" if below else ""
+                lines.append(f"{task} {metric}{context}: {arrow}")
     return lines
 
 
