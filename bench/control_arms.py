@@ -14,6 +14,8 @@ against each control across seeds, and training tokens, characters seen and seco
 
     nice -n 10 python bench/control_arms.py --demo --out runs/arms-demo --seeds 0 1 2
     nice -n 10 python bench/control_arms.py --method recipes/smollm2-135m-persian.yaml \\
+        --control recipes/smollm2-135m-persian-control.yaml --out runs/arms-size --size-only runs/smollm2-135m-persian
+    nice -n 10 python bench/control_arms.py --method recipes/smollm2-135m-persian.yaml \\
         --control recipes/smollm2-135m-persian-control.yaml --out runs/arms-smol --seeds 0 1 2 \\
         --align-steps 12 --pretrain-steps 36 --eval-limit 20 --tasks bpc_fa bpc_fa_ntrex bpc_en
 
@@ -117,6 +119,31 @@ def chars_per_token(dataset: Path, tokenizer_dir: str, n: int = 2000) -> float:
     return sum(map(len, texts)) / sum(len(tok(t, add_special_tokens=False).input_ids) for t in texts)
 
 
+def control_plan(control: dict, out: Path, seed: int, args, base_dir: Path):
+    from langgraft.pipeline.recipe import load_recipe
+
+    return load_recipe(write_recipe(control, out / "recipes" / "probe.yaml", out / "probe", seed, args),
+                       base_dir=base_dir)
+
+
+def size_controls(plan_m, plan_c, method_out: Path, rounds: int) -> dict:
+    """The controls' pretrain steps: compute-matched from step times measured interleaved here, text-matched from
+    both tokenizers' characters per token on the method's prepared Persian training split (`method_out`: a method
+    run folder with model_extend, tokenizer_extend and data)."""
+    a_steps, p_steps = plan_m.train["align"].max_steps, plan_m.train["pretrain"].max_steps
+    times = step_times(str(method_out / "model_extend"), plan_c.base_model, plan_m.train, plan_c.train, rounds)
+    fa = method_out / "data" / plan_m.recipe.pretrain.dataset
+    cpt_m = chars_per_token(fa, str(method_out / "tokenizer_extend"))
+    cpt_c = chars_per_token(fa, plan_c.base_tokenizer)
+    sizing = {"step_seconds": times, "method_steps": [a_steps, p_steps],
+              "control_cm_steps": round((a_steps * times["method_align"] + p_steps * times["method_pretrain"])
+                                        / times["control_pretrain"]),
+              "control_tm_steps": round(p_steps * cpt_m / cpt_c),
+              "chars_per_token": {"method": cpt_m, "control": cpt_c}}
+    print(f"sizing: {json.dumps(sizing)}", flush=True)
+    return sizing
+
+
 def welch(a: list[float], b: list[float]) -> tuple[float, float]:
     from scipy import stats
 
@@ -139,6 +166,8 @@ def main() -> None:
     ap.add_argument("--eval-limit", type=int)
     ap.add_argument("--tasks", nargs="+")
     ap.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds for the step times")
+    ap.add_argument("--size-only", metavar="METHOD_OUT",
+                    help="only size the controls from an existing method run folder (model_extend, data, ...)")
     args = ap.parse_args()
     from langgraft.pipeline.recipe import load_recipe
 
@@ -157,6 +186,11 @@ def main() -> None:
         if steps:
             method[stage]["overrides"] = set_steps(method[stage].get("overrides", []), steps)
     a_steps, p_steps = steps_of(method["align"]), steps_of(method["pretrain"])
+    if args.size_only:
+        plan_m = load_recipe(write_recipe(method, out / "recipes" / "method-size.yaml", out / "unused", 0, args),
+                             base_dir=base_dir)
+        size_controls(plan_m, control_plan(control, out, 0, args, base_dir), Path(args.size_only), args.rounds)
+        return
     results: dict = {"method": {}, "control-cm": {}, "control-tm": {}}
     for seed in args.seeds:
         path = write_recipe(method, out / "recipes" / f"method-{seed}.yaml", out / f"method-{seed}", seed, args)
@@ -165,19 +199,8 @@ def main() -> None:
               flush=True)
         if seed == args.seeds[0]:  # size the controls once, from the first method run's outputs
             plan_m = load_recipe(path, base_dir=base_dir)
-            cprobe = write_recipe(control, out / "recipes" / "probe.yaml", out / "probe", seed, args)
-            plan_c = load_recipe(cprobe, base_dir=base_dir)
-            times = step_times(str(plan_m.out / "model_extend"), plan_c.base_model, plan_m.train, plan_c.train,
-                               args.rounds)
-            cm = round((a_steps * times["method_align"] + p_steps * times["method_pretrain"])
-                       / times["control_pretrain"])
-            fa = plan_m.out / "data" / method["pretrain"]["dataset"]
-            cpt_m = chars_per_token(fa, str(plan_m.out / "tokenizer_extend"))
-            cpt_c = chars_per_token(fa, plan_c.base_tokenizer)
-            tm = round(p_steps * cpt_m / cpt_c)
-            sizing = {"step_seconds": times, "control_cm_steps": cm, "control_tm_steps": tm,
-                      "chars_per_token": {"method": cpt_m, "control": cpt_c}, "method_steps": [a_steps, p_steps]}
-            print(f"sizing: {json.dumps(sizing)}", flush=True)
+            sizing = size_controls(plan_m, control_plan(control, out, seed, args, base_dir), plan_m.out, args.rounds)
+            cm, tm = sizing["control_cm_steps"], sizing["control_tm_steps"]
         for arm, steps in (("control-cm", cm), ("control-tm", tm)):
             doc = json.loads(json.dumps(control))
             doc["pretrain"]["overrides"] = set_steps(doc["pretrain"].get("overrides", []), steps)
