@@ -45,7 +45,11 @@ def test_control_recipe_runs_on_the_demo(demo):
                for line in summary["lines"])
     assert summary["intrinsic"]["fa"]["demo_bpc_fa"]["values"]["pretrain"] < \
         summary["intrinsic"]["fa"]["demo_bpc_fa"]["values"]["base"]
-    assert (out / "report" / "MODEL_CARD.md").is_file()
+    # text per second for the base and every trained stage, in the summary and the model card
+    speed = next(line for line in summary["lines"] if line.startswith("fa text per second, scoring (demo_bpc_fa)"))
+    assert all(f"{m} " in speed for m in ("base", "pretrain", "instruct"))
+    card = (out / "report" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "### Text per second" in card and "| demo_bpc_fa | fa | scoring | base |" in card
     # the base the control trained is bit-for-bit the demo base: its vocabulary is not extended
     base_vocab = json.loads((demo / "base" / "config.json").read_text())["vocab_size"]
     assert json.loads((out / "instruct" / "export" / "model" / "config.json").read_text())["vocab_size"] == base_vocab
