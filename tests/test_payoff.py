@@ -67,7 +67,8 @@ def test_eval_records_text_per_second_per_task(grafted, data_dir, tmp_path):
     (tmp_path / "bpc.yaml").write_text("name: t_bpc\nlang: fa\nkind: intrinsic\ndata: {path: fa.jsonl}\n"
                                        "text: text\nmetrics: [bpc]\n", encoding="utf-8")
     (tmp_path / "gen.yaml").write_text("name: t_gen\nlang: fa\nkind: generate\ndata: {path: gen.jsonl}\n"
-                                       "fields: {q: q}\nprompt: '{q}'\ntarget: a\nmetrics: [rougeL]\nmax_new_tokens: 8\n",
+                                       "fields: {q: q}\nprompt: '{q}'\ntarget: a\nmetrics: [rougeL]\n"
+                                       "max_new_tokens: 8\n",
                                        encoding="utf-8")
     doc = run_eval({"grafted": str(grafted)}, [str(tmp_path / "bpc.yaml"), str(tmp_path / "gen.yaml")],
                    tmp_path / "eval", EvalOptions(device="cpu"), data_root=str(tmp_path))

@@ -4,10 +4,11 @@ The corpus in this folder was written for the project (no dataset is copied): Pe
 English paragraphs (`en.txt`), English–Persian sentence pairs (`pairs.en.txt`/`pairs.fa.txt`), held-out Persian
 and English paragraphs for bits per character, and 16 short Persian reviews for a sentiment task.
 
-The demo copies the corpus, `recipe.yaml` and `control.yaml` (the control arm) into DIR, builds a tiny English *base* in DIR/base/ (a SentencePiece
-BPE tokenizer trained on `en.txt`, and a random 2-layer Llama briefly trained on the English text so that
-"English retention" means something), then runs the recipe with `langgraft.pipeline.run.run_recipe`: Persian tokenizer
-→ extend → data prepare → model surgery → align → pretrain, evaluating after every model stage, and a report.
+The demo copies the corpus, `recipe.yaml` and `control.yaml` (the control arm: the base tokenizer, LoRA alone)
+into DIR, builds a tiny English *base* in DIR/base/ (a SentencePiece BPE tokenizer trained on `en.txt`, and a
+random 2-layer Llama briefly trained on the English text so that "English retention" means something), then
+runs the recipe with `langgraft.pipeline.run.run_recipe`: Persian tokenizer → extend → data prepare → model
+surgery → align → pretrain, evaluating after every model stage, and a report.
 Everything is a normal run folder: rerunning skips what is done, and `langgraft run recipe.yaml` inside DIR works.
 `langgraft demo` refreshes the shipped files it wrote but never a file you edited (`.demo.json` records what it
 wrote); to experiment, edit DIR/corpus/ or DIR/recipe.yaml and use `langgraft run recipe.yaml` there (only the

@@ -162,7 +162,8 @@ def generate_texts(model, tok, prompts: list[str], s: Sampling, batch_size: int 
         rows = order[start:start + batch_size]
         new = generate_ids(model, tok, [encoded[i][0] for i in rows], s)
         for i, ids in zip(rows, new):
-            out[i] = {"text": decode(tok, ids, s), "ids": ids, "new_tokens": len(ids), "truncated_tokens": encoded[i][1],
+            out[i] = {"text": decode(tok, ids, s), "ids": ids, "new_tokens": len(ids),
+                      "truncated_tokens": encoded[i][1],
                       "context_tokens": len(encoded[i][0])}
         if on_batch is not None:
             on_batch(len(rows), sum(map(len, new)))

@@ -252,7 +252,8 @@ def check_base_unextended(plan: Plan) -> None:
     from langgraft.formats.new_tokens import NAME
 
     r = plan.recipe
-    for key, value in (("model_extend.model", r.model_extend.model), ("tokenizer_extend.base", r.tokenizer_extend.base)):
+    for key, value in (("model_extend.model", r.model_extend.model),
+                       ("tokenizer_extend.base", r.tokenizer_extend.base)):
         if value and (plan.path(value) / NAME).is_file():
             raise UserError(f"{plan.source}: {key} {value}: an extended model or tokenizer ({NAME}); a recipe without "
                             f"the {', '.join(GRAFT)} stages trains the base on its own tokenizer: name the "

@@ -20,7 +20,6 @@ from langgraft.pipeline.recipe import TRAIN_STAGES, Plan, TrainSection, task_ite
 from langgraft.rundir import output_stamp, run_stage, write_json
 
 
-
 @dataclass
 class Ranks:
     """This process's place in a multi-process launch of `langgraft run` (one process: main, no-op barrier)."""
