@@ -87,7 +87,8 @@ def test_demo_runs_every_stage_and_reports(demo):
     # vocabulary makes that larger than on a real base)
     assert abs(en_bpc["extended"] - en_bpc["base"]) < 0.1 * en_bpc["base"]
     assert "demo_sentiment_fa" in summary["classification"]["fa"]
-    assert len(summary["lines"]) == 5
+    # + a line per training stage (tokens, characters seen, seconds) and the text per second of both bpc tasks
+    assert len(summary["lines"]) == 5 + 3 + 2 and list(summary["training"]) == ["align", "pretrain", "instruct"]
     report = (out / "report" / "eval" / "report.md").read_text(encoding="utf-8")
     assert "demo_bpc_fa" in report and "pretrain" in report
     # the recipe in the demo folder is a normal recipe whose first line says how to run it

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -156,9 +157,14 @@ def _generate(model_path: str, paths: tuple[Path, Path], items: list, sampling: 
     done = resume_point(out, settings)
     if done > len(items):
         raise UserError(f"--out {out}: has {done} lines but --input {inp} only {len(items)}; pick another --out")
-    counts = {"lines": len(items), "resumed_at": done, "written": 0, "skipped": Counter(), "truncated": 0}
+    counts = {"lines": len(items), "resumed_at": done, "written": 0, "skipped": Counter(), "truncated": 0,
+              "speed": None}
     if done < len(items):
+        from langgraft.eval.speed import new_token_ids
+
         model, tok = load_model_or_adapter(model_path, opts.device, opts.base)
+        outputs: list[dict] = []  # this run's generations: the text per second of what it generated
+        new_ids = new_token_ids(model_path) if Path(model_path, "config.json").is_file() else frozenset()
         items = items[:done] + [_render(tok, item, opts, f"--input {inp}:{k + 1}")
                                 for k, item in enumerate(items[done:], done)]
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,11 +174,15 @@ def _generate(model_path: str, paths: tuple[Path, Path], items: list, sampling: 
         bar = tqdm(total=len(items), initial=done, unit="line", dynamic_ncols=True,
                    disable=None if progress is None else not progress)
         window, tick = opts.batch_size * 8, _ticker(bar)
+        seconds = 0.0
         with open_output(out, "a") as fh:
             start = done
             while start < len(items):
                 end = min((start // window + 1) * window, len(items))  # windows at fixed line numbers
-                lines = _window(model, tok, items, (start, end), sampling=sampling, opts=opts, tick=tick)
+                clock = time.perf_counter()
+                lines = _window(model, tok, items, (start, end), sampling=sampling, opts=opts, tick=tick,
+                                outputs=outputs)
+                seconds += time.perf_counter() - clock
                 fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -180,6 +190,10 @@ def _generate(model_path: str, paths: tuple[Path, Path], items: list, sampling: 
                 counts["truncated"] += sum(bool(r.get("truncated_tokens")) for r in lines)
                 start = end
         bar.close()
+        if outputs:
+            from langgraft.eval.speed import generation_speed
+
+            counts["speed"] = generation_speed(outputs, seconds, new_ids)
     counts["skipped"] = _skips(out)
     return counts
 
@@ -215,8 +229,9 @@ def _ticker(bar):
 
 
 def _window(model, tok, items, span: tuple[int, int], *, sampling: Sampling, opts: GenerateOptions,
-            tick) -> list[dict]:
-    """Output records of input lines span = [start, end) (0-based), in order."""
+            tick, outputs: list[dict]) -> list[dict]:
+    """Output records of input lines span = [start, end) (0-based), in order; the generations are appended to
+    `outputs` too (text and ids, for the rates)."""
     from langgraft.model.generation import generate_texts
 
     rows: list[dict] = []
@@ -231,6 +246,7 @@ def _window(model, tok, items, span: tuple[int, int], *, sampling: Sampling, opt
         todo.append((len(rows) - 1, prompt))
     seeded = replace(sampling, seed=sampling.seed + span[0]) if sampling.seed is not None else sampling
     results = generate_texts(model, tok, [p for _, p in todo], seeded, opts.batch_size, tick) if todo else []
+    outputs += results
     for (r, _), res in zip(todo, results):
         rows[r].update(output=res["text"], new_tokens=res["new_tokens"], truncated_tokens=res["truncated_tokens"])
     tick(len(rows) - len(todo), 0)
@@ -255,6 +271,12 @@ def summary_line(out: str, counts: dict) -> str:
                  + (f", resumed after line {counts['resumed_at']}" if counts["resumed_at"] else "") + ")"]
     if counts["skipped"]:
         parts.append("skipped " + ", ".join(f"{k} {v}" for k, v in sorted(counts["skipped"].items())))
+    if counts.get("speed"):
+        from langgraft.eval.speed import speed_line
+
+        s = counts["speed"]
+        parts.append(f"generated {s['tokens']:,} tokens, {s['chars']:,} characters in {s['seconds']:.2f} s: "
+                     + speed_line(s))
     if counts["truncated"]:
         parts.append(f"{counts['truncated']} prompt(s) cut from the left to fit the context (see truncated_tokens)")
     return "; ".join(parts)

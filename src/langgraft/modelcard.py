@@ -282,7 +282,10 @@ def _eval_section(facts: dict) -> str:
                 values.append(fmt(metric, cell["value"], unit=True) if cell else "—")
         rows.append(f"| {task} | {meta.get('lang', '?')} | {metric} | {meta.get('n', '?')} | "
                     + " | ".join(values) + " |")
-    return "\n".join(rows) + "\n"
+    from langgraft.eval.speed import speed_markdown
+
+    speed = [line.replace("## Text per second", "### Text per second") for doc in docs for line in speed_markdown(doc)]
+    return "\n".join(rows) + "\n" + ("\n" + "\n".join(speed) if speed else "")
 
 
 def _files_section(facts: dict) -> str:

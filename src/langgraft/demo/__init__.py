@@ -4,10 +4,11 @@ The corpus in this folder was written for the project (no dataset is copied): Pe
 English paragraphs (`en.txt`), English–Persian sentence pairs (`pairs.en.txt`/`pairs.fa.txt`), held-out Persian
 and English paragraphs for bits per character, and 16 short Persian reviews for a sentiment task.
 
-The demo copies the corpus and `recipe.yaml` into DIR, builds a tiny English *base* in DIR/base/ (a SentencePiece
-BPE tokenizer trained on `en.txt`, and a random 2-layer Llama briefly trained on the English text so that
-"English retention" means something), then runs the recipe with `langgraft.pipeline.run.run_recipe`: Persian tokenizer
-→ extend → data prepare → model surgery → align → pretrain, evaluating after every model stage, and a report.
+The demo copies the corpus, `recipe.yaml` and `control.yaml` (the control arm: the base tokenizer, LoRA alone)
+into DIR, builds a tiny English *base* in DIR/base/ (a SentencePiece BPE tokenizer trained on `en.txt`, and a
+random 2-layer Llama briefly trained on the English text so that "English retention" means something), then
+runs the recipe with `langgraft.pipeline.run.run_recipe`: Persian tokenizer → extend → data prepare → model
+surgery → align → pretrain, evaluating after every model stage, and a report.
 Everything is a normal run folder: rerunning skips what is done, and `langgraft run recipe.yaml` inside DIR works.
 `langgraft demo` refreshes the shipped files it wrote but never a file you edited (`.demo.json` records what it
 wrote); to experiment, edit DIR/corpus/ or DIR/recipe.yaml and use `langgraft run recipe.yaml` there (only the
@@ -33,6 +34,7 @@ BASE = {"vocab_size": 400, "hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2,
         "steps": 40, "lr": 3e-3, "seed": 0}
 
 
+RECIPES = ("recipe.yaml", "control.yaml")  # the method, and its control arm on the base tokenizer
 SHIPPED = ".demo.json"  # relative name -> sha256 of the shipped content the demo last wrote there
 
 
@@ -96,7 +98,7 @@ def _materialise(out: Path, log) -> None:
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write there ({exc.strerror})") from None
     record = read_json_object(record_path) if record_path.is_file() else {}
-    files = {f"corpus/{name}": demo_file(name) for name in CORPUS} | {"recipe.yaml": demo_file("recipe.yaml")}
+    files = {f"corpus/{name}": demo_file(name) for name in CORPUS} | {name: demo_file(name) for name in RECIPES}
     for rel, src in files.items():
         dst, data = out / rel, src.read_bytes()
         if dst.is_file():

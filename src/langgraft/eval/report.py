@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from langgraft.eval.metrics import LOWER_IS_BETTER, PER_TOKEN, PERCENT, fmt, shown
+from langgraft.eval.floors import clears
+from langgraft.eval.speed import speed_markdown
 from langgraft.rundir import atomic_write_text
 
 
@@ -44,9 +46,14 @@ def _row(doc: dict, models: list[str], task: str, metric: str, marks: dict) -> s
         text = f"{fmt(metric, c['value'])} [{fmt(metric, c['ci'][0])}, {fmt(metric, c['ci'][1])}]"
         if best is not None and c["value"] == best:
             text = f"**{fmt(metric, c['value'])}** [{fmt(metric, c['ci'][0])}, {fmt(metric, c['ci'][1])}]"
-        parts.append(text + marks.get((m, task, metric), ""))
+        below = clears(doc["tasks"][task], metric, c["value"]) is False
+        parts.append(text + marks.get((m, task, metric), "") + (" ⊥" if below else ""))
     meta = doc["tasks"][task]
     chance = f"{100 * meta['chance']:.1f}" if "chance" in meta and metric in ("acc", "acc_norm") else ""
+    if metric in meta.get("floors", {}):
+        f = meta["floors"][metric]
+        chance = f"floor {fmt(metric, f['floor'])} (constant {fmt(metric, f['constant'])}, unrelated " \
+                 f"{fmt(metric, f['unrelated'])})"
     arrow = ("↓" if metric in LOWER_IS_BETTER else "↑") + (" †" if apart else "")
     return f"| {task} | {metric} {arrow} | {meta['n']} | {chance} | " + " | ".join(parts) + " |"
 
@@ -58,18 +65,20 @@ def _one_tokenizer(doc: dict, models: list[str]) -> bool:
 
 def markdown(doc: dict) -> str:
     models = list(doc["models"])
-    marks = {(c["model"], c["task"], c["metric"]): (" ▲" if c["better"] else " ▼")
-             for c in doc.get("comparisons", []) if c["significant"]}
+    marks = significance_marks(doc)
     lines = ["# Evaluation report", "",
              "Values with bootstrap 95% CIs; percentages for accuracy/F1/EM/ROUGE-L; **bold** = best; "
-             f"▲/▼ = significantly better/worse than `{models[0] if models else '-'}` (paired bootstrap, p < 0.05).",
+             f"▲/▼ = significantly better/worse than `{models[0] if models else '-'}` (paired bootstrap): bits per "
+             "character, the declared primary endpoints, at p < 0.05; every other row Holm-corrected within its "
+             "table (family-wise p < 0.05), and exploratory. Generation rows show their floor (the better of a "
+             "constant string, the references' commonest opening, and an unrelated reference); ⊥ = not above it.",
              ""]
     if any(metric in PER_TOKEN for meta in doc["tasks"].values() for metric in meta["metrics"]) and \
             not _one_tokenizer(doc, models):
         lines += ["† ppl is per token: it compares only models that share a tokenizer, so these models (several "
                   "tokenizers) are not ranked or tested on it; bpc/bpb compare across tokenizers.", ""]
     for suite, tasks in suite_tasks(doc).items():
-        lines += [f"## {suite}", "", "| task | metric | n | chance | " + " | ".join(models) + " |",
+        lines += [f"## {suite}", "", "| task | metric | n | chance / floor | " + " | ".join(models) + " |",
                   "|---|---|---|---|" + "---|" * len(models)]
         for task in tasks:
             for metric in doc["tasks"][task]["metrics"]:
@@ -77,6 +86,7 @@ def markdown(doc: dict) -> str:
         lines += ["", f"![{suite}](charts/{suite}.png)", ""]
     if scatter_axes(doc) is not None:
         lines += ["![Persian vs English](charts/fa_vs_en.png)", ""]
+    lines += speed_markdown(doc)
     skipped = {t: m["skipped"] for t, m in doc["tasks"].items() if m.get("skipped")}
     contaminated = {t: len(m["contaminated"]) for t, m in doc["tasks"].items() if m.get("contaminated")}
     if skipped:
@@ -89,6 +99,35 @@ def markdown(doc: dict) -> str:
     if doc.get("errors"):
         lines += ["## Errors", ""] + [f"- {e}" for e in doc["errors"]] + [""]
     return "\n".join(lines)
+
+
+PRIMARY = ("bpc",)  # the declared primary endpoints: tested alone, not corrected for the table's other rows
+
+
+def significance_marks(doc: dict) -> dict:
+    """(model, task, metric) -> " ▲"/" ▼": primary metrics at p < 0.05 (the bootstrap CI excludes 0); the rest of
+    each suite's table Holm-corrected as one family."""
+    marks = {}
+    suites = suite_tasks(doc)
+    for c in doc.get("comparisons", []):
+        if c["metric"] in PRIMARY and c["significant"]:
+            marks[(c["model"], c["task"], c["metric"])] = " ▲" if c["better"] else " ▼"
+    for tasks in suites.values():
+        family = [c for c in doc.get("comparisons", []) if c["task"] in tasks and c["metric"] not in PRIMARY]
+        for c, p in zip(family, holm([c.get("p", 1.0) for c in family])):
+            if p < 0.05:
+                marks[(c["model"], c["task"], c["metric"])] = " ▲" if c["better"] else " ▼"
+    return marks
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted, running = [1.0] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def suite_chart(doc: dict, suite: str, tasks: list[str], path: Path) -> None:

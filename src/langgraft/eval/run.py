@@ -22,6 +22,7 @@ from langgraft.eval import metrics as M
 from langgraft.eval.options import EvalOptions
 from langgraft.eval.records import Example, build_examples, data_files, read_records, with_shots
 from langgraft.eval.report import write_report
+from langgraft.eval.speed import new_token_ids
 from langgraft.eval.tasks import TaskSpec, default_data_root, load_task, resolve_tasks
 from langgraft.model.load import chat_prompt, load_model_or_adapter
 from langgraft.rundir import check_name, folder_stamp, input_identity, sha256_path
@@ -112,15 +113,21 @@ def _error(errors: list[str], line: str) -> None:
     print(f"langgraft: error: {line}", file=sys.stderr)
 
 
-def run_task(model, tok, task: Prepared, opts: EvalOptions, label: str) -> tuple[dict, list[dict]]:
-    """Per-metric (n, d) statistics and per-example sample rows for one model on one task."""
+def run_task(model, tok, task: Prepared, opts: EvalOptions, label: str,
+             speed: dict | None = None) -> tuple[dict, list[dict]]:
+    """Per-metric (n, d) statistics and per-example sample rows for one model on one task; `speed` gets the
+    characters and tokens per second of scoring (intrinsic tasks) or generation (`eval.speed`)."""
     from langgraft.eval import scoring
+    from langgraft.eval.speed import rates
 
     spec, exs, batch_size = task.spec, task.examples, opts.batch_size
     shots = spec.shots if opts.shots is None else opts.shots
+    speed = {} if speed is None else speed
     if spec.kind == "intrinsic":
         texts = [ex.text for ex in exs]
+        clock = time.perf_counter()
         nll = scoring.text_nll(model, tok, texts, batch_size=batch_size, progress=label)
+        speed.update(rates(sum(map(len, texts)), sum(k for _, k in nll), time.perf_counter() - clock))
         stats = M.intrinsic_stats(nll, texts)
         rows = [{"id": ex.id, "nll": n, "tokens": k, "chars": len(ex.text)} for ex, (n, k) in zip(exs, nll)]
         return {m: stats for m in spec.metrics}, rows
@@ -143,7 +150,8 @@ def run_task(model, tok, task: Prepared, opts: EvalOptions, label: str) -> tuple
         return stats, rows
     budget = min(spec.max_new_tokens, opts.max_new_tokens or spec.max_new_tokens)
     preds = scoring.generate(model, tok, prompts, max_new_tokens=budget, stop=spec.stop,
-                             batch_size=batch_size, progress=label, repetition_penalty=opts.repetition_penalty)
+                             batch_size=batch_size, progress=label, repetition_penalty=opts.repetition_penalty,
+                             speed=speed)
     preds = [p.strip() for p in preds]
     refs = [ex.refs for ex in exs]
     stats = {m: M.generation_stats(m, preds, refs) for m in spec.metrics}
@@ -164,21 +172,29 @@ def evaluate_all(models: dict[str, str], prepared: list[Prepared], opts: EvalOpt
             continue
         runs[name] = {}
         tokenizer = tokenizer_identity(tok)
+        new_ids = new_token_ids(path)
         for task in prepared:
-            started = time.time()
+            started, speed = time.time(), {"new_ids": new_ids}
             try:
-                stats, rows = run_task(model, tok, task, opts, f"{name} {task.spec.name}")
+                stats, rows = run_task(model, tok, task, opts, f"{name} {task.spec.name}", speed)
             except UserError as exc:
                 _error(errors, f"model {name}: {exc}")
                 continue
             runs[name][task.spec.name] = {"ids": [ex.id for ex in task.examples], "stats": stats,
-                                          "seconds": round(time.time() - started, 3), "tokenizer": tokenizer}
+                                          "seconds": round(time.time() - started, 3), "tokenizer": tokenizer,
+                                          "speed": _speed(speed, task.spec)}
             for i, row in enumerate(rows):
                 row["model"] = name
                 row["stats"] = {m: s[i].tolist() for m, s in stats.items()}
                 samples[task.spec.name].append(row)
         del model
     return runs, samples
+
+
+def _speed(speed: dict, spec: TaskSpec) -> dict | None:
+    """What a task measured of text per second (scoring or generation; choice tasks: nothing), with its kind."""
+    speed.pop("new_ids", None)
+    return {**speed, "kind": spec.kind, "lang": spec.lang} if speed else None
 
 
 def tokenizer_identity(tok) -> str:
@@ -229,6 +245,12 @@ def task_meta(task: Prepared) -> dict:
     if task.overlap is not None:
         overlap = {str(i): share for i, share in task.overlap.items()}
         meta["contamination"] = {"threshold": task.threshold, "overlap": overlap}
+    if spec.kind == "generate" and task.examples:
+        from langgraft.eval.floors import generation_floors
+
+        floors = generation_floors(spec.metrics, [ex.refs for ex in task.examples])
+        if floors:
+            meta["floors"] = floors
     if spec.kind == "choice" and task.examples:
         meta["chance"] = float(np.mean([1 / len(ex.choices) for ex in task.examples]))
         freq = Counter(ex.gold for ex in task.examples)
@@ -299,8 +321,9 @@ def write_outputs(out: Path, models: dict, meta: dict, runs: dict, samples: dict
 
     results, comparisons = summarise(runs, meta)
     timing = {m: {t: r["seconds"] for t, r in tasks.items() if "seconds" in r} for m, tasks in runs.items()}
+    speed = {m: {t: r["speed"] for t, r in tasks.items() if r.get("speed")} for m, tasks in runs.items()}
     doc = {"models": models, "tasks": meta, "results": results, "comparisons": comparisons, "errors": errors,
-           "timing_s": timing,
+           "timing_s": timing, "speed": speed,
            "tokenizers": {m: next((r.get("tokenizer") for r in tasks.values()), None) for m, tasks in runs.items()}}
     write_samples(out, samples)
     write_json(out / "results.json", doc)
@@ -369,7 +392,8 @@ def merge_evals(dirs: list[str], out: Path) -> dict:
             meta.setdefault(t, tm)
             for m, run in load_samples(d, t).items():
                 if m in rename:
-                    runs[rename[m]][t] = {**run, "tokenizer": doc.get("tokenizers", {}).get(m)}
+                    runs[rename[m]][t] = {**run, "tokenizer": doc.get("tokenizers", {}).get(m),
+                                          "speed": doc.get("speed", {}).get(m, {}).get(t)}
             path = d / "samples" / f"{t}.jsonl"
             for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
                 row = json.loads(line)

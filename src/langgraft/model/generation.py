@@ -151,7 +151,8 @@ def cut_at_stop(text: str, stop: list[str]) -> str:
 
 
 def generate_texts(model, tok, prompts: list[str], s: Sampling, batch_size: int = 16, on_batch=None) -> list[dict]:
-    """{"text", "new_tokens", "truncated_tokens", "context_tokens"} per prompt, in order; batched longest first.
+    """{"text", "ids", "new_tokens", "truncated_tokens", "context_tokens"} per prompt (ids: the generated ids), in
+    order; batched longest first.
     `on_batch(n prompts, n new tokens)` is called after each batch (progress)."""
     limit = context_limit(model, s)
     encoded = [encode(tok, p, limit) for p in prompts]
@@ -161,7 +162,8 @@ def generate_texts(model, tok, prompts: list[str], s: Sampling, batch_size: int 
         rows = order[start:start + batch_size]
         new = generate_ids(model, tok, [encoded[i][0] for i in rows], s)
         for i, ids in zip(rows, new):
-            out[i] = {"text": decode(tok, ids, s), "new_tokens": len(ids), "truncated_tokens": encoded[i][1],
+            out[i] = {"text": decode(tok, ids, s), "ids": ids, "new_tokens": len(ids),
+                      "truncated_tokens": encoded[i][1],
                       "context_tokens": len(encoded[i][0])}
         if on_batch is not None:
             on_batch(len(rows), sum(map(len, new)))

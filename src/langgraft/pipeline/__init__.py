@@ -16,6 +16,11 @@ Stages, in order (`--from`/`--to` take these names):
                     eval (optional: only when the recipe names instruct.dataset)
   report            `eval --compare` of every evaluated stage + tokenizer report    → OUT/report/
                     + MODEL_CARD.md (the last stage's model card with every evaluation)
+A recipe's `stages` lists the stages it has (default: all). Without tokenizer, tokenizer_extend and model_extend
+(all three or none) it is the control arm: `model_extend.model` is the base, trained on its own tokenizer by the
+training stages present (`rows: none`, LoRA alone; align has nothing to train there), the base is evaluated before
+the first of them, and the report names each arm's training tokens, characters seen and seconds. A recipe's
+`seed`, when set, is every training stage's seed.
 Each stage calls the Python API of its verb, and each of those skips itself when its manifest matches (same
 config, same inputs), so a rerun skips finished stages and a killed run continues from the first unfinished one
 (training resumes from its last checkpoint). Training runs also record which upstream outputs they were built on

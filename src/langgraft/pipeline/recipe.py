@@ -20,6 +20,9 @@ from langgraft.train.config import STAGES as TRAIN_STAGES  # run by every proces
 # data first: the tokenizer may train on a prepared (cleaned, leak-guarded) train split, and the data stage takes
 # its normaliser from the recipe's tokenizer section, not from the trained tokenizer
 STAGES = ("data", "tokenizer", "tokenizer_extend", "model_extend", "align", "pretrain", "instruct", "report")
+# the stages that graft a vocabulary: a recipe has all three (the method) or none (the control arm, which trains the
+# base with its own tokenizer on the same data)
+GRAFT = ("tokenizer", "tokenizer_extend", "model_extend")
 EVAL_POINTS = ("base", "extended", "align", "pretrain", "instruct")
 Point = Literal["base", "extended", "align", "pretrain", "instruct"]  # a model the recipe can evaluate
 
@@ -91,6 +94,10 @@ class EvalSection:
 class Recipe:
     out: str = ""  # output folder: one subfolder per stage
     lang: str = "fa"  # the language being grafted
+    # the stages this recipe has, in pipeline order; leaving out tokenizer, tokenizer_extend and model_extend
+    # makes the control arm: model_extend.model is then the base, trained as it is (training stages: rows: none)
+    stages: list[str] = _field(default_factory=lambda: list(STAGES))
+    seed: Optional[int] = None  # when set, the seed of every training stage (data order, LoRA init, dropout)
     tokenizer: TokenizerSection = _field(default_factory=TokenizerSection)
     tokenizer_extend: TokenizerExtendSection = _field(default_factory=TokenizerExtendSection)
     data: DataSection = _field(default_factory=DataSection)
@@ -138,12 +145,24 @@ class Plan:
             return self.base_model if point == "base" else str(self.out / "model_extend")
         return str(self.out / point / "export" / "model")
 
+    @property
+    def grafted(self) -> bool:
+        """The method (the recipe extends the vocabulary) rather than the control arm on the base tokenizer."""
+        return "model_extend" in self.recipe.stages
+
     def configured(self, stage: str) -> bool:
-        """Every stage but instruct always runs; a recipe without `instruct.dataset` stops after pretrain."""
-        return stage != "instruct" or bool(self.recipe.instruct.dataset)
+        """A stage of the recipe's `stages`; a recipe without `instruct.dataset` stops after pretrain."""
+        return stage in self.recipe.stages and (stage != "instruct" or bool(self.recipe.instruct.dataset))
+
+    def previous(self, stage: str) -> str:
+        """The model point a training stage trains on: the last configured training stage before it, else the
+        extended model (the method) or the base (the control)."""
+        earlier = [s for s in TRAIN_STAGES[:TRAIN_STAGES.index(stage)] if self.configured(s)]
+        return earlier[-1] if earlier else "extended" if self.grafted else "base"
 
     def eval_points(self) -> list[str]:
-        return [p for p in EVAL_POINTS if p in self.recipe.eval.stages and self.configured(p)]
+        have = {"base": True, "extended": self.grafted}
+        return [p for p in EVAL_POINTS if p in self.recipe.eval.stages and have.get(p, self.configured(p))]
 
     def replaced(self, stage: str) -> list[str]:
         """Keys of a training stage's own config that the run sets itself (the model the previous stage made, the
@@ -175,6 +194,9 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: st
 
     recipe = load_config(Recipe, path, [*smoke_overrides(), *overrides] if smoke else overrides)
     src = str(path)
+    _check_stages(recipe, src)
+    if "model_extend" not in recipe.stages:
+        _unused_surgery(recipe, src)
     # Absolute from here on: every stage records its inputs and config paths in its fingerprint, so the same
     # folder named relative to another directory (`langgraft demo --out runs/demo`, then `langgraft run`
     # inside it) must produce the same strings or every stage looks changed.
@@ -195,14 +217,66 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: st
     for stage in TRAIN_STAGES:
         section: TrainSection = getattr(recipe, stage)
         plan.train[stage] = _sub_config(plan, TrainConfig, stage, section.config, section.overrides)
+        if recipe.seed is not None:
+            plan.train[stage].seed = recipe.seed
         if not plan.configured(stage):
             continue
+        _check_rows(plan, stage)
         for key in ("dataset", "replay"):
             name = getattr(section, key)
             if (name or key == "dataset") and name not in names:
                 raise UserError(f"{src}: {stage}.{key} {name!r} is not a dataset of data.config "
                                 f"(datasets: {', '.join(names) or 'none'})")
     return plan
+
+
+def _check_stages(recipe: Recipe, src: str) -> None:
+    for name in recipe.stages:
+        if name not in STAGES:
+            raise UserError(f"{src}: stages: {name!r} is not a stage (stages: {', '.join(STAGES)})")
+    if len(set(recipe.stages)) != len(recipe.stages) or \
+            recipe.stages != sorted(recipe.stages, key=STAGES.index):
+        raise UserError(f"{src}: stages: list each stage once, in pipeline order ({', '.join(STAGES)})")
+    graft = [s for s in GRAFT if s in recipe.stages]
+    if graft and len(graft) != len(GRAFT):
+        raise UserError(f"{src}: stages: {', '.join(GRAFT)} go together (all: the method; none: the control on the "
+                        f"base tokenizer); this recipe has only {', '.join(graft)}")
+
+
+def _unused_surgery(recipe: Recipe, src: str) -> None:
+    """The control arm has no surgery: settings of new rows are named as unused (one line), not silently ignored."""
+    import sys
+
+    given = [f"model_extend.{key}" for key, default in (("init", ModelExtendSection.init),
+                                                          ("seed", ModelExtendSection.seed))
+             if getattr(recipe.model_extend, key) != default]
+    if given:
+        print(f"langgraft run: {src}: {' and '.join(given)} unused: the recipe has no model_extend stage (no new "
+              "rows to initialise)", file=sys.stderr)
+
+
+def _check_rows(plan: Plan, stage: str) -> None:
+    """The control arm has no new rows: its training stages train LoRA alone (rows: none) or every row."""
+    rows = plan.train[stage].rows
+    if not plan.grafted and rows == "new":
+        raise UserError(f"{plan.source}: {stage}: rows: new needs the model_extend stage (the base has no new "
+                        "rows); the control arm trains with rows: none")
+    if rows == "none" and stage == "align":
+        raise UserError(f"{plan.source}: align: rows: none trains nothing there (align trains only embedding/head "
+                        "rows); leave align out of stages")
+
+
+def check_base_unextended(plan: Plan) -> None:
+    """The control arm trains the base's own tokenizer: a base or tokenizer that `extend` made is one error line."""
+    from langgraft.formats.new_tokens import NAME
+
+    r = plan.recipe
+    for key, value in (("model_extend.model", r.model_extend.model),
+                       ("tokenizer_extend.base", r.tokenizer_extend.base)):
+        if value and (plan.path(value) / NAME).is_file():
+            raise UserError(f"{plan.source}: {key} {value}: an extended model or tokenizer ({NAME}); a recipe without "
+                            f"the {', '.join(GRAFT)} stages trains the base on its own tokenizer: name the "
+                            "unextended base")
 
 
 def _check_tokenizer_dataset(plan: Plan, names: list[str]) -> None:
@@ -254,6 +328,9 @@ def check_inputs(plan: Plan, stages: Sequence[str]) -> None:
              r.tokenizer_extend.base or r.model_extend.model)
     if "model_extend" in stages:
         need("model_extend.model", r.model_extend.model, model=True)
+    if not plan.grafted and set(stages) & set(TRAIN_STAGES):  # the control trains the base itself
+        need("model_extend.model", r.model_extend.model, model=True)
+        check_base_unextended(plan)
     if "data" in stages:
         root = plan.path(plan.prepare.root)
         if not root.is_dir():
@@ -275,12 +352,15 @@ def task_items(plan: Plan) -> list[str]:
     return [str(plan.path(t)) if t.endswith((".yaml", ".yml")) else t for t in plan.recipe.eval.tasks]
 
 
-def select_stages(start: str | None, stop: str | None) -> list[str]:
+def select_stages(start: str | None, stop: str | None, stages: Sequence[str] = STAGES) -> list[str]:
+    """The recipe's `stages` from `start` to `stop` (names of stages the recipe has)."""
     for flag, name in (("--from", start), ("--to", stop)):
         if name is not None and name not in STAGES:
             raise UserError(f"{flag} {name}: not a stage (stages: {', '.join(STAGES)})")
+        if name is not None and name not in stages:
+            raise UserError(f"{flag} {name}: not a stage of this recipe (its stages: {', '.join(stages)})")
     i = STAGES.index(start) if start else 0
     j = STAGES.index(stop) if stop else len(STAGES) - 1
     if i > j:
         raise UserError(f"--from {start} comes after --to {stop}")
-    return list(STAGES[i:j + 1])
+    return [s for s in STAGES[i:j + 1] if s in stages]

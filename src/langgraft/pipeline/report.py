@@ -17,6 +17,7 @@ from pathlib import Path
 
 from langgraft.eval.metrics import fmt
 from langgraft.eval.run import merge_evals
+from langgraft.eval.speed import speed_summary_lines
 from langgraft.rundir import atomic_write_text, write_json
 
 
@@ -24,11 +25,12 @@ def write_run_report(out: Path, config: dict) -> dict:
     """Write the report folder `out` from `config` (evals, texts, tokenizers, lang, training); returns the summary's
     lines."""
     doc = merge_evals(config["evals"], out / "eval")
-    summary = {"stages": list(doc["models"]), "tokenizer": {}, "intrinsic": {}, "classification": {}}
+    summary = {"stages": list(doc["models"]), "tokenizer": {}, "intrinsic": {}, "classification": {},
+               "generation": {}}
     if config["texts"]:
         summary["tokenizer"] = _tokenizer_summary(out / "tokenizer", config)
     for task, meta in doc["tasks"].items():
-        kind = {"intrinsic": "intrinsic", "choice": "classification"}.get(meta["kind"])
+        kind = {"intrinsic": "intrinsic", "choice": "classification", "generate": "generation"}.get(meta["kind"])
         if kind is None:
             continue
         metric = meta["metrics"][0]
@@ -36,8 +38,12 @@ def write_run_report(out: Path, config: dict) -> dict:
         entry = {"metric": metric, "values": values, "n": meta["n"]}
         if "chance" in meta:
             entry["chance"] = meta["chance"]
+        if metric in meta.get("floors", {}):
+            entry["floor"] = meta["floors"][metric]["floor"]
         summary[kind].setdefault(meta["lang"], {})[task] = entry
-    summary["lines"] = summary_lines(summary, config["lang"])
+    summary["arm"] = config.get("arm", "method")
+    summary["training"] = training_summary(config.get("runs", {}))
+    summary["lines"] = summary_lines(summary, config["lang"]) + speed_summary_lines(doc)
     summary["training_charts"] = _training_charts(out / "training", config.get("training", {}))
     write_json(out / "summary.json", summary)
     charts = "".join(f"\n![{stage} training](training/{stage}.png)\n" for stage in summary["training_charts"])
@@ -61,6 +67,8 @@ def _tokenizer_summary(out: Path, config: dict) -> dict:
     metrics = tokenizer_report(config["tokenizers"], config["texts"], out=out)
     result = {"fertility": {lang: {name: m["fertility"] for name, m in per.items()}
                             for lang, per in metrics["results"].items()}, "unchanged": {}}
+    if "extended" not in config["tokenizers"]:  # the control arm: the base tokenizer alone
+        return result
     base, ext = (load_tokenizer(config["tokenizers"][k]) for k in ("base", "extended"))
     for lang, path in config["texts"].items():
         if lang != config["lang"]:  # the identity guarantee covers text without target-script characters
@@ -75,17 +83,46 @@ def summary_lines(summary: dict, lang: str) -> list[str]:
     tok = summary["tokenizer"]
     for text_lang, per in tok.get("fertility", {}).items():
         if text_lang == lang:
-            lines.append(f"{text_lang} fertility (tokens/word): base {per['base']:.2f} → extended "
-                         f"{per['extended']:.2f}")
+            lines.append(f"{text_lang} fertility (tokens/word): base {per['base']:.2f}"
+                         + (f" → extended {per['extended']:.2f}" if "extended" in per else " (base tokenizer)"))
+    for stage, t in summary.get("training", {}).items():
+        seen = f", {t['chars_seen']:,} {t['lang']} characters seen" if t.get("chars_seen") is not None else ""
+        lines.append(f"{stage} ({summary.get('arm', 'method')}): {t['tokens']:,} training tokens{seen}, "
+                     f"{t['seconds']:,.1f} s")
     for text_lang, c in tok.get("unchanged", {}).items():
         lines.append(f"{text_lang} ids unchanged by the extended tokenizer: {c['identical']}/{c['lines']} lines")
-    for kind in ("intrinsic", "classification"):
-        for task_lang, tasks in summary[kind].items():
+    for kind in ("intrinsic", "classification", "generation"):
+        for task_lang, tasks in summary.get(kind, {}).items():
             for task, entry in tasks.items():
-                arrow = " → ".join(f"{m} {fmt(entry['metric'], v, unit=True)}" for m, v in entry["values"].items())
+                metric = entry["metric"]
+                arrow = " → ".join(f"{m} {fmt(metric, v, unit=True)}" for m, v in entry["values"].items())
                 context = f" (n={entry['n']}, chance {100 * entry['chance']:.0f}%)" if "chance" in entry else ""
-                lines.append(f"{task} {entry['metric']}{context}: {arrow}")
+                if "floor" in entry:
+                    below = [m for m, v in entry["values"].items() if not v > entry["floor"]]
+                    context = f" (n={entry['n']}, floor {fmt(metric, entry['floor'], unit=True)})"
+                    arrow += f"; not above the floor: {', '.join(below)}" if below else ""
+                lines.append(f"{task} {metric}{context}: {arrow}")
     return lines
+
+
+def training_summary(runs: dict[str, str]) -> dict[str, dict]:
+    """Per training stage: tokens trained on, characters of text they carry (tokens × the training data's
+    characters per token; repeats counted, as the tokens are), the dataset's language and the run's wall time."""
+    from langgraft.data.load import dataset_info
+    from langgraft.rundir import read_manifest
+
+    out = {}
+    for stage, run in runs.items():
+        manifest = read_manifest(Path(run))
+        if manifest is None:
+            continue
+        s = manifest["summary"]
+        dataset = manifest["config"]["data"]["dataset"]
+        per_token = s["train_chars"] / s["train_tokens"] if s.get("train_chars") and s.get("train_tokens") else None
+        out[stage] = {"tokens": s["tokens"], "seconds": manifest.get("wall_time_s", 0.0),
+                      "dataset": Path(dataset).name, "lang": dataset_info(dataset).get("lang", "?"),
+                      "chars_seen": round(s["tokens"] * per_token) if per_token else None}
+    return out
 
 
 def training_chart(metrics: Path, path: Path, title: str) -> bool:

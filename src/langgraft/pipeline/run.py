@@ -14,7 +14,7 @@ from langgraft.config import to_dict
 from langgraft.consolelog import own
 from langgraft.errors import UserError
 from langgraft.pipeline.recipe import STAGES, TRAIN_STAGES, Plan, check_inputs, load_recipe, select_stages
-from langgraft.pipeline.stages import (PREVIOUS, Ranks, build_data, build_model_extend, build_report, build_tokenizer,
+from langgraft.pipeline.stages import (Ranks, build_data, build_model_extend, build_report, build_tokenizer,
                                        build_tokenizer_extend, build_training)
 from langgraft.rundir import INPUTS, output_lock, read_manifest, write_json
 
@@ -24,7 +24,7 @@ def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | 
     """Run the recipe's stages `start`..`stop`; returns {"out", "stages": {name: {status, seconds}}, "summary"}.
     smoke: the short version of the recipe (`recipe.SMOKE_TRAIN`) in OUT-smoke."""
     plan = load_recipe(path, overrides, base_dir=base_dir, smoke=smoke)
-    stages = select_stages(start, stop)
+    stages = select_stages(start, stop, plan.recipe.stages)
     ranks = _ranks()
     if not ranks.main:
         log = _silent
@@ -74,8 +74,9 @@ def _build_stages(plan: Plan, stages: list[str], ranks: Ranks, log) -> dict[str,
         log(f"[{n}/{len(stages)}] {stage} ...")
         if stage in TRAIN_STAGES and plan.configured(stage) and plan.replaced(stage):
             section = getattr(plan.recipe, stage)
+            trains = plan.model_of(plan.previous(stage))
             log(f"  {stage}: {' and '.join(plan.replaced(stage))} in {section.config or stage + '.overrides'} not "
-                f"used: the run trains {plan.model_of(PREVIOUS[stage])} on {plan.stage_dir('data') / section.dataset}")
+                f"used: the run trains {trains} on {plan.stage_dir('data') / section.dataset}")
         built = build(plan, stage, ranks)
         state = "not configured" if not plan.configured(stage) else "ran" if built else "skipped"
         status[stage] = {"status": state, "seconds": round(time.time() - started, 2)}

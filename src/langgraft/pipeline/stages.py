@@ -19,8 +19,6 @@ from langgraft.errors import UserError
 from langgraft.pipeline.recipe import TRAIN_STAGES, Plan, TrainSection, task_items
 from langgraft.rundir import output_stamp, run_stage, write_json
 
-PREVIOUS = {"align": "extended", "pretrain": "align", "instruct": "pretrain"}  # the model each stage trains on
-
 
 @dataclass
 class Ranks:
@@ -109,7 +107,7 @@ def train_config(plan: Plan, stage: str):
     """The stage's train config with the run's own model (the previous stage's) and prepared datasets."""
     section: TrainSection = getattr(plan.recipe, stage)
     cfg = from_dict(type(plan.train[stage]), to_dict(plan.train[stage]))
-    cfg.model = plan.model_of(PREVIOUS[stage])
+    cfg.model = plan.model_of(plan.previous(stage))
     cfg.data.dataset = str(plan.stage_dir("data") / section.dataset)
     if section.replay:
         cfg.data.replay = str(plan.stage_dir("data") / section.replay)
@@ -124,9 +122,12 @@ def build_training(plan: Plan, stage: str, ranks: Ranks) -> bool:
     if not plan.configured(stage):
         return False
     cfg = train_config(plan, stage)
-    parent = "model_extend" if stage == "align" else f"{PREVIOUS[stage]}/export"
+    previous = plan.previous(stage)
+    parent = {"extended": plan.out / "model_extend", "base": None}.get(previous, plan.out / previous / "export")
     run_dir, export_dir = plan.out / stage / "train", plan.out / stage / "export"
-    upstream = {"model": output_stamp(plan.out / parent), "data": output_stamp(plan.stage_dir("data"))}
+    # the base is no run output: its identity is in the training run's own inputs
+    upstream = {"model": output_stamp(parent) if parent else None, "data": output_stamp(plan.stage_dir("data"))}
+    evaluated_base = ranks.main and previous == "base" and evaluate(plan, "base")  # the control's step 0
     if ranks.main:
         _discard_stale(run_dir, stage, cfg, json.loads(json.dumps(upstream)))
         write_json(plan.out / stage / "upstream.json", upstream)
@@ -141,7 +142,7 @@ def build_training(plan: Plan, stage: str, ranks: Ranks) -> bool:
         exported = _changed(export_dir, before)
         evaluated = evaluate(plan, stage)
     ranks.barrier()
-    return trained or exported or evaluated
+    return trained or exported or evaluated or evaluated_base
 
 
 def _discard_stale(run_dir: Path, stage: str, cfg, upstream: dict) -> None:
@@ -188,13 +189,18 @@ def build_report(plan: Plan) -> bool:
     if missing:
         raise UserError(f"report: no evaluation in {missing[0]}; run the model stages first")
     texts = {lang: str(plan.path(p)) for lang, p in e.texts.items()}
-    tokenizers = {"base": plan.base_tokenizer, "extended": str(plan.stage_dir("tokenizer_extend"))}
-    training = {s: str(plan.out / s / "train" / "metrics.jsonl") for s in TRAIN_STAGES
+    tokenizers = {"base": plan.base_tokenizer}
+    if plan.grafted:
+        tokenizers["extended"] = str(plan.stage_dir("tokenizer_extend"))
+    runs = [s for s in TRAIN_STAGES if plan.configured(s) and (plan.out / s / "train" / "manifest.json").is_file()]
+    training = {s: str(plan.out / s / "train" / "metrics.jsonl") for s in runs
                 if (plan.out / s / "train" / "metrics.jsonl").is_file()}
     config = {"evals": [str(d) for d in evals], "texts": texts, "tokenizers": tokenizers, "lang": plan.recipe.lang,
-              "training": training}
-    inputs = [d / "results.json" for d in evals] + [plan.stage_dir("tokenizer_extend"), *texts.values(),
-                                                     *training.values()]
+              "training": training, "runs": {s: str(plan.out / s / "train") for s in runs},
+              "arm": "method" if plan.grafted else "control"}
+    inputs = [d / "results.json" for d in evals] + [*texts.values(), *training.values()] + \
+        [plan.out / s / "train" / "manifest.json" for s in runs] + \
+        ([plan.stage_dir("tokenizer_extend")] if plan.grafted else [])
     out = plan.stage_dir("report")
     before = output_stamp(out)
     run_stage(out, stage="report", config=config, inputs=inputs, work=lambda tmp: _write_report(plan, tmp, config))
@@ -208,7 +214,7 @@ def _write_report(plan: Plan, tmp: Path, config: dict) -> dict:
     from langgraft.pipeline.report import write_run_report
 
     summary = write_run_report(tmp, config)
-    runs = [plan.out / s / "train" for s in TRAIN_STAGES if (plan.out / s / "train" / "manifest.json").is_file()]
+    runs = [Path(run) for run in config["runs"].values()]
     if runs:
         write_model_card(tmp, gather(runs[-1], report=tmp), name="MODEL_CARD.md")
     return summary

@@ -41,7 +41,9 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     model: str = ""  # the extended model dir (`langgraft extend` output) or a previous stage's export
-    rows: Literal["new", "all"] = "new"  # train only the new embedding/head rows (old rows bit-identical) or all
+    # train only the new embedding/head rows (old rows bit-identical), every row, or none (LoRA only: the plain
+    # continued-pretraining control, which runs on an unextended base)
+    rows: Literal["new", "all", "none"] = "new"
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -53,7 +55,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward (less memory, slower)
     compile: bool = False  # torch.compile each decoder layer
     loss_chunk: NonNegInt = 0  # tokens per chunk of the fused head + cross-entropy; 0 = auto (see train/loss.py)
-    seed: NonNegInt = 0  # seeds data order, dropout and LoRA init
+    seed: NonNegInt = 0  # the one seed of the run: data order, replay mix, LoRA init and dropout
     checkpoint_every: NonNegInt = 200  # optimizer steps between checkpoints (0 = only at the end)
     keep_checkpoints: NonNegInt = 2  # how many checkpoints to keep
     eval_every: NonNegInt = 200  # optimizer steps between validation runs (0 = only at the end)

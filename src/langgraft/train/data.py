@@ -213,7 +213,8 @@ def _pack_data(cfg: TrainConfig, tokenizer):
     d = cfg.data
     main = pack(iter_texts(d.dataset, "train"), tokenizer, d.block_size, d.max_texts)
     blocks = main.blocks
-    summary = {"train_texts": main.texts, "train_tokens": main.tokens, "train_blocks": int(blocks.shape[0]),
+    summary = {"train_texts": main.texts, "train_tokens": main.tokens, "train_chars": main.chars,
+               "train_blocks": int(blocks.shape[0]),
                "packing_efficiency": round(main.efficiency, 4)}
     if d.replay_fraction:
         replay = pack(iter_texts(d.replay, "train"), tokenizer, d.block_size, d.max_texts)

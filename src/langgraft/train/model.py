@@ -3,7 +3,7 @@
 Every stage is a PEFT model so that one export path serves them all: `align` is a `TrainableTokensConfig` on the
 embedding (and an untied head), `pretrain` and `instruct` a `LoraConfig` with `trainable_token_indices`.
 `rows=new` trains the new tokenizer rows only (old rows stay bit-identical); `rows=all` makes every real row
-trainable the same way.
+trainable the same way; `rows=none` trains LoRA alone (no embedding or head row changes: the control arm).
 The loss bypasses the model's own head (see `loss.py`) but reads the head's weights from the PEFT layers.
 """
 
@@ -24,6 +24,7 @@ def build_peft_model(model, stage: str, cfg, token_ids: list[int]):
     emb_name = _module_name(model, model.get_input_embeddings())
     head_name = _module_name(model, model.get_output_embeddings())
     targets = [emb_name] if tied else [emb_name, head_name]
+    rows = {name: token_ids for name in targets} if token_ids else None
     if stage == "align":
         pcfg = peft.TrainableTokensConfig(target_modules=targets, token_indices=token_ids)
     elif stage in ("pretrain", "instruct"):
@@ -31,7 +32,7 @@ def build_peft_model(model, stage: str, cfg, token_ids: list[int]):
         pcfg = peft.LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                target_modules="all-linear" if cfg.lora.targets == ["all-linear"] else cfg.lora.targets,
                                task_type="CAUSAL_LM",
-                               trainable_token_indices={name: token_ids for name in targets})
+                               trainable_token_indices=rows)
     else:
         raise UserError(f"--stage {stage}: must be align, pretrain or instruct")
     return peft.get_peft_model(model, pcfg)
@@ -82,10 +83,17 @@ class LossModule(nn.Module):
         return body(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
 
     def head(self):
-        """(base weight [V, D], trained rows [k, D], their ids [k], the ids as a slice or None) of the head."""
+        """(base weight [V, D], trained rows [k, D], their ids [k], the ids as a slice or None) of the head; with
+        no trained rows (rows=none) an empty [0, D] delta, so one loss path serves every stage."""
         layer = self.peft_model.get_output_embeddings()
+        adapter = getattr(layer, "token_adapter", layer)
+        if not hasattr(adapter, "trainable_tokens_delta"):
+            weight = getattr(layer, "base_layer", layer).weight
+            if self._ids is None or self._ids.device != weight.device:
+                self._ids, self._rows = torch.zeros(0, dtype=torch.long, device=weight.device), None
+            return weight, weight.new_zeros(0, weight.shape[1]), self._ids, self._rows
         tl = token_layer(layer)
-        weight = getattr(layer, "token_adapter", layer).base_layer.weight
+        weight = adapter.base_layer.weight
         delta = tl.trainable_tokens_delta["default"]
         if self._ids is None or self._ids.device != weight.device:  # once: not a host→device copy every step
             ids = list(tl.token_indices["default"])

@@ -271,6 +271,19 @@ def _validate(stage: str, cfg: TrainConfig) -> None:
         raise UserError(f"loss_chunk: must be ≥ 0 (0 = auto), got {cfg.loss_chunk}")
     if cfg.data.block_size < 2:
         raise UserError(f"data.block_size: must be ≥ 2, got {cfg.data.block_size}")
+    if cfg.rows == "none":
+        _check_rows_none(stage, cfg)
+
+
+def _check_rows_none(stage: str, cfg: TrainConfig) -> None:
+    """rows=none trains LoRA alone: align (rows only) has nothing to train, and a row learning rate is unused.
+    A shared stage config (recipes/train/pretrain.yaml sets embed_lr) stays usable, so that is a warning."""
+    if stage == "align":
+        raise UserError("rows: none: --stage align trains only embedding/head rows, so nothing would train; "
+                        "use rows: new or all, or leave align out of the run")
+    if cfg.optim.embed_lr is not None:
+        _warn(f"langgraft train: rows: none trains no embedding/head rows; optim.embed_lr "
+              f"({cfg.optim.embed_lr:g}) is unused")
 
 
 def _inputs(cfg: TrainConfig) -> dict:
@@ -393,8 +406,8 @@ def _build_model(stage: str, cfg: TrainConfig, accelerator):
     if cfg.rows == "new":
         token_ids = [t["id"] for t in read_new_tokens(model_dir, flag="model", made_by="`langgraft extend`")["tokens"]]
     else:
-        token_ids = list(range(len(tokenizer)))
-    if not token_ids:
+        token_ids = list(range(len(tokenizer))) if cfg.rows == "all" else []
+    if not token_ids and cfg.rows == "new":
         raise UserError(f"model {model_dir}: new_tokens.json lists no new tokens; use rows=all")
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
