@@ -19,9 +19,9 @@ _SYS, _U1, _A1, _U2, _A2, _U3 = (f"\x02{name}\x03" for name in ("S", "U1", "A1",
 
 def write_modelfile(model_dir: str | Path, out_dir: str | Path, gguf_name: str) -> dict:
     """Write `out_dir/Modelfile` for the GGUF `gguf_name` made from `model_dir`; returns what it holds."""
-    from transformers import AutoTokenizer
+    from langgraft import safeload
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = safeload.tokenizer(model_dir, "export")
     parts = chat_parts(tok)
     stops = _stops(tok, parts)
     lines = [f"FROM ./{gguf_name}"]
