@@ -88,3 +88,40 @@ def test_progress_counts_examples_not_requests_or_windows(tiny, data_dir, capsys
     err = capsys.readouterr().err
     assert "mc: 3/3 examples" in err and "bpc: 2/2 examples" in err, err
     assert "12/12" not in err
+
+
+def _direct_nll(model, ids: list[int]) -> float:
+    """The reference: the model's own forward over the whole text, full logits, one text at a time."""
+    t = torch.tensor([ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(t).logits[0, :-1].float(), -1)
+    return -float(logp.gather(-1, t[0, 1:, None]).sum())
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma2"])
+def test_chunked_head_scoring_equals_the_models_own_logits(kind, data_dir, tmp_path, monkeypatch):
+    """Texts scored with the vocabulary projection in chunks (here 7 positions, so every text spans several chunks
+    and padded rows share a batch) give the model's own full-logit NLL; Gemma 2's soft-capped head included."""
+    import transformers as tf
+
+    from langgraft.eval import scoring
+
+    tok = load_base_tokenizer(data_dir, "qwen2", tmp_path / "tok")
+    torch.manual_seed(0)
+    common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    cfg = (tf.LlamaConfig(**common) if kind == "llama" else
+           tf.Gemma2Config(**common, head_dim=8, final_logit_softcapping=0.5, attn_logit_softcapping=None))
+    model = tf.AutoModelForCausalLM.from_config(cfg).eval()
+    monkeypatch.setattr(scoring, "HEAD_CHUNK", 7)
+    seen = []  # positions per call of the vocabulary projection: never the whole batch's
+    model.get_output_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[:-1].numel()))
+    texts = ["به نام خداوند بخشنده بخشایشگر و مهربان", "The quick brown fox jumps over the lazy dog. " * 3, "کوتاه"]
+    got = text_nll(model, tok, texts, batch_size=3, window=512)
+    assert seen and max(seen) <= 7, seen
+    seen.clear()
+    bos = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
+    for (nll, n), text in zip(got, texts):
+        ids = bos + tok(text, add_special_tokens=False).input_ids
+        assert n == len(ids) - 1
+        assert abs(nll - _direct_nll(model, ids)) < 1e-3 * max(1.0, nll)

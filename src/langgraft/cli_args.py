@@ -91,26 +91,35 @@ def extend_args(p: argparse.ArgumentParser) -> None:
     _force_arg(p)
 
 
-def _print_and_exit(text: Callable[[], str]) -> type[argparse.Action]:
-    """A flag that prints `text()` and exits during parsing, like --help (so required flags are not needed)."""
+def _print_and_exit(text: Callable[[argparse.Namespace], str]) -> type[argparse.Action]:
+    """A flag that prints `text(arguments parsed so far)` and exits during parsing, like --help (so required flags
+    are not needed)."""
 
     class PrintAndExit(argparse.Action):
         def __init__(self, option_strings, dest, **kwargs):
             super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
         def __call__(self, parser, namespace, values, option_string=None):
-            print(text())
+            print(text(namespace))
             parser.exit()
 
     return PrintAndExit
 
 
-def _train_config_text() -> str:
+def _train_config_text(args: argparse.Namespace) -> str:
+    """The key table; after --stage (and --config, overrides) also the peak memory that config would need."""
     from langgraft.config import describe
     from langgraft.train.config import TrainConfig
 
-    return ("langgraft train config: YAML keys (--config FILE) or KEY=VALUE overrides; see docs/TRAINING.md for "
+    text = ("langgraft train config: YAML keys (--config FILE) or KEY=VALUE overrides; see docs/TRAINING.md for "
             "the HF Trainer / LLaMA-Factory names\n" + config_table(describe(TrainConfig)))
+    if getattr(args, "stage", None):
+        from langgraft.config import load_config
+        from langgraft.train.stages import memory_estimate
+
+        cfg = load_config(TrainConfig, getattr(args, "config", None), list(getattr(args, "overrides", None) or []))
+        text += f"\n\n--stage {args.stage}: {memory_estimate(args.stage, cfg)}"
+    return text
 
 
 def config_table(rows: list[tuple]) -> str:
@@ -126,7 +135,8 @@ def config_table(rows: list[tuple]) -> str:
 
 def train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show-config", action=_print_and_exit(_train_config_text),
-                   help="print every config key with its type, default and meaning, then exit")
+                   help="print every config key with its type, default and meaning, then exit; after --stage "
+                        "(--config, KEY=VALUE) also the run's estimated peak memory")
     p.add_argument("--stage", required=True, choices=TRAIN_STAGES,
                    help="which stage to train")
     p.add_argument("--config", default=None, help="YAML config (see recipes/train/)")
@@ -155,7 +165,7 @@ def export_args(p: argparse.ArgumentParser) -> None:
     _force_arg(p)
 
 
-def _task_listing() -> str:
+def _task_listing(_args: argparse.Namespace) -> str:
     from langgraft.eval.tasks import task_listing
 
     return task_listing()

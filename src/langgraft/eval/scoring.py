@@ -237,12 +237,37 @@ def text_nll(model, tok, texts: list[str], batch_size: int = 8, window: int = 10
             ids[r, : len(c)] = torch.tensor(c)
             mask[r, : len(c)] = 1
         ids, mask = ids.to(model.device), mask.to(model.device)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        for r, (t, c) in enumerate(part):
-            # Row by row: a float copy of the whole batch's log-probabilities would be batch x window x vocab.
-            n = len(c) - 1
-            nll[t] += float(torch.nn.functional.cross_entropy(logits[r, :n].float(), ids[r, 1: n + 1],
-                                                              reduction="sum"))
-            count[t] += n
+        for (t, c), row_nll in zip(part, _row_nlls(model, ids, mask)):
+            nll[t] += row_nll
+            count[t] += len(c) - 1
         counter.finish(range(start, start + len(part)))
     return list(zip(nll, count))
+
+
+HEAD_CHUNK = 256  # positions per vocabulary projection when scoring text: 256 x 66k float logits = 68 MB
+
+
+def _row_nlls(model, ids: torch.Tensor, mask: torch.Tensor) -> list[float]:
+    """Summed -ln P of each row's tokens 1..n (n = its mask length), with the vocabulary projection run over
+    `HEAD_CHUNK` positions at a time: the model's own forward would hold batch x window x vocab logits (2.2 GB
+    for 8 x 1,024 tokens at vocab 66k in float32), the largest buffer of an evaluation."""
+    head, body = model.get_output_embeddings(), getattr(model, model.base_model_prefix, None)
+    text_cfg = model.config.get_text_config()
+    cap = getattr(text_cfg, "final_logit_softcapping", None)
+    lengths = [int(n) - 1 for n in mask.sum(1)]
+    if head is None or body is None or getattr(text_cfg, "logit_scale", None):
+        logits = model(input_ids=ids, attention_mask=mask).logits  # a head this module does not reproduce
+        return [float(torch.nn.functional.cross_entropy(logits[r, :n].float(), ids[r, 1: n + 1], reduction="sum"))
+                for r, n in enumerate(lengths)]
+    hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    out = []
+    for r, n in enumerate(lengths):
+        total = 0.0
+        for s in range(0, n, HEAD_CHUNK):
+            e = min(s + HEAD_CHUNK, n)
+            logits = head(hidden[r, s:e]).float()
+            if cap:  # Gemma 2/3: the model's forward soft-caps its logits the same way
+                logits = torch.tanh(logits / cap) * cap
+            total += float(torch.nn.functional.cross_entropy(logits, ids[r, s + 1: e + 1], reduction="sum"))
+        out.append(total)
+    return out

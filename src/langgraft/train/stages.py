@@ -34,6 +34,7 @@ from langgraft.rundir import (FORCE, atomic_dir, check_out, folder_stamp, git_re
 from langgraft.train.config import TrainConfig
 from langgraft.train.data import build_data
 from langgraft.train.loop import read_metrics
+from langgraft.train.memory import estimate_line
 from langgraft.train.tracking import start as start_trackers, trackers
 
 STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual", "instruct": "instructions"}
@@ -91,6 +92,7 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
         raise UserError(f"checkpoint_every/--resume: resumable checkpoints are not implemented under "
                         f"{accelerator.distributed_type.name} yet; set checkpoint_every=0 (the final adapter is "
                         "still gathered and saved)")
+    accelerator.print(memory_estimate(stage, cfg, gpu=accelerator.device.type == "cuda"))
     # one writer per run folder (the main process holds the lock; other ranks are its own launch)
     with output_lock(out) if accelerator.is_main_process else contextlib.nullcontext():
         created = not out.exists()
@@ -117,6 +119,12 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
             raise
         finally:
             accelerator.end_training()  # closes the trackers' files (a no-op without trackers)
+
+
+def memory_estimate(stage: str, cfg: TrainConfig, *, gpu: bool | None = None) -> str:
+    """The estimated peak memory of training `stage` with `cfg` on this machine, one line (train/memory.py)."""
+    gpu = torch.cuda.is_available() if gpu is None else gpu
+    return estimate_line(stage, cfg, bf16=_use_bf16(cfg.precision), gpu=gpu)
 
 
 def _warn(line: str) -> None:

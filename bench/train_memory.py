@@ -1,0 +1,119 @@
+"""Peak memory and tokens/s of a real base's training step at two splits of the same step, and the estimate.
+
+SmolLM2-135M extended with Persian (66,688 rows), the recipe's step of 4 blocks × 512 tokens, bf16 autocast where
+the CPU has it. Baseline: the step as one micro-batch of 4 blocks (`micro_batch_size=4, grad_accum=1`, the
+recipe's earlier setting); ours: four micro-batches of one block (`micro_batch_size=1, grad_accum=4`: the same
+blocks in the same step, so the same gradient for pretraining, with a quarter of the activations alive at once),
+and optionally with activation checkpointing. Each run is its own child process (its peak RSS is its own,
+`ru_maxrss`), the configurations alternate for `--rounds` rounds so load on a shared machine hits each, and the
+rate counts steps 2..N from the engine's metrics. Each run also reports what `train/memory.py` estimated before
+it started, to check the estimate against the measured peak.
+
+    python bench/train_memory.py --model /path/SmolLM2-135M-Instruct [--stage pretrain] [--steps 3] [--rounds 1]
+    python bench/train_memory.py --extended OUT/model_extend --dataset OUT/data/fa_mono   # the recipe's own
+
+RESULT: metric = ours' peak RSS (MiB), baseline = the one-micro-batch step's, ratio = baseline ÷ ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SPLITS = {"4x1": (4, 1, False), "1x4": (1, 4, False), "4x1+ckpt": (4, 1, True)}
+
+
+def worker(args) -> None:
+    import torch
+
+    from langgraft.config import from_dict
+    from langgraft.train.config import TrainConfig
+    from langgraft.train.stages import train
+
+    torch.set_num_threads(args.threads)
+    micro, accum, ckpt = SPLITS[args.split]
+    cfg = from_dict(TrainConfig, {
+        "model": args.extended, "micro_batch_size": micro, "grad_accum": accum, "max_steps": args.steps,
+        "gradient_checkpointing": ckpt, "checkpoint_every": 0, "eval_every": 0, "eval_batches": 1, "log_every": 1,
+        "optim": {"lr": 2e-4, "embed_lr": 1e-3},
+        "data": {"dataset": args.dataset, "block_size": 512, "max_texts": args.max_texts}})
+    out = Path(args.out)
+    train(args.stage, cfg, out=out)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"tokens_per_s"' in x]
+    first, last = lines[0], lines[-1]
+    t1, tn = first["tokens"] / first["tokens_per_s"], last["tokens"] / last["tokens_per_s"]
+    rate = (last["tokens"] - first["tokens"]) / (tn - t1) if len(lines) > 1 else last["tokens_per_s"]
+    print("WORKER " + json.dumps({"tokens_per_s": round(rate, 1), "val_loss": last.get("val_loss"),
+                                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}),
+          flush=True)
+
+
+def child(split: str, args, work: Path) -> dict:
+    out = work / f"run-{split}-{time.time_ns()}"
+    cmd = [sys.executable, __file__, "--worker", "--split", split, "--stage", args.stage, "--extended", args.extended,
+           "--dataset", args.dataset, "--out", str(out), "--steps", str(args.steps), "--threads", str(args.threads),
+           "--max-texts", str(args.max_texts)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("WORKER ")]
+    if proc.returncode or not lines:
+        sys.exit(f"{split} worker failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(lines[-1][len("WORKER "):])
+    estimate = re.search(r"estimated peak host memory: ([\d.]+) GiB", proc.stdout + proc.stderr)
+    result["estimate_mib"] = round(float(estimate.group(1)) * 1024) if estimate else None
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="the base HF folder (extended here as the recipe does, cached in --work)")
+    ap.add_argument("--extended", help="an extended model folder (e.g. a recipe run's model_extend/)")
+    ap.add_argument("--dataset", help="a prepared dataset folder for --extended (e.g. OUT/data/fa_mono)")
+    ap.add_argument("--stage", default="pretrain", choices=["align", "pretrain"])
+    ap.add_argument("--splits", default="4x1,1x4", help=f"comma-separated, first = baseline: {', '.join(SPLITS)}")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-texts", type=int, default=300)
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--split", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="langgraft-bench-memory-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if not args.extended:
+        from real_base_speed import build_inputs  # bench/ is on sys.path when run as a script
+
+        inputs = build_inputs(args.model, work, args.max_texts)
+        args.extended, args.dataset = inputs["model"], inputs["dataset"]
+    splits = args.splits.split(",")
+    runs: dict[str, list[dict]] = {s: [] for s in splits}
+    for _ in range(args.rounds):
+        for split in splits:
+            runs[split].append(child(split, args, work))
+            r = runs[split][-1]
+            print(f"{args.stage} {split:9s} {r['tokens_per_s']:7.1f} tokens/s, peak RSS {r['peak_rss_mib']:,} MiB "
+                  f"(estimated {r['estimate_mib']:,} MiB), val loss {r['val_loss']}; load avg "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
+    best = {s: max(rs, key=lambda r: r["tokens_per_s"]) | {"peak_rss_mib": max(r["peak_rss_mib"] for r in rs)}
+            for s, rs in runs.items()}
+    base, ours = best[splits[0]], best[splits[-1]]
+    for split, r in best.items():
+        print(f"{split}: estimate / measured peak {r['estimate_mib'] / r['peak_rss_mib']:.2f}")
+    print(f"speed ratio {ours['tokens_per_s'] / base['tokens_per_s']:.2f} ({splits[-1]} vs {splits[0]})")
+    print(f"RESULT metric={ours['peak_rss_mib']} baseline={base['peak_rss_mib']} "
+          f"ratio={base['peak_rss_mib'] / ours['peak_rss_mib']:.2f} unit=MiB")
+
+
+if __name__ == "__main__":
+    main()

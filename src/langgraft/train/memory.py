@@ -1,0 +1,125 @@
+"""Peak memory of a training stage, estimated from the model's config.json and the stage's config before anything
+loads, so a user learns before the run (and from `--show-config`) whether it fits their machine.
+
+Why a formula rather than a probe step: a probe costs as much as a training step, needs the model loaded, and
+the number is wanted before either. The terms follow what a step keeps alive:
+- the weights as loaded (float32 on CPU, bf16 on a GPU with bf16) and, under bf16 autocast with float32 weights,
+  the bf16 copy autocast makes of every frozen linear weight, which autograd keeps for the backward pass;
+- the trained parameters (LoRA matrices and the trained embedding/head rows) with their gradients and AdamW's two
+  moments, plus PEFT's copy of the original rows and the merged embedding matrix built at every forward pass;
+- the activations autograd saves, per token and decoder layer (`ACT_PER_TOKEN`, in units of the hidden and
+  intermediate sizes, measured on SmolLM2-135M on CPU with bf16 autocast and LoRA dropout), or with activation
+  checkpointing one float32 layer input per token and layer plus one layer's activations;
+- the fused head's chunk buffers and the runtime itself (Python, torch, transformers: `RUNTIME_BYTES`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+# Bytes saved for backward per token per decoder layer: a × hidden + b × intermediate, with bf16 autocast over
+# float32 weights and LoRA (with dropout) on all seven linear layers (SmolLM2-135M, 4 × 512 tokens: 6.79 GiB
+# peak, of which 5.03 activations). Align trains no LoRA, so its frozen linear layers save no inputs: ALIGN_SHARE
+# of that (measured: 2.69 GiB peak). Float32 training keeps wider copies: FP32_ACT_FACTOR times as much.
+ACT_PER_TOKEN = (94, 21)
+ALIGN_SHARE = 0.2
+FP32_ACT_FACTOR = 1.6
+RUNTIME_BYTES = 550 << 20
+
+
+@dataclass(frozen=True)
+class Shape:
+    vocab: int
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    tied: bool
+
+
+def read_shape(model_dir: str | Path) -> Shape:
+    """The sizes of a decoder-only model folder's config.json (a multimodal config's text part)."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    text = cfg.get("text_config") or cfg
+    hidden, heads = int(text["hidden_size"]), int(text["num_attention_heads"])
+    return Shape(vocab=int(text["vocab_size"]), hidden=hidden,
+                 intermediate=int(text.get("intermediate_size") or 4 * hidden),
+                 layers=int(text["num_hidden_layers"]), heads=heads,
+                 kv_heads=int(text.get("num_key_value_heads") or heads),
+                 head_dim=int(text.get("head_dim") or hidden // heads),
+                 tied=bool(cfg.get("tie_word_embeddings", text.get("tie_word_embeddings", False))))
+
+
+def linear_params(s: Shape) -> int:
+    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    return s.layers * (s.hidden * (q + 2 * kv) + q * s.hidden + 3 * s.hidden * s.intermediate)
+
+
+def lora_params(s: Shape, r: int, targets: list[str]) -> int:
+    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    dims = {"q_proj": (s.hidden, q), "k_proj": (s.hidden, kv), "v_proj": (s.hidden, kv), "o_proj": (q, s.hidden),
+            "gate_proj": (s.hidden, s.intermediate), "up_proj": (s.hidden, s.intermediate),
+            "down_proj": (s.intermediate, s.hidden)}
+    names = list(dims) if targets == ["all-linear"] else targets
+    return s.layers * sum(r * sum(dims[name]) for name in names if name in dims)
+
+
+def estimate_peak(s: Shape, cfg, *, stage: str, rows: int, bf16: bool, gpu: bool = False) -> dict[str, int]:
+    """Bytes by term (and "total") of one training process's peak for `stage` with `rows` trained rows."""
+    matrices = 1 if s.tied else 2
+    weight_bytes = 2 if gpu and bf16 else 4
+    params = linear_params(s) + matrices * s.vocab * s.hidden
+    lora = lora_params(s, cfg.lora.r, cfg.lora.targets) if stage != "align" else 0
+    trained = lora + matrices * rows * s.hidden
+    tokens = cfg.micro_batch_size * cfg.data.block_size
+    per_token = ACT_PER_TOKEN[0] * s.hidden + ACT_PER_TOKEN[1] * s.intermediate
+    if not bf16:
+        per_token = int(per_token * FP32_ACT_FACTOR)
+    if stage == "align":
+        per_token = int(per_token * ALIGN_SHARE)
+    if cfg.gradient_checkpointing:
+        activations = tokens * (s.layers * s.hidden * 4 + per_token)
+    else:
+        activations = tokens * s.layers * per_token
+    chunk = max(64, (8 << 20) // s.vocab) if not gpu else 4096
+    terms = {
+        "weights": params * weight_bytes,
+        "autocast copies": linear_params(s) * 2 if bf16 and weight_bytes == 4 else 0,
+        "trained + grads + AdamW": trained * 16,
+        "row copies": matrices * (rows + s.vocab) * s.hidden * weight_bytes,
+        "activations": activations,
+        "head": 3 * chunk * s.vocab * 4 + tokens * s.hidden * 4,
+        "runtime": 0 if gpu else RUNTIME_BYTES,
+    }
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+def describe(terms: dict[str, int], where: str) -> str:
+    """One line: the total and its three largest terms."""
+    top = sorted(((k, v) for k, v in terms.items() if k != "total"), key=lambda kv: -kv[1])[:3]
+    parts = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in top)
+    return f"estimated peak {where} memory: {terms['total'] / 2**30:.1f} GiB ({parts} GiB)"
+
+
+def estimate_line(stage: str, cfg, *, bf16: bool, gpu: bool) -> str:
+    """The estimate for `cfg`'s model folder (config.json, and new_tokens.json for rows=new) as one line; what
+    cannot be read is said instead of a number."""
+    from langgraft.errors import UserError
+    from langgraft.formats.new_tokens import read_new_tokens
+
+    try:
+        shape = read_shape(cfg.model)
+        rows = {"all": shape.vocab, "none": 0}.get(cfg.rows)
+        if rows is None:
+            rows = len(read_new_tokens(cfg.model, flag="model")["tokens"])
+    except (OSError, ValueError, KeyError, TypeError, UserError) as exc:  # the run itself says it again, in full
+        return f"no memory estimate ({cfg.model}): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    where = "GPU" if gpu else "host"
+    setting = (f"micro-batch {cfg.micro_batch_size} x {cfg.data.block_size} tokens, "
+               f"{'bf16' if bf16 else 'fp32'}, activation checkpointing {'on' if cfg.gradient_checkpointing else 'off'}")
+    return f"{describe(estimate_peak(shape, cfg, stage=stage, rows=rows, bf16=bf16, gpu=gpu), where)}; {setting}"
