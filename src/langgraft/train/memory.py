@@ -90,7 +90,7 @@ def estimate_peak(s: Shape, cfg, *, stage: str, rows: int, bf16: bool, gpu: bool
         "weights": params * weight_bytes,
         "autocast copies": linear_params(s) * 2 if bf16 and weight_bytes == 4 else 0,
         "trained + grads + AdamW": trained * 16,
-        "row copies": matrices * (rows + s.vocab) * s.hidden * weight_bytes,
+        "row copies": matrices * (rows + s.vocab) * s.hidden * weight_bytes if rows else 0,
         "activations": activations,
         "head": 3 * chunk * s.vocab * 4 + tokens * s.hidden * 4,
         "runtime": 0 if gpu else RUNTIME_BYTES,
