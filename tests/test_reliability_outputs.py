@@ -310,6 +310,25 @@ def test_a_checkpoint_name_with_a_newline_is_not_a_checkpoint(setup, tmp_path, c
     assert odd.is_dir()  # not ours, so not pruned either
 
 
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_the_console_log_is_never_appended_through_a_link(setup, tmp_path, capsys, link):
+    """A rerun of a stage output (up to date) appends to its langgraft.log: a link there is skipped, not followed."""
+    out = tmp_path / "tok"
+    assert main(_tok_args(setup, out)) == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (out / "langgraft.log").unlink()
+    if link == "symlink":
+        (out / "langgraft.log").symlink_to(victim)
+    else:
+        os.link(victim, out / "langgraft.log")
+    capsys.readouterr()
+    assert main(_tok_args(setup, out)) == 0  # the verb's own result stands
+    printed = capsys.readouterr()
+    assert victim.read_text() == "precious\n"
+    assert "up to date, skipped" in printed.out and "the console log was not written" in printed.err
+
+
 @pytest.mark.parametrize("planted", ["dangling", "to_users_file"])
 def test_generate_never_writes_through_a_linked_out(tmp_path, capsys, data_dir, planted):
     tiny = save_tiny_model("llama", load_base_tokenizer(data_dir, "gpt2", tmp_path / "bt"), tmp_path / "m",

@@ -28,6 +28,7 @@ from pathlib import Path
 from langgraft.errors import UserError
 from langgraft.model.generation import Sampling
 from langgraft.outfiles import open_output
+from langgraft.rundir import check_out
 from langgraft.textfiles import check_unicode, iter_lines, read_json_object
 
 
@@ -130,6 +131,7 @@ def run_generate(model_path: str, input_path: str, out_path: str, sampling: Samp
     inp, out = Path(input_path), Path(out_path)
     if out.resolve() == inp.resolve():
         raise UserError(f"--out {out}: is the input file")
+    check_out(out)  # never the working directory, $HOME or /, nor a path the command reads
     if opts.batch_size < 1:
         raise UserError(f"--batch-size: must be ≥ 1, got {opts.batch_size}")
     items = read_inputs(inp, opts)
