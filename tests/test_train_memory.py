@@ -7,6 +7,7 @@ import dataclasses
 import re
 
 import pytest
+import torch
 from helpers import make_extended_model, tiny_run
 
 from langgraft.cli import main
@@ -61,3 +62,47 @@ def test_training_prints_the_estimate_before_the_first_step(tmp_path, data_dir, 
     text = captured.out + captured.err
     assert _gib(text) > 0 and "fp32, activation checkpointing on" in text, text
     assert text.index("estimated peak") < text.index("tokenizing")  # before the data, the model, the first step
+
+
+def test_checkpoint_layers_recomputes_only_the_first_n_layers_and_keeps_the_loss(tmp_path, data_dir):
+    """gradient_checkpointing with checkpoint_layers=N: the first N decoder layers recompute, the rest do not, and a
+    step's loss and gradients equal the run without checkpointing (recomputation changes memory, not maths)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from langgraft.train.stages import _checkpoint_layers
+    from langgraft.model.load import load_causal_lm
+
+    model_dir = make_extended_model(tmp_path, data_dir)
+    for first, want in ((0, [True, True]), (1, [True, False]), (5, [True, True])):
+        model = load_causal_lm(str(model_dir), dtype=torch.float32)
+        _checkpoint_layers(model, first)
+        layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        assert [layer.gradient_checkpointing for layer in layers] == want, first
+    ids = torch.randint(0, 500, (2, 16))
+    grads = []
+    for first in (None, 1):
+        torch.manual_seed(0)
+        model = load_causal_lm(str(model_dir), dtype=torch.float32).train()
+        if first is not None:
+            _checkpoint_layers(model, first)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        grads.append((float(loss), model.get_input_embeddings().weight.grad.clone()))
+    assert abs(grads[0][0] - grads[1][0]) < 1e-6
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+
+
+def test_the_estimate_counts_only_the_checkpointed_layers(extended):
+    from langgraft.train.memory import Shape
+
+    # SmolLM2-135M extended with Persian: deep enough that each recomputed layer saves more than the recompute holds
+    shape = Shape(vocab=66688, hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3, head_dim=64, tied=True)
+    cfg = dataclasses.replace(TrainConfig(model=str(extended)), gradient_checkpointing=True)
+    every = estimate_peak(shape, cfg, stage="pretrain", rows=40, bf16=True)["activations"]
+    one = estimate_peak(shape, dataclasses.replace(cfg, checkpoint_layers=1), stage="pretrain", rows=40,
+                        bf16=True)["activations"]
+    off = estimate_peak(shape, dataclasses.replace(cfg, gradient_checkpointing=False), stage="pretrain", rows=40,
+                        bf16=True)["activations"]
+    ten = estimate_peak(shape, dataclasses.replace(cfg, checkpoint_layers=10), stage="pretrain", rows=40,
+                        bf16=True)["activations"]
+    assert every < ten < one < off

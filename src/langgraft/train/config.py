@@ -53,6 +53,9 @@ class TrainConfig:
     max_steps: NonNegInt = 0  # stop after this many optimizer steps (0 = run `epochs`)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto = bf16 autocast where supported; never fp16
     gradient_checkpointing: bool = False  # recompute activations in backward (less memory, slower)
+    # with gradient_checkpointing: recompute only the first N decoder layers (0 = all); the memory saved and the
+    # time paid both grow with N, so a run that nearly fits checkpoints only what it must
+    checkpoint_layers: NonNegInt = 0
     compile: bool = False  # torch.compile each decoder layer
     loss_chunk: NonNegInt = 0  # tokens per chunk of the fused head + cross-entropy; 0 = auto (see train/loss.py)
     seed: NonNegInt = 0  # the one seed of the run: data order, replay mix, LoRA init and dropout

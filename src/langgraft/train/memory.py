@@ -21,11 +21,12 @@ from pathlib import Path
 
 # Bytes saved for backward per token per decoder layer: a × hidden + b × intermediate, with bf16 autocast over
 # float32 weights and LoRA (with dropout) on all seven linear layers (SmolLM2-135M, 4 × 512 tokens: 6.79 GiB
-# peak, of which 5.03 activations; 1 × 512 tokens: 3.08 GiB). Align trains no LoRA, so its frozen linear layers save no inputs: ALIGN_SHARE
-# of that (measured: 2.69 GiB peak). Float32 training keeps wider copies: FP32_ACT_FACTOR times as much.
+# peak, of which 5.03 activations; 1 × 512 tokens: 3.08 GiB). Align trains no LoRA, so its frozen linear layers
+# save no inputs: ALIGN_SHARE of that (measured: 2.69 GiB peak). Float32 training keeps wider copies:
+# FP32_ACT_FACTOR times as much (1 x 512 tokens in float32: 3.02 GiB).
 ACT_PER_TOKEN = (94, 21)
 ALIGN_SHARE = 0.2
-FP32_ACT_FACTOR = 1.6
+FP32_ACT_FACTOR = 1.1
 # With activation checkpointing: bytes per token per layer, as a multiple of the hidden size, kept between the
 # forward and the backward pass (the float32 layer input and what the allocator holds around the recompute;
 # measured on the same model and step: 3.15 GiB peak, 1.39 of it activations).
@@ -85,10 +86,11 @@ def estimate_peak(s: Shape, cfg, *, stage: str, rows: int, bf16: bool, gpu: bool
         per_token = int(per_token * FP32_ACT_FACTOR)
     if stage == "align":
         per_token = int(per_token * ALIGN_SHARE)
-    if cfg.gradient_checkpointing:
-        activations = tokens * (s.layers * s.hidden * CKPT_PER_HIDDEN + per_token)
-    else:
-        activations = tokens * s.layers * per_token
+    recomputed = (min(cfg.checkpoint_layers, s.layers) or s.layers) if cfg.gradient_checkpointing else 0
+    # A recomputed layer keeps only its input. The recomputed layers are the first ones, which the backward pass
+    # reaches last, when every later layer's activations are already freed: at any moment at most the other
+    # layers' activations, or one recomputed layer's, are alive beside the kept inputs.
+    activations = tokens * (recomputed * s.hidden * CKPT_PER_HIDDEN + max(s.layers - recomputed, 1) * per_token)
     chunk = max(64, (8 << 20) // s.vocab) if not gpu else 4096
     terms = {
         "weights": params * weight_bytes,
@@ -125,5 +127,12 @@ def estimate_line(stage: str, cfg, *, bf16: bool, gpu: bool) -> str:
         return f"no memory estimate ({cfg.model}): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     where = "GPU" if gpu else "host"
     setting = (f"micro-batch {cfg.micro_batch_size} x {cfg.data.block_size} tokens, "
-               f"{'bf16' if bf16 else 'fp32'}, activation checkpointing {'on' if cfg.gradient_checkpointing else 'off'}")
+               f"{'bf16' if bf16 else 'fp32'}, activation checkpointing {_checkpointing(cfg, shape)}")
     return f"{describe(estimate_peak(shape, cfg, stage=stage, rows=rows, bf16=bf16, gpu=gpu), where)}; {setting}"
+
+
+def _checkpointing(cfg, shape: Shape) -> str:
+    if not cfg.gradient_checkpointing:
+        return "off"
+    n = min(cfg.checkpoint_layers, shape.layers) or shape.layers
+    return "on" if n == shape.layers else f"on for {n} of {shape.layers} layers"

@@ -418,7 +418,7 @@ def _build_model(stage: str, cfg: TrainConfig, accelerator):
     if not token_ids and cfg.rows == "new":
         raise UserError(f"model {model_dir}: new_tokens.json lists no new tokens; use rows=all")
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _checkpoint_layers(model, cfg.checkpoint_layers)
     peft_model = build_peft_model(model, stage, cfg, token_ids)
     for p in peft_model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
@@ -427,6 +427,20 @@ def _build_model(stage: str, cfg: TrainConfig, accelerator):
         for layer in peft_model.get_base_model().model.layers:
             layer.compile()
     return tokenizer, peft_model, token_ids
+
+
+def _checkpoint_layers(model, first: int) -> None:
+    """Activation checkpointing on the first `first` decoder layers (0: all). transformers' decoder layers are
+    `GradientCheckpointingLayer`s that each recompute when their own `gradient_checkpointing` flag is set, so the
+    layers past `first` are switched back off after enabling it model-wide."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if not first:
+        return
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers[first:]:
+        layer.gradient_checkpointing = False
 
 
 def build_optimizer(peft_model, cfg: TrainConfig):
