@@ -35,7 +35,7 @@ from langgraft.train.config import TrainConfig
 from langgraft.train.data import build_data
 from langgraft.train.loop import read_metrics
 from langgraft.train.memory import estimate_line
-from langgraft.train.tracking import start as start_trackers, trackers
+from langgraft.train.tracking import finish as finish_trackers, start as start_trackers, trackers
 
 STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual", "instruct": "instructions"}
 
@@ -118,7 +118,7 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
                 shutil.rmtree(out, ignore_errors=True)
             raise
         finally:
-            accelerator.end_training()  # closes the trackers' files (a no-op without trackers)
+            finish_trackers(accelerator)
 
 
 def memory_estimate(stage: str, cfg: TrainConfig, *, gpu: bool | None = None) -> str:

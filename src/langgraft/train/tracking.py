@@ -53,6 +53,14 @@ def start(accelerator, names: list[str], out: Path, stage: str, config: dict) ->
     accelerator.init_trackers(PROJECT, config=_flat(config), init_kwargs={k: v for k, v in init.items() if k in names})
 
 
+def finish(accelerator) -> None:
+    """Close the trackers' files and runs. Not `accelerator.end_training()`: that also ends the process group,
+    which the next stage of a multi-process `langgraft run` still needs."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    accelerator.trackers = []
+
+
 def log(accelerator, record: dict, groups: list[str]) -> None:
     """One metrics.jsonl record as HF-style scalars; `groups` names the optimizer groups of `record["lr"]`."""
     values = {TAGS[k]: float(v) for k, v in record.items() if k in TAGS and isinstance(v, (int, float))}
