@@ -258,6 +258,10 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
 }
 
 
+class _UsageError(Exception):
+    """A command line argparse refused; already printed as one line, so `main` only returns 2."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its errors (a bad flag value, a missing flag) as one line, like every other input error;
     the verbs' parsers are made by the same class."""
@@ -266,7 +270,7 @@ class _Parser(argparse.ArgumentParser):
         where = self.prog.removeprefix("langgraft").strip()
         print(f"langgraft: error: {where + ': ' if where else ''}{' '.join(message.split())} (see {self.prog} "
               "--help)", file=sys.stderr)
-        raise SystemExit(2)
+        raise _UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,7 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except _UsageError:
+        return 2
     if unknown:  # one line naming the option, not argparse's usage block
         verb = " ".join(x for x in (args.verb, getattr(args, "action", None)) if x)
         print(f"langgraft: error: {verb}: unknown option {unknown[0]} (see langgraft {verb} --help)", file=sys.stderr)
