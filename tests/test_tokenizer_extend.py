@@ -268,3 +268,32 @@ def test_rerun_is_skipped_and_bad_inputs_fail_cleanly(data_dir, sp_model, tmp_pa
         assert len(err) == 1 and needle in err[0], err
         assert not (tmp_path / f"bad{i}").exists()
         assert not list(tmp_path.glob(f".bad{i}*"))
+
+
+@pytest.mark.parametrize("name", ["llama2", "mistral"])
+def test_base_pieces_reachable_only_through_new_pieces_form_as_in_sentencepiece(name, data_dir, sp_model,
+                                                                                 all_persian, tmp_path):
+    """The Persian model without the pieces the base already has (Llama-2's «▁ال» among them): such a base piece
+    now forms only through new pieces («▁ا» + «ل»), and tokenizer.json must list those merges as SentencePiece
+    takes them."""
+    import sentencepiece as spm
+
+    from langgraft.tokenizer.bases import read_sp_proto
+
+    base_path = data_dir / BASES[name]
+    base_pieces = set(load_base(base_path).backend.get_vocab())
+    proto = read_sp_proto(sp_model / "sp.model")
+    keep = [p for p in proto.pieces if p.type != 1 or len(p.piece) < 2 or p.piece not in base_pieces]
+    assert len(keep) < len(proto.pieces) and "▁ا" in {p.piece for p in keep}
+    del proto.pieces[:]
+    proto.pieces.extend(keep)
+    (tmp_path / "holes.model").write_bytes(proto.SerializeToString())
+    out = tmp_path / "ext"
+    extend_tokenizer(base_path, tmp_path / "holes.model", lang="fa", out=out)
+    ext = AutoTokenizer.from_pretrained(str(out))
+    sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+    lines = all_persian["ntrex/NTREX-128/newstest2019-ref.fas.txt"] + all_persian["persian_instruct"]
+    got = _ids(ext, lines)
+    differ = [line for line, want, ids in zip(lines, sp.encode(lines), got) if want != ids]
+    assert not differ, (len(differ), len(lines), differ[:2])
+    assert ext.backend_tokenizer.decode_batch(got) == lines
