@@ -36,8 +36,8 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    hf = AutoTokenizer.from_pretrained(model)
-    reader = AutoTokenizer.from_pretrained(root, gguf_file="model.gguf")
+    hf = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
+    reader = AutoTokenizer.from_pretrained(root, gguf_file="model.gguf", trust_remote_code=False)
     url, server = _serve(root / "model.gguf")
     agree = {"llama.cpp": 0, "transformers": 0}
     examples = []
