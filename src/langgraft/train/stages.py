@@ -80,12 +80,14 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
         AcceleratorState._reset_state(reset_partial_state=False)
     from accelerate.utils import ProjectConfiguration
 
+    engine = check_launch()
     accelerator = Accelerator(mixed_precision=precision,
                               cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
                               log_with=track or None,
                               project_config=ProjectConfiguration(project_dir=str(out),
                                                                   logging_dir=str(out / "tensorboard")))
+    check_launch(engine, accelerator.distributed_type.name)
     # resume=True with nothing to resume is fine there (`langgraft run` always passes it)
     pending = resume and bool(list_checkpoints(out / "checkpoints"))
     if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED") and (cfg.checkpoint_every or pending):
@@ -125,6 +127,40 @@ def memory_estimate(stage: str, cfg: TrainConfig, *, gpu: bool | None = None) ->
     """The estimated peak memory of training `stage` with `cfg` on this machine, one line (train/memory.py)."""
     gpu = torch.cuda.is_available() if gpu is None else gpu
     return estimate_line(stage, cfg, bf16=_use_bf16(cfg.precision), gpu=gpu)
+
+
+LAUNCH_ENGINES = {"FSDP": ("FSDP", "ACCELERATE_USE_FSDP"), "DEEPSPEED": ("ZeRO (DeepSpeed)", "ACCELERATE_USE_DEEPSPEED")}
+
+
+def check_launch(engine: str | None = None, resolved: str | None = None) -> str | None:
+    """The sharding engine an `accelerate launch` configuration asks for ("FSDP", "DEEPSPEED" or None), refused
+    with one line when this run cannot honour it: before the Accelerator exists (no CUDA, deepspeed missing), and
+    again with the distributed type Accelerate resolved (`resolved`), since Accelerate quietly falls back to plain
+    DDP or one device when the launch lacks what the engine needs, which for a model sized for sharding means an
+    out-of-memory hours later or a run that is not what the config says."""
+    import importlib.util
+
+    from accelerate.utils import parse_flag_from_env
+
+    if engine is None:
+        engine = next((e for e, (_, var) in LAUNCH_ENGINES.items() if parse_flag_from_env(var)), None)
+    if engine is None:
+        return None
+    name, var = LAUNCH_ENGINES[engine]
+    asked = f"the accelerate launch configuration asks for {name} ({var}=true)"
+    if resolved is not None:
+        if resolved != engine:
+            raise UserError(f"{asked}, but Accelerate resolved this launch to {resolved} (plain data parallel, every "
+                            "rank holding the whole model); check the launch's num_processes, use_cpu and "
+                            "distributed_type, or launch with recipes/accelerate/ddp.yaml")
+        return engine
+    if engine == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        raise UserError(f"{asked}, but deepspeed is not installed (pip install deepspeed), or launch with "
+                        "recipes/accelerate/fsdp.yaml or ddp.yaml")
+    if not torch.cuda.is_available():
+        raise UserError(f"{asked}, which needs CUDA GPUs and this machine has none; on CPU launch with "
+                        "recipes/accelerate/ddp.yaml (or torchrun, or no launcher)")
+    return engine
 
 
 def _warn(line: str) -> None:
