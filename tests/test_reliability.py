@@ -430,12 +430,26 @@ def test_no_intact_checkpoint_is_one_line(finished, train_setup, tmp_path):
         train("pretrain", _cfg(train_setup), out=run, resume=True)
 
 
-def test_a_pickle_in_the_data_cache_is_never_run(finished, train_setup, tmp_path, capsys):
+@pytest.mark.parametrize("writer", ["torch_save", "npy_object_array"])
+def test_a_pickle_in_the_data_cache_is_never_run(finished, train_setup, tmp_path, capsys, writer):
+    import numpy as np
+    from accelerate import Accelerator
+    from transformers import AutoTokenizer
+
+    from langgraft.train.data import build_data
+
     run = _killed_copy(finished, tmp_path, drop_steps=[6])
+    cfg = _cfg(train_setup)
+    build_data("pretrain", cfg, AutoTokenizer.from_pretrained(cfg.model), Accelerator(cpu=True), run)
     marker = tmp_path / "pwned"
-    _write_payload(run / "data.pt", marker)
-    train("pretrain", _cfg(train_setup), out=run, resume=True)
-    assert "data.pt cannot be read safely" in capsys.readouterr().err and not marker.exists()
+    cache = run / "packed-data" / "train.npy"
+    if writer == "torch_save":
+        _write_payload(cache, marker)
+    else:  # a real .npy whose object array unpickles the payload when loaded with allow_pickle=True
+        np.save(cache, np.array([_Payload(marker)], dtype=object), allow_pickle=True)
+    capsys.readouterr()
+    train("pretrain", cfg, out=run, resume=True)
+    assert "packed-data cannot be read safely" in capsys.readouterr().err and not marker.exists()
     _same_adapter(run, finished[1])
 
 

@@ -273,7 +273,7 @@ def test_resume_never_writes_through_a_link_in_the_run_folder(setup, tmp_path, c
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     name = {"metrics_symlink": "metrics.jsonl", "log_symlink": "langgraft.log", "metrics_hardlink": "metrics.jsonl",
-            "data_cache_tmp_link": ".data.pt.tmp", "dangling_log_link": "langgraft.log"}.get(planted)
+            "data_cache_tmp_link": ".packed-data.tmp-1-x", "dangling_log_link": "langgraft.log"}.get(planted)
     if planted == "metrics_hardlink":
         (run / name).unlink()
         os.link(victim, run / name)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -38,11 +39,14 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, data_dir):
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (killed / "manifest.json").exists()
     resumed_from = list_checkpoints(killed / "checkpoints")[-1].name
-    assert (killed / "data.pt").is_file()  # the resume reads the packed data instead of re-tokenizing
+    # the resume maps the packed data (int32, never unpickled) instead of re-tokenizing
+    for name in ("train.npy", "validation.npy"):
+        mapped = np.load(killed / "packed-data" / name, mmap_mode="r", allow_pickle=False)
+        assert isinstance(mapped, np.memmap) and mapped.dtype == np.int32 and mapped.shape[1] == 16
     assert "step-00000008" <= resumed_from < "step-00000030"
 
     summary = train("pretrain", cfg, out=killed, resume=True)
-    assert not (killed / "data.pt").exists()  # removed once the run is finished
+    assert not (killed / "packed-data").exists()  # removed once the run is finished
     whole = train("pretrain", cfg, out=tmp_path / "whole")
     assert summary["steps"] == whole["steps"] == 30
     a = load_file(killed / "adapter" / "adapter_model.safetensors")

@@ -1,10 +1,12 @@
-"""Training data: read a prepared dataset, tokenize, pack into fixed blocks (cached per run in `data.pt` by
-`build_data`), and order batches by step.
+"""Training data: read a prepared dataset, tokenize, pack into fixed blocks (cached per run in `packed-data/`
+by `build_data`), and order batches by step.
 
 Packing concatenates documents, each followed by EOS, and cuts the stream into `block_size` blocks: no padding,
 so every position is a training token; only the tail shorter than one block is dropped (reported as packing
-efficiency). Batch order is a pure function of (seed, step), which is what makes `--resume` exact: the data
-position is the step counter, nothing else needs saving.
+efficiency). The cache holds the blocks as int32 `.npy` files that every rank memory-maps: no rank holds the
+corpus in its own RAM (8 ranks × 8 bytes a token was 64 GB of host RAM for a 1B-token corpus); only each
+micro-batch is copied out, as the int64 ids the model takes. Batch order is a pure function of (seed, step),
+which is what makes `--resume` exact: the data position is the step counter, nothing else needs saving.
 
 Documents in a block share one causal attention (unlike packed instruction examples, which are isolated; see
 `instruct.py`). Decided so because: blocks are cut from one stream at arbitrary points, so a block's first
@@ -25,11 +27,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from langgraft.errors import UserError
-from langgraft.outfiles import open_output
 from langgraft.train.config import TrainConfig
+
+CACHE = "packed-data"  # the run folder's cache: train.npy, validation.npy (int32) and cache.json
 
 
 @dataclass
@@ -42,6 +46,26 @@ class Packed:
     @property
     def efficiency(self) -> float:
         return self.blocks.numel() / max(self.tokens, 1)
+
+
+class Blocks:
+    """Packed token ids memory-mapped from the cache (int32 on disk, pages shared by every rank through the page
+    cache); indexing copies out only the rows asked for, as the int64 tensor the model takes."""
+
+    def __init__(self, array: np.memmap):
+        self.array = array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+    def __len__(self) -> int:
+        return self.array.shape[0]
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, torch.Tensor):
+            index = index.numpy()
+        return torch.from_numpy(np.asarray(self.array[index], dtype=np.int64))
 
 
 class SplitTexts:
@@ -153,47 +177,88 @@ def batch_indices(n_blocks: int, step: int, micro: int, *, accum: int, world: in
 
 
 def build_data(stage: str, cfg: TrainConfig, tokenizer, accelerator, out: Path, *, fresh: bool = False):
-    """Packed train/validation blocks, tokenized once per run: rank 0 writes `data.pt`, other ranks and a
-    `--resume` load it (memory-mapped) instead of re-tokenizing the corpus; its key covers the dataset files and
-    the tokenizer, so a dataset rebuilt in place is re-tokenized. `fresh`: tokenize again whatever the cache
-    holds (a resume whose checkpoint does not match the cache's blocks)."""
-    cache = out / "data.pt"
+    """Packed train/validation blocks (`Blocks`, memory-mapped), tokenized once per run: rank 0 writes the
+    `packed-data/` cache, other ranks and a `--resume` map it instead of re-tokenizing the corpus; its key covers
+    the dataset files and the tokenizer, so a dataset rebuilt in place is re-tokenized. `fresh`: tokenize again
+    whatever the cache holds (a resume whose checkpoint does not match the cache's blocks)."""
+    from langgraft.rundir import atomic_dir
+
+    cache = out / CACHE
     key = _data_key(stage, cfg, tokenizer)
     with accelerator.main_process_first():
-        if cache.is_file() and not (fresh and accelerator.is_main_process):
+        if cache.exists() and not (fresh and accelerator.is_main_process):
             saved = _read_cache(cache)
-            if saved is not None and saved["key"] == key:
-                val = (saved["val"][0].long(), saved["val"][1]) if saved["val"] else None
-                return saved["train"].long(), val, saved["summary"]
+            if saved is not None and saved[0] == key:
+                return saved[1:]
         blocks, val, summary = (_pack_instructions if stage == "instruct" else _pack_data)(cfg, tokenizer)
-        if accelerator.is_main_process:  # stored as int32: half the disk of the int64 ids the model takes
-            tmp = cache.with_name(f".{cache.name}.tmp")
-            small_val = (val[0].to(torch.int32), val[1]) if val else None
-            with open_output(tmp, "wb") as fh:  # never through a link left in the run folder
-                torch.save({"key": key, "train": blocks.to(torch.int32), "val": small_val, "summary": summary}, fh)
-            tmp.replace(cache)
-    return blocks, val, summary
+        if not accelerator.is_main_process:  # the main process's cache did not fit this rank: its own blocks
+            return blocks, val, summary
+        with atomic_dir(cache) as tmp:  # a kill mid-write leaves the previous cache (or none), never half of one
+            _save_ids(tmp / "train.npy", blocks)
+            if val:
+                _save_ids(tmp / "validation.npy", val[0])
+            (tmp / "cache.json").write_text(json.dumps({"key": key, "summary": summary,
+                                                        "chars_per_token": val[1] if val else None}))
+    saved = _read_cache(cache)
+    if saved is None:
+        raise UserError(f"{cache}: the packed data just written cannot be read back")
+    return saved[1:]
 
 
-def data_digest(blocks: torch.Tensor, val) -> str:
+def data_digest(blocks, val) -> str:
     """sha256 of the token ids trained and validated on (as int32, the cache's own width): a checkpoint records
     it, so a resume notices a cache whose bytes changed since, even when the file still loads."""
     digest = hashlib.sha256()
     for ids in (blocks, val[0] if val else None):
-        if ids is not None:
+        if isinstance(ids, Blocks):
+            _hash_file_bytes(digest, ids.array)
+        elif ids is not None:
             digest.update(ids.to(torch.int32).contiguous().numpy())
     digest.update(json.dumps(val[1] if val else None, default=str).encode())
     return digest.hexdigest()
 
 
-def _read_cache(path: Path) -> dict | None:
-    """The packed-data cache, read as tensors and plain values only; an unreadable one is rebuilt."""
+def _hash_file_bytes(digest, array: np.memmap, chunk: int = 1 << 22) -> None:
+    """Hash a memory-mapped array's bytes by reading its file, not its mapping: reading every page through the
+    mapping would make them all resident in this process, the RAM the mapping exists to save."""
+    left = array.nbytes
+    with open(array.filename, "rb") as fh:
+        fh.seek(array.offset)
+        while left > 0:
+            part = fh.read(min(chunk, left))
+            if not part:
+                raise OSError(f"{array.filename}: shorter than its header says")
+            digest.update(part)
+            left -= len(part)
+
+
+def _save_ids(path: Path, ids: torch.Tensor) -> None:
+    if ids.numel() and (int(ids.max()) >= 2**31 or int(ids.min()) < -(2**31)):
+        raise UserError(f"{path}: token ids beyond int32 (vocabulary of 2^31 or more); not supported")
+    np.save(path, ids.numpy().astype("<i4"), allow_pickle=False)
+
+
+def _read_cache(path: Path):
+    """(key, train Blocks, (validation Blocks, chars per token) or None, summary) from the cache folder, arrays
+    memory-mapped and never unpickled; a cache that cannot be read so is rebuilt (None)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        meta = json.loads((path / "cache.json").read_text(encoding="utf-8"))
+        train = _map_ids(path / "train.npy")
+        val = None
+        if meta["chars_per_token"] is not None:
+            val = (_map_ids(path / "validation.npy"), float(meta["chars_per_token"]))
+        return str(meta["key"]), train, val, dict(meta["summary"])
     except Exception as exc:  # noqa: BLE001 - whatever is wrong with a cache, rebuilding it is the answer
         print(f"langgraft train: {path} cannot be read safely ({type(exc).__name__}); tokenizing again",
               file=sys.stderr, flush=True)
         return None
+
+
+def _map_ids(path: Path) -> Blocks:
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    if not isinstance(array, np.memmap) or array.dtype != np.dtype("<i4") or array.ndim < 2:
+        raise ValueError(f"{path.name}: not a memory-mapped int32 array of blocks")
+    return Blocks(array)
 
 
 def _data_key(stage: str, cfg: TrainConfig, tokenizer) -> str:

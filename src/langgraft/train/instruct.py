@@ -4,7 +4,7 @@ Each example becomes its prompt (the user turn of the chat template; label -100,
 write the question) followed by the response and EOS (trained); a conversation trains every assistant turn.
 Whole examples are packed into rows of `block_size` tokens by best-fit decreasing bin packing; the rest of a row
 is padding with label -100. A row is stored as [3, block_size] (ids, labels, position ids), so the engine's block
-machinery — batch order as a function of the step, exact resume, DDP shards, the `data.pt` cache — serves this
+machinery — batch order as a function of the step, exact resume, DDP shards, the `packed-data/` cache — serves this
 stage unchanged.
 
 Packed examples do not see each other: position ids restart at 0 for every example (and for the padding), and

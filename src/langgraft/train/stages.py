@@ -32,7 +32,7 @@ from langgraft.outfiles import check_no_links, open_output
 from langgraft.rundir import (FORCE, atomic_dir, check_out, folder_stamp, git_revision, input_identity, output_lock,
                               output_stamp, package_versions, read_manifest, write_json)
 from langgraft.train.config import TrainConfig
-from langgraft.train.data import build_data
+from langgraft.train.data import CACHE, build_data
 from langgraft.train.loop import read_metrics
 from langgraft.train.memory import estimate_line
 from langgraft.train.tracking import finish as finish_trackers, start as start_trackers, trackers
@@ -80,12 +80,14 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
         AcceleratorState._reset_state(reset_partial_state=False)
     from accelerate.utils import ProjectConfiguration
 
+    engine = check_launch()
     accelerator = Accelerator(mixed_precision=precision,
                               cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
                               log_with=track or None,
                               project_config=ProjectConfiguration(project_dir=str(out),
                                                                   logging_dir=str(out / "tensorboard")))
+    check_launch(engine, accelerator.distributed_type.name)
     # resume=True with nothing to resume is fine there (`langgraft run` always passes it)
     pending = resume and bool(list_checkpoints(out / "checkpoints"))
     if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED") and (cfg.checkpoint_every or pending):
@@ -127,6 +129,41 @@ def memory_estimate(stage: str, cfg: TrainConfig, *, gpu: bool | None = None) ->
     return estimate_line(stage, cfg, bf16=_use_bf16(cfg.precision), gpu=gpu)
 
 
+LAUNCH_ENGINES = {"FSDP": ("FSDP", "ACCELERATE_USE_FSDP"),
+                  "DEEPSPEED": ("ZeRO (DeepSpeed)", "ACCELERATE_USE_DEEPSPEED")}
+
+
+def check_launch(engine: str | None = None, resolved: str | None = None) -> str | None:
+    """The sharding engine an `accelerate launch` configuration asks for ("FSDP", "DEEPSPEED" or None), refused
+    with one line when this run cannot honour it: before the Accelerator exists (no CUDA, deepspeed missing), and
+    again with the distributed type Accelerate resolved (`resolved`), since Accelerate quietly falls back to plain
+    DDP or one device when the launch lacks what the engine needs, which for a model sized for sharding means an
+    out-of-memory hours later or a run that is not what the config says."""
+    import importlib.util
+
+    from accelerate.utils import parse_flag_from_env
+
+    if engine is None:
+        engine = next((e for e, (_, var) in LAUNCH_ENGINES.items() if parse_flag_from_env(var)), None)
+    if engine is None:
+        return None
+    name, var = LAUNCH_ENGINES[engine]
+    asked = f"the accelerate launch configuration asks for {name} ({var}=true)"
+    if resolved is not None:
+        if resolved != engine:
+            raise UserError(f"{asked}, but Accelerate resolved this launch to {resolved} (plain data parallel, every "
+                            "rank holding the whole model); check the launch's num_processes, use_cpu and "
+                            "distributed_type, or launch with recipes/accelerate/ddp.yaml")
+        return engine
+    if engine == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        raise UserError(f"{asked}, but deepspeed is not installed (pip install deepspeed), or launch with "
+                        "recipes/accelerate/fsdp.yaml or ddp.yaml")
+    if not torch.cuda.is_available():
+        raise UserError(f"{asked}, which needs CUDA GPUs and this machine has none; on CPU launch with "
+                        "recipes/accelerate/ddp.yaml (or torchrun, or no launcher)")
+    return engine
+
+
 def _warn(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -148,7 +185,7 @@ class Run:
     accelerator: Any
     tokenizer: Any
     peft_model: Any
-    train_blocks: torch.Tensor
+    train_blocks: Any  # data.Blocks (memory-mapped) or a tensor
     val: Any  # (validation blocks, characters per token), or None without a validation split
     summary: dict  # the data's figures; `_save` adds the training's
     fingerprint: str
@@ -194,14 +231,14 @@ def _fit(run: Run, resume: bool):
 
 def _checked_data(run: Run, recorded: str | None) -> str:
     """The digest of the run's blocks, after making sure they are the ones the resumed checkpoint trained on: a
-    `data.pt` changed since is named and tokenized again (the dataset itself is checked by the run's identity)."""
+    `packed-data/` changed since is named and tokenized again (the dataset itself is checked by the run's identity)."""
     from langgraft.train.data import build_data, data_digest
 
     digest = data_digest(run.train_blocks, run.val)
     if recorded is None or recorded == digest:
         return digest
     if run.accelerator.is_main_process:
-        _warn(f"langgraft: warning: {run.out / 'data.pt'} does not match the checkpoint's data checksum (changed "
+        _warn(f"langgraft: warning: {run.out / CACHE} does not match the checkpoint's data checksum (changed "
               "since it was written); tokenizing again")
     run.train_blocks, run.val, _ = build_data(run.stage, run.cfg, run.tokenizer, run.accelerator, run.out,
                                               fresh=True)
@@ -234,7 +271,7 @@ def _save(run: Run, trainer, state) -> dict:
             "inputs": _inputs(cfg),
             "versions": package_versions(), "git_revision": git_revision(),
             "wall_time_s": round(time.time() - run.started, 3), "summary": summary})
-        (out / "data.pt").unlink(missing_ok=True)  # only a resume needs the packed data
+        shutil.rmtree(out / CACHE, ignore_errors=True)  # only a resume needs the packed data
     accelerator.wait_for_everyone()
     return summary
 
@@ -349,11 +386,12 @@ def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inpu
 
 
 # what a run folder that never reached step 1 may hold (restarting it replaces them)
-RUN_FILES = {"train_config.json", "data.pt", "checkpoints", "metrics.jsonl", "tensorboard", "mlruns", "wandb", LOG}
+RUN_FILES = {"train_config.json", CACHE, "data.pt", "checkpoints", "metrics.jsonl", "tensorboard", "mlruns", "wandb",
+             LOG}  # data.pt: the packed-data cache of earlier versions
 
 
 def _run_file(name: str) -> bool:
-    """A name a training run writes at its top level, or a hidden temporary of one (`.data.pt.tmp`,
+    """A name a training run writes at its top level, or a hidden temporary of one (`.packed-data.tmp-…`,
     `.adapter.tmp-…`, `.manifest.json.…`) that a kill mid-write can leave behind."""
     known = RUN_FILES | {"adapter", "manifest.json"}
     return name in known or (name.startswith(".") and any(name[1:].startswith(k + ".") for k in known))
