@@ -667,11 +667,13 @@ def test_a_dataset_rebuilt_in_place_is_not_up_to_date(train_setup, tmp_path, cap
 
 def test_a_forked_child_does_not_keep_its_killed_parents_lock(tmp_path):
     out = tmp_path / "out"
+    # the child says "ready" once fork has returned in it (its at-fork handlers have run), the parent its pid
     code = ("import os, sys, time\nfrom langgraft.rundir import output_lock\nwith output_lock(sys.argv[1]):\n"
-            "    child = os.fork()\n    if child == 0:\n        time.sleep(60)\n        os._exit(0)\n"
-            "    print(child, flush=True)\n    time.sleep(120)\n")
+            "    child = os.fork()\n    if child == 0:\n        print('ready', flush=True)\n        time.sleep(60)\n"
+            "        os._exit(0)\n    print(child, flush=True)\n    time.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(out)], env=ENV, stdout=subprocess.PIPE, text=True)
-    child = int(proc.stdout.readline())
+    lines = {proc.stdout.readline().strip() for _ in range(2)}
+    child = int(next(line for line in lines if line != "ready"))
     try:
         proc.kill()
         proc.wait()
