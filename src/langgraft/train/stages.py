@@ -25,16 +25,16 @@ from typing import Any
 import torch
 
 from langgraft.config import load_config, to_dict
-from langgraft.consolelog import LOG, own
+from langgraft.consolelog import own
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
-from langgraft.outfiles import check_no_links, open_output
-from langgraft.rundir import (FORCE, atomic_dir, check_out, folder_stamp, git_revision, input_identity, output_lock,
-                              output_stamp, package_versions, read_manifest, write_json)
+from langgraft.outfiles import open_output
+from langgraft.rundir import FORCE, atomic_dir, git_revision, output_lock, package_versions, read_manifest, write_json
 from langgraft.train.config import TrainConfig
 from langgraft.train.data import CACHE, build_data
 from langgraft.train.loop import read_metrics
 from langgraft.train.memory import estimate_line
+from langgraft.train.runfolder import prepare_out, reached_step, run_inputs
 from langgraft.train.tracking import finish as finish_trackers, start as start_trackers, trackers
 
 STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual", "instruct": "instructions"}
@@ -60,7 +60,7 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
     identity = {k: v for k, v in resolved.items() if k != "report_to"}  # where metrics go changes no weight
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     track = trackers(cfg.report_to)
-    inputs = _inputs(cfg)
+    inputs = run_inputs(cfg)
     done = read_manifest(out)
     if (done is not None and done.get("fingerprint") == fingerprint and done.get("inputs", inputs) == inputs
             and not FORCE.get()):
@@ -100,7 +100,7 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
         created = not out.exists()
         try:
             if accelerator.is_main_process:
-                _prepare_out(out, resolved, fingerprint, resume, inputs)
+                prepare_out(out, resolved, fingerprint, resume, inputs)
                 own(out)
             accelerator.wait_for_everyone()
             start_trackers(accelerator, track, out, stage, resolved)
@@ -116,7 +116,7 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
             return _save(run, trainer, state)
         except BaseException:
             # a start that failed before step 1 leaves no run folder behind (nothing in it could be resumed)
-            if accelerator.is_main_process and created and not _reached_step(out):
+            if accelerator.is_main_process and created and not reached_step(out):
                 shutil.rmtree(out, ignore_errors=True)
             raise
         finally:
@@ -166,13 +166,6 @@ def check_launch(engine: str | None = None, resolved: str | None = None) -> str 
 
 def _warn(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def _reached_step(out: Path) -> bool:
-    from langgraft.train.checkpoint import list_checkpoints
-
-    metrics = out / "metrics.jsonl"
-    return bool(list_checkpoints(out / "checkpoints")) or (metrics.is_file() and metrics.stat().st_size > 0)
 
 
 @dataclass
@@ -268,7 +261,7 @@ def _save(run: Run, trainer, state) -> dict:
             write_adapter_card(tmp, cfg.model, run.stage)
         write_json(out / "manifest.json", {
             "stage": run.stage, "fingerprint": run.fingerprint, "config": run.resolved, "parent": cfg.model,
-            "inputs": _inputs(cfg),
+            "inputs": run_inputs(cfg),
             "versions": package_versions(), "git_revision": git_revision(),
             "wall_time_s": round(time.time() - run.started, 3), "summary": summary})
         shutil.rmtree(out / CACHE, ignore_errors=True)  # only a resume needs the packed data
@@ -329,94 +322,6 @@ def _check_rows_none(stage: str, cfg: TrainConfig) -> None:
     if cfg.optim.embed_lr is not None:
         _warn(f"langgraft train: rows: none trains no embedding/head rows; optim.embed_lr "
               f"({cfg.optim.embed_lr:g}) is unused")
-
-
-def _inputs(cfg: TrainConfig) -> dict:
-    """Identity of what the run reads besides its config: the model and the datasets (a model re-extended or
-    a dataset re-prepared in place is another run)."""
-    def dataset(path: str):
-        stamp = output_stamp(Path(path).parent)  # the `data prepare` output that holds every dataset
-        return list(stamp[:2]) if stamp is not None else folder_stamp(path)
-
-    return {"model": input_identity(cfg.model), "dataset": dataset(cfg.data.dataset),
-            "replay": dataset(cfg.data.replay) if cfg.data.replay else None}
-
-
-def _prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inputs: dict) -> None:
-    data = resolved["data"]
-    check_out(out, [p for p in (resolved["model"], data["dataset"], data["replay"]) if p and Path(p).exists()])
-    check_no_links(out)  # a run folder is written into again on resume: only through its own files
-    check_no_links(out / "checkpoints")
-    saved_path = out / "train_config.json"
-    if saved_path.is_file():
-        _check_run_folder(out)
-    if saved_path.is_file() and FORCE.get():
-        print(f"langgraft train: --force: discarding the run in {out}", file=sys.stderr)
-        shutil.rmtree(out)
-    elif saved_path.is_file() and not _reached_step(out) and not (out / "manifest.json").is_file():
-        pass  # a run that never reached step 1 has nothing to keep: start it again with this config
-    elif saved_path.is_file():
-        try:
-            saved = json.loads(saved_path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise UserError(f"{saved_path}: not valid JSON; pass --force to start the run over") from None
-        same_config = saved.get("fingerprint") == fingerprint
-        # a manifest that records no inputs has nothing to compare: the run counts as built on the current ones
-        changed = next((k for k, v in inputs.items() if saved.get("inputs", inputs).get(k) != v), None)
-        if (out / "manifest.json").is_file():
-            if same_config:
-                raise UserError(f"--out {out}: holds a finished run built on another {changed} (rebuilt since); "
-                                "pick a new --out or pass --force to train again")
-            key = _first_difference(saved.get("config", {}), resolved)
-            raise UserError(f"--out {out}: holds a finished run with another config ({key}); pick a new --out")
-        if not resume:
-            raise UserError(f"--out {out}: holds an unfinished run; pass --resume to continue it or pick a new --out")
-        if not same_config:
-            key = _first_difference(saved.get("config", {}), resolved)
-            raise UserError(f"--resume {out}: config differs from the run's ({key}); use the same config")
-        if changed:
-            raise UserError(f"--resume {out}: the run's {changed} was rebuilt since it started; pass --force to "
-                            "train again from scratch")
-        return
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder; refusing to overwrite")
-    if out.is_dir() and any(p.name not in RUN_FILES for p in out.iterdir()):
-        raise UserError(f"--out {out}: exists and is not a langgraft training run; refusing to overwrite")
-    write_json(saved_path, {"fingerprint": fingerprint, "config": resolved, "inputs": inputs})
-
-
-# what a run folder that never reached step 1 may hold (restarting it replaces them)
-RUN_FILES = {"train_config.json", CACHE, "data.pt", "checkpoints", "metrics.jsonl", "tensorboard", "mlruns", "wandb",
-             LOG}  # data.pt: the packed-data cache of earlier versions
-
-
-def _run_file(name: str) -> bool:
-    """A name a training run writes at its top level, or a hidden temporary of one (`.packed-data.tmp-…`,
-    `.adapter.tmp-…`, `.manifest.json.…`) that a kill mid-write can leave behind."""
-    known = RUN_FILES | {"adapter", "manifest.json"}
-    return name in known or (name.startswith(".") and any(name[1:].startswith(k + ".") for k in known))
-
-
-def _check_run_folder(out: Path) -> None:
-    """`--force` discards a training run only: a folder holding anything a run does not write (a project that
-    happens to have a train_config.json) or whose train_config.json langgraft did not write is refused."""
-    foreign = sorted(p.name for p in out.iterdir() if not _run_file(p.name))
-    try:
-        saved = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        saved = None
-    if foreign or not isinstance(saved, dict) or not {"fingerprint", "config"} <= saved.keys():
-        why = f"it also holds {foreign[0]}" if foreign else "its train_config.json was not written by langgraft"
-        raise UserError(f"--out {out}: not a langgraft training run ({why}); --force discards only a training "
-                        "run, pick another --out")
-
-
-def _first_difference(a, b, prefix: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
-    return f"{prefix.rstrip('.')}: {a!r} → {b!r}"
 
 
 def _use_bf16(precision: str) -> bool:
