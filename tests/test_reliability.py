@@ -668,12 +668,18 @@ def test_a_dataset_rebuilt_in_place_is_not_up_to_date(train_setup, tmp_path, cap
 def test_a_forked_child_does_not_keep_its_killed_parents_lock(tmp_path):
     out = tmp_path / "out"
     # the child says "ready" once fork has returned in it (its at-fork handlers have run), the parent its pid
+    # (one os.write each: two processes' print() calls can interleave mid-line on the shared pipe)
     code = ("import os, sys, time\nfrom langgraft.rundir import output_lock\nwith output_lock(sys.argv[1]):\n"
-            "    child = os.fork()\n    if child == 0:\n        print('ready', flush=True)\n        time.sleep(60)\n"
-            "        os._exit(0)\n    print(child, flush=True)\n    time.sleep(120)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], env=ENV, stdout=subprocess.PIPE, text=True)
+            "    child = os.fork()\n    if child == 0:\n        os.write(1, b'ready\\n')\n        time.sleep(60)\n"
+            "        os._exit(0)\n    os.write(1, f'{child}\\n'.encode())\n    time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     lines = {proc.stdout.readline().strip() for _ in range(2)}
-    child = int(next(line for line in lines if line != "ready"))
+    pids = [line for line in lines if line.isdigit()]
+    if not pids:
+        proc.kill()
+        pytest.fail(f"the locking process wrote {sorted(lines)}: {proc.communicate()[1][-2000:]}")
+    child = int(pids[0])
     try:
         proc.kill()
         proc.wait()
