@@ -233,3 +233,46 @@ def all_persian_lines(data_dir: Path, sources: tuple[str, ...] = PERSIAN_SOURCES
         lines = (line.strip() for p in paths for line in _file_lines(p))
         found[source] = list(dict.fromkeys(s for s in lines if re.search("[\u0600-\u06ff]", s)))
     return found
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live descendant of process `pid` (Linux /proc), children of children included."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Process `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_parent_and_survivors(proc, children: set[int], seconds: float) -> list[int]:
+    """SIGKILL `proc` alone (as an OOM killer would), wait up to `seconds` for `children` to die with it, SIGKILL
+    and return those that did not."""
+    import os
+    import signal
+    import time
+
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + seconds
+    while time.time() < deadline and any(map(alive, children)):
+        time.sleep(0.1)
+    left = [p for p in children if alive(p)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left

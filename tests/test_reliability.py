@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -21,8 +20,8 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from helpers import (english_lines, load_base_tokenizer, make_dataset, make_extended_model, persian_lines,
-                     save_tiny_model)
+from helpers import (alive, descendants, english_lines, kill_parent_and_survivors, load_base_tokenizer, make_dataset,
+                     make_extended_model, persian_lines, save_tiny_model)
 
 from langgraft.cli import main
 from langgraft.config import apply_override, from_dict
@@ -263,30 +262,6 @@ def test_two_trainings_of_one_folder_do_not_race(tmp_path, train_setup):
         holder.wait()
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_a_killed_data_prepare_leaves_no_worker_running(tmp_path, data_dir):
     quran = sorted((data_dir / "parsinlu/data/translation/quran").glob("fa.*.norm.txt"))[:4]
     cfg = {"root": str(tmp_path), "workers": 2, "chunk_mb": 1, "datasets": [{
@@ -299,17 +274,10 @@ def test_a_killed_data_prepare_leaves_no_worker_running(tmp_path, data_dir):
     workers: set[int] = set()
     deadline = time.time() + 90
     while time.time() < deadline and len(workers) < 3 and proc.poll() is None:
-        workers |= _descendants(proc.pid)  # the manager, the fork server and the pool workers
+        workers |= descendants(proc.pid)  # the manager, the fork server and the pool workers
         time.sleep(0.05)
     assert len(workers) >= 3, "the pool never started"
-    proc.send_signal(signal.SIGKILL)  # the parent only, as an OOM killer would
-    proc.wait()
-    deadline = time.time() + 30
-    while time.time() < deadline and any(map(_alive, workers)):
-        time.sleep(0.1)
-    left = [p for p in workers if _alive(p)]
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
+    left = kill_parent_and_survivors(proc, workers, 30)
     assert not left, f"workers outlived their parent: {left}"
 
 
@@ -683,7 +651,7 @@ def test_a_forked_child_does_not_keep_its_killed_parents_lock(tmp_path):
     try:
         proc.kill()
         proc.wait()
-        assert _alive(child)  # a worker that outlives its parent for a moment must not hold the output
+        assert alive(child)  # a worker that outlives its parent for a moment must not hold the output
         assert not _stage(out).skipped
     finally:
         os.kill(child, signal.SIGKILL)

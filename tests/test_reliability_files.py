@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -17,9 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import descendants, kill_parent_and_survivors
 
 from langgraft.cli import main
-from langgraft.config import apply_override, from_dict, load_config
+from langgraft.config import from_dict, load_config
 from langgraft.errors import UserError
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
@@ -270,28 +270,6 @@ def test_an_output_set_aside_just_before_a_kill_is_put_back(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def _children(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        parent = todo.pop()
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent and int(stat.parent.name) not in found:
-                found.add(int(stat.parent.name))
-                todo.append(int(stat.parent.name))
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 @pytest.mark.parametrize("workers", [1, 3])
 def test_a_killed_data_prepare_leaves_no_child_with_any_worker_count(tmp_path, data_dir, workers):
@@ -305,17 +283,10 @@ def test_a_killed_data_prepare_leaves_no_child_with_any_worker_count(tmp_path, d
     children: set[int] = set()
     deadline = time.time() + 90
     while time.time() < deadline and len(children) < (1 if workers == 1 else workers + 1) and proc.poll() is None:
-        children |= _children(proc.pid)  # the manager (any worker count) and the pool workers
+        children |= descendants(proc.pid)  # the manager (any worker count) and the pool workers
         time.sleep(0.05)
     assert children, "no child process started"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    deadline = time.time() + 20
-    while time.time() < deadline and any(map(_running, children)):
-        time.sleep(0.1)
-    left = [p for p in children if _running(p)]
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
+    left = kill_parent_and_survivors(proc, children, 20)
     assert not left, f"children outlived their parent: {left}"
 
 
