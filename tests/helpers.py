@@ -276,3 +276,17 @@ def kill_parent_and_survivors(proc, children: set[int], seconds: float) -> list[
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     return left
+
+
+def hold_lock(out: Path):
+    """A separate process that holds langgraft's output lock on `out` until it is killed (returned once it holds)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom langgraft.rundir import output_lock\nwith output_lock(sys.argv[1]):\n"
+            "    print('held', flush=True)\n    time.sleep(120)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc

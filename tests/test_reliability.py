@@ -20,8 +20,8 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from helpers import (alive, descendants, english_lines, kill_parent_and_survivors, load_base_tokenizer, make_dataset,
-                     make_extended_model, persian_lines, save_tiny_model)
+from helpers import (alive, descendants, english_lines, hold_lock, kill_parent_and_survivors, load_base_tokenizer,
+                     make_dataset, make_extended_model, persian_lines, save_tiny_model)
 
 from langgraft.cli import main
 from langgraft.config import apply_override, from_dict
@@ -221,17 +221,9 @@ def test_dataset_shards_and_model_names_cannot_point_elsewhere(tmp_path):
 
 
 # ---------------------------------------------------------------- 4. one writer per output
-def _hold_lock(out: Path) -> subprocess.Popen:
-    code = ("import sys, time\nfrom langgraft.rundir import output_lock\nwith output_lock(sys.argv[1]):\n"
-            "    print('held', flush=True)\n    time.sleep(120)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], env=ENV, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
-
 def test_a_second_writer_gets_one_line_naming_the_holder_and_a_killed_holder_frees_it(tmp_path, capsys):
     out = tmp_path / "out"
-    holder = _hold_lock(out)
+    holder = hold_lock(out)
     try:
         with pytest.raises(UserError, match=f"another langgraft process \\(pid {holder.pid}\\) is writing it"):
             _stage(out)
@@ -252,7 +244,7 @@ def test_a_second_writer_gets_one_line_naming_the_holder_and_a_killed_holder_fre
 
 def test_two_trainings_of_one_folder_do_not_race(tmp_path, train_setup):
     out = tmp_path / "run"
-    holder = _hold_lock(out)
+    holder = hold_lock(out)
     try:
         with pytest.raises(UserError, match=f"pid {holder.pid}"):
             train("align", _cfg(train_setup), out=out)
@@ -664,7 +656,7 @@ def test_two_runs_of_one_recipe_do_not_race(tmp_path):
 
     _materialise(tmp_path / "demo", lambda line: None)
     recipe = tmp_path / "demo" / "recipe.yaml"
-    holder = _hold_lock(load_recipe(recipe, base_dir=tmp_path / "demo").out)
+    holder = hold_lock(load_recipe(recipe, base_dir=tmp_path / "demo").out)
     try:
         with pytest.raises(UserError, match=f"pid {holder.pid}"):
             run_recipe(recipe, base_dir=tmp_path / "demo", log=lambda line: None)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import descendants, kill_parent_and_survivors
+from helpers import descendants, hold_lock, kill_parent_and_survivors
 
 from langgraft.cli import main
 from langgraft.config import from_dict, load_config
@@ -174,18 +174,10 @@ def _generate(model, inp, out, *extra) -> list[str]:
             *extra]
 
 
-def _holding(out: Path) -> subprocess.Popen:
-    code = ("import sys, time\nfrom langgraft.rundir import output_lock\nwith output_lock(sys.argv[1]):\n"
-            "    print('held', flush=True)\n    time.sleep(120)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], env=ENV, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
-
 def test_a_second_generate_into_a_locked_file_is_one_line(tiny_model, data_dir, tmp_path, capsys):
     inp = _prompts_file(tmp_path / "in.jsonl", data_dir, 6)
     for out in (tmp_path / "out.jsonl", tmp_path / "new" / "sub" / "out.jsonl"):
-        holder = _holding(out)
+        holder = hold_lock(out)
         try:
             assert main(_generate(tiny_model, inp, out)) == 2
             _one_line_error(capsys, f"pid {holder.pid}", str(out.name))
