@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -58,10 +59,27 @@ def write_recipe(doc: dict, path: Path, out: Path, seed: int, args) -> Path:
     return path
 
 
-def run_arm(recipe: Path, base_dir: Path) -> dict:
+# what a later arm takes from the first method run instead of rebuilding it: the seed touches only training, so
+# the prepared data, the merged tokenizer, the extended model and the step-0 evaluations are the same in every arm
+SHARED = {"method": ("data", "tokenizer", "tokenizer_extend", "model_extend", "eval/base", "eval/extended"),
+          "control": ("data", "eval/base")}
+
+
+def reuse(first: Path, out: Path, kind: str) -> str:
+    """Hard-link the first method run's shared outputs into `out`; the stage the arm then starts from."""
+    import shutil
+
+    for part in SHARED[kind]:
+        if (first / part).is_dir() and not (out / part).exists():
+            (out / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(first / part, out / part, copy_function=os.link)
+    return "align" if kind == "method" else "pretrain"
+
+
+def run_arm(recipe: Path, base_dir: Path, start: str | None = None) -> dict:
     from langgraft.pipeline.run import run_recipe
 
-    result = run_recipe(recipe, base_dir=base_dir, log=lambda line: None)
+    result = run_recipe(recipe, base_dir=base_dir, start=start, log=lambda line: None)
     summary = json.loads((Path(result["out"]) / "report" / "summary.json").read_text(encoding="utf-8"))
     last = summary["stages"][-1]
     bpc = {task: e["values"][last] for per in summary["intrinsic"].values() for task, e in per.items()
@@ -165,6 +183,8 @@ def main() -> None:
     ap.add_argument("--pretrain-steps", type=int)
     ap.add_argument("--eval-limit", type=int)
     ap.add_argument("--tasks", nargs="+")
+    ap.add_argument("--tm-seeds", type=int, nargs="*",
+                    help="seeds of the text-matched control (default: --seeds); it costs ~4x a method arm")
     ap.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds for the step times")
     ap.add_argument("--size-only", metavar="METHOD_OUT",
                     help="only size the controls from an existing method run folder (model_extend, data, ...)")
@@ -185,29 +205,35 @@ def main() -> None:
     for stage, steps in (("align", args.align_steps), ("pretrain", args.pretrain_steps)):
         if steps:
             method[stage]["overrides"] = set_steps(method[stage].get("overrides", []), steps)
-    a_steps, p_steps = steps_of(method["align"]), steps_of(method["pretrain"])
     if args.size_only:
         plan_m = load_recipe(write_recipe(method, out / "recipes" / "method-size.yaml", out / "unused", 0, args),
                              base_dir=base_dir)
         size_controls(plan_m, control_plan(control, out, 0, args, base_dir), Path(args.size_only), args.rounds)
         return
     results: dict = {"method": {}, "control-cm": {}, "control-tm": {}}
-    for seed in args.seeds:
-        path = write_recipe(method, out / "recipes" / f"method-{seed}.yaml", out / f"method-{seed}", seed, args)
-        results["method"][seed] = run_arm(path, base_dir)
-        print(f"method seed {seed}: {results['method'][seed]['bpc']}, {results['method'][seed]['seconds']:.0f} s",
-              flush=True)
-        if seed == args.seeds[0]:  # size the controls once, from the first method run's outputs
-            plan_m = load_recipe(path, base_dir=base_dir)
-            sizing = size_controls(plan_m, control_plan(control, out, seed, args, base_dir), plan_m.out, args.rounds)
-            cm, tm = sizing["control_cm_steps"], sizing["control_tm_steps"]
-        for arm, steps in (("control-cm", cm), ("control-tm", tm)):
+    sizing: dict = {}
+    first = out / f"method-{args.seeds[0]}"
+    runs = [("method", s) for s in args.seeds[:1]] + [("control-cm", s) for s in args.seeds[:1]]
+    runs += [r for s in args.seeds[1:] for r in (("method", s), ("control-cm", s))]
+    runs += [("control-tm", s) for s in (args.seeds if args.tm_seeds is None else args.tm_seeds)]
+    for arm, seed in runs:
+        if arm == "method":
+            path = write_recipe(method, out / "recipes" / f"method-{seed}.yaml", out / f"method-{seed}", seed, args)
+            start = reuse(first, out / f"method-{seed}", "method") if seed != args.seeds[0] else None
+        else:
             doc = json.loads(json.dumps(control))
+            steps = sizing["control_cm_steps" if arm == "control-cm" else "control_tm_steps"]
             doc["pretrain"]["overrides"] = set_steps(doc["pretrain"].get("overrides", []), steps)
             path = write_recipe(doc, out / "recipes" / f"{arm}-{seed}.yaml", out / f"{arm}-{seed}", seed, args)
-            results[arm][seed] = run_arm(path, base_dir)
-            print(f"{arm} seed {seed}: {results[arm][seed]['bpc']}, {results[arm][seed]['seconds']:.0f} s",
-                  flush=True)
+            start = reuse(first, out / f"{arm}-{seed}", "control")
+        results[arm][seed] = run_arm(path, base_dir, start)
+        print(f"{arm} seed {seed}: {results[arm][seed]['bpc']}, {results[arm][seed]['seconds']:.0f} s",
+              flush=True)
+        if arm == "method" and seed == args.seeds[0]:  # size the controls once, from the first method run
+            plan_m = load_recipe(path, base_dir=base_dir)
+            sizing = size_controls(plan_m, control_plan(control, out, seed, args, base_dir), plan_m.out, args.rounds)
+        (out / "arms.partial.json").write_text(json.dumps({"results": results, "sizing": sizing}, indent=1,
+                                                          default=str))
     report(results, sizing, out)
 
 
