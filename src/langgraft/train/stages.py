@@ -66,10 +66,10 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
     engine = check_launch()
     with unsharded_env(engine):
         return _train(Run(stage=stage, cfg=cfg, out=out, fingerprint=fingerprint, resolved=resolved,
-                          sharding=fsdp_options() if engine == "FSDP" else None), engine, resume)
+                          engine=engine, sharding=fsdp_options() if engine == "FSDP" else None), resume)
 
 
-def _train(run: Run, engine: str | None, resume: bool) -> dict:
+def _train(run: Run, resume: bool) -> dict:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
@@ -92,14 +92,17 @@ def _train(run: Run, engine: str | None, resume: bool) -> dict:
                               log_with=track or None,
                               project_config=ProjectConfiguration(project_dir=str(out),
                                                                   logging_dir=str(out / "tensorboard")))
-    check_launch(engine, accelerator.distributed_type.name)
+    check_launch(run.engine, accelerator.distributed_type.name)
     run.accelerator = accelerator
     # resume=True with nothing to resume is fine there (`langgraft run` always passes it)
     pending = resume and bool(list_checkpoints(out / "checkpoints"))
-    if engine == "DEEPSPEED" and (cfg.checkpoint_every or pending):
+    if run.engine == "DEEPSPEED" and (cfg.checkpoint_every or pending):
         raise UserError("checkpoint_every/--resume: resumable checkpoints are not implemented under ZeRO "
                         "(DeepSpeed); set checkpoint_every=0, or launch with recipes/accelerate/fsdp.yaml")
-    accelerator.print(memory_estimate(stage, cfg, gpu=accelerator.device.type == "cuda"))
+    estimate = memory_estimate(stage, cfg, gpu=accelerator.device.type == "cuda")
+    if run.sharding is not None:  # the formula is for one whole copy of the model
+        estimate += f" (for the whole model: FSDP2 splits the weights over {accelerator.num_processes} ranks)"
+    accelerator.print(estimate)
     # one writer per run folder (the main process holds the lock; other ranks are its own launch)
     with output_lock(out) if accelerator.is_main_process else contextlib.nullcontext():
         created = not out.exists()
@@ -144,7 +147,8 @@ class Run:
     out: Path
     fingerprint: str
     resolved: dict  # the resolved config, as train_config.json holds it
-    sharding: FsdpOptions | None = None  # FSDP2 settings under an FSDP launch, else None (one process or DDP)
+    engine: str | None = None  # "FSDP" or "DEEPSPEED" as the launch asked (check_launch), None for DDP or none
+    sharding: FsdpOptions | None = None  # FSDP2 settings under an FSDP launch, else None
     accelerator: Any = None
     tokenizer: Any = None
     peft_model: Any = None
@@ -223,7 +227,9 @@ def _save(run: Run, trainer, state) -> dict:
                "rank_checksums": _rank_checksums(accelerator, loss_module)}
     summary.update(_last_eval(out / "metrics.jsonl"))
     module = accelerator.unwrap_model(loss_module)
-    weights, _ = trained_state(module)  # the trained parameters only, gathered on the main process
+    # the trained parameters only, gathered on the main process; ZeRO-3 partitions weights where torch's
+    # state-dict API cannot see them, so there DeepSpeed gathers the whole model as before
+    weights = accelerator.get_state_dict(loss_module) if run.engine == "DEEPSPEED" else trained_state(module)[0]
     if accelerator.is_main_process:
         with atomic_dir(out / "adapter") as tmp:
             save_adapter(tmp, module, weights)
