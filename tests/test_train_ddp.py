@@ -50,6 +50,7 @@ def _command(engine: str, tmp: Path, out: Path, resume: bool) -> list[str]:
 def _run(engine: str, tmp: Path, out: Path, resume: bool = False) -> dict:
     proc = subprocess.run(_command(engine, tmp, out, resume), env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count(f"wrote {out}:") == 1  # the main process says it, not every rank
     return json.loads((out / "manifest.json").read_text())["summary"]
 
 

@@ -1,8 +1,9 @@
 """The one training loop: align, pretrain and instruct all run through `run_loop`.
 
-Accelerate does the device placement, DDP/FSDP/DeepSpeed wrapping, bf16 autocast and gradient clipping; the loop
-itself is written out so that the step counter alone defines the data position (see `data.batch_indices`),
-which makes resuming exact. Gradient accumulation skips the DDP all-reduce on all but the last micro-batch.
+Accelerate does the device placement, DDP/DeepSpeed wrapping, bf16 autocast and gradient clipping (FSDP2 sharding
+is langgraft's own, `sharding.py`); the loop itself is written out so that the step counter alone defines the data
+position (see `data.batch_indices`), which makes resuming exact. Gradient accumulation skips the gradient
+all-reduce (DDP) or reduce-scatter (FSDP2) on all but the last micro-batch.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def evaluate(accelerator, loss_module, blocks: torch.Tensor, micro: int, max_bat
     rounds = math.ceil(n_batches / world) if is_sharded(module) else len(range(rank, n_batches, world))
     for r in range(rounds):
         b = rank + r * world
-        ids = blocks[(b if b < n_batches else 0) * micro:][:micro].to(accelerator.device)
+        start = (b if b < n_batches else 0) * micro
+        ids = blocks[start:start + micro].to(accelerator.device)
         with accelerator.autocast():
             nats, count = module.loss_sum(ids)
         if b < n_batches:
