@@ -1,5 +1,5 @@
-"""A launch configuration langgraft cannot honour (FSDP or ZeRO where they cannot run, or a sharded launch that
-Accelerate would quietly turn into plain data parallel) is one line and a non-zero exit before any work."""
+"""A launch configuration langgraft cannot honour (an FSDP setting it does not implement, FSDP without a process
+group to shard over, ZeRO without deepspeed or CUDA) is one line and a non-zero exit before any work."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import yaml
 
 from langgraft.config import to_dict
 from langgraft.errors import UserError
-from langgraft.train.stages import check_launch, train
+from langgraft.train.sharding import check_launch
+from langgraft.train.stages import train
 from helpers import tiny_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,16 +32,19 @@ def launch_setup(tmp_path_factory, data_dir):
     return tmp, cfg
 
 
-@NO_CUDA
 @pytest.mark.parametrize("env, said", [
-    ({"ACCELERATE_USE_FSDP": "true"}, r"asks for FSDP \(ACCELERATE_USE_FSDP=true\), which needs CUDA GPUs"),
-    ({"ACCELERATE_USE_FSDP": "True", "ACCELERATE_USE_CPU": "true"}, r"asks for FSDP .* needs CUDA GPUs"),
-    ({"ACCELERATE_USE_FSDP": "1", "FSDP_VERSION": "2"}, r"asks for FSDP .* needs CUDA GPUs"),
-    ({"ACCELERATE_USE_DEEPSPEED": "true"}, r"asks for ZeRO \(DeepSpeed\) .*deepspeed is not installed"
-     if importlib.util.find_spec("deepspeed") is None else "needs CUDA GPUs"),
+    ({"ACCELERATE_USE_FSDP": "true"}, r"fsdp_config.fsdp_version: 1; langgraft shards with FSDP2"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_ACTIVATION_CHECKPOINTING": "true"},
+     r"fsdp_config.fsdp_activation_checkpointing: true; .*gradient_checkpointing"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_RESHARD_AFTER_FORWARD": "SHARD_GRAD_OP"},
+     r"fsdp_config.fsdp_reshard_after_forward: shard_grad_op; FSDP2 takes true or false"),
+    # no launcher: nothing to shard over, and Accelerate would quietly train on one device
+    ({"ACCELERATE_USE_FSDP": "1", "FSDP_VERSION": "2"}, r"asks for FSDP .* resolved this launch to NO"),
+    pytest.param({"ACCELERATE_USE_DEEPSPEED": "true"}, r"asks for ZeRO \(DeepSpeed\) .*deepspeed is not installed",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None,
+                                          reason="deepspeed is installed")),
 ])
-def test_an_engine_this_machine_cannot_run_is_refused_before_any_work(launch_setup, tmp_path, monkeypatch, env,
-                                                                      said):
+def test_a_launch_this_run_cannot_honour_is_refused_before_any_work(launch_setup, tmp_path, monkeypatch, env, said):
     _, cfg = launch_setup
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -49,13 +53,14 @@ def test_an_engine_this_machine_cannot_run_is_refused_before_any_work(launch_set
     assert not (tmp_path / "run").exists()
 
 
-def test_a_sharded_launch_resolved_to_plain_data_parallel_is_refused(monkeypatch):
-    for resolved in ("MULTI_GPU", "MULTI_CPU", "NO"):  # what Accelerate falls back to when FSDP cannot be set up
+def test_a_sharded_launch_resolved_to_no_process_group_is_refused(monkeypatch):
+    for resolved in ("NO", "XLA"):  # FSDP shards over the data-parallel process group, which these lack
         with pytest.raises(UserError, match=f"asks for FSDP .* resolved this launch to {resolved}"):
             check_launch("FSDP", resolved)
     with pytest.raises(UserError, match="asks for ZeRO .* resolved this launch to MULTI_GPU"):
         check_launch("DEEPSPEED", "MULTI_GPU")
-    assert check_launch("FSDP", "FSDP") == "FSDP" and check_launch("DEEPSPEED", "DEEPSPEED") == "DEEPSPEED"
+    assert check_launch("FSDP", "MULTI_CPU") == check_launch("FSDP", "MULTI_GPU") == "FSDP"
+    assert check_launch("DEEPSPEED", "DEEPSPEED") == "DEEPSPEED"
     for var in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
@@ -63,17 +68,26 @@ def test_a_sharded_launch_resolved_to_plain_data_parallel_is_refused(monkeypatch
 
 
 @NO_CUDA
-def test_accelerate_launch_of_the_shipped_fsdp_recipe_on_cpu_is_one_line(launch_setup):
+def test_zero_on_a_machine_without_cuda_is_one_line(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "deepspeed" else None)
+    with pytest.raises(UserError, match=r"asks for ZeRO \(DeepSpeed\) .*, which needs CUDA GPUs"):
+        check_launch()
+
+
+def test_accelerate_launch_of_an_fsdp1_config_is_one_line(launch_setup):
     tmp, _ = launch_setup
+    fsdp1 = yaml.safe_load((REPO / "recipes/accelerate/fsdp.yaml").read_text())
+    fsdp1["fsdp_config"]["fsdp_version"] = 1
+    (tmp / "fsdp1.yaml").write_text(yaml.safe_dump(fsdp1))
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([accelerate, "launch", "--config_file", str(REPO / "recipes/accelerate/fsdp.yaml"),
-                           "--num_processes", "1", "-m", "langgraft", "train", "--stage", "pretrain", "--config",
-                           str(tmp / "cfg.yaml"), "--out", str(tmp / "run")],
-                          env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([accelerate, "launch", "--config_file", str(tmp / "fsdp1.yaml"), "--num_processes", "1",
+                           "-m", "langgraft", "train", "--stage", "pretrain", "--config", str(tmp / "cfg.yaml"),
+                           "--out", str(tmp / "run")], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode != 0
     ours = [line for line in proc.stderr.splitlines() if line.startswith("langgraft:")]
-    assert len(ours) == 1 and "asks for FSDP (ACCELERATE_USE_FSDP=true), which needs CUDA GPUs" in ours[0], \
+    assert len(ours) == 1 and "fsdp_config.fsdp_version: 1; langgraft shards with FSDP2" in ours[0], \
         proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr.split("langgraft: error:")[0]  # no traceback of langgraft's own
     assert "tokenizing" not in proc.stderr and not (tmp / "run").exists()

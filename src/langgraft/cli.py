@@ -88,7 +88,7 @@ def _train(args: argparse.Namespace) -> int:
 
     summary, skipped = _produce(args, lambda: train_from_file(args.stage, args.config, args.overrides, out=args.out,
                                                               resume=args.resume))
-    if not skipped:
+    if not skipped and os.environ.get("RANK", "0") == "0":  # under a launcher, one line, not one per rank
         print(f"wrote {args.out}: {summary['steps']} steps, {summary['tokens']} tokens, "
               f"final loss {summary['final_loss']:.4f}")
     return 0

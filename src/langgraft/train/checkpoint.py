@@ -29,10 +29,7 @@ PREFIX = "step-"
 NAME = re.compile(r"step-[0-9]{8}")  # a checkpoint folder's name, exactly
 CHECKSUMS = "checksums.json"
 ADAPTER = "adapter"  # the checkpoint's weights as a PEFT adapter folder
-
-
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+FORMAT = 2  # state.pt layout: trained weights and optimizer state keyed by parameter name (torch state-dict API)
 
 
 def rng_state() -> dict:
@@ -62,11 +59,12 @@ def set_rng_state(state: dict) -> None:
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
-def save_checkpoint(root: Path, step: int, *, model, optimizer, scheduler, extra: dict, keep: int,
-                    rank: int = 0, world: int = 1, barrier=lambda: None, tokenizer=None) -> Path:
-    """Write checkpoint `step` (rank 0 writes weights/optimizer, and the weights again as a PEFT `adapter/` with
-    `tokenizer`, which `export --checkpoint` and every model-taking verb load; every rank its RNG) and prune old
-    ones."""
+def save_checkpoint(root: Path, step: int, *, trained: tuple[dict, dict], scheduler, extra: dict, keep: int,
+                    rank: int = 0, world: int = 1, barrier=lambda: None, adapter=None) -> Path:
+    """Write checkpoint `step` and prune old ones. `trained` is (weights, optimizer state) of the trained
+    parameters as `sharding.trained_state` gathered them (full tensors on rank 0): rank 0 writes them, and calls
+    `adapter(folder)` to write them again as a PEFT `adapter/` with the tokenizer, which `export --checkpoint` and
+    every model-taking verb load; every rank writes its RNG."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:08d}"
     staging = root / f".{PREFIX}{step:08d}.rng"
@@ -74,16 +72,14 @@ def save_checkpoint(root: Path, step: int, *, model, optimizer, scheduler, extra
     torch.save(rng_state(), staging / f"rng-{rank}.pt")
     barrier()
     if rank == 0:
+        weights, optimizer = trained
         with atomic_dir(final) as tmp:
-            torch.save({"model": trainable_state(model), "optimizer": optimizer.state_dict(),
+            torch.save({"format": FORMAT, "model": weights, "optimizer": optimizer,
                         "scheduler": scheduler.state_dict(), "step": step, **extra}, tmp / "state.pt")
             for r in range(world):
                 os.replace(staging / f"rng-{r}.pt", tmp / f"rng-{r}.pt")
-            peft_model = getattr(model, "peft_model", None)
-            if peft_model is not None:
-                peft_model.save_pretrained(tmp / ADAPTER)
-                if tokenizer is not None:
-                    tokenizer.save_pretrained(tmp / ADAPTER)
+            if adapter is not None:
+                adapter(tmp / ADAPTER)
             files = sorted(f.name for f in tmp.iterdir())
             write_json(tmp / CHECKSUMS, {name: sha256_path(tmp / name) for name in files})
         shutil.rmtree(staging, ignore_errors=True)
@@ -150,7 +146,21 @@ def latest_good_checkpoint(root: Path, *, rank: int = 0, world: int = 1, log=Non
 
 
 def apply_checkpoint(state: dict, rng: dict, *, model, optimizer, scheduler) -> dict:
-    """Restore weights, optimizer, scheduler and this rank's RNG; returns the saved dict (step, extras)."""
+    """Restore weights, optimizer, scheduler and this rank's RNG; returns the saved dict (step, extras). Every
+    rank calls it (a collective under FSDP)."""
+    from langgraft.train.sharding import load_trained_state
+
+    if state.get("format") == FORMAT:
+        load_trained_state(model, optimizer, state["model"], state["optimizer"])
+    else:
+        _load_positional(state, model, optimizer)
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(rng)
+    return state
+
+
+def _load_positional(state: dict, model, optimizer) -> None:
+    """A checkpoint from before FORMAT 2 (one process or DDP only): optimizer state keyed by position."""
     params = dict(model.named_parameters())
     unknown = sorted(set(state["model"]) - set(params))
     if unknown:
@@ -159,6 +169,3 @@ def apply_checkpoint(state: dict, rng: dict, *, model, optimizer, scheduler) -> 
         for name, value in state["model"].items():
             params[name].copy_(value)
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(rng)
-    return state

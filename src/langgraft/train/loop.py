@@ -1,13 +1,13 @@
 """The one training loop: align, pretrain and instruct all run through `run_loop`.
 
-Accelerate does the device placement, DDP/FSDP/DeepSpeed wrapping, bf16 autocast and gradient clipping; the loop
-itself is written out so that the step counter alone defines the data position (see `data.batch_indices`),
-which makes resuming exact. Gradient accumulation skips the DDP all-reduce on all but the last micro-batch.
+Accelerate does the device placement, DDP/DeepSpeed wrapping, bf16 autocast and gradient clipping (FSDP2 sharding
+is langgraft's own, `sharding.py`); the loop itself is written out so that the step counter alone defines the data
+position (see `data.batch_indices`), which makes resuming exact. Gradient accumulation skips the gradient
+all-reduce (DDP) or reduce-scatter (FSDP2) on all but the last micro-batch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
@@ -22,6 +22,7 @@ from langgraft.errors import UserError
 from langgraft.outfiles import open_output
 from langgraft.train.checkpoint import list_checkpoints, save_checkpoint
 from langgraft.train.data import batch_indices
+from langgraft.train.sharding import full, gradient_sync, is_sharded, trained_state
 from langgraft.train.tracking import log as log_to_trackers
 
 
@@ -65,11 +66,18 @@ def evaluate(accelerator, loss_module, blocks: torch.Tensor, micro: int, max_bat
     n_batches = math.ceil(blocks.shape[0] / micro)
     if max_batches:
         n_batches = min(n_batches, max_batches)
-    for b in range(accelerator.process_index, n_batches, accelerator.num_processes):
-        ids = blocks[b * micro:(b + 1) * micro].to(accelerator.device)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    # sharded, every rank takes part in every forward (it gathers the weights), so all run the same number of
+    # batches and a rank past the end scores batch 0 again and leaves it out
+    rounds = math.ceil(n_batches / world) if is_sharded(module) else len(range(rank, n_batches, world))
+    for r in range(rounds):
+        b = rank + r * world
+        start = (b if b < n_batches else 0) * micro
+        ids = blocks[start:start + micro].to(accelerator.device)
         with accelerator.autocast():
             nats, count = module.loss_sum(ids)
-        total += torch.tensor([nats, count], dtype=torch.float64, device=accelerator.device)
+        if b < n_batches:
+            total += torch.tensor([nats, count], dtype=torch.float64, device=accelerator.device)
     total = accelerator.reduce(total, reduction="sum")
     module.train()
     loss = float(total[0] / total[1].clamp(min=1))
@@ -99,7 +107,7 @@ def run_loop(trainer: Trainer, train_blocks: torch.Tensor, cfg, out: Path, state
         for m, idx in enumerate(parts):
             ids = train_blocks[idx].to(accelerator.device)
             sync = m == accum - 1
-            with (contextlib.nullcontext() if sync else accelerator.no_sync(loss_module)):
+            with gradient_sync(accelerator, loss_module, sync):
                 with accelerator.autocast():
                     loss = loss_module(ids) / accum
                 accelerator.backward(loss)
@@ -108,6 +116,7 @@ def run_loop(trainer: Trainer, train_blocks: torch.Tensor, cfg, out: Path, state
         if not torch.isfinite(step_loss):
             _stop_on_nan(optimizer, out, state)
         grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm) if cfg.optim.max_grad_norm else None
+        grad_norm = None if grad_norm is None else full(grad_norm)  # sharded: the norm of the whole gradient
         lrs = scheduler.get_last_lr()  # the rates this step used (logged below)
         optimizer.step()
         scheduler.step()
@@ -156,11 +165,25 @@ def read_metrics(path: Path) -> list[dict]:
 
 def checkpoint(trainer: Trainer, cfg, out: Path, state: LoopState) -> Path:
     accelerator = trainer.accelerator
-    return save_checkpoint(out / "checkpoints", state.step, model=accelerator.unwrap_model(trainer.loss_module),
-                           optimizer=trainer.optimizer, scheduler=trainer.scheduler,
-                           extra={"tokens": state.tokens, "loss": state.last_loss, "data_sha256": state.data_sha256}, keep=cfg.keep_checkpoints,
-                           rank=accelerator.process_index, world=accelerator.num_processes,
-                           barrier=accelerator.wait_for_everyone, tokenizer=trainer.tokenizer)
+    module = accelerator.unwrap_model(trainer.loss_module)
+    trained = trained_state(module, trainer.optimizer)  # every rank: a collective under FSDP
+    tokenizer = trainer.tokenizer
+
+    def adapter(folder: Path) -> None:
+        save_adapter(folder, module, trained[0])
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+
+    return save_checkpoint(out / "checkpoints", state.step, trained=trained, scheduler=trainer.scheduler,
+                           extra={"tokens": state.tokens, "loss": state.last_loss, "data_sha256": state.data_sha256},
+                           keep=cfg.keep_checkpoints, rank=accelerator.process_index, world=accelerator.num_processes,
+                           barrier=accelerator.wait_for_everyone, adapter=adapter)
+
+
+def save_adapter(folder: Path, module, weights: dict) -> None:
+    """The loss module's PEFT adapter from `weights` (the trained parameters, gathered), never from the model's own
+    (possibly sharded) tensors."""
+    module.peft_model.save_pretrained(folder, state_dict={k.removeprefix("peft_model."): v for k, v in weights.items()})
 
 
 def _stop_on_nan(optimizer, out: Path, state: LoopState) -> None:

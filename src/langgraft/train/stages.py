@@ -32,9 +32,11 @@ from langgraft.outfiles import open_output
 from langgraft.rundir import FORCE, atomic_dir, git_revision, output_lock, package_versions, read_manifest, write_json
 from langgraft.train.config import TrainConfig
 from langgraft.train.data import CACHE, build_data
-from langgraft.train.loop import read_metrics
+from langgraft.train.loop import read_metrics, save_adapter
 from langgraft.train.memory import estimate_line
 from langgraft.train.runfolder import prepare_out, reached_step, run_inputs
+from langgraft.train.sharding import (FsdpOptions, check_launch, fsdp_options, is_sharded, local, shard,
+                                      trained_state, unsharded_env)
 from langgraft.train.tracking import finish as finish_trackers, start as start_trackers, trackers
 
 STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual", "instruct": "instructions"}
@@ -49,69 +51,72 @@ def train_from_file(stage: str, config_path, overrides=(), *, out, resume: bool 
 def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> dict:
     """Train `stage` into the run folder `out` and return its summary; a finished run with the same config and
     inputs is returned as it is, `resume` continues an unfinished one from its last good checkpoint."""
-    from accelerate import Accelerator
-
-    from langgraft.train.checkpoint import list_checkpoints
-
     _validate(stage, cfg)
     # absolute: the adapter records it as its base, which must load from any working directory
     cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, flag="model"))
     resolved = {"stage": stage, **to_dict(cfg)}
     identity = {k: v for k, v in resolved.items() if k != "report_to"}  # where metrics go changes no weight
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    track = trackers(cfg.report_to)
     inputs = run_inputs(cfg)
     done = read_manifest(out)
     if (done is not None and done.get("fingerprint") == fingerprint and done.get("inputs", inputs) == inputs
             and not FORCE.get()):
         own(out)
         return done["summary"]
-    # cpu=True without a GPU: only then does Accelerate turn a torchrun launch into gloo DDP (MULTI_CPU)
-    from accelerate.utils import DistributedDataParallelKwargs
+    engine = check_launch()
+    with unsharded_env(engine):
+        return _train(Run(stage=stage, cfg=cfg, out=out, fingerprint=fingerprint, resolved=resolved,
+                          engine=engine, sharding=fsdp_options() if engine == "FSDP" else None), resume)
 
-    # broadcast_buffers=False: the only buffers are constants (rotary tables, PEFT's copy of the original rows,
-    # 17.5k × 4096 for a 7B model), and DDP would otherwise re-broadcast them on every forward pass.
+
+def _train(run: Run, resume: bool) -> dict:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+    from langgraft.train.checkpoint import list_checkpoints
+
+    stage, cfg, out = run.stage, run.cfg, run.out
+    track = trackers(cfg.report_to)
     precision = "bf16" if _use_bf16(cfg.precision) else "no"
     # Accelerate keeps one mixed-precision setting per process and refuses another, but one process may train
     # several stages (`langgraft run`) at different precisions: drop its setting, keep the distributed state.
-    from accelerate.state import AcceleratorState
-
     if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != precision:
         AcceleratorState._reset_state(reset_partial_state=False)
-    from accelerate.utils import ProjectConfiguration
-
-    engine = check_launch()
+    # cpu=True without a GPU: only then does Accelerate turn a torchrun launch into gloo DDP (MULTI_CPU).
+    # broadcast_buffers=False: the only buffers are constants (rotary tables, PEFT's copy of the original rows,
+    # 17.5k × 4096 for a 7B model), and DDP would otherwise re-broadcast them on every forward pass.
     accelerator = Accelerator(mixed_precision=precision,
                               cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
                               log_with=track or None,
                               project_config=ProjectConfiguration(project_dir=str(out),
                                                                   logging_dir=str(out / "tensorboard")))
-    check_launch(engine, accelerator.distributed_type.name)
+    check_launch(run.engine, accelerator.distributed_type.name)
+    run.accelerator = accelerator
     # resume=True with nothing to resume is fine there (`langgraft run` always passes it)
     pending = resume and bool(list_checkpoints(out / "checkpoints"))
-    if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED") and (cfg.checkpoint_every or pending):
-        raise UserError(f"checkpoint_every/--resume: resumable checkpoints are not implemented under "
-                        f"{accelerator.distributed_type.name} yet; set checkpoint_every=0 (the final adapter is "
-                        "still gathered and saved)")
-    accelerator.print(memory_estimate(stage, cfg, gpu=accelerator.device.type == "cuda"))
+    if run.engine == "DEEPSPEED" and (cfg.checkpoint_every or pending):
+        raise UserError("checkpoint_every/--resume: resumable checkpoints are not implemented under ZeRO "
+                        "(DeepSpeed); set checkpoint_every=0, or launch with recipes/accelerate/fsdp.yaml")
+    estimate = memory_estimate(stage, cfg, gpu=accelerator.device.type == "cuda")
+    if run.sharding is not None:  # the formula is for one whole copy of the model
+        estimate += f" (for the whole model: FSDP2 splits the weights over {accelerator.num_processes} ranks)"
+    accelerator.print(estimate)
     # one writer per run folder (the main process holds the lock; other ranks are its own launch)
     with output_lock(out) if accelerator.is_main_process else contextlib.nullcontext():
         created = not out.exists()
         try:
             if accelerator.is_main_process:
-                prepare_out(out, resolved, fingerprint, resume, inputs)
+                prepare_out(out, run.resolved, run.fingerprint, resume, run_inputs(cfg))
                 own(out)
             accelerator.wait_for_everyone()
-            start_trackers(accelerator, track, out, stage, resolved)
-            started = time.time()
+            start_trackers(accelerator, track, out, stage, run.resolved)
+            run.started = time.time()
             torch.manual_seed(cfg.seed)
-            tokenizer, peft_model, token_ids = _build_model(stage, cfg, accelerator)
-            train_blocks, val, data_summary = build_data(stage, cfg, tokenizer, accelerator, out)
-            run = Run(stage=stage, cfg=cfg, out=out, accelerator=accelerator, tokenizer=tokenizer,
-                      peft_model=peft_model, train_blocks=train_blocks, val=val,
-                      summary={**data_summary, "trained_rows": len(token_ids)}, fingerprint=fingerprint,
-                      resolved=resolved, started=started)
+            run.tokenizer, run.peft_model, token_ids = _build_model(stage, cfg, accelerator)
+            run.train_blocks, run.val, data_summary = build_data(stage, cfg, run.tokenizer, accelerator, out)
+            run.summary = {**data_summary, "trained_rows": len(token_ids)}
             trainer, state = _fit(run, resume)
             return _save(run, trainer, state)
         except BaseException:
@@ -129,61 +134,28 @@ def memory_estimate(stage: str, cfg: TrainConfig, *, gpu: bool | None = None) ->
     return estimate_line(stage, cfg, bf16=_use_bf16(cfg.precision), gpu=gpu)
 
 
-LAUNCH_ENGINES = {"FSDP": ("FSDP", "ACCELERATE_USE_FSDP"),
-                  "DEEPSPEED": ("ZeRO (DeepSpeed)", "ACCELERATE_USE_DEEPSPEED")}
-
-
-def check_launch(engine: str | None = None, resolved: str | None = None) -> str | None:
-    """The sharding engine an `accelerate launch` configuration asks for ("FSDP", "DEEPSPEED" or None), refused
-    with one line when this run cannot honour it: before the Accelerator exists (no CUDA, deepspeed missing), and
-    again with the distributed type Accelerate resolved (`resolved`), since Accelerate quietly falls back to plain
-    DDP or one device when the launch lacks what the engine needs, which for a model sized for sharding means an
-    out-of-memory hours later or a run that is not what the config says."""
-    import importlib.util
-
-    from accelerate.utils import parse_flag_from_env
-
-    if engine is None:
-        engine = next((e for e, (_, var) in LAUNCH_ENGINES.items() if parse_flag_from_env(var)), None)
-    if engine is None:
-        return None
-    name, var = LAUNCH_ENGINES[engine]
-    asked = f"the accelerate launch configuration asks for {name} ({var}=true)"
-    if resolved is not None:
-        if resolved != engine:
-            raise UserError(f"{asked}, but Accelerate resolved this launch to {resolved} (plain data parallel, every "
-                            "rank holding the whole model); check the launch's num_processes, use_cpu and "
-                            "distributed_type, or launch with recipes/accelerate/ddp.yaml")
-        return engine
-    if engine == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
-        raise UserError(f"{asked}, but deepspeed is not installed (pip install deepspeed), or launch with "
-                        "recipes/accelerate/fsdp.yaml or ddp.yaml")
-    if not torch.cuda.is_available():
-        raise UserError(f"{asked}, which needs CUDA GPUs and this machine has none; on CPU launch with "
-                        "recipes/accelerate/ddp.yaml (or torchrun, or no launcher)")
-    return engine
-
-
 def _warn(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
 @dataclass
 class Run:
-    """A training run as `train` set it up: what the loop trains, where, and what the manifest records."""
+    """A training run as `train` sets it up: what the loop trains, where, and what the manifest records."""
 
     stage: str
     cfg: TrainConfig
     out: Path
-    accelerator: Any
-    tokenizer: Any
-    peft_model: Any
-    train_blocks: Any  # data.Blocks (memory-mapped) or a tensor
-    val: Any  # (validation blocks, characters per token), or None without a validation split
-    summary: dict  # the data's figures; `_save` adds the training's
     fingerprint: str
     resolved: dict  # the resolved config, as train_config.json holds it
-    started: float  # time.time() when the run started (the manifest's wall time)
+    engine: str | None = None  # "FSDP" or "DEEPSPEED" as the launch asked (check_launch), None for DDP or none
+    sharding: FsdpOptions | None = None  # FSDP2 settings under an FSDP launch, else None
+    accelerator: Any = None
+    tokenizer: Any = None
+    peft_model: Any = None
+    train_blocks: Any = None  # data.Blocks (memory-mapped) or a tensor
+    val: Any = None  # (validation blocks, characters per token), or None without a validation split
+    summary: dict = dataclasses.field(default_factory=dict)  # the data's figures; `_save` adds the training's
+    started: float = 0.0  # time.time() when the run started (the manifest's wall time)
 
 
 def _fit(run: Run, resume: bool):
@@ -205,9 +177,12 @@ def _fit(run: Run, resume: bool):
                         "data.block_size or the batch")
     total = cfg.max_steps or steps_per_epoch * cfg.epochs
     loss_module = LossModule(run.peft_model, cfg.loss_chunk)
+    if run.sharding is not None:  # sharded first: the optimizer must hold the sharded parameters
+        loss_module = shard(loss_module, accelerator, run.sharding)
     optimizer = build_optimizer(run.peft_model, cfg)
     scheduler = cosine_with_warmup(optimizer, round(cfg.optim.warmup_ratio * total), total, cfg.optim.min_lr_ratio)
-    loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
+    if run.sharding is None:
+        loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
     state = LoopState(step=0, total_steps=total, steps_per_epoch=steps_per_epoch, data_sha256=digest)
     if found:
         saved = apply_checkpoint(found[1], found[2], model=accelerator.unwrap_model(loss_module),
@@ -251,12 +226,13 @@ def _save(run: Run, trainer, state) -> dict:
                "world_size": accelerator.num_processes,
                "rank_checksums": _rank_checksums(accelerator, loss_module)}
     summary.update(_last_eval(out / "metrics.jsonl"))
-    # get_state_dict gathers sharded weights (FSDP, ZeRO-3) before the adapter is written; a no-op otherwise
-    full_state = accelerator.get_state_dict(loss_module)
+    module = accelerator.unwrap_model(loss_module)
+    # the trained parameters only, gathered on the main process; ZeRO-3 partitions weights where torch's
+    # state-dict API cannot see them, so there DeepSpeed gathers the whole model as before
+    weights = accelerator.get_state_dict(loss_module) if run.engine == "DEEPSPEED" else trained_state(module)[0]
     if accelerator.is_main_process:
-        state_dict = {k.removeprefix("peft_model."): v for k, v in full_state.items()}
         with atomic_dir(out / "adapter") as tmp:
-            accelerator.unwrap_model(loss_module).peft_model.save_pretrained(tmp, state_dict=state_dict)
+            save_adapter(tmp, module, weights)
             run.tokenizer.save_pretrained(tmp)
             write_adapter_card(tmp, cfg.model, run.stage)
         write_json(out / "manifest.json", {
@@ -270,11 +246,12 @@ def _save(run: Run, trainer, state) -> dict:
 
 
 def _rank_checksums(accelerator, loss_module) -> list[float]:
-    """Sum of every trained weight on each rank: data-parallel ranks must end bit-identical, else it is a bug."""
+    """Sum of every trained weight on each rank (of its slice, sharded): data-parallel ranks must end
+    bit-identical, else it is a bug."""
     params = [p for p in loss_module.parameters() if p.requires_grad]
-    local = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1).to(accelerator.device)
-    sums = [float(x) for x in accelerator.gather(local).cpu()]
-    if accelerator.distributed_type.name == "MULTI_CPU" or accelerator.distributed_type.name == "MULTI_GPU":
+    mine = torch.stack([local(p).detach().double().sum() for p in params]).sum().reshape(1).to(accelerator.device)
+    sums = [float(x) for x in accelerator.gather(mine).cpu()]
+    if accelerator.distributed_type.name in ("MULTI_CPU", "MULTI_GPU") and not is_sharded(loss_module):
         if len(set(sums)) != 1:
             raise RuntimeError(f"data-parallel ranks disagree after training: {sums}")
     return sums
