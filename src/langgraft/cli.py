@@ -116,7 +116,8 @@ def _export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- eval
 def _eval(args: argparse.Namespace) -> int:
     from langgraft.eval.options import EvalOptions
-    from langgraft.eval.run import compare, parse_models, run_eval
+    from langgraft.eval.merge import compare
+    from langgraft.eval.run import parse_models, run_eval
 
     if args.export_lm_eval:
         from langgraft.eval.lm_eval_export import export_lm_eval
