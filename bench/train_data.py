@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -91,8 +92,6 @@ def measure(side: str, folder: Path, batches: int) -> dict:
 
 def write_text(work: Path, size: float) -> Path:
     """A text corpus of about `size` bytes, one document a line: the shared Persian news paragraphs repeated."""
-    import os
-
     news = Path(os.environ.get("LANGGRAFT_DATA", "/work/shared/data")) / NEWS
     docs = []
     for path in sorted(news.glob("*.json")):
@@ -114,7 +113,7 @@ def write_text(work: Path, size: float) -> Path:
 
 def tokenize_side(text: Path, tokenizer: str, workers: int) -> dict:
     """In this (child) process: tokenize `text` into a blocks file with `workers` workers; peak RSS, seconds."""
-    import resource
+    import threading
     import time
 
     from transformers import AutoTokenizer
@@ -124,15 +123,36 @@ def tokenize_side(text: Path, tokenizer: str, workers: int) -> dict:
     tok = AutoTokenizer.from_pretrained(tokenizer)
     tok.model_max_length = 1 << 30  # long paragraphs are tokenized whole, as training does; no warning
     before = peak_rss_mb()
+    stop, workers_peak = threading.Event(), [0.0]
+    watcher = threading.Thread(target=watch_children, args=(stop, workers_peak), daemon=True)
+    watcher.start()
     start = time.perf_counter()
     with text.open(encoding="utf-8") as fh:
         done = write_blocks((line.rstrip("\n") for line in fh), tok, BLOCK, text.with_suffix(f".{workers}.npy"),
                             workers=workers)
     seconds = time.perf_counter() - start
+    stop.set()
+    watcher.join()
     text.with_suffix(f".{workers}.npy").unlink()
     return {"workers": workers, "seconds": round(seconds, 1), "mb_per_s": round(text.stat().st_size / 1e6 / seconds, 2),
             "tokens": done.tokens, "peak_rss_mb": status_mb("VmHWM"), "before_mb": before,
-            "worker_peak_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}
+            "worker_peak_mb": workers_peak[0]}
+
+
+def watch_children(stop, peak: list[float]) -> None:
+    """The largest peak RSS (VmHWM) of this process's children (the tokenizing workers), read every 0.2 s:
+    ru_maxrss of children would report the parent's size, which a spawned child has between fork and exec."""
+    me = os.getpid()
+    while not stop.wait(0.2):
+        try:
+            children = Path(f"/proc/{me}/task/{me}/children").read_text().split()
+        except OSError:
+            continue
+        for pid in children:
+            try:
+                peak[0] = max(peak[0], status_mb("VmHWM", pid))
+            except (OSError, RuntimeError):
+                pass  # a child that just ended
 
 
 def peak_rss_mb() -> float:
@@ -140,8 +160,8 @@ def peak_rss_mb() -> float:
     return status_mb("VmHWM")
 
 
-def status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def status_mb(field: str, pid: str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return round(int(line.split()[1]) / 1024, 1)
     raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")

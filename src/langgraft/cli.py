@@ -159,7 +159,16 @@ def _data_prepare(args: argparse.Namespace) -> int:
     from langgraft.data.prepare import prepare
 
     overrides = list(args.overrides) + (["strict=true"] if args.strict else [])
-    manifest, skipped = _produce(args, lambda: prepare(load_config(PrepareConfig, args.config, overrides), args.out))
+    cfg = load_config(PrepareConfig, args.config, overrides)
+    if cfg.executor == "slurm":
+        from langgraft.data.executors import submit_slurm
+
+        submitted = submit_slurm(cfg, args.out)
+        if submitted:
+            print(f"submitted the Slurm job chain of {args.out} (job ids {', '.join(map(str, submitted['jobs']))}); "
+                  "run this command again when the jobs have finished, to publish it")
+            return 0
+    manifest, skipped = _produce(args, lambda: prepare(cfg, args.out))
     if skipped:
         return 0
     s = manifest["summary"]
