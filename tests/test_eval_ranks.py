@@ -1,5 +1,6 @@
-"""Evaluation on every process of a launch: 2 CPU ranks (gloo) each score a share of every task's examples and
-rank 0 writes the results one process writes; a model spread by `--device auto` scores as it does on one device."""
+"""Evaluation and generation on every process of a launch: 2 CPU ranks (gloo) each score (generate) a share of the
+examples (prompts) and rank 0 writes what one process writes; a model spread by `--device auto` scores as it does
+on one device."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import load_base_tokenizer, save_tiny_model
+from helpers import load_base_tokenizer, persian_lines, save_tiny_model
 
 from langgraft.cli import main
 
@@ -29,7 +30,12 @@ def _eval_args(model, out, *extra: str) -> list[str]:
             "--batch-size", "2", "--out", str(out), *extra]
 
 
-def _rank(rank: int, world: int, port: int, args: list[str], report: str) -> None:
+def _generate_args(model, inp, out) -> list[str]:
+    return ["generate", "--model", str(model), "--input", str(inp), "--out", str(out), "--max-new-tokens", "4",
+            "--batch-size", "2"]
+
+
+def _rank(rank: int, world: int, port: int, commands: list[list[str]], report: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -38,9 +44,9 @@ def _rank(rank: int, world: int, port: int, args: list[str], report: str) -> Non
     group = launch_group()
     # which rank computed which item: each its strided share, every rank the whole list in order
     shares = group.map(lambda part: [(group.rank, x) for x in part], list(range(7)))
-    code = main(args)
+    codes = [main(args) for args in commands]
     with open(f"{report}.{rank}", "w") as fh:
-        json.dump({"code": code, "shares": shares}, fh)
+        json.dump({"codes": codes, "shares": shares}, fh)
 
 
 def _samples(out) -> dict:
@@ -48,16 +54,23 @@ def _samples(out) -> dict:
             for t in TASKS}
 
 
-def test_two_ranks_score_shares_and_rank_0_writes_the_one_process_results(model, tmp_path):
+def test_two_ranks_score_shares_and_rank_0_writes_the_one_process_results(model, tmp_path, data_dir):
+    inp = tmp_path / "prompts.jsonl"  # 7 prompts and a line without one: an odd count, a skipped line
+    lines = [json.dumps({"prompt": t, "id": k}, ensure_ascii=False) for k, t in enumerate(persian_lines(data_dir, 7))]
+    inp.write_text("\n".join(lines[:3] + ['{"text": "no prompt"}'] + lines[3:]) + "\n", encoding="utf-8")
     assert main(_eval_args(model, tmp_path / "one")) == 0
+    assert main(_generate_args(model, inp, tmp_path / "one.jsonl")) == 0
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.spawn(_rank, args=(2, port, _eval_args(model, tmp_path / "two"), str(tmp_path / "report")), nprocs=2)
+    commands = [_eval_args(model, tmp_path / "two"), _generate_args(model, inp, tmp_path / "two.jsonl")]
+    mp.spawn(_rank, args=(2, port, commands, str(tmp_path / "report")), nprocs=2)
     for rank in (0, 1):
         got = json.loads((tmp_path / f"report.{rank}").read_text())
-        assert got["code"] == 0
+        assert got["codes"] == [0, 0]
         assert got["shares"] == [[k % 2, k] for k in range(7)]
+    # greedy generations: the same lines, in input order, as one process wrote (fp32: batch-independent)
+    assert (tmp_path / "two.jsonl").read_text() == (tmp_path / "one.jsonl").read_text()
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["summary"]["ranks"] == 2
     one, two = _samples(tmp_path / "one"), _samples(tmp_path / "two")
     for task in TASKS:
