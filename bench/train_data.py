@@ -3,16 +3,15 @@ and tokenizing it into the cache (with 1 and 2 tokenizing workers, and how long 
 
 - baseline ("old"): the cache as langgraft kept it before (`data.pt`, int32 in a torch.save zip), loaded the way
   every rank loaded it: `torch.load` of the whole file, then `.long()`: the whole corpus in each rank's RAM as int64;
-- ours ("new"): the `packed-data/` cache (`train.npy`, int32) opened by `langgraft.train.data` with
-  `np.load(mmap_mode="r")`; micro-batches copied out as int64.
+- ours ("new"): the `packed-data/` cache (`train.npy`, int32) opened by `langgraft.train.data` (`Blocks`: mapped
+  for its shape, each micro-batch's rows read from the file with `os.pread` and copied out as int64).
 Each side, in its own child process (so the peak RSS is its own), loads the cache, computes the data checksum a
 checkpoint records (`data_digest`) and draws `--batches` micro-batches of 8 × 512 tokens by the training order
 (`batch_indices`). The token ids are synthetic (uniform below a 49,152 vocabulary; RSS does not depend on their
 values), packed into blocks of 512. Default sizes: 25M and 500M tokens, 100 MB and 2 GB of int32 (a text corpus
 of 2 GB is ~500M tokens at 4 bytes a token).
-Peak RSS counts the cache's file pages the mapping touched (on this kernel a fault maps a whole large page-cache
-folio, so 1,600 random rows of a 400 MB file map most of it): those pages are shared by every rank through the
-page cache and reclaimable, unlike the int64 copy; each side also prints its private (RssAnon) and mapped-file
+Peak RSS counts file pages a process maps (the checksum reads the file, not the mapping; rows read with pread
+come from the page cache without being mapped); each side also prints its private (RssAnon) and mapped-file
 (RssFile) memory at the end.
 Tokenizing (`langgraft.train.tokenize.write_blocks`, what rank 0 runs to fill the cache): real Persian news text
 (shared data, repeated to size, one document a line) tokenized by a real tokenizer (`--tokenizer`, SmolLM2's by

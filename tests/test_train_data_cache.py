@@ -49,9 +49,12 @@ def test_the_cache_is_int32_memory_mapped_and_holds_the_packed_blocks(packed, tm
     assert isinstance(train, Blocks) and isinstance(train.array, np.memmap) and train.shape == tuple(blocks.shape)
     assert got_summary.items() >= summary.items() and got_val[1] == pytest.approx(val[1], rel=1e-12)
     idx = torch.tensor([3, 0, 3, len(train) - 1])
-    for index in (idx, slice(1, 4)):  # what the loop and the evaluation ask for: int64 tensors, equal ids
-        rows = train[index]
-        assert rows.dtype == torch.long and torch.equal(rows, blocks[index])
+    for index in (idx, slice(1, 4), slice(None, None, 3), -1, 2, np.array([[1, 0], [2, -2]])):
+        rows = train[index]  # what the loop and the evaluation ask for (and more): int64 tensors, equal ids
+        want = blocks[torch.as_tensor(index)] if isinstance(index, np.ndarray) else blocks[index]
+        assert rows.dtype == torch.long and torch.equal(rows, want)
+    with pytest.raises(IndexError):
+        train[len(train)]
     # the checksum a checkpoint records reads the file, and equals the in-memory blocks' (a resume compares them)
     assert data_digest(train, got_val) == data_digest(blocks, val)
     again = build_data("pretrain", cfg, tok, Accelerator(cpu=True), tmp_path)  # a second rank or a resume

@@ -21,8 +21,10 @@ flash-attention with several rows per batch, which ignores restarted position id
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +51,16 @@ class Packed:
 
 
 class Blocks:
-    """Packed token ids memory-mapped from the cache (int32 on disk, pages shared by every rank through the page
-    cache); indexing copies out only the rows asked for, as the int64 tensor the model takes."""
+    """Packed token ids of the cache (int32 on disk), mapped for their shape and checksum; indexing reads only the
+    rows asked for from the file (`os.pread`: the pages come from the page cache, one copy shared by every rank of
+    the machine) into the int64 tensor the model takes. Reading rows through the mapping instead made every page
+    cache folio a fault touched part of this process's RSS (on this kernel a whole large folio per fault), which grew
+    a rank's memory with the corpus."""
 
     def __init__(self, array: np.memmap):
         self.array = array
+        self.row_bytes = int(np.prod(array.shape[1:])) * array.itemsize
+        self._file: tuple[int, int] | None = None  # (pid, fd): a forked process opens its own
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -65,7 +72,37 @@ class Blocks:
     def __getitem__(self, index) -> torch.Tensor:
         if isinstance(index, torch.Tensor):
             index = index.numpy()
-        return torch.from_numpy(np.asarray(self.array[index], dtype=np.int64))
+        if not hasattr(os, "pread"):  # no positional reads on this platform: through the mapping
+            return torch.from_numpy(np.asarray(self.array[index], dtype=np.int64))
+        rows = self._rows(index)
+        fd, out = self._fd(), bytearray(len(rows) * self.row_bytes)
+        for k, row in enumerate(rows):
+            got = os.pread(fd, self.row_bytes, self.array.offset + row * self.row_bytes)
+            if len(got) != self.row_bytes:
+                raise OSError(f"{self.array.filename}: shorter than its header says")
+            out[k * self.row_bytes:(k + 1) * self.row_bytes] = got
+        lead = (len(rows),) if isinstance(index, slice) else np.shape(index)  # an int: one row, unbatched
+        ids = np.frombuffer(out, dtype=self.array.dtype).reshape((*lead, *self.array.shape[1:]))
+        return torch.from_numpy(ids.astype(np.int64))
+
+    def _rows(self, index) -> list[int]:
+        """The row numbers `index` (an int, a slice or an array of ints, negatives from the end) selects."""
+        n = len(self)
+        if isinstance(index, slice):
+            return list(range(*index.indices(n)))
+        rows = [int(i) for i in np.atleast_1d(np.asarray(index)).ravel()]
+        if any(i < -n or i >= n for i in rows):
+            raise IndexError(f"row index out of range for {n} blocks")
+        return [i + n if i < 0 else i for i in rows]
+
+    def _fd(self) -> int:
+        if self._file is None or self._file[0] != os.getpid():
+            self._file = (os.getpid(), os.open(self.array.filename, os.O_RDONLY))
+        return self._file[1]
+
+    def __del__(self):
+        if getattr(self, "_file", None) is not None and self._file[0] == os.getpid():
+            os.close(self._file[1])
 
 
 class SplitTexts:
@@ -149,13 +186,20 @@ def batch_indices(n_blocks: int, step: int, micro: int, *, accum: int, world: in
                   steps_per_epoch: int) -> list[torch.Tensor]:
     """Block indices of each micro-batch of optimizer step `step` on `rank`: a function of the step only."""
     epoch, within = divmod(step, steps_per_epoch)
-    perm = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    perm = _epoch_order(n_blocks, seed, epoch)
     base = within * micro * accum * world
     out = []
     for m in range(accum):
         start = base + (m * world + rank) * micro
         out.append(perm[start:start + micro])
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _epoch_order(n_blocks: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's block order, drawn once: drawing it again every step allocated 8 bytes a block per step (8 MB
+    at 500M tokens), and the allocator kept some of each, which grew a rank's memory with the corpus."""
+    return torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
 def build_data(stage: str, cfg: TrainConfig, tokenizer, accelerator, out: Path, *, fresh: bool = False):
