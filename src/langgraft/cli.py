@@ -146,7 +146,7 @@ def _eval(args: argparse.Namespace) -> int:
                            repetition_penalty=args.repetition_penalty)
         doc, skipped = _produce(args, lambda: run_eval(parse_models(args.model), args.tasks, args.out, opts,
                                                        data_root=args.data_root, contamination=args.contamination))
-    if not skipped:
+    if not skipped and _main_rank():
         print(f"wrote {args.out}/report.md ({len(doc['models'])} models, {len(doc['tasks'])} tasks, "
               f"{len(doc['errors'])} errors)")
     return 1 if doc["errors"] else 0
@@ -223,8 +223,14 @@ def _generate(args: argparse.Namespace) -> int:
 
     opts = GenerateOptions(args.field, args.chat, args.batch_size, args.strict, args.device, args.base)
     counts = run_generate(args.model, args.input, args.out, sampling_from_args(args), opts)
-    print(summary_line(args.out, counts))
+    if _main_rank():
+        print(summary_line(args.out, counts))
     return 0
+
+
+def _main_rank() -> bool:
+    """Not a rank > 0 of a launch: the one process that reports what the ranks wrote together."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 # ---------------------------------------------------------------- import-gguf
