@@ -144,7 +144,7 @@ def run_generate(model_path: str, input_path: str, out_path: str, sampling: Samp
         with output_lock(out):  # one writer per file: a second run would append every line again
             created = not out.exists()
             try:
-                counts = _generate(model_path, (inp, out), items, sampling, opts, progress, group)
+                counts = _generate(model_path, (inp, out), items, sampling, opts, progress, group=group)
             except BaseException:
                 # a start that failed before its first line leaves nothing that would block the corrected command
                 if created and out.is_file() and out.stat().st_size == 0:
@@ -177,7 +177,7 @@ def _follow(model_path: str, items: list, sampling: Sampling, opts: GenerateOpti
 
 
 def _generate(model_path: str, paths: tuple[Path, Path], items: list, sampling: Sampling, opts: GenerateOptions,
-              progress: bool | None, group) -> dict:
+              progress: bool | None, *, group) -> dict:
     from tqdm import tqdm
 
     from langgraft.model.load import load_model_or_adapter

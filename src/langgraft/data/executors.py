@@ -43,12 +43,15 @@ def run_ray(pipeline: list, *, tasks: int, settings: RayConfig, logging_dir: Pat
 
 
 def need_ray():
-    try:
-        import ray
-    except ImportError:
+    """The ray module, or one line saying it is missing: ray is not a dependency of langgraft (a Ray cluster comes
+    with its own), so it is looked up by name when the config asks for it."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
         raise UserError("config: executor: ray needs the ray package, which is not installed "
-                        "(pip install 'ray[default]')") from None
-    return ray
+                        "(pip install 'ray[default]')")
+    return importlib.import_module("ray")
 
 
 def slurm_chain(cfg: PrepareConfig, out: str | Path) -> list:

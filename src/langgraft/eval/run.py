@@ -115,7 +115,7 @@ def _error(errors: list[str], line: str) -> None:
 
 
 def run_task(model, tok, task: Prepared, opts: EvalOptions, label: str,
-             speed: dict | None = None, group: Group = Group()) -> tuple[dict, list[dict]]:
+             speed: dict | None = None, *, group: Group = Group()) -> tuple[dict, list[dict]]:
     """Per-metric (n, d) statistics and per-example sample rows for one model on one task; `speed` gets the
     characters and tokens per second of scoring (intrinsic tasks) or generation (`eval.speed`). Under a launch
     (`group`), each rank scores its share of the examples and every rank gets all of them back."""
@@ -191,7 +191,7 @@ def evaluate_all(models: dict[str, str], prepared: list[Prepared], opts: EvalOpt
         for task in prepared:
             started, speed = time.time(), {"new_ids": new_ids}
             try:
-                stats, rows = run_task(model, tok, task, opts, f"{name} {task.spec.name}", speed, group)
+                stats, rows = run_task(model, tok, task, opts, f"{name} {task.spec.name}", speed, group=group)
             except UserError as exc:
                 _error(errors, f"model {name}: {exc}")
                 continue

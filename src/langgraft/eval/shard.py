@@ -71,12 +71,3 @@ def launch_group() -> Group:
 
         PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=24))
     return Group(dist.get_rank(), dist.get_world_size())
-
-
-def rank_device() -> str:
-    """The device a launched rank evaluates on: its own GPU (LOCAL_RANK), else the CPU."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "cuda"

@@ -68,14 +68,12 @@ def load_model(path: str, device: str | None):
 
     import torch
 
-    from langgraft.eval.shard import rank_device
-
     path = resolve_model(path, flag="cannot load model")
     safeload.check_no_code(path)
     if device == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("--device auto spreads one model over every device of the machine; under a launcher each "
                         "rank holds its own copy: run without the launcher (or name a device)")
-    device = device or rank_device()
+    device = device or _rank_device()
     dtype = torch.bfloat16 if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) \
         else torch.float32
     try:
@@ -85,6 +83,17 @@ def load_model(path: str, device: str | None):
         raise UserError(f"cannot load model {path}: {_first_line(exc)}") from None
     _ensure_pad(tok)
     return model, tok
+
+
+def _rank_device() -> str:
+    """Where a model loads without --device: the GPU (under a launcher, the rank's own: LOCAL_RANK), else the CPU."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "cuda"
 
 
 def load_model_or_adapter(path: str, device: str | None = None, base: str | None = None):
