@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import load_base_tokenizer, save_tiny_model
 
-from langgraft.eval.scoring import encode_pair, generate, loglikelihoods, score_one, text_nll
+from langgraft.eval.scoring import encode_pair, generate_outputs, loglikelihoods, score_one, text_nll
 
 
 @pytest.fixture(scope="module", params=["llama2", "qwen2"])
@@ -51,6 +51,10 @@ def test_encode_pair_splits_the_joint_encoding(tiny):
     assert prefix + cont == tok("Sentiment: positive").input_ids and cont
     prefix, cont = encode_pair(tok, "x " * 50, " y", 10)  # over the limit: the prompt's start goes
     assert len(prefix) + len(cont) == 10 and cont
+
+
+def generate(model, tok, prompts, **kwargs):
+    return [o["text"] for o in generate_outputs(model, tok, prompts, **kwargs)]
 
 
 def test_generation_is_greedy_and_cut_at_stop(tiny):

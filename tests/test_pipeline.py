@@ -369,7 +369,8 @@ def test_missing_input_is_one_line_exit_2_and_writes_nothing(demo, tmp_path, cap
 
 
 def test_torchrun_trains_on_every_process_and_does_the_rest_once(demo, tmp_path):
-    """`torchrun -m langgraft run`: pretrain and instruct train as 2-rank DDP (gloo), export/eval/report once."""
+    """`torchrun -m langgraft run`: pretrain and instruct train as 2-rank DDP (gloo) and evaluate on both ranks;
+    export and report once."""
     out, _ = demo
     work = tmp_path / "dist"
     shutil.copytree(out, work)  # moved: its absolute paths change, so pretrain and instruct retrain here
@@ -386,8 +387,9 @@ def test_torchrun_trains_on_every_process_and_does_the_rest_once(demo, tmp_path)
         summary = json.loads((work / stage / "train" / "manifest.json").read_text())["summary"]
         assert summary["world_size"] == 2 and len(set(summary["rank_checksums"])) == 1, stage
         assert (work / stage / "export" / "manifest.json").is_file()
-        assert json.loads((work / "eval" / stage / "manifest.json").read_text())["config"]["models"] == \
-            {stage: str(work / stage / "export" / "model")}
+        evaluation = json.loads((work / "eval" / stage / "manifest.json").read_text())
+        assert evaluation["config"]["models"] == {stage: str(work / stage / "export" / "model")}
+        assert evaluation["summary"]["ranks"] == 2  # both processes scored a share of the examples
     assert proc.stdout.count("[1/3] pretrain ...") == 1 and proc.stdout.count("summary.md (tables: ") == 1
     status = json.loads((work / "pipeline.json").read_text())["stages"]
     assert {s: v["status"] for s, v in status.items()} == {"pretrain": "ran", "instruct": "ran", "report": "ran"}

@@ -125,7 +125,9 @@ def _check_settings_file(meta: Path, settings: dict) -> None:
 
 def run_generate(model_path: str, input_path: str, out_path: str, sampling: Sampling, opts: GenerateOptions,
                  progress: bool | None = None) -> dict:
-    """Generate for every remaining input line; returns the counts (written, skipped by reason, truncated)."""
+    """Generate for every remaining input line; returns the counts (written, skipped by reason, truncated).
+    Under a launcher every rank generates a share of each window's prompts and rank 0 writes the file."""
+    from langgraft.eval.shard import launch_group
     from langgraft.rundir import output_lock
 
     inp, out = Path(input_path), Path(out_path)
@@ -135,20 +137,47 @@ def run_generate(model_path: str, input_path: str, out_path: str, sampling: Samp
     if opts.batch_size < 1:
         raise UserError(f"--batch-size: must be ≥ 1, got {opts.batch_size}")
     items = read_inputs(inp, opts)
-    with output_lock(out):  # one writer per file: a second run would append every line again
-        created = not out.exists()
-        try:
-            return _generate(model_path, (inp, out), items, sampling, opts, progress)
-        except BaseException:
-            # a start that failed before its first line leaves nothing that would block the corrected command
-            if created and out.is_file() and out.stat().st_size == 0:
-                out.unlink()
-                out.with_name(out.name + ".settings.json").unlink(missing_ok=True)
-            raise
+    group = launch_group()
+    if not group.main:
+        return _follow(model_path, items, sampling, opts, group)
+    try:
+        with output_lock(out):  # one writer per file: a second run would append every line again
+            created = not out.exists()
+            try:
+                counts = _generate(model_path, (inp, out), items, sampling, opts, progress, group=group)
+            except BaseException:
+                # a start that failed before its first line leaves nothing that would block the corrected command
+                if created and out.is_file() and out.stat().st_size == 0:
+                    out.unlink()
+                    out.with_name(out.name + ".settings.json").unlink(missing_ok=True)
+                raise
+    except Exception as exc:
+        group.tell(("error", str(exc)))  # the other ranks stop with the same line instead of waiting
+        raise
+    group.tell(("done", counts))
+    return counts
+
+
+def _follow(model_path: str, items: list, sampling: Sampling, opts: GenerateOptions, group) -> dict:
+    """A rank > 0 of a launch: generate its share of every window rank 0 generates; rank 0's counts."""
+    message = group.hear()
+    if message[0] == "start":
+        from langgraft.model.load import load_model_or_adapter
+
+        done = message[1]
+        model, tok = load_model_or_adapter(model_path, opts.device, opts.base)
+        items = items[:done] + [_render(tok, item, opts, f"line {k + 1}") for k, item in enumerate(items[done:], done)]
+        for _ in _windows(model, tok, items, done, sampling=sampling, opts=opts, tick=lambda n, t: None, outputs=[],
+                          group=group):
+            pass
+        message = group.hear()
+    if message[0] == "error":
+        raise UserError(message[1])
+    return message[1]
 
 
 def _generate(model_path: str, paths: tuple[Path, Path], items: list, sampling: Sampling, opts: GenerateOptions,
-              progress: bool | None) -> dict:
+              progress: bool | None, *, group) -> dict:
     from tqdm import tqdm
 
     from langgraft.model.load import load_model_or_adapter
@@ -164,6 +193,7 @@ def _generate(model_path: str, paths: tuple[Path, Path], items: list, sampling: 
     if done < len(items):
         from langgraft.eval.speed import new_token_ids
 
+        group.tell(("start", done))
         model, tok = load_model_or_adapter(model_path, opts.device, opts.base)
         outputs: list[dict] = []  # this run's generations: the text per second of what it generated
         new_ids = new_token_ids(model_path) if Path(model_path, "config.json").is_file() else frozenset()
@@ -175,22 +205,18 @@ def _generate(model_path: str, paths: tuple[Path, Path], items: list, sampling: 
         # progress None: a bar on terminals only (quiet in logs and tests)
         bar = tqdm(total=len(items), initial=done, unit="line", dynamic_ncols=True,
                    disable=None if progress is None else not progress)
-        window, tick = opts.batch_size * 8, _ticker(bar)
         seconds = 0.0
         with open_output(out, "a") as fh:
-            start = done
-            while start < len(items):
-                end = min((start // window + 1) * window, len(items))  # windows at fixed line numbers
-                clock = time.perf_counter()
-                lines = _window(model, tok, items, (start, end), sampling=sampling, opts=opts, tick=tick,
-                                outputs=outputs)
+            clock = time.perf_counter()
+            for lines in _windows(model, tok, items, done, sampling=sampling, opts=opts, tick=_ticker(bar),
+                                  outputs=outputs, group=group):
                 seconds += time.perf_counter() - clock
                 fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
                 fh.flush()
                 os.fsync(fh.fileno())
                 counts["written"] += len(lines)
                 counts["truncated"] += sum(bool(r.get("truncated_tokens")) for r in lines)
-                start = end
+                clock = time.perf_counter()
         bar.close()
         if outputs:
             from langgraft.eval.speed import generation_speed
@@ -198,6 +224,16 @@ def _generate(model_path: str, paths: tuple[Path, Path], items: list, sampling: 
             counts["speed"] = generation_speed(outputs, seconds, new_ids)
     counts["skipped"] = _skips(out)
     return counts
+
+
+def _windows(model, tok, items: list, done: int, **kwargs):
+    """The output records of each window of input lines from line `done` on (windows at fixed line numbers)."""
+    window = kwargs["opts"].batch_size * 8
+    start = done
+    while start < len(items):
+        end = min((start // window + 1) * window, len(items))
+        yield _window(model, tok, items, (start, end), **kwargs)
+        start = end
 
 
 def _render(tok, item: tuple, opts: GenerateOptions, where: str) -> tuple:
@@ -231,9 +267,9 @@ def _ticker(bar):
 
 
 def _window(model, tok, items, span: tuple[int, int], *, sampling: Sampling, opts: GenerateOptions,
-            tick, outputs: list[dict]) -> list[dict]:
+            tick, outputs: list[dict], group) -> list[dict]:
     """Output records of input lines span = [start, end) (0-based), in order; the generations are appended to
-    `outputs` too (text and ids, for the rates)."""
+    `outputs` too (text and ids, for the rates). Under a launch each rank generates every N-th prompt."""
     from langgraft.model.generation import generate_texts
 
     rows: list[dict] = []
@@ -247,7 +283,12 @@ def _window(model, tok, items, span: tuple[int, int], *, sampling: Sampling, opt
         rows.append({"line": k + 1, **({"id": record["id"]} if "id" in record else {})})
         todo.append((len(rows) - 1, prompt))
     seeded = replace(sampling, seed=sampling.seed + span[0]) if sampling.seed is not None else sampling
-    results = generate_texts(model, tok, [p for _, p in todo], seeded, opts.batch_size, tick) if todo else []
+    # under a launch the bar moves once the window is gathered (a rank's own ticks count only its share)
+    own_tick = tick if group.size == 1 else (lambda n, new_tokens: None)
+    results = group.map(lambda part: generate_texts(model, tok, part, seeded, opts.batch_size, own_tick)
+                        if part else [], [p for _, p in todo])
+    if group.size > 1:
+        tick(len(results), sum(r["new_tokens"] for r in results))
     outputs += results
     for (r, _), res in zip(todo, results):
         rows[r].update(output=res["text"], new_tokens=res["new_tokens"], truncated_tokens=res["truncated_tokens"])

@@ -116,7 +116,8 @@ def _export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- eval
 def _eval(args: argparse.Namespace) -> int:
     from langgraft.eval.options import EvalOptions
-    from langgraft.eval.run import compare, parse_models, run_eval
+    from langgraft.eval.merge import compare
+    from langgraft.eval.run import parse_models, run_eval
 
     if args.export_lm_eval:
         from langgraft.eval.lm_eval_export import export_lm_eval
@@ -145,7 +146,7 @@ def _eval(args: argparse.Namespace) -> int:
                            repetition_penalty=args.repetition_penalty)
         doc, skipped = _produce(args, lambda: run_eval(parse_models(args.model), args.tasks, args.out, opts,
                                                        data_root=args.data_root, contamination=args.contamination))
-    if not skipped:
+    if not skipped and _main_rank():
         print(f"wrote {args.out}/report.md ({len(doc['models'])} models, {len(doc['tasks'])} tasks, "
               f"{len(doc['errors'])} errors)")
     return 1 if doc["errors"] else 0
@@ -158,7 +159,16 @@ def _data_prepare(args: argparse.Namespace) -> int:
     from langgraft.data.prepare import prepare
 
     overrides = list(args.overrides) + (["strict=true"] if args.strict else [])
-    manifest, skipped = _produce(args, lambda: prepare(load_config(PrepareConfig, args.config, overrides), args.out))
+    cfg = load_config(PrepareConfig, args.config, overrides)
+    if cfg.executor == "slurm":
+        from langgraft.data.executors import submit_slurm
+
+        submitted = submit_slurm(cfg, args.out)
+        if submitted:
+            print(f"submitted the Slurm job chain of {args.out} (job ids {', '.join(map(str, submitted['jobs']))}); "
+                  "run this command again when the jobs have finished, to publish it")
+            return 0
+    manifest, skipped = _produce(args, lambda: prepare(cfg, args.out))
     if skipped:
         return 0
     s = manifest["summary"]
@@ -213,8 +223,14 @@ def _generate(args: argparse.Namespace) -> int:
 
     opts = GenerateOptions(args.field, args.chat, args.batch_size, args.strict, args.device, args.base)
     counts = run_generate(args.model, args.input, args.out, sampling_from_args(args), opts)
-    print(summary_line(args.out, counts))
+    if _main_rank():
+        print(summary_line(args.out, counts))
     return 0
+
+
+def _main_rank() -> bool:
+    """Not a rank > 0 of a launch: the one process that reports what the ranks wrote together."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 # ---------------------------------------------------------------- import-gguf

@@ -190,7 +190,8 @@ def eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="dataset root (default: $LANGGRAFT_DATA or ../shared/data)")
     p.add_argument("--batch-size", type=_pos_int, default=d.batch_size, help=f"default {d.batch_size}")
     p.add_argument("--max-new-tokens", type=_pos_int, default=None, help="cap every generation task's budget")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu; under a "
+                   "launcher each rank's own GPU); auto: one model spread over every GPU (device_map=\"auto\")")
     p.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template (instruct models)")
     p.add_argument("--repetition-penalty", type=ranged(float, Range(0, lo_open=True)),
                    default=d.repetition_penalty, help=f"generation tasks: greedy with this penalty (default {d.repetition_penalty}; 1 = none)")
@@ -233,7 +234,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help="HF model dir (e.g. an `export` model/), hub id, or a PEFT adapter dir (e.g. a run's adapter/)")
     p.add_argument("--base", default=None, help="base model under an adapter dir (default: the one it names)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu; under a "
+                   "launcher each rank's own GPU); auto: one model spread over every GPU (device_map=\"auto\")")
     add_sampling_args(p)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from langgraft.config import NonNegInt, PosInt, Range, Share
+from langgraft.config import NonNegInt, PosFloat, PosInt, Range, Share
 
 Kind = Literal["monolingual", "bilingual", "instructions"]
 Reader = Literal["auto", "text", "blocks", "jsonl", "json", "csv", "tsv", "parquet", "hf"]
@@ -98,11 +98,40 @@ class LeakGuardConfig:
 
 
 @dataclass
+class SlurmConfig:
+    partition: str = ""  # the partition the jobs run on (required with executor: slurm)
+    time: str = "12:00:00"  # time limit of each job (sbatch --time)
+    cpus_per_task: PosInt = 1
+    mem_per_cpu_gb: PosInt = 2
+    qos: str = ""  # sbatch --qos ("" = the cluster's default)
+    array_parallel: NonNegInt = 0  # tasks of one stage running at once (0 = as many as Slurm starts)
+    tasks_per_job: PosInt = 1  # tasks each job of an array runs one after the other (fewer, longer jobs)
+    max_array_size: PosInt = 1001  # the cluster's MaxArraySize: larger stages are submitted as several arrays
+    venv_path: str = ""  # activate script every job sources ("" = the virtual environment running langgraft)
+    env_command: str = ""  # instead of venv_path: the shell line that sets up each job's environment
+    job_name: str = "langgraft"  # jobs are named <job_name>-<dataset>-<stage>
+    sbatch_args: dict[str, str] = field(default_factory=dict)  # further #SBATCH directives (account, constraint)
+
+
+@dataclass
+class RayConfig:
+    address: str = ""  # ray.init address ("" = a Ray started on this machine, "auto" = the running cluster)
+    cpus_per_task: PosInt = 1
+    mem_per_cpu_gb: PosFloat = 2.0
+    workers: NonNegInt = 0  # tasks of one stage running at once (0 = all of them)
+    tasks_per_job: PosInt = 1  # tasks each Ray job runs one after the other
+    time: NonNegInt = 0  # seconds a task may run before it is stopped (0 = no limit)
+
+
+@dataclass
 class PrepareConfig:
     root: str = "."  # folder the source globs are relative to
     normalizer: dict[str, dict[str, Any]] = field(default_factory=dict)  # per language code: normaliser settings
     # (what a tokenizer recorded in langgraft.json "normalizer"); missing languages use the defaults
-    workers: PosInt = 2  # worker processes for the CPU-bound stages
+    workers: PosInt = 2  # worker processes for the CPU-bound stages (executor: local)
+    executor: Literal["local", "slurm", "ray"] = "local"  # where the engine's stages run (datatrove's executors)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)  # executor: slurm settings
+    ray: RayConfig = field(default_factory=RayConfig)  # executor: ray settings
     chunk_mb: PosInt = 16  # large .txt/.jsonl files are split into chunks of about this size (one task each)
     strict: bool = False  # the first broken JSON line is an error instead of a counted drop
     preview_records: NonNegInt = 3

@@ -229,12 +229,13 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
 
 def run_dataset(cfg: PrepareConfig, ds: DatasetConfig, units: list[dict], wd: Path, leak_file: str,
                 on_stage=None) -> None:
-    """Stages A–F of the module docstring on the local executor; finished tasks are skipped (completion markers)."""
+    """Stages A–F of the module docstring on the config's executor; finished tasks are skipped (completion
+    markers)."""
     for name, pipeline, tasks in stage_pipelines(cfg, ds, units, wd, leak_file):
         logging_dir = wd / "logs" / name
         if on_stage:
             on_stage(name, logging_dir, tasks)
-        run_executor(pipeline, tasks=tasks, workers=cfg.workers, logging_dir=logging_dir)
+        run_executor(pipeline, tasks=tasks, cfg=cfg, logging_dir=logging_dir)
 
 
 def stage_pipelines(cfg: PrepareConfig, ds: DatasetConfig, units: list[dict], wd: Path,
@@ -349,15 +350,17 @@ def die_with_parent() -> None:
 _fork_hook: list[bool] = []
 
 
-def run_executor(pipeline: list, *, tasks: int, workers: int, logging_dir: Path) -> None:
-    from datatrove.executor import LocalPipelineExecutor
+def run_executor(pipeline: list, *, tasks: int, cfg: PrepareConfig, logging_dir: Path) -> None:
+    """One stage on the config's executor, waited for (local or Ray; Slurm chains are submitted by
+    `executors.submit_slurm`, and this runs only to find their tasks finished)."""
+    from langgraft.data.executors import run_local, run_ray
 
+    if cfg.executor == "ray":
+        run_ray(pipeline, tasks=tasks, settings=cfg.ray, logging_dir=logging_dir)
+        return
     # every fork, not only a pool's: with workers=1 the tasks run in this process but datatrove still forks its
     # manager process, which would outlive a killed parent
     if not _fork_hook:
         os.register_at_fork(after_in_child=die_with_parent)
         _fork_hook.append(True)
-
-    executor = LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=max(1, min(workers, tasks)),
-                                     logging_dir=str(logging_dir))
-    executor.run()
+    run_local(pipeline, tasks=tasks, workers=cfg.workers, logging_dir=logging_dir)

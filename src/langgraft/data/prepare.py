@@ -30,6 +30,7 @@ from langgraft.outfiles import open_output
 from langgraft.rundir import check_name, run_stage, sha256_path, write_json
 
 SPLITS = ("train", "validation")
+RUN_PLACE = ("workers", "executor", "slurm", "ray")  # config keys that say where the tasks run, not what they do
 LEAK_COLUMNS = {"monolingual": ["text"], "bilingual": ["src", "tgt"],
                 "instructions": ["instruction", "input", "output", "messages"]}
 
@@ -37,8 +38,18 @@ LEAK_COLUMNS = {"monolingual": ["text"], "bilingual": ["src", "tgt"],
 def prepare(cfg: PrepareConfig, out: str | Path, *, force: bool = False, progress: bool = True,
             keep_work: bool = False, on_stage: Callable[[str, str], None] | None = None) -> dict:
     """Prepare every dataset of `cfg` into `out`; returns the manifest (its `summary` is stats.json's totals).
+    With executor: slurm and tasks left to run, the stages' job chain is submitted instead and {"submitted":
+    {"jobs", "record"}} returned: the same call publishes once the jobs have finished (`executors.py`).
 
     `on_stage(dataset, stage)` is called as each engine stage starts (benchmarks time the stages with it)."""
+    from langgraft.data.executors import need_ray, submit_slurm
+
+    if cfg.executor == "ray":
+        need_ray()  # before any work
+    if cfg.executor == "slurm":
+        submitted = submit_slurm(cfg, out)
+        if submitted:
+            return {"submitted": submitted}
     plans, inputs, wd = _plan(cfg, Path(out))
     out, config = Path(out), to_dict(cfg)
 
@@ -98,8 +109,8 @@ def _plan(cfg: PrepareConfig, out: Path) -> tuple[dict[str, list[dict]], list[st
 
 
 def _prepare_work(cfg: PrepareConfig, wd: Path, inputs: list[str]) -> dict:
-    # The worker count does not change any result, so a resumed run may use another one.
-    _reset_if_stale(wd, {k: v for k, v in to_dict(cfg).items() if k != "workers"}, inputs)
+    # Where and on how many workers the tasks run changes no result, so a resumed run may use other ones.
+    _reset_if_stale(wd, {k: v for k, v in to_dict(cfg).items() if k not in RUN_PLACE}, inputs)
     return leaks.build_index(cfg, wd / "eval_hashes.npy")
 
 

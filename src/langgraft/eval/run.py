@@ -22,11 +22,12 @@ from langgraft.eval import metrics as M
 from langgraft.eval.options import EvalOptions
 from langgraft.eval.records import Example, build_examples, data_files, read_records, with_shots
 from langgraft.eval.report import write_report
+from langgraft.eval.shard import Group, launch_group
 from langgraft.eval.speed import new_token_ids
 from langgraft.eval.tasks import TaskSpec, default_data_root, load_task, resolve_tasks
 from langgraft.model.load import chat_prompt, load_model_or_adapter
 from langgraft.rundir import check_name, folder_stamp, input_identity, sha256_path
-from langgraft.textfiles import parse_pairs, read_json_object
+from langgraft.textfiles import parse_pairs
 
 
 @dataclass
@@ -114,19 +115,21 @@ def _error(errors: list[str], line: str) -> None:
 
 
 def run_task(model, tok, task: Prepared, opts: EvalOptions, label: str,
-             speed: dict | None = None) -> tuple[dict, list[dict]]:
+             speed: dict | None = None, *, group: Group = Group()) -> tuple[dict, list[dict]]:
     """Per-metric (n, d) statistics and per-example sample rows for one model on one task; `speed` gets the
-    characters and tokens per second of scoring (intrinsic tasks) or generation (`eval.speed`)."""
+    characters and tokens per second of scoring (intrinsic tasks) or generation (`eval.speed`). Under a launch
+    (`group`), each rank scores its share of the examples and every rank gets all of them back."""
     from langgraft.eval import scoring
-    from langgraft.eval.speed import rates
+    from langgraft.eval.speed import generation_speed, rates
 
     spec, exs, batch_size = task.spec, task.examples, opts.batch_size
     shots = spec.shots if opts.shots is None else opts.shots
     speed = {} if speed is None else speed
+    label = label if group.main else ""  # one progress line per task, not one per rank
+    clock = time.perf_counter()
     if spec.kind == "intrinsic":
         texts = [ex.text for ex in exs]
-        clock = time.perf_counter()
-        nll = scoring.text_nll(model, tok, texts, batch_size=batch_size, progress=label)
+        nll = group.map(lambda part: scoring.text_nll(model, tok, part, batch_size=batch_size, progress=label), texts)
         speed.update(rates(sum(map(len, texts)), sum(k for _, k in nll), time.perf_counter() - clock))
         stats = M.intrinsic_stats(nll, texts)
         rows = [{"id": ex.id, "nll": n, "tokens": k, "chars": len(ex.text)} for ex, (n, k) in zip(exs, nll)]
@@ -135,13 +138,7 @@ def run_task(model, tok, task: Prepared, opts: EvalOptions, label: str,
     if opts.chat:
         prompts = [chat_prompt(tok, p) for p in prompts]
     if spec.kind == "choice":
-        requests = [(p, spec.choice_prefix + c) for p, ex in zip(prompts, exs) for c in ex.choices]
-        owners = [k for k, ex in enumerate(exs) for _ in ex.choices]
-        flat = scoring.loglikelihoods(model, tok, requests, batch_size=batch_size, progress=label, owners=owners)
-        lls, at = [], 0
-        for ex in exs:
-            lls.append(flat[at: at + len(ex.choices)])
-            at += len(ex.choices)
+        lls = group.map(lambda part: _choice_logliks(model, tok, spec, part, batch_size, label), list(zip(prompts, exs)))
         k = max(len(ex.choices) for ex in exs)
         stats = {m: M.choice_stats(m, lls, [ex.choices for ex in exs], [ex.gold for ex in exs], k)
                  for m in spec.metrics}
@@ -149,19 +146,37 @@ def run_task(model, tok, task: Prepared, opts: EvalOptions, label: str,
                  "pred": int(np.argmax(ll))} for ex, p, ll in zip(exs, prompts, lls)]
         return stats, rows
     budget = min(spec.max_new_tokens, opts.max_new_tokens or spec.max_new_tokens)
-    preds = scoring.generate(model, tok, prompts, max_new_tokens=budget, stop=spec.stop,
-                             batch_size=batch_size, progress=label, repetition_penalty=opts.repetition_penalty,
-                             speed=speed)
-    preds = [p.strip() for p in preds]
+    clock = time.perf_counter()
+    outs = group.map(lambda part: scoring.generate_outputs(
+        model, tok, part, max_new_tokens=budget, stop=spec.stop, batch_size=batch_size, progress=label,
+        repetition_penalty=opts.repetition_penalty), prompts)
+    speed.update(generation_speed(outs, time.perf_counter() - clock, speed.pop("new_ids", frozenset())))
+    preds = [o["text"].strip() for o in outs]
     refs = [ex.refs for ex in exs]
     stats = {m: M.generation_stats(m, preds, refs) for m in spec.metrics}
     rows = [{"id": ex.id, "prompt": p, "prediction": y, "refs": ex.refs} for ex, p, y in zip(exs, prompts, preds)]
     return stats, rows
 
 
-def evaluate_all(models: dict[str, str], prepared: list[Prepared], opts: EvalOptions,
-                 errors: list[str]) -> tuple[dict, dict]:
-    """runs[model][task] = {"ids", "stats": {metric: array}}, and samples[task] = rows tagged with the model."""
+def _choice_logliks(model, tok, spec: TaskSpec, pairs: list[tuple[str, Example]], batch_size: int,
+                    label: str) -> list[list[float]]:
+    """The log-likelihood of every choice of every (prompt, example), one list per example."""
+    from langgraft.eval import scoring
+
+    requests = [(p, spec.choice_prefix + c) for p, ex in pairs for c in ex.choices]
+    owners = [k for k, (_, ex) in enumerate(pairs) for _ in ex.choices]
+    flat = scoring.loglikelihoods(model, tok, requests, batch_size=batch_size, progress=label, owners=owners)
+    lls, at = [], 0
+    for _, ex in pairs:
+        lls.append(flat[at: at + len(ex.choices)])
+        at += len(ex.choices)
+    return lls
+
+
+def evaluate_all(models: dict[str, str], prepared: list[Prepared], opts: EvalOptions, errors: list[str],
+                 group: Group = Group()) -> tuple[dict, dict]:
+    """runs[model][task] = {"ids", "stats": {metric: array}}, and samples[task] = rows tagged with the model; under
+    a launch, on every rank together (`group`), each scoring its share."""
     runs: dict[str, dict] = {}
     samples: dict[str, list[dict]] = {t.spec.name: [] for t in prepared}
     for name, path in models.items():
@@ -176,7 +191,7 @@ def evaluate_all(models: dict[str, str], prepared: list[Prepared], opts: EvalOpt
         for task in prepared:
             started, speed = time.time(), {"new_ids": new_ids}
             try:
-                stats, rows = run_task(model, tok, task, opts, f"{name} {task.spec.name}", speed)
+                stats, rows = run_task(model, tok, task, opts, f"{name} {task.spec.name}", speed, group=group)
             except UserError as exc:
                 _error(errors, f"model {name}: {exc}")
                 continue
@@ -266,22 +281,6 @@ def write_samples(out: Path, samples: dict) -> None:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def load_samples(run_dir: Path, task: str) -> dict[str, dict]:
-    """runs-shaped {model: {"ids", "stats"}} for one task, rebuilt from samples/TASK.jsonl."""
-    per_model: dict[str, dict] = {}
-    path = run_dir / "samples" / f"{task}.jsonl"
-    if not path.is_file():
-        return per_model
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        entry = per_model.setdefault(row["model"], {"ids": [], "rows": {}})
-        entry["ids"].append(row["id"])
-        for metric, vec in row["stats"].items():
-            entry["rows"].setdefault(metric, []).append(vec)
-    return {m: {"ids": e["ids"], "stats": {k: np.array(v, dtype=float) for k, v in e["rows"].items()}}
-            for m, e in per_model.items()}
-
-
 def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: EvalOptions | None = None, *,
              data_root: str | None = None, contamination: list[str] = ()) -> dict:
     """Evaluate, then write results.json, samples/, report.md and charts/ into `out` atomically."""
@@ -302,18 +301,40 @@ def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: Ev
               "contamination_identity": [input_identity(c) if Path(c).is_dir() else sha256_path(c)
                                          for c in contamination]}
     inputs = sorted({f for t in prepared for f in t.files})
+    group = launch_group()
+    if not group.main:
+        return _follow(group, models, prepared, opts, errors)
     state: dict = {}
 
     def work(tmp: Path) -> dict:
-        runs, samples = evaluate_all(models, prepared, opts, errors)
+        group.tell("run")
+        runs, samples = evaluate_all(models, prepared, opts, errors, group)
         meta = {t.spec.name: task_meta(t) for t in prepared}
         state["results"] = write_outputs(tmp, models, meta, runs, samples, errors)
-        return {"errors": len(errors), "tasks": len(prepared), "models": len(runs)}
+        return {"errors": len(errors), "tasks": len(prepared), "models": len(runs), "ranks": group.size}
 
-    result = run_stage(out, stage="eval", config=config, inputs=inputs, work=work)
-    if result.skipped:
-        return json.loads((Path(out) / "results.json").read_text(encoding="utf-8"))
-    return state["results"]
+    try:
+        result = run_stage(out, stage="eval", config=config, inputs=inputs, work=work)
+    except Exception as exc:
+        group.tell(("error", str(exc)))  # the other ranks stop with the same line instead of waiting
+        raise
+    doc = json.loads((Path(out) / "results.json").read_text(encoding="utf-8")) if result.skipped \
+        else state["results"]
+    group.tell(("done", doc))
+    return doc
+
+
+def _follow(group: Group, models: dict[str, str], prepared: list[Prepared], opts: EvalOptions,
+            errors: list[str]) -> dict:
+    """A rank > 0 of a launch: score its shares when rank 0 runs the evaluation; rank 0's results."""
+    message = group.hear()
+    if message == "run":
+        evaluate_all(models, prepared, opts, errors, group)
+        message = group.hear()
+    kind, payload = message
+    if kind == "error":
+        raise UserError(payload)
+    return payload
 
 
 def write_outputs(out: Path, models: dict, meta: dict, runs: dict, samples: dict, errors: list[str]) -> dict:
@@ -329,74 +350,3 @@ def write_outputs(out: Path, models: dict, meta: dict, runs: dict, samples: dict
     write_json(out / "results.json", doc)
     write_report(out, doc)
     return doc
-
-
-def compare(dirs: list[str], out: str | Path) -> dict:
-    """`eval --compare`: merge earlier eval outputs into `out`, an eval output like any other (same guards)."""
-    from langgraft.rundir import run_stage
-
-    for d in map(Path, dirs):
-        if not (d / "results.json").is_file():
-            raise UserError(f"--compare {d}: no results.json (not a langgraft eval output)")
-    state: dict = {}
-
-    def work(tmp: Path) -> dict:
-        state["doc"] = merge_evals(dirs, tmp)
-        return {"errors": len(state["doc"]["errors"]), "compared": len(dirs)}
-
-    result = run_stage(out, stage="eval", config={"compare": [str(d) for d in dirs]}, inputs=list(dirs), work=work)
-    if result.skipped:
-        return json.loads((Path(out) / "results.json").read_text(encoding="utf-8"))
-    return state["doc"]
-
-
-def read_results(path: Path) -> dict:
-    """An earlier eval's results.json, its task and suite names checked: they become file names here
-    (samples/TASK.jsonl, charts/SUITE.png), so a crafted one must not name a file outside the output."""
-    from langgraft.rundir import check_name
-
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"--compare {path}: not a langgraft results.json ({type(exc).__name__})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("tasks"), dict) or not isinstance(doc.get("models"), dict):
-        raise UserError(f"--compare {path}: not a langgraft results.json (no models and tasks)")
-    for task, meta in doc["tasks"].items():
-        check_name(task, f"--compare {path}: tasks")
-        suites = meta.get("suites") or [] if isinstance(meta, dict) else None
-        if not isinstance(suites, list):
-            raise UserError(f"--compare {path}: tasks.{task}: not a task entry")
-        for suite in suites:
-            check_name(suite, f"--compare {path}: tasks.{task}.suites")
-    return doc
-
-
-def merge_evals(dirs: list[str], out: Path) -> dict:
-    """Merge earlier eval outputs into folder `out` (models keep their names; a clash gets `@folder`)."""
-    models: dict = {}
-    meta: dict = {}
-    runs: dict = {}
-    samples: dict[str, list[dict]] = {}
-    errors: list[str] = []
-    for d in map(Path, dirs):
-        path = d / "results.json"
-        if not path.is_file():
-            raise UserError(f"--compare {d}: no results.json (not a langgraft eval output)")
-        doc = read_results(path)
-        errors += doc.get("errors", [])
-        rename = {m: (m if m not in models else f"{m}@{d.name}") for m in doc["models"]}
-        for m, new in rename.items():
-            models[new] = doc["models"][m]
-            runs.setdefault(new, {})
-        for t, tm in doc["tasks"].items():
-            meta.setdefault(t, tm)
-            for m, run in load_samples(d, t).items():
-                if m in rename:
-                    runs[rename[m]][t] = {**run, "tokenizer": doc.get("tokenizers", {}).get(m),
-                                          "speed": doc.get("speed", {}).get(m, {}).get(t)}
-            path = d / "samples" / f"{t}.jsonl"
-            for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-                row = json.loads(line)
-                row["model"] = rename.get(row["model"], row["model"])
-                samples.setdefault(t, []).append(row)
-    return write_outputs(out, models, meta, runs, samples, errors)

@@ -181,12 +181,11 @@ def _chunk_logprobs(model, cache, ctx_mask, plen, row_group: list[int], conts: l
     return torch.zeros(len(conts), device=device).index_add_(0, rows, token_lp)
 
 
-def generate(model, tok, prompts: list[str], *, max_new_tokens: int, stop: list[str], batch_size: int = 8,
-             progress: str = "", repetition_penalty: float = 1.1, speed: dict | None = None) -> list[str]:
+def generate_outputs(model, tok, prompts: list[str], *, max_new_tokens: int, stop: list[str], batch_size: int = 8,
+                     progress: str = "", repetition_penalty: float = 1.1) -> list[dict]:
     """Greedy continuations cut before the first stop string (`langgraft.model.generation`: batched by length with
-    left padding, repetition penalty as configured); prompts cut to fit the context are counted on stderr.
-    `speed`: filled with the generation's rates (`eval.speed.generation_speed`; its "new_ids" key, when given,
-    names the new-vocabulary ids)."""
+    left padding, repetition penalty as configured), as `generate_texts` outputs (text, ids, token counts);
+    prompts cut to fit the context are counted on stderr."""
     from langgraft.model.generation import Sampling, generate_texts
 
     sampling = Sampling(max_new_tokens=max_new_tokens, stop=list(stop), repetition_penalty=repetition_penalty)
@@ -196,17 +195,12 @@ def generate(model, tok, prompts: list[str], *, max_new_tokens: int, stop: list[
         done[0] += n
         _progress(progress, done[0], len(prompts), started)
 
-    clock = time.perf_counter()
     out = generate_texts(model, tok, prompts, sampling, batch_size, tick)
-    if speed is not None:
-        from langgraft.eval.speed import generation_speed
-
-        speed.update(generation_speed(out, time.perf_counter() - clock, speed.pop("new_ids", frozenset())))
     cut = sum(1 for o in out if o["truncated_tokens"])
     if cut:
         print(f"  {progress or 'generation'}: {cut} of {len(prompts)} prompts longer than the context lost their "
               "start", file=sys.stderr)
-    return [o["text"] for o in out]
+    return out
 
 
 @torch.no_grad()

@@ -61,13 +61,21 @@ def own_tokenizer(model: str):
 
 
 def load_model(path: str, device: str | None):
-    """(model, tokenizer) in eval mode: bf16 on cuda, fp32 on cpu (`device` None: cuda when there is one)."""
+    """(model, tokenizer) in eval mode: bf16 on cuda, fp32 on cpu (`device` None: cuda when there is one, a
+    launched rank's own GPU under a launcher). `device` "auto": the layers spread over every GPU (then CPU RAM)
+    by accelerate's `device_map="auto"`, for a model larger than one device."""
+    import os
+
     import torch
 
     path = resolve_model(path, flag="cannot load model")
     safeload.check_no_code(path)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if device == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--device auto spreads one model over every device of the machine; under a launcher each "
+                        "rank holds its own copy: run without the launcher (or name a device)")
+    device = device or _rank_device()
+    dtype = torch.bfloat16 if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) \
+        else torch.float32
     try:
         tok = safeload.tokenizer(path)
         model = safeload.causal_lm(path, dtype=dtype, device_map=device).eval()
@@ -75,6 +83,17 @@ def load_model(path: str, device: str | None):
         raise UserError(f"cannot load model {path}: {_first_line(exc)}") from None
     _ensure_pad(tok)
     return model, tok
+
+
+def _rank_device() -> str:
+    """Where a model loads without --device: the GPU (under a launcher, the rank's own: LOCAL_RANK), else the CPU."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "cuda"
 
 
 def load_model_or_adapter(path: str, device: str | None = None, base: str | None = None):

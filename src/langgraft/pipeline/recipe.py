@@ -84,7 +84,7 @@ class EvalSection:
     shots: Optional[NonNegInt] = None  # in-context examples (default: each task's own)
     batch_size: PosInt = EvalOptions.batch_size  # examples scored or generated together
     max_new_tokens: Optional[PosInt] = None  # cap every generation task's budget
-    device: Optional[str] = None  # torch device (default: cuda if available, else cpu)
+    device: Optional[str] = None  # torch device (default: cuda if available, else cpu); auto: spread over every GPU
     data_root: str = ""  # task data root (default: $LANGGRAFT_DATA or ../shared/data)
     texts: dict[str, str] = _field(default_factory=dict)  # lang -> held-out text (.txt/.jsonl) for the tokenizer
     # report: fertility base vs extended, and (for languages other than `lang`) the ids-unchanged check

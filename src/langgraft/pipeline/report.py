@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from langgraft.eval.metrics import fmt
-from langgraft.eval.run import merge_evals
+from langgraft.eval.merge import merge_evals
 from langgraft.eval.speed import speed_summary_lines
 from langgraft.rundir import atomic_write_text, write_json
 

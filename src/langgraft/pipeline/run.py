@@ -15,7 +15,7 @@ from langgraft.consolelog import own
 from langgraft.errors import UserError
 from langgraft.pipeline.recipe import STAGES, TRAIN_STAGES, Plan, check_inputs, load_recipe, select_stages
 from langgraft.pipeline.stages import (Ranks, build_data, build_model_extend, build_report, build_tokenizer,
-                                       build_tokenizer_extend, build_training)
+                                       build_tokenizer_extend, build_training, evaluate_extension)
 from langgraft.rundir import INPUTS, output_lock, read_manifest, write_json
 
 
@@ -45,8 +45,8 @@ def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | 
 
 
 def build(plan: Plan, stage: str, ranks: Ranks) -> bool:
-    """Build one stage; True when it produced a new output. Training stages run on every process, the others on
-    the main process while the rest wait."""
+    """Build one stage; True when it produced a new output. Training stages and evaluations run on every
+    process, the rest on the main process while the others wait."""
     if stage in TRAIN_STAGES:
         return build_training(plan, stage, ranks)
     built = False
@@ -64,6 +64,8 @@ def build(plan: Plan, stage: str, ranks: Ranks) -> bool:
         else:
             raise AssertionError(f"stage {stage} has no build function")
     ranks.barrier()
+    if stage == "model_extend":
+        built = evaluate_extension(plan) or built
     return built
 
 

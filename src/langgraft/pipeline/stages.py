@@ -90,7 +90,7 @@ def build_tokenizer_extend(plan: Plan) -> bool:
 
 
 def build_model_extend(plan: Plan) -> bool:
-    """The extended model, then the evaluations of the base and of the extended model."""
+    """The extended model (main process; `evaluate_extension` then evaluates the base and it on every process)."""
     from langgraft.model.extend import extend_model
 
     m = plan.recipe.model_extend
@@ -98,9 +98,12 @@ def build_model_extend(plan: Plan) -> bool:
     before = output_stamp(out)
     extend_model(plan.base_model, plan.stage_dir("tokenizer_extend"), out=out, init=m.init, seed=m.seed,
                  trust_tokenizer=m.trust_tokenizer)
-    built = _changed(out, before)
-    evaluated = [evaluate(plan, point) for point in ("base", "extended")]
-    return built or any(evaluated)
+    return _changed(out, before)
+
+
+def evaluate_extension(plan: Plan) -> bool:
+    """The evaluations of the base and of the extended model (every process of a launch, each a share)."""
+    return any([evaluate(plan, point) for point in ("base", "extended")])
 
 
 def train_config(plan: Plan, stage: str):
@@ -115,7 +118,8 @@ def train_config(plan: Plan, stage: str):
 
 
 def build_training(plan: Plan, stage: str, ranks: Ranks) -> bool:
-    """Train (every process), export and evaluate (main process) one training stage."""
+    """Train (every process), export (main process) and evaluate (every process, each a share) one training
+    stage."""
     from langgraft.export import export_run
     from langgraft.train.stages import train
 
@@ -127,7 +131,7 @@ def build_training(plan: Plan, stage: str, ranks: Ranks) -> bool:
     run_dir, export_dir = plan.out / stage / "train", plan.out / stage / "export"
     # the base is no run output: its identity is in the training run's own inputs
     upstream = {"model": output_stamp(parent) if parent else None, "data": output_stamp(plan.stage_dir("data"))}
-    evaluated_base = ranks.main and previous == "base" and evaluate(plan, "base")  # the control's step 0
+    evaluated_base = previous == "base" and evaluate(plan, "base")  # the control's step 0
     if ranks.main:
         _discard_stale(run_dir, stage, cfg, json.loads(json.dumps(upstream)))
         write_json(plan.out / stage / "upstream.json", upstream)
@@ -135,12 +139,13 @@ def build_training(plan: Plan, stage: str, ranks: Ranks) -> bool:
     before = output_stamp(run_dir)
     train(stage, cfg, out=run_dir, resume=True)  # every process: DDP/FSDP
     trained = _changed(run_dir, before)
-    exported = evaluated = False
+    exported = False
     if ranks.main:
         before = output_stamp(export_dir)
         export_run(run_dir, out=export_dir)
         exported = _changed(export_dir, before)
-        evaluated = evaluate(plan, stage)
+    ranks.barrier()
+    evaluated = evaluate(plan, stage)
     ranks.barrier()
     return trained or exported or evaluated or evaluated_base
 

@@ -18,6 +18,7 @@ class DataConfig:
     replay_fraction: Annotated[float, Range(0, 1, hi_open=True)] = 0.0  # share of training blocks drawn from `replay` (0 ≤ x < 1)
     block_size: Annotated[int, Range(2)] = 512  # tokens per packed training block (instruct: per row of packed examples)
     max_texts: NonNegInt = 0  # read at most this many training texts / instruct examples (0 = all); for smoke runs
+    workers: PosInt = 1  # processes tokenizing the training data into the cache (same blocks for any number)
 
 
 @dataclass

@@ -21,8 +21,10 @@ flash-attention with several rows per batch, which ignores restarted position id
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +51,16 @@ class Packed:
 
 
 class Blocks:
-    """Packed token ids memory-mapped from the cache (int32 on disk, pages shared by every rank through the page
-    cache); indexing copies out only the rows asked for, as the int64 tensor the model takes."""
+    """Packed token ids of the cache (int32 on disk), mapped for their shape and checksum; indexing reads only the
+    rows asked for from the file (`os.pread`: the pages come from the page cache, one copy shared by every rank of
+    the machine) into the int64 tensor the model takes. Reading rows through the mapping instead made every page
+    cache folio a fault touched part of this process's RSS (on this kernel a whole large folio per fault), which grew
+    a rank's memory with the corpus."""
 
     def __init__(self, array: np.memmap):
         self.array = array
+        self.row_bytes = int(np.prod(array.shape[1:])) * array.itemsize
+        self._file: tuple[int, int] | None = None  # (pid, fd): a forked process opens its own
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -65,7 +72,37 @@ class Blocks:
     def __getitem__(self, index) -> torch.Tensor:
         if isinstance(index, torch.Tensor):
             index = index.numpy()
-        return torch.from_numpy(np.asarray(self.array[index], dtype=np.int64))
+        if not hasattr(os, "pread"):  # no positional reads on this platform: through the mapping
+            return torch.from_numpy(np.asarray(self.array[index], dtype=np.int64))
+        rows = self._rows(index)
+        fd, out = self._fd(), bytearray(len(rows) * self.row_bytes)
+        for k, row in enumerate(rows):
+            got = os.pread(fd, self.row_bytes, self.array.offset + row * self.row_bytes)
+            if len(got) != self.row_bytes:
+                raise OSError(f"{self.array.filename}: shorter than its header says")
+            out[k * self.row_bytes:(k + 1) * self.row_bytes] = got
+        lead = (len(rows),) if isinstance(index, slice) else np.shape(index)  # an int: one row, unbatched
+        ids = np.frombuffer(out, dtype=self.array.dtype).reshape((*lead, *self.array.shape[1:]))
+        return torch.from_numpy(ids.astype(np.int64))
+
+    def _rows(self, index) -> list[int]:
+        """The row numbers `index` (an int, a slice or an array of ints, negatives from the end) selects."""
+        n = len(self)
+        if isinstance(index, slice):
+            return list(range(*index.indices(n)))
+        rows = [int(i) for i in np.atleast_1d(np.asarray(index)).ravel()]
+        if any(i < -n or i >= n for i in rows):
+            raise IndexError(f"row index out of range for {n} blocks")
+        return [i + n if i < 0 else i for i in rows]
+
+    def _fd(self) -> int:
+        if self._file is None or self._file[0] != os.getpid():
+            self._file = (os.getpid(), os.open(self.array.filename, os.O_RDONLY))
+        return self._file[1]
+
+    def __del__(self):
+        if getattr(self, "_file", None) is not None and self._file[0] == os.getpid():
+            os.close(self._file[1])
 
 
 class SplitTexts:
@@ -119,55 +156,37 @@ def tokenizing(items, what: str, block_size: int, limit: int = 0):
                 total=total, disable=None, mininterval=2.0, file=sys.stderr)
 
 
-def pack(texts, tokenizer, block_size: int, max_texts: int = 0, batch: int = 256) -> Packed:
-    """Tokenize `texts`, join with EOS, cut into blocks of `block_size`."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise UserError("tokenizer has no eos_token; packing needs one to separate documents")
-    stream: list[int] = []
-    n_texts = n_chars = 0
-    pending: list[str] = []
+def pack(texts, tokenizer, block_size: int, max_texts: int = 0, workers: int = 1) -> Packed:
+    """Tokenize `texts`, join with EOS, cut into blocks of `block_size`, in memory (the cache is written by
+    `write_blocks` without holding the corpus; this reads its result back, for small corpora and tests)."""
+    import tempfile
 
-    def flush() -> None:
-        for ids in tokenizer(pending, add_special_tokens=False)["input_ids"]:
-            stream.extend(ids)
-            stream.append(eos)
-        pending.clear()
+    from langgraft.train.tokenize import write_blocks
 
-    for text in tokenizing(texts, "documents", block_size, max_texts):
-        if max_texts and n_texts >= max_texts:
-            break
-        if not text:
-            continue
-        n_texts += 1
-        n_chars += len(text)
-        pending.append(text)
-        if len(pending) >= batch:
-            flush()
-    flush()
-    n_blocks = len(stream) // block_size
-    blocks = torch.tensor(stream[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
-    return Packed(blocks, n_texts, len(stream), n_chars)
+    with tempfile.TemporaryDirectory() as tmp:
+        done = write_blocks(texts, tokenizer, block_size, Path(tmp) / "blocks.npy", max_texts=max_texts,
+                            workers=workers)
+        blocks = torch.from_numpy(np.load(Path(tmp) / "blocks.npy").astype(np.int64))
+    return Packed(blocks, done.texts, done.tokens, done.chars)
 
 
-def mix_replay(main: torch.Tensor, replay: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """Add replay blocks so they make up `fraction` of the result (sampled without replacement when possible)."""
-    if fraction <= 0 or replay.shape[0] == 0:
-        return main
-    want = round(main.shape[0] * fraction / (1.0 - fraction))
+def replay_pick(n_main: int, n_replay: int, fraction: float, seed: int) -> torch.Tensor:
+    """Rows of the replay blocks to add so they make up `fraction` of the training blocks (sampled without
+    replacement when there are enough)."""
+    if fraction <= 0 or n_replay == 0:
+        return torch.empty(0, dtype=torch.long)
+    want = round(n_main * fraction / (1.0 - fraction))
     gen = torch.Generator().manual_seed(seed + 7)
-    if want <= replay.shape[0]:
-        pick = torch.randperm(replay.shape[0], generator=gen)[:want]
-    else:
-        pick = torch.randint(replay.shape[0], (want,), generator=gen)
-    return torch.cat([main, replay[pick]])
+    if want <= n_replay:
+        return torch.randperm(n_replay, generator=gen)[:want]
+    return torch.randint(n_replay, (want,), generator=gen)
 
 
 def batch_indices(n_blocks: int, step: int, micro: int, *, accum: int, world: int, rank: int, seed: int,
                   steps_per_epoch: int) -> list[torch.Tensor]:
     """Block indices of each micro-batch of optimizer step `step` on `rank`: a function of the step only."""
     epoch, within = divmod(step, steps_per_epoch)
-    perm = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    perm = _epoch_order(n_blocks, seed, epoch)
     base = within * micro * accum * world
     out = []
     for m in range(accum):
@@ -176,11 +195,19 @@ def batch_indices(n_blocks: int, step: int, micro: int, *, accum: int, world: in
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _epoch_order(n_blocks: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's block order, drawn once: drawing it again every step allocated 8 bytes a block per step (8 MB
+    at 500M tokens), and the allocator kept some of each, which grew a rank's memory with the corpus."""
+    return torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
 def build_data(stage: str, cfg: TrainConfig, tokenizer, accelerator, out: Path, *, fresh: bool = False):
     """Packed train/validation blocks (`Blocks`, memory-mapped), tokenized once per run: rank 0 writes the
-    `packed-data/` cache, other ranks and a `--resume` map it instead of re-tokenizing the corpus; its key covers
-    the dataset files and the tokenizer, so a dataset rebuilt in place is re-tokenized. `fresh`: tokenize again
-    whatever the cache holds (a resume whose checkpoint does not match the cache's blocks)."""
+    `packed-data/` cache (with `data.workers` tokenizing processes), other ranks and a `--resume` map it instead of
+    re-tokenizing the corpus; its key covers the dataset files and the tokenizer, so a dataset rebuilt in place is
+    re-tokenized. `fresh`: tokenize again whatever the cache holds (a resume whose checkpoint does not match the
+    cache's blocks)."""
     from langgraft.rundir import atomic_dir
 
     cache = out / CACHE
@@ -190,19 +217,30 @@ def build_data(stage: str, cfg: TrainConfig, tokenizer, accelerator, out: Path, 
             saved = _read_cache(cache)
             if saved is not None and saved[0] == key:
                 return saved[1:]
-        blocks, val, summary = (_pack_instructions if stage == "instruct" else _pack_data)(cfg, tokenizer)
         if not accelerator.is_main_process:  # the main process's cache did not fit this rank: its own blocks
-            return blocks, val, summary
+            return _own_blocks(stage, cfg, tokenizer)
         with atomic_dir(cache) as tmp:  # a kill mid-write leaves the previous cache (or none), never half of one
-            _save_ids(tmp / "train.npy", blocks)
-            if val:
-                _save_ids(tmp / "validation.npy", val[0])
+            summary, chars_per_token = _write_data(stage, cfg, tokenizer, tmp)
             (tmp / "cache.json").write_text(json.dumps({"key": key, "summary": summary,
-                                                        "chars_per_token": val[1] if val else None}))
+                                                        "chars_per_token": chars_per_token}))
     saved = _read_cache(cache)
     if saved is None:
         raise UserError(f"{cache}: the packed data just written cannot be read back")
     return saved[1:]
+
+
+def _own_blocks(stage: str, cfg: TrainConfig, tokenizer):
+    """The blocks tokenized by this rank into a temporary folder and read into its RAM (the rare rank whose
+    cache key differs from the main process's)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        summary, chars_per_token = _write_data(stage, cfg, tokenizer, Path(tmp))
+        blocks = torch.from_numpy(np.load(Path(tmp) / "train.npy").astype(np.int64))
+        val = None
+        if chars_per_token is not None:
+            val = (torch.from_numpy(np.load(Path(tmp) / "validation.npy").astype(np.int64)), chars_per_token)
+    return blocks, val, summary
 
 
 def data_digest(blocks, val) -> str:
@@ -274,24 +312,43 @@ def _data_key(stage: str, cfg: TrainConfig, tokenizer) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
-def _pack_data(cfg: TrainConfig, tokenizer):
+def _write_data(stage: str, cfg: TrainConfig, tokenizer, folder: Path):
+    """Write `folder`/train.npy (and validation.npy); (summary, chars per token of the validation split or None)."""
+    if stage != "instruct":
+        return _pack_data(cfg, tokenizer, folder)
+    blocks, val, summary = _pack_instructions(cfg, tokenizer)
+    _save_ids(folder / "train.npy", blocks)
+    if val:
+        _save_ids(folder / "validation.npy", val[0])
+    return summary, val[1] if val else None
+
+
+def _pack_data(cfg: TrainConfig, tokenizer, folder: Path):
+    """Tokenize the training (and replay, validation) texts into `folder`'s int32 block files."""
+    from langgraft.train.tokenize import append_rows, write_blocks
+
     d = cfg.data
-    main = pack(iter_texts(d.dataset, "train"), tokenizer, d.block_size, d.max_texts)
-    blocks = main.blocks
+    main = write_blocks(iter_texts(d.dataset, "train"), tokenizer, d.block_size, folder / "train.npy",
+                        max_texts=d.max_texts, workers=d.workers)
     summary = {"train_texts": main.texts, "train_tokens": main.tokens, "train_chars": main.chars,
-               "train_blocks": int(blocks.shape[0]),
-               "packing_efficiency": round(main.efficiency, 4)}
+               "train_blocks": main.blocks, "packing_efficiency": round(main.efficiency, 4)}
     if d.replay_fraction:
-        replay = pack(iter_texts(d.replay, "train"), tokenizer, d.block_size, d.max_texts)
-        blocks = mix_replay(blocks, replay.blocks, d.replay_fraction, cfg.seed)
-        summary["replay_blocks"] = int(blocks.shape[0] - main.blocks.shape[0])
-    val = None
+        replay = write_blocks(iter_texts(d.replay, "train"), tokenizer, d.block_size, folder / "replay.npy",
+                              max_texts=d.max_texts, workers=d.workers)
+        pick = replay_pick(main.blocks, replay.blocks, d.replay_fraction, cfg.seed).numpy()
+        total = append_rows(folder / "train.npy", np.load(folder / "replay.npy", mmap_mode="r"), pick)
+        (folder / "replay.npy").unlink()
+        summary["replay_blocks"] = total - main.blocks
+    chars_per_token = None
     if has_split(d.dataset, "validation"):
-        packed = pack(iter_texts(d.dataset, "validation"), tokenizer, d.block_size)
-        if packed.blocks.shape[0]:
-            val = (packed.blocks, packed.chars / max(packed.tokens, 1))
-            summary["validation_blocks"] = int(packed.blocks.shape[0])
-    return blocks, val, summary
+        val = write_blocks(iter_texts(d.dataset, "validation"), tokenizer, d.block_size,
+                           folder / "validation.npy", workers=d.workers)
+        if val.blocks:
+            chars_per_token = val.chars / max(val.tokens, 1)
+            summary["validation_blocks"] = val.blocks
+        else:
+            (folder / "validation.npy").unlink()
+    return summary, chars_per_token
 
 
 def _pack_instructions(cfg: TrainConfig, tokenizer):
