@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -114,7 +113,7 @@ def main() -> None:
         print(f"{lang}: {100 * share:.1f}% of the grafted tokens of this text are new-vocabulary ids")
     summary = {}
     for (lang, name), rows in results.items():
-        summary[(lang, name)] = {kind: statistics.median(row[k][f"chars_per_s"] for row in rows)
+        summary[(lang, name)] = {kind: statistics.median(row[k]["chars_per_s"] for row in rows)
                                  for k, kind in ((0, "gen"), (1, "score"))}
     for lang in ("fa", "en"):
         b, g = summary[(lang, "base")], summary[(lang, "grafted")]

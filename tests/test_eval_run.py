@@ -211,8 +211,8 @@ def test_glob_task_seeded_limit_and_own_ids_reach_the_samples(models, tmp_path, 
             json.dumps({"uid": f"sst2-dev-{i}", "s": line[2:], "y": line[0]}) + "\n"
             for i, line in enumerate(lines) if i % 2 == k))
     task = tmp_path / "globbed.yaml"
-    task.write_text(f"name: globbed\nlang: en\nkind: choice\nmetrics: [acc]\nlabel: y\nchoices: [negative, positive]\n"
-                    f"fields: {{s: s}}\nprompt: '{{s}}'\nid_field: uid\n"
+    task.write_text("name: globbed\nlang: en\nkind: choice\nmetrics: [acc]\nlabel: y\nchoices: [negative, positive]\n"
+                    "fields: {s: s}\nprompt: '{s}'\nid_field: uid\n"
                     "data: {path: 'parts/part-*.jsonl'}\n")
     out = tmp_path / "out"
     assert main(["eval", "--model", f"tiny={models[0]}", "--tasks", str(task), "--limit", "4", "--sample-seed", "5",
