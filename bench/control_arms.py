@@ -8,7 +8,9 @@ Arms (each a `langgraft run` of a recipe, the same data and evaluation):
                 of whole runs under a shared machine's load is too noisy to size steps with)
   control-tm    the control with the method's Persian text: its pretrain steps = the method's × (the method's
                 characters per token ÷ the base's) on the prepared Persian training split
-Instruct is left out (the reduced line compares the pretraining methods). Every arm runs every seed (the recipe's
+Instruct is left out (the reduced line compares the pretraining methods). The seed changes training only, so later
+arms hard-link the first method run's data, merged tokenizer, extended model and step-0 evaluations (`reuse`) and
+start at their first training stage. Every arm runs every seed (the text-matched one only `--tm-seeds` if given) (the recipe's
 `seed`: data order, LoRA init, dropout). Reported: each bpc task's mean ± sd per arm, Welch's t-test of the method
 against each control across seeds, and training tokens, characters seen and seconds per arm.
 
@@ -17,7 +19,7 @@ against each control across seeds, and training tokens, characters seen and seco
         --control recipes/smollm2-135m-persian-control.yaml --out runs/arms-size --size-only runs/smollm2-135m-persian
     nice -n 10 python bench/control_arms.py --method recipes/smollm2-135m-persian.yaml \\
         --control recipes/smollm2-135m-persian-control.yaml --out runs/arms-smol --seeds 0 1 2 \\
-        --align-steps 12 --pretrain-steps 36 --eval-limit 20 --tasks bpc_fa bpc_fa_ntrex bpc_en
+        --align-steps 12 --pretrain-steps 36 --eval-limit 20 --tasks bpc_fa bpc_fa_ntrex bpc_en --tm-seeds 0
 
 Last line: RESULT metric=<method Persian bpc mean> baseline=<compute-matched control's> ratio=<control/method>
 (> 1: the method is better at equal compute).
@@ -38,10 +40,6 @@ import yaml
 
 def set_steps(overrides: list[str], steps: int) -> list[str]:
     return [o for o in overrides if not o.startswith("max_steps=")] + [f"max_steps={steps}"]
-
-
-def steps_of(section: dict) -> int:
-    return int(next(o.split("=", 1)[1] for o in section.get("overrides", []) if o.startswith("max_steps=")))
 
 
 def write_recipe(doc: dict, path: Path, out: Path, seed: int, args) -> Path:
