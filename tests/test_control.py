@@ -77,6 +77,8 @@ def _recipe(demo: Path, name: str, **changes) -> Path:
     ({"pretrain.overrides": ["max_steps=2"]}, r"pretrain: rows: new needs the model_extend stage"),
     ({"stages": ["data", "align", "pretrain", "report"], "align": {"dataset": "en_fa"}},
      r"align: rows: new needs the model_extend stage"),
+    ({"pretrain.overrides": ["rows=none", "objective=distill"]},
+     r"pretrain: objective: distill: --stage pretrain trains the transformer \(LoRA\)"),
 ])
 def test_bad_control_recipes_are_one_line(demo, changes, message):
     with pytest.raises(UserError, match=message) as err:

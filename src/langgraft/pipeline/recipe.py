@@ -256,7 +256,8 @@ def _unused_surgery(recipe: Recipe, src: str) -> None:
 
 
 def _check_rows(plan: Plan, stage: str) -> None:
-    """The control arm has no new rows: its training stages train LoRA alone (rows: none) or every row."""
+    """The control arm has no new rows: its training stages train LoRA alone (rows: none) or every row; a
+    distilling stage needs its teacher (train/distill.py)."""
     rows = plan.train[stage].rows
     if not plan.grafted and rows == "new":
         raise UserError(f"{plan.source}: {stage}: rows: new needs the model_extend stage (the base has no new "
@@ -264,6 +265,13 @@ def _check_rows(plan: Plan, stage: str) -> None:
     if rows == "none" and stage == "align":
         raise UserError(f"{plan.source}: align: rows: none trains nothing there (align trains only embedding/head "
                         "rows); leave align out of stages")
+    if plan.train[stage].objective == "distill":
+        from langgraft.train.distill import check_distill
+
+        try:
+            check_distill(stage, rows)
+        except UserError as exc:  # at load time, not after the stages before it have run
+            raise UserError(f"{plan.source}: {stage}: {exc}") from None
 
 
 def check_base_unextended(plan: Plan) -> None:

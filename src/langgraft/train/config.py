@@ -45,6 +45,9 @@ class TrainConfig:
     # train only the new embedding/head rows (old rows bit-identical), every row, or none (LoRA only: the plain
     # continued-pretraining control, which runs on an unextended base)
     rows: Literal["new", "all", "none"] = "new"
+    # lm: next-token loss; distill (--stage align, rows: new): the new rows learn to give each stretch of text the
+    # likelihood the base gives it, the base (the frozen transformer and old rows inside the model) as teacher
+    objective: Literal["lm", "distill"] = "lm"
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

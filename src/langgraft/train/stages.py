@@ -162,7 +162,7 @@ def _fit(run: Run, resume: bool):
     """Optimizer and schedule, the latest good checkpoint when resuming, then the loop: (Trainer, LoopState)."""
     from langgraft.train.checkpoint import apply_checkpoint, latest_good_checkpoint
     from langgraft.train.loop import LoopState, Trainer, checkpoint, cosine_with_warmup, run_loop
-    from langgraft.train.model import LossModule
+    from langgraft.train.distill import loss_module as build_loss
 
     cfg, out, accelerator = run.cfg, run.out, run.accelerator
     world = accelerator.num_processes
@@ -176,7 +176,7 @@ def _fit(run: Run, resume: bool):
                         f"{cfg.data.block_size} tokens, fewer than one step needs ({per_step}); lower "
                         "data.block_size or the batch")
     total = cfg.max_steps or steps_per_epoch * cfg.epochs
-    loss_module = LossModule(run.peft_model, cfg.loss_chunk)
+    loss_module = build_loss(run.peft_model, cfg)
     if run.sharding is not None:  # sharded first: the optimizer must hold the sharded parameters
         loss_module = shard(loss_module, accelerator, run.sharding)
     optimizer = build_optimizer(run.peft_model, cfg)
@@ -288,6 +288,10 @@ def _validate(stage: str, cfg: TrainConfig) -> None:
         raise UserError(f"data.block_size: must be ≥ 2, got {cfg.data.block_size}")
     if cfg.rows == "none":
         _check_rows_none(stage, cfg)
+    if cfg.objective == "distill":
+        from langgraft.train.distill import check_distill
+
+        check_distill(stage, cfg.rows)
 
 
 def _check_rows_none(stage: str, cfg: TrainConfig) -> None:
