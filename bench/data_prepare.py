@@ -126,7 +126,7 @@ def run(corpus: Path, out: Path, workers: int, near: bool) -> dict:
     return {"bytes": stats["input_bytes"], "stages": times, "cpu": cpu, "total": round(ended - started, 2),
             "rss_mb": round(rss.peak / 2**20), "pss_mb": round(rss.peak_pss / 2**20), "stage_pss_mb": rss.stage_pss,
             "exact": stats["exact_duplicates"], "near": stats["near_duplicates"],
-            "documents": manifest["summary"]["documents"]}
+            "documents": manifest.summary["documents"]}
 
 
 def shared(workers: int, tmp: Path) -> None:
@@ -138,7 +138,7 @@ def shared(workers: int, tmp: Path) -> None:
     for name, ds in stats["datasets"].items():
         print(f"  {name:14s} read {ds['read']:7d}  kept {ds['documents']:7d}  exact dups {ds['exact_duplicates']:5d}  "
               f"near dups {ds['near_duplicates']:4d}  eval leaks removed {ds['dropped'].get('eval_leak', 0)}")
-    guard = manifest["summary"]["leak_guard"]
+    guard = manifest.summary["leak_guard"]
     print(f"  eval texts indexed: {sum(guard['eval_texts'].values())} ({', '.join(guard['eval_texts'])})")
     print(f"  overlap of train output with evaluation sets: {guard['overlap_after']}")
 

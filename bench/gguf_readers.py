@@ -67,7 +67,7 @@ def _export(root: Path, base: str, pieces: int) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from langgraft.demo import BASE, demo_file
-    from langgraft.ggufio.write import write_gguf
+    from langgraft.export.gguf import write_gguf
     from langgraft.model.extend import extend_model
     from langgraft.tokenizer.bases import load_base
     from langgraft.tokenizer.extend import extend_tokenizer

@@ -35,7 +35,7 @@ def build(base: Path, out: Path) -> Path:
     from langgraft.config import from_dict, load_config
     from langgraft.data.config import PrepareConfig
     from langgraft.data.prepare import prepare
-    from langgraft.export import export_run
+    from langgraft.export.run import export_run
     from langgraft.model.extend import extend_model
     from langgraft.train.config import TrainConfig
     from langgraft.train.stages import train
@@ -61,7 +61,7 @@ def build(base: Path, out: Path) -> Path:
         "micro_batch_size": 2, "max_steps": 2, "checkpoint_every": 0, "eval_every": 0, "precision": "fp32",
         "optim": {"lr": 1e-4}})
     train("instruct", train_cfg, out=out / "train")
-    export_run(out / "train", out=out / "export", gguf="f16")
+    export_run(out / "train", out=out / "export", gguf_type="f16")
     return out / "export"
 
 

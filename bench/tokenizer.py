@@ -155,7 +155,7 @@ def timing_run(work: Path, vocab_size: int) -> dict:
         started = time.perf_counter()
         trained = train_tokenizer(inputs, lang="fa", vocab_size=vocab_size, out=Path(tmp) / "sp")
         train_s = time.perf_counter() - started
-        extend_tokenizer(BASES["llama2"][0], trained["model"], lang="fa", out=Path(tmp) / "extended")
+        extend_tokenizer(BASES["llama2"][0], trained.path / "sp.model", lang="fa", out=Path(tmp) / "extended")
         total = time.perf_counter() - started
     return {"mb": mb, "train_s": train_s, "merge_s": total - train_s, "total_s": total}
 
@@ -216,11 +216,11 @@ def main() -> None:
         started = time.perf_counter()
         trained = train_tokenizer([train_txt], lang="fa", vocab_size=args.vocab_size, out=work / "sp")
         print(f"trained {trained['vocab_size']:,}-piece SP in {time.perf_counter() - started:.1f}s", flush=True)
-        sp_fert = sp_fertility(trained["model"], held)
+        sp_fert = sp_fertility(trained.path / "sp.model", held)
         mixed = held + english["sst2-dev"] + english["rte-dev"] + english["self-instruct"] + english["quran-en"][:6235]
         rows = {}
         for name, (path, _target) in BASES.items():
-            rows[name] = measure_base(name, path, trained["model"], work, held, english, mixed)
+            rows[name] = measure_base(name, path, trained.path / "sp.model", work, held, english, mixed)
             print(f"measured {name}", flush=True)
         timing = None if args.skip_timing else timing_run(work, args.vocab_size)
     if args.json:

@@ -52,7 +52,7 @@ def main() -> None:
         result = train_tokenizer([corpus], lang="fa", vocab_size=args.vocab_size, model_type=args.model_type,
                                  out=Path(tmp) / "ours", threads=args.threads)
         ours = time.perf_counter() - start
-        report = json.loads((Path(result["out"]) / "train_report.json").read_text())
+        report = json.loads((result.path / "train_report.json").read_text())
         print(f"langgraft: {ours:.1f} s (normalise {report['normalize_seconds']} s, "
               f"SentencePiece {report['train_seconds']} s), {result['vocab_size']} pieces")
         start = time.perf_counter()

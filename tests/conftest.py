@@ -23,3 +23,11 @@ def data_dir() -> Path:
     if not (root / "MANIFEST.tsv").is_file():
         pytest.fail(f"shared test data not found at {root} (set LANGGRAFT_DATA)")
     return root
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    """The random order's seed, also under -q (which hides pytest-randomly's header line): a failure that only
+    one order shows is repeated with it."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and config.pluginmanager.hasplugin("randomly"):
+        terminalreporter.write_line(f"random order: --randomly-seed={seed} repeats it")

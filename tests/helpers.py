@@ -1,4 +1,5 @@
-"""Helpers the tests import: real text from ../shared/data, tiny random models, extended-tokenizer dirs, datasets.
+"""Helpers the tests import: real text from ../shared/data, small texts from tests/assets, tiny random models,
+extended-tokenizer dirs, datasets.
 
 The extended tokenizer here is a real base tokenizer plus real Persian words added as tokens, with
 `new_tokens.json` in the format `tokenizer extend` writes: quicker than training SentencePiece in every test that
@@ -29,6 +30,7 @@ TOKENIZERS = {
 
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: recipes/, docs/, README.md
+ASSETS = Path(__file__).resolve().parent / "assets"  # small texts written for the tests (tests/assets/README.md)
 NEWS = "persian_news/exploring-datasets"
 NEWS_FIELDS = ("title", "abstract", "paragraphs")
 
@@ -66,6 +68,12 @@ def english_lines(data_dir: Path, n: int | None = 200) -> list[str]:
     """The English sources of `persian_lines`, line for line."""
     path = data_dir / "ntrex/NTREX-128/newstest2019-src.eng.txt"
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()[:n] if line.strip()]
+
+
+def asset_lines(lang: str, n: int | None = None) -> list[str]:
+    """The first `n` lines of tests/assets/`lang`.txt (fa, en: 40 short sentences, line for line translations), for
+    tests that need some text and not the real corpora of ../shared/data."""
+    return (ASSETS / f"{lang}.txt").read_text(encoding="utf-8").splitlines()[:n]
 
 
 def load_base_tokenizer(data_dir: Path, name: str, tmp: Path):

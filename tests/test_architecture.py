@@ -1,15 +1,17 @@
-"""The package's layout rules, checked on the source: imports go one way only, and no function takes more than six
-positional parameters. docs/ARCHITECTURE.md explains the order."""
+"""The package's layout rules, checked on the source: imports go one way only, no function takes more than six
+positional parameters, language codes and names live in lang/, and the files passed between stages are named only
+in formats/. docs/ARCHITECTURE.md explains the order."""
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "langgraft"
 
 # Low to high: a unit (a top-level module or package) may import only units listed before it.
-ORDER = ["errors", "outfiles", "consolelog", "rundir", "config", "hub", "safeload", "textfiles", "lang", "formats",
-         "overlap", "model", "eval", "data", "tokenizer", "train", "ggufio", "modelcard", "export", "chat",
-         "batch_generate", "pipeline", "demo", "cli_args", "cli", "__main__", "__init__"]
+ORDER = ["errors", "outfiles", "consolelog", "rundir", "config", "options", "hub", "safeload", "textfiles", "lang",
+         "formats", "overlap", "model", "eval", "data", "tokenizer", "train", "ggufio", "export", "generate",
+         "pipeline", "demo", "cli_args", "cli", "__main__", "__init__"]
 
 
 def _unit(module: str) -> str:
@@ -72,3 +74,45 @@ def test_no_function_takes_more_than_six_positional_parameters():
                     wide.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}({', '.join(names)})")
     assert seen > 300, f"only {seen} functions seen: the scan is broken"
     assert not wide, "functions with more than six positional parameters:\n" + "\n".join(wide)
+
+
+def _code_strings(path: Path):
+    """(line, text) of every string literal in the file that is not a docstring (f-string parts included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            yield node.lineno, node.value
+
+
+def test_language_codes_and_names_only_in_lang():
+    # a new language is added in lang/ alone; a default or a display name written elsewhere would not follow it
+    from langgraft.lang import LANGUAGES, NAMES
+
+    name = re.compile(r"\b(" + "|".join(NAMES.values()) + r")\b")
+    found = [f"{p.relative_to(SRC)}:{line} {text!r}" for p in _sources() if p.relative_to(SRC).parts[0] != "lang"
+             for line, text in _code_strings(p) if text in LANGUAGES or name.search(text)]
+    assert not found, "language codes or names outside lang/ (use langgraft.lang):\n" + "\n".join(found)
+
+
+def _format_names() -> dict[str, str]:
+    """{file name: owning module} from the `…NAME = "file"` constants of formats/."""
+    names = {}
+    for path in sorted((SRC / "formats").glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and \
+                    any(isinstance(t, ast.Name) and t.id.endswith("NAME") for t in node.targets):
+                names[node.value.value] = path.stem
+    return names
+
+
+def test_files_passed_between_stages_are_named_only_in_formats():
+    # one module owns each such file: its name written anywhere else is a reader or writer that skips the checks
+    names = _format_names()
+    assert {"new_tokens.json", "extend_report.json", "dataset.json", "results.json"} <= set(names), names
+    found = [f"{p.relative_to(SRC)}:{line} {text!r} (formats.{names[text.rpartition('/')[2]]})"
+             for p in _sources() if p.relative_to(SRC).parts[0] != "formats"
+             for line, text in _code_strings(p) if text.rpartition("/")[2] in names]
+    assert not found, "between-stage file names outside formats/:\n" + "\n".join(found)

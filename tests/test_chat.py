@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from langgraft.chat import ChatOptions, run_chat
+from langgraft.generate.chat import ChatOptions, run_chat
 from langgraft.cli import main
 from langgraft.model.generation import Sampling
 from helpers import copy_without_chat_template, make_extended_model, persian_lines
@@ -79,7 +79,7 @@ def test_bad_input_is_one_line(tmp_path, models, capsys):
 
 
 def test_streamed_replies_print_the_same_text_as_the_non_streamed_ones(models, data_dir):
-    from langgraft.chat import reply
+    from langgraft.generate.chat import reply
     from langgraft.model.load import load_model_or_adapter as load
 
     chat, plain = models
@@ -170,7 +170,7 @@ def test_a_terminal_session_streams_and_ends_cleanly_on_ctrl_d(models):
     import sys
     import time
 
-    from langgraft.chat import reply
+    from langgraft.generate.chat import reply
     from langgraft.model.load import load_model_or_adapter as load
 
     chat, _ = models

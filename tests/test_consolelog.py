@@ -11,7 +11,7 @@ from tqdm import tqdm
 from langgraft.cli import main
 from langgraft.consolelog import LOG, capture, terminal_text
 from langgraft.rundir import run_stage, sha256_path
-from helpers import news_texts
+from helpers import ASSETS
 
 
 def test_terminal_text_keeps_what_a_terminal_shows():
@@ -43,11 +43,10 @@ def test_capture_collapses_a_real_bar_written_in_pieces(capsys):
     assert console.err.count("\r") > 40  # the console itself still got every frame
 
 
-def test_each_output_folder_gets_the_console_text(data_dir, tmp_path, capsys):
-    corpus = tmp_path / "fa.txt"
-    corpus.write_text("\n".join(news_texts(data_dir, "news/fars-news-3.json", 20)) + "\n", encoding="utf-8")
+def test_each_output_folder_gets_the_console_text(tmp_path, capsys):
     out = tmp_path / "fa-sp"
-    args = ["tokenizer", "train", "--input", str(corpus), "--lang", "fa", "--vocab-size", "400", "--out", str(out)]
+    args = ["tokenizer", "train", "--input", str(ASSETS / "fa.txt"), "--lang", "fa", "--vocab-size", "400", "--out",
+            str(out)]
     assert main(args) == 0
     digest = sha256_path(out)
     first = (out / LOG).read_text(encoding="utf-8")

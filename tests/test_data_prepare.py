@@ -85,7 +85,7 @@ def test_monolingual_filters_dedups_guards_and_publishes(tmp_path, data_dir):
         "langid_ar": ["9"], "wrong_script": ["10"], "eval_leak": ["11"]}
     assert ds["exact_duplicates"] == 1 and ds["near_duplicates"] == 1
     assert ds["documents"] == 6 == ds["splits"]["train"]["records"]
-    assert manifest["summary"]["leak_guard"]["overlap_after"] == 0
+    assert manifest.summary["leak_guard"]["overlap_after"] == 0
     # the layout `langgraft train` reads: dataset.json, parquet shards with `text` and `lang`, loading helpers
     info = dataset_info(out / "news")
     assert info["kind"] == "monolingual" and set(info["splits"]) == {"train", "validation"}
@@ -236,7 +236,7 @@ def test_stages_run_on_another_executor_then_prepare_only_publishes(tmp_path, da
     wd = tmp_path / ".out.work/news"
     written = {p: p.stat().st_mtime_ns for p in wd.rglob("*") if p.suffix in (".jsonl", ".parquet", ".sig")}
     manifest = prepare(cfg, tmp_path / "out", progress=False, keep_work=True)
-    assert manifest["summary"]["documents"] == 6 and manifest["summary"]["near_duplicates"] == 1
+    assert manifest.summary["documents"] == 6 and manifest.summary["near_duplicates"] == 1
     # every task was finished on the "cluster": the local run found the completion markers and rewrote nothing
     assert written and {p: p.stat().st_mtime_ns for p in written} == written
 
@@ -272,7 +272,7 @@ def test_conversations_keep_every_turn(tmp_path, data_dir):
     manifest = prepare(load_config(PrepareConfig, _write(tmp_path, cfg)), tmp_path / "out", progress=False)
     stats = json.loads((tmp_path / "out/stats.json").read_text(encoding="utf-8"))["datasets"]["chat"]
     assert stats["dropped"] == {"no_user_then_assistant_turn": 1, "eval_leak": 1}
-    assert manifest["summary"]["leak_guard"]["overlap_after"] == 0
+    assert manifest.summary["leak_guard"]["overlap_after"] == 0
     rows = load_records(tmp_path / "out" / "chat", "train")
     assert len(rows) + stats["exact_duplicates"] == 11
     for row in rows:

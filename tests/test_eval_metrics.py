@@ -7,7 +7,7 @@ import sacrebleu
 
 from langgraft.eval import metrics as M
 from langgraft.lang.words import words
-from helpers import persian_lines
+from helpers import asset_lines
 
 
 def test_persian_words_fold_letter_variants_digits_and_keep_zwnj_words():
@@ -22,8 +22,8 @@ def test_rouge_l_is_lcs_f_measure():
     assert M.rouge_l("", "x") == 0.0
 
 
-def test_summed_stats_reproduce_sacrebleu_corpus_scores(data_dir):
-    refs = persian_lines(data_dir, 30)
+def test_summed_stats_reproduce_sacrebleu_corpus_scores():
+    refs = asset_lines("fa", 30)
     hyps = [" ".join(r.split()[: max(1, len(r.split()) // 2)]) for r in refs]  # half of each reference
     for metric, scorer in [("bleu", sacrebleu.BLEU()), ("chrf", sacrebleu.CHRF()),
                            ("chrfpp", sacrebleu.CHRF(word_order=2))]:

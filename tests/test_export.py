@@ -14,7 +14,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from langgraft.cli import main
-from langgraft.export import export_run
+from langgraft.export.run import export_run
 from langgraft.train.adapter_card import write_adapter_card
 from langgraft.train.stages import train
 from helpers import make_extended_model, persian_lines, tiny_run, train_config

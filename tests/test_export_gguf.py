@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from langgraft.ggufio.write import write_gguf
+from langgraft.export.gguf import write_gguf
 from langgraft.model.extend import extend_model
 from langgraft.tokenizer.extend import extend_tokenizer
 from langgraft.tokenizer.train import train_tokenizer
@@ -146,8 +146,8 @@ def test_export_cli_writes_gguf_and_model_card(trained_run, data_dir, capsys):
 
 def test_model_card_without_gguf_and_with_evaluations(trained_run, tmp_path):
     """The card's evaluation table comes from the run folder's eval results (a `langgraft run` layout)."""
-    from langgraft.export import export_run
-    from langgraft.modelcard import gather, render
+    from langgraft.export.run import export_run
+    from langgraft.export.modelcard import gather, render
 
     layout = tmp_path / "out"
     (layout / "align").mkdir(parents=True)
@@ -229,7 +229,7 @@ def test_bf16_and_q8_0_load_back_within_their_precision(tmp_path, trained_run, d
 @pytest.mark.parametrize("name,expected", [("llama3", "llama-bpe"), ("qwen2", "qwen2"), ("gpt2", "gpt-2")])
 def test_byte_level_bases_get_llama_cpp_pre_tokenizer_names(data_dir, name, expected):
     """The real base tokenizers as `tokenizer extend` loads them; the name follows the rules, not the token ids."""
-    from langgraft.ggufio.write import gguf_pre_name
+    from langgraft.export.gguf import gguf_pre_name
     from langgraft.tokenizer.bases import load_base
 
     path = data_dir / "tokenizers" / name
@@ -282,7 +282,7 @@ def test_model_card_license_follows_the_base_and_the_training_data(trained_run, 
     and non-commercial data said so. The card names no local folder."""
     import yaml
 
-    from langgraft.modelcard import gather, render
+    from langgraft.export.modelcard import gather, render
 
     base = tmp_path / "base"
     shutil.copytree(trained_run / "base", base)
@@ -348,7 +348,7 @@ def test_export_gguf_refuses_what_llama_cpp_cannot_tokenize_before_merging(train
     """A vocabulary llama.cpp cannot represent, or no gguf package: one line, before any merging, nothing written."""
     import sys
 
-    import langgraft.export
+    import langgraft.export.run
     from langgraft.cli import main
     from langgraft.tokenizer.bases import load_base
 
@@ -374,7 +374,7 @@ def test_export_gguf_refuses_what_llama_cpp_cannot_tokenize_before_merging(train
     def merging(*args, **kwargs):
         raise AssertionError("the export started merging")
 
-    monkeypatch.setattr(langgraft.export, "_export", merging)
+    monkeypatch.setattr(langgraft.export.run, "_export", merging)
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "out"), "--gguf"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("langgraft: error: ") and needle in err and "\n" not in err, err
@@ -388,7 +388,7 @@ def test_export_gguf_refuses_what_llama_cpp_cannot_tokenize_before_merging(train
 def test_modelfile_template_renders_like_the_jinja_template(data_dir, tmp_path, name, template):
     """A turn-by-turn chat template becomes a Go template that renders (written out by the same parts) what the
     Jinja template renders; one that is not (Mistral v0.3 moves the system message) gets no TEMPLATE line."""
-    from langgraft.ggufio.modelfile import _render, _render_parts, chat_parts, write_modelfile
+    from langgraft.export.modelfile import _render, _render_parts, chat_parts, write_modelfile
     from langgraft.tokenizer.bases import load_base
 
     base = {"llama3": "tokenizers/llama3/tokenizer.model", "llama2": "tokenizers/llama2/tokenizer.model",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import subprocess
 import sys
@@ -40,26 +39,6 @@ def _defaults(*verb: str) -> dict:
     for word in verb:
         parser = next(a for a in parser._actions if a.dest in ("verb", "action")).choices[word]
     return {a.dest: a.default for a in parser._actions}
-
-
-def test_flag_defaults_are_read_from_the_options_they_fill():
-    """One source per default: the CLI flag, the recipe section and the function agree because two of them read
-    the third."""
-    from langgraft.batch_generate import GenerateOptions
-    from langgraft.eval.options import EvalOptions
-    from langgraft.pipeline.recipe import Recipe
-    from langgraft.tokenizer.train import MAX_SENTENCES, train_tokenizer
-
-    ev, gen, recipe = _defaults("eval"), _defaults("generate"), Recipe()
-    for key in ("batch_size", "repetition_penalty", "contamination_threshold"):
-        assert ev[key] == getattr(EvalOptions(), key), key
-    assert recipe.eval.batch_size == EvalOptions().batch_size
-    assert (gen["batch_size"], gen["field"]) == (GenerateOptions().batch_size, GenerateOptions().field)
-    tok = _defaults("tokenizer", "train")
-    assert tok["max_sentences"] == recipe.tokenizer.max_sentences == MAX_SENTENCES
-    signature = inspect.signature(train_tokenizer).parameters
-    for key in ("model_type", "field"):
-        assert tok[key] == getattr(recipe.tokenizer, key) == signature[key].default, key
 
 
 def test_help_imports_no_torch():

@@ -169,7 +169,7 @@ def test_chat_lines_go_through_the_template(mistral, tmp_path):
 
 def test_strict_stops_at_a_chat_the_template_rejects_and_progress_shows_tokens_per_second(mistral, tmp_path,
                                                                                             capsys):
-    from langgraft.batch_generate import GenerateOptions, run_generate
+    from langgraft.generate.batch import GenerateOptions, run_generate
 
     inp = tmp_path / "in.jsonl"
     bad = [{"role": "assistant", "content": "x"}, {"role": "assistant", "content": "y"}]

@@ -15,7 +15,7 @@ from huggingface_hub import constants
 from langgraft.cli import main
 from langgraft.errors import UserError
 from langgraft.hub import resolve_model
-from helpers import make_dataset, persian_lines
+from helpers import asset_lines, make_dataset
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused at once, like a hub out of reach
 
@@ -70,8 +70,10 @@ def _verb_fails_fast(argv: list[str], capsys, code: int = 2) -> str:
     return err[0]
 
 
-def test_every_model_verb_fails_fast_on_a_mistyped_path(no_hub, tmp_path, monkeypatch, capsys, data_dir):
-    fa = persian_lines(data_dir, 40)
+def test_every_model_verb_fails_fast_on_a_mistyped_path(no_hub, tmp_path, monkeypatch, capsys):
+    from langgraft.demo import demo_file
+
+    fa = asset_lines("fa")
     dataset = make_dataset(tmp_path / "data", "fa", fa[:30], fa[30:])
     tok = tmp_path / "tok"
     tok.mkdir()
@@ -81,8 +83,9 @@ def test_every_model_verb_fails_fast_on_a_mistyped_path(no_hub, tmp_path, monkey
     _verb_fails_fast(["train", "--stage", "align", "model=runs/nope", f"data.dataset={dataset}", "--out", "run"],
                      capsys)
     _verb_fails_fast(["chat", "--model", "runs/nope", "--prompt", "سلام"], capsys)
-    _verb_fails_fast(["eval", "--model", "m=runs/nope", "--tasks", "bpc_fa", "--limit", "2", "--data-root",
-                      str(data_dir), "--out", "ev"], capsys, code=1)
+    task = demo_file("task_bpc_fa.yaml")  # the demo's own task and text: no ../shared/data needed
+    _verb_fails_fast(["eval", "--model", "m=runs/nope", "--tasks", str(task), "--limit", "2", "--data-root",
+                      str(task.parent), "--out", "ev"], capsys, code=1)
     assert not (tmp_path / "ext").exists() and not (tmp_path / "run").exists()
 
 

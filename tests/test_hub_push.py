@@ -126,7 +126,7 @@ def test_push_and_base_id_errors_are_one_line(tmp_path, data_dir, hub, capsys):
     assert main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "o"), "--base-id", "not a hub id"]) == 2
     assert "--base-id not a hub id: not a hub id" in capsys.readouterr().err
     from langgraft.errors import UserError
-    from langgraft.export import push_export
+    from langgraft.export.run import push_export
 
     with pytest.raises(UserError, match="holds no export"):
         push_export(tmp_path, "me/x")

@@ -18,7 +18,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from langgraft.ggufio.write import write_gguf
+from langgraft.export.gguf import write_gguf
 from langgraft.model.extend import extend_model
 from langgraft.tokenizer.bases import load_base
 from langgraft.tokenizer.extend import extend_tokenizer

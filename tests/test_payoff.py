@@ -71,7 +71,7 @@ def test_eval_records_text_per_second_per_task(grafted, data_dir, tmp_path):
                                        "max_new_tokens: 8\n",
                                        encoding="utf-8")
     doc = run_eval({"grafted": str(grafted)}, [str(tmp_path / "bpc.yaml"), str(tmp_path / "gen.yaml")],
-                   tmp_path / "eval", EvalOptions(device="cpu"), data_root=str(tmp_path))
+                   tmp_path / "eval", EvalOptions(device="cpu"), data_root=str(tmp_path)).data
     bpc, gen = doc["speed"]["grafted"]["t_bpc"], doc["speed"]["grafted"]["t_gen"]
     assert bpc["kind"] == "intrinsic" and bpc["chars"] == sum(map(len, lines)) and bpc["tokens"] > 0
     samples = [json.loads(x) for x in (tmp_path / "eval/samples/t_gen.jsonl").read_text().splitlines()]

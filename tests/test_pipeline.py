@@ -1,7 +1,8 @@
 """`langgraft demo` / `langgraft run`: the whole pipeline end to end, reruns, slices, a killed run, bad recipes.
 
-One demo run (module fixture, ~15-30 s on 2 busy cores) feeds the tests that follow it; they run in file order
-and the slice tests change the demo folder on purpose (a retrained align makes pretrain stale).
+One demo run (module fixture, ~15-30 s on 2 busy cores) feeds the tests that use its folder. Tests change that
+folder (a slice retrains align and makes pretrain stale, a rerun writes its log), so each one gets the finished run
+as it was, put back in place first: the tests pass in any order.
 """
 
 from __future__ import annotations
@@ -30,19 +31,32 @@ MODEL_STAGES = ("model_extend", "align/export", "pretrain/export", "instruct/exp
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """As a newcomer runs it: `langgraft demo` with its default relative folder, inside a git checkout."""
+def finished_demo(tmp_path_factory):
+    """As a newcomer runs it: `langgraft demo` with its default relative folder, inside a git checkout. Returns the
+    folder, run_demo's result and an untouched copy of the folder."""
     repo = tmp_path_factory.mktemp("clone")
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    cwd = os.getcwd()
-    os.chdir(repo)
     mask = os.umask(0o022)  # the usual umask: `test_every_file_of_the_demo_honours_the_umask` checks the modes
     try:
-        result = run_demo("runs/demo", log=lambda line: None)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(repo)
+            result = run_demo("runs/demo", log=lambda line: None)
     finally:
-        os.chdir(cwd)
         os.umask(mask)
-    return repo / "runs" / "demo", result
+    out = repo / "runs" / "demo"
+    pristine = tmp_path_factory.mktemp("pristine") / "demo"
+    shutil.copytree(out, pristine, symlinks=True)  # copy2: modes and mtimes kept, so every stage stays up to date
+    return out, result, pristine
+
+
+@pytest.fixture
+def demo(finished_demo):
+    """The finished demo folder as run_demo left it, whatever earlier tests did to it. Put back at its own path:
+    the manifests record absolute paths, and a moved folder retrains."""
+    out, result, pristine = finished_demo
+    shutil.rmtree(out)
+    shutil.copytree(pristine, out, symlinks=True)
+    return out, result
 
 
 def test_every_file_of_the_demo_honours_the_umask(demo):

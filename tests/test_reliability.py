@@ -433,10 +433,11 @@ def test_models_load_from_safetensors_only(tmp_path, data_dir, loader, weights):
         elif loader == "eval":
             load_model(str(model), "cpu")
         else:
-            from langgraft.chat import ChatOptions, run_chat
+            from langgraft.generate.chat import ChatOptions, run_chat
+            from langgraft.model.generation import Loading
             from langgraft.model.generation import Sampling
 
-            run_chat(str(model), ChatOptions(Sampling(max_new_tokens=4), device="cpu"), prompt="hi")
+            run_chat(str(model), ChatOptions(Sampling(max_new_tokens=4), load=Loading(device="cpu")), prompt="hi")
     assert not marker.exists()
 
 
@@ -616,13 +617,7 @@ def test_a_dataset_rebuilt_in_place_is_not_up_to_date(train_setup, tmp_path, cap
     (tmp_path / "run" / "manifest.json").unlink()  # as if killed mid-run: resuming on other data is refused too
     with pytest.raises(UserError, match="--resume .*dataset was rebuilt since it started"):
         train("align", cfg, out=tmp_path / "run", resume=True)
-    from langgraft.rundir import FORCE
-
-    token = FORCE.set(True)
-    try:
-        assert train("align", cfg, out=tmp_path / "run")["steps"] == 2
-    finally:
-        FORCE.reset(token)
+    assert train("align", cfg, out=tmp_path / "run", force=True)["steps"] == 2
 
 
 def test_a_forked_child_does_not_keep_its_killed_parents_lock(tmp_path):

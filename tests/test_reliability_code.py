@@ -72,7 +72,7 @@ def base(tmp_path_factory, data_dir):
             "data": {"path": "held.jsonl"}}
     (tmp / "task.yaml").write_text(yaml.safe_dump(task))
     (tmp / "fa.txt").write_text("\n".join(persian_lines(data_dir, 300)), encoding="utf-8")
-    sp = train_tokenizer([tmp / "fa.txt"], lang="fa", vocab_size=400, out=tmp / "sp", threads=1)["model"]
+    sp = train_tokenizer([tmp / "fa.txt"], lang="fa", vocab_size=400, out=tmp / "sp", threads=1).path / "sp.model"
     return {"sp": sp, "model": model, "tok": tok, "extended": extended, "dataset": dataset, "run": tmp / "run",
             "tmp": tmp}
 

@@ -27,12 +27,12 @@ def trained(tmp_path_factory, data_dir):
     out = tmp / "tok"
     result = train_tokenizer([corpus], lang="fa", vocab_size=600, out=out)
     return {"result": result, "out": out, "texts": texts, "corpus": corpus,
-            "sp": spm.SentencePieceProcessor(model_file=result["model"])}
+            "sp": spm.SentencePieceProcessor(model_file=str(result.path / "sp.model"))}
 
 
 def test_writes_sp_model_vocab_langgraft_json_report_and_manifest(trained):
     out, result = trained["out"], trained["result"]
-    assert result["model"] == str(out / "sp.model") and result["vocab_size"] == 600
+    assert result.path == out and (out / "sp.model").is_file() and result["vocab_size"] == 600
     for name in ("sp.model", "sp.vocab", "langgraft.json", "train_report.json", "manifest.json"):
         assert (out / name).is_file(), name
     meta = json.loads((out / "langgraft.json").read_text())
@@ -86,7 +86,7 @@ def test_digits_split_and_byte_fallback(trained):
 
 def test_rerun_with_same_inputs_is_skipped(trained):
     again = train_tokenizer([trained["corpus"]], lang="fa", vocab_size=600, out=trained["out"])
-    assert again["skipped"] is True and again["model"] == trained["result"]["model"]
+    assert again.skipped is True and again.path == trained["result"].path
 
 
 def test_cli_txt_unigram_and_normalizer_options(tmp_path, data_dir, capsys):

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from langgraft.errors import UserError
-from langgraft.export import export_run
+from langgraft.export.run import export_run
 from langgraft.formats.new_tokens import read_new_tokens
 from langgraft.train.distill import (DistillLossModule, check_distill, piece_table, span_loss, teacher_batch,
                                      token_logprobs)

@@ -153,7 +153,7 @@ def test_instruct_stage_trains_lora_and_saves_the_chat_template(setup, capsys):
     weights = load_file(out / "adapter" / "adapter_model.safetensors")
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
     # the exported model keeps the template it was tuned with, so `eval --chat` prompts it the same way
-    from langgraft.export import export_run
+    from langgraft.export.run import export_run
 
     export_run(out, out=setup["tmp"] / "export")
     assert AutoTokenizer.from_pretrained(setup["tmp"] / "export" / "model").chat_template == DEFAULT_TEMPLATE

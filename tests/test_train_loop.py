@@ -89,7 +89,7 @@ def test_align_trains_only_new_rows(setup):
     assert delta.shape == (40, emb.shape[1]) and not torch.equal(delta, emb[32768:32808])
     assert json.loads((out / "manifest.json").read_text())["summary"]["steps"] == 6
     # rerunning a finished run with the same config is a no-op
-    assert train("align", config(setup), out=out) == json.loads((out / "manifest.json").read_text())["summary"]
+    assert train("align", config(setup), out=out).summary == json.loads((out / "manifest.json").read_text())["summary"]
 
 
 def test_pretrain_trains_lora_and_rows_with_replay(setup, data_dir):

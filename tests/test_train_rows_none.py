@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from langgraft.errors import UserError
-from langgraft.export import export_run
+from langgraft.export.run import export_run
 from langgraft.train.stages import train
 from helpers import load_base_tokenizer, save_tiny_model, train_config
 

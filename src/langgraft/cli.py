@@ -15,33 +15,22 @@ from langgraft import cli_args
 from langgraft.errors import UserError
 
 
-def _produce(args: argparse.Namespace, make: Callable):
-    """(make(), skipped): run the verb with its --force, and say so when --out was already up to date."""
-    from langgraft.rundir import FORCE, output_stamp
-
-    before = output_stamp(args.out)
-    token = FORCE.set(bool(getattr(args, "force", False)))
-    try:
-        result = make()
-    finally:
-        FORCE.reset(token)
-    skipped = before is not None and output_stamp(args.out) == before
-    if skipped:
-        print(f"{args.out}: up to date, skipped (same config and inputs; --force reruns it)")
-    return result, skipped
+def _done(out, result) -> bool:
+    """True when the verb built `out` anew; an up-to-date output (result.skipped) is said so, in one line."""
+    if result.skipped:
+        print(f"{out}: up to date, skipped (same config and inputs; --force reruns it)")
+    return not result.skipped
 
 
 # ---------------------------------------------------------------- tokenizer train
 def _tokenizer_train(args: argparse.Namespace) -> int:
-    from langgraft.tokenizer.train import parse_normalizer_options, train_tokenizer
+    from langgraft.options import from_args
+    from langgraft.tokenizer.train import TokenizerTrainOptions, train_tokenizer
 
-    result, skipped = _produce(args, lambda: train_tokenizer(
-        args.input, lang=args.lang, vocab_size=args.vocab_size, model_type=args.model_type, out=args.out,
-        field=args.field, max_sentences=args.max_sentences, threads=args.threads,
-        normalizer=parse_normalizer_options(args.normalizer),
-    ))
-    if not skipped:
-        print(f"wrote {result['model']} ({result['vocab_size']} pieces)")
+    opts = from_args(TokenizerTrainOptions, args)
+    result = train_tokenizer(args.input, lang=args.lang, out=args.out, opts=opts, force=args.force)
+    if _done(args.out, result):
+        print(f"wrote {result.path / 'sp.model'} ({result['vocab_size']} pieces)")
     return 0
 
 
@@ -49,8 +38,8 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
 def _tokenizer_extend(args: argparse.Namespace) -> int:
     from langgraft.tokenizer.extend import extend_tokenizer
 
-    report, skipped = _produce(args, lambda: extend_tokenizer(args.base, args.add, lang=args.lang, out=args.out))
-    if not skipped:
+    report = extend_tokenizer(args.base, args.add, lang=args.lang, out=args.out, force=args.force)
+    if _done(args.out, report):
         print(f"wrote {args.out}: {report['base_vocab_size']} → {report['vocab_size']} "
               f"(+{report['added']} new tokens, {report['new_merges']} merges)")
     return 0
@@ -58,15 +47,13 @@ def _tokenizer_extend(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- tokenizer report
 def _tokenizer_report(args: argparse.Namespace) -> int:
+    from langgraft.options import from_args
     from langgraft.textfiles import parse_pairs
-    from langgraft.tokenizer.report import tokenizer_report
+    from langgraft.tokenizer.report import ReportOptions, tokenizer_report
 
-    _, skipped = _produce(args, lambda: tokenizer_report(
-        parse_pairs(args.tokenizer, "--tokenizer"), parse_pairs(args.text, "--text"), out=args.out,
-        normalize=args.normalize, sweep=args.sweep, sweep_base=args.sweep_base, sweep_train=args.sweep_train,
-        lang=args.lang,
-    ))
-    if not skipped:
+    result = tokenizer_report(parse_pairs(args.tokenizer, "--tokenizer"), parse_pairs(args.text, "--text"),
+                              out=args.out, opts=from_args(ReportOptions, args), force=args.force)
+    if _done(args.out, result):
         print(f"wrote {args.out}/report.md, report.json, fertility.png")
     return 0
 
@@ -74,10 +61,11 @@ def _tokenizer_report(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- extend / train / export
 def _extend(args: argparse.Namespace) -> int:
     from langgraft.model.extend import extend_model
+    from langgraft.model.options import ExtendOptions
+    from langgraft.options import from_args
 
-    r, skipped = _produce(args, lambda: extend_model(args.model, args.tokenizer, out=args.out, init=args.init,
-                                                     seed=args.seed, trust_tokenizer=args.trust_tokenizer))
-    if not skipped:
+    r = extend_model(args.model, args.tokenizer, out=args.out, opts=from_args(ExtendOptions, args), force=args.force)
+    if _done(args.out, r):
         print(f"wrote {args.out}: {r['old_rows']} → {r['padded_vocab_size']} rows (+{r['new_tokens']} new tokens, "
               f"{r['padding_rows']} padding, init {r['init']})")
     return 0
@@ -86,67 +74,63 @@ def _extend(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from langgraft.train.stages import train_from_file
 
-    summary, skipped = _produce(args, lambda: train_from_file(args.stage, args.config, args.overrides, out=args.out,
-                                                              resume=args.resume))
-    if not skipped and os.environ.get("RANK", "0") == "0":  # under a launcher, one line, not one per rank
+    summary = train_from_file(args.stage, args.config, args.overrides, out=args.out, resume=args.resume,
+                              force=args.force)
+    if _done(args.out, summary) and os.environ.get("RANK", "0") == "0":  # under a launcher: one line, not one per rank
         print(f"wrote {args.out}: {summary['steps']} steps, {summary['tokens']} tokens, "
               f"final loss {summary['final_loss']:.4f}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from langgraft.export import export_run
+    from langgraft.export.run import ExportOptions, export_run
+    from langgraft.options import from_args
 
-    gguf = args.gguf_type or ("f16" if args.gguf else None)
-    r, skipped = _produce(args, lambda: export_run(args.run, out=args.out, gguf=gguf, checkpoint=args.checkpoint,
-                                                   base_id=args.base_id))
-    if not skipped:
+    opts = from_args(ExportOptions, args)
+    r = export_run(args.run, out=args.out, opts=opts, force=args.force)
+    if _done(args.out, r):
         print(f"wrote {args.out}/model ({r['model_mb']:.1f} MB, model card README.md) and {args.out}/adapter "
               f"({r['adapter_mb']:.2f} MB of weights)")
         if "gguf" in r:
             print(f"wrote {args.out}/{r['gguf']['file']} ({r['gguf']['mb']:.1f} MB, {r['gguf']['type']})")
-    if args.push_to_hub:
-        from langgraft.export import push_export
+    if opts.push_to_hub:
+        from langgraft.export.run import push_export
 
-        pushed = push_export(args.out, args.push_to_hub, private=args.private)
+        pushed = push_export(args.out, opts.push_to_hub, private=opts.private)
         print(f"pushed {len(pushed['files'])} files to {pushed['repo']} (commit {pushed['commit'][:12]})")
     return 0
 
 
 # ---------------------------------------------------------------- eval
 def _eval(args: argparse.Namespace) -> int:
-    from langgraft.eval.options import EvalOptions
     from langgraft.eval.merge import compare
+    from langgraft.eval.options import EvalOptions
     from langgraft.eval.run import parse_models, run_eval
+    from langgraft.options import from_args
 
+    opts = from_args(EvalOptions, args)
     if args.export_lm_eval:
         from langgraft.eval.lm_eval_export import export_lm_eval
 
         if not args.tasks:
             raise UserError("--export-lm-eval: --tasks is required (the tasks to write)")
-        done = export_lm_eval(args.tasks, args.export_lm_eval, EvalOptions(shots=args.shots, limit=args.limit,
-                                                                            sample_seed=args.sample_seed),
-                              data_root=args.data_root)
+        done = export_lm_eval(args.tasks, args.export_lm_eval, opts, data_root=args.data_root)
         print(f"wrote {len(done['tasks'])} lm-eval tasks to {args.export_lm_eval} (lm_eval --include_path "
               f"{args.export_lm_eval} --tasks langgraft ...)")
         return 0
     if not args.out:
         raise UserError("--out is required (the output folder)")
     if args.compare:
-        doc, skipped = _produce(args, lambda: compare(args.compare, args.out))
+        result = compare(args.compare, args.out, force=args.force)
     else:
         if not args.model or not args.tasks:
             raise UserError("--model and --tasks are required (or use --compare DIR...)")
         if args.sample_seed is not None and not args.limit:
             raise UserError("--sample-seed: needs --limit N (how many examples to draw)")
-        opts = EvalOptions(limit=args.limit, sample_seed=args.sample_seed, shots=args.shots,
-                           contamination_threshold=args.contamination_threshold,
-                           batch_size=args.batch_size, device=args.device,
-                           max_new_tokens=args.max_new_tokens, chat=args.chat,
-                           repetition_penalty=args.repetition_penalty)
-        doc, skipped = _produce(args, lambda: run_eval(parse_models(args.model), args.tasks, args.out, opts,
-                                                       data_root=args.data_root, contamination=args.contamination))
-    if not skipped and _main_rank():
+        result = run_eval(parse_models(args.model), args.tasks, args.out, opts, data_root=args.data_root,
+                          contamination=args.contamination, force=args.force)
+    doc = result.data
+    if _done(args.out, result) and _main_rank():
         print(f"wrote {args.out}/report.md ({len(doc['models'])} models, {len(doc['tasks'])} tasks, "
               f"{len(doc['errors'])} errors)")
     return 1 if doc["errors"] else 0
@@ -168,10 +152,10 @@ def _data_prepare(args: argparse.Namespace) -> int:
             print(f"submitted the Slurm job chain of {args.out} (job ids {', '.join(map(str, submitted['jobs']))}); "
                   "run this command again when the jobs have finished, to publish it")
             return 0
-    manifest, skipped = _produce(args, lambda: prepare(cfg, args.out))
-    if skipped:
+    result = prepare(cfg, args.out, force=args.force)
+    if not _done(args.out, result):
         return 0
-    s = manifest["summary"]
+    s = result.summary
     print(f"wrote {args.out}: {s['documents']} documents, {s['exact_duplicates']} exact + {s['near_duplicates']} "
           f"near duplicates removed, {s['leak_guard']['removed']} eval leaks removed "
           f"({s['input_bytes'] / 1e6:.1f} MB in {s['wall_time_s']:.0f} s)")
@@ -187,10 +171,7 @@ def _print_summary(result: dict) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from langgraft.pipeline.recipe import load_recipe
     from langgraft.pipeline.run import run_recipe
-
-    args.out = str(load_recipe(args.recipe, args.overrides, smoke=args.smoke).out)  # where langgraft.log goes
 
     _print_summary(run_recipe(args.recipe, args.overrides, start=args.start, stop=args.stop, smoke=args.smoke))
     return 0
@@ -208,21 +189,21 @@ def _demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- chat
 def _chat(args: argparse.Namespace) -> int:
-    from langgraft.chat import ChatOptions, run_chat
-    from langgraft.model.generation import sampling_from_args
+    from langgraft.generate.chat import ChatOptions, run_chat
+    from langgraft.options import from_args
 
-    opts = ChatOptions(sampling_from_args(args), args.device, args.json, args.base, args.system)
-    run_chat(args.model, opts, prompt=args.prompt)
+    run_chat(args.model, from_args(ChatOptions, args), prompt=args.prompt)
     return 0
 
 
 # ---------------------------------------------------------------- generate
 def _generate(args: argparse.Namespace) -> int:
-    from langgraft.batch_generate import GenerateOptions, run_generate, summary_line
-    from langgraft.model.generation import sampling_from_args
+    from langgraft.generate.batch import GenerateOptions, run_generate, summary_line
+    from langgraft.model.generation import Sampling
+    from langgraft.options import from_args
 
-    opts = GenerateOptions(args.field, args.chat, args.batch_size, args.strict, args.device, args.base)
-    counts = run_generate(args.model, args.input, args.out, sampling_from_args(args), opts)
+    sampling, opts = from_args(Sampling, args), from_args(GenerateOptions, args)
+    counts = run_generate(args.model, args.input, args.out, sampling, opts)
     if _main_rank():
         print(summary_line(args.out, counts))
     return 0
@@ -237,7 +218,7 @@ def _main_rank() -> bool:
 def _import_gguf(args: argparse.Namespace) -> int:
     from langgraft.ggufio.read import import_gguf
 
-    s = import_gguf(args.gguf, args.out, dtype=args.dtype)["summary"]
+    s = import_gguf(args.gguf, args.out, dtype=args.dtype).summary
     print(f"wrote {args.out}: {s['architecture']} {s['parameters'] / 1e6:.1f}M parameters ({s['dtype']}), "
           f"vocabulary {s['vocab_size']:,}, tied embeddings: {'yes' if s['tied_embeddings'] else 'no'}, "
           f"chat template: {'yes' if s['chat_template'] else 'none'}")
@@ -250,7 +231,7 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
                           cli_args.data_prepare_args, _data_prepare),
     ("tokenizer", "train"): ("train a SentencePiece model on target-language text",
                              cli_args.tokenizer_train_args, _tokenizer_train),
-    ("tokenizer", "extend"): ("merge new pieces into a base tokenizer, English untouched",
+    ("tokenizer", "extend"): ("merge new pieces into a base tokenizer, text in other scripts untouched",
                               cli_args.tokenizer_extend_args, _tokenizer_extend),
     ("tokenizer", "report"): ("fertility, chars/bytes per token, byte-fallback and unknown rates per text",
                               cli_args.tokenizer_report_args, _tokenizer_report),
@@ -262,7 +243,7 @@ VERBS: dict[tuple[str, ...], tuple[str, Callable, Callable]] = {
                  cli_args.train_args, _train),
     ("export",): ("merge a training run into a full HF checkpoint plus a compact PEFT adapter",
                   cli_args.export_args, _export),
-    ("eval",): ("evaluate models on Persian/English tasks with CIs, paired comparisons and a report",
+    ("eval",): ("evaluate models on tasks in each language with CIs, paired comparisons and a report",
                 cli_args.eval_args, _eval),
     ("chat",): ("talk to a model through its chat template (or answer one --prompt)", cli_args.chat_args, _chat),
     ("generate",): ("generate for every prompt of a JSONL file (batched, resumable)",
@@ -332,9 +313,22 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:
                 captured.append(traceback.format_exc())
                 raise
-    finally:  # the console text goes into --out's langgraft.log, whatever the outcome
-        append_log(getattr(args, "out", None), sys.argv[1:] if argv is None else argv, status, captured, started)
+    finally:  # the console text goes into the output folder's langgraft.log, whatever the outcome
+        append_log(_log_folder(args), sys.argv[1:] if argv is None else argv, status, captured, started)
     return status
+
+
+def _log_folder(args: argparse.Namespace) -> str | None:
+    """Where the command's langgraft.log goes: its --out, a recipe's `out`; None: nowhere (no output folder, or a
+    recipe that does not load, whose error line is all there is to say)."""
+    if args.verb != "run":
+        return getattr(args, "out", None)
+    from langgraft.pipeline.recipe import load_recipe
+
+    try:
+        return str(load_recipe(args.recipe, args.overrides, smoke=args.smoke).out)
+    except UserError:
+        return None
 
 
 def named_paths(args: argparse.Namespace) -> tuple[str, ...]:

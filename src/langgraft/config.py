@@ -254,21 +254,36 @@ def _finite(value: float, source: str, key: str) -> float:
 
 def field_help(cls: type) -> dict[str, str]:
     """Each field's one-line meaning, read from the comment on its line (or the comment lines right above it) in
-    the dataclass's own source: the config classes document themselves there, and `--show-config` prints that,
-    so the help cannot drift from the code."""
+    the source of the dataclass that declares it (a subclass inherits its base's comments); a field made without
+    source (`make_dataclass`) gives it as `metadata["help"]`. The config classes document themselves there, and
+    `--help` and `--show-config` print that, so the help cannot drift from the code."""
+    helps: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass) and "__dataclass_fields__" in vars(klass):
+            helps.update({k: v for k, v in _source_comments(klass).items() if v})
+    return {f.name: f.metadata.get("help") or helps.get(f.name, "") for f in dataclasses.fields(cls)}
+
+
+def _source_comments(cls: type) -> dict[str, str]:
     import inspect
     import io
     import tokenize
 
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # made at run time: no source to read
+        return {}
     names = {f.name for f in dataclasses.fields(cls)}
     helps: dict[str, str] = {}
     above: list[str] = []
     current = previous = None
-    for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline):
+    inline = False
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
             text = tok.string.lstrip("#").strip()
-            if current is not None:
-                helps[current] = text
+            if current is not None:  # on the field's line: it replaces the comment above; a second line adds
+                helps[current] = f"{helps[current]} {text}" if inline else text
+                inline = True
             elif tok.line.strip().startswith("#"):
                 above.append(text)
         elif tok.type == tokenize.NEWLINE:
@@ -277,12 +292,11 @@ def field_help(cls: type) -> dict[str, str]:
             above = []  # a blank line ends a comment block
         elif (tok.string == ":" and previous is not None and previous.string in names and current is None
               and not previous.line[:previous.start[1]].strip()):
-            current = previous.string
-            if above:
-                helps[current] = " ".join(above)
+            current, inline = previous.string, False
+            helps[current] = " ".join(above)
             above = []
         previous = tok
-    return {f.name: helps.get(f.name, "") for f in dataclasses.fields(cls)}
+    return helps
 
 
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:

@@ -39,8 +39,6 @@ from langgraft.consolelog import LOG, own
 from langgraft.errors import UserError
 
 MANIFEST = "manifest.json"
-# `--force` of the verb being run: rerun an up-to-date output of its own stage (it never widens what may be replaced)
-FORCE: contextvars.ContextVar[bool] = contextvars.ContextVar("langgraft_force", default=False)
 # every path the command being run reads (its arguments, the files a recipe names): no output may hold one
 INPUTS: contextvars.ContextVar[tuple] = contextvars.ContextVar("langgraft_inputs", default=())
 PACKAGES = ("langgraft", "torch", "transformers", "tokenizers", "sentencepiece", "peft", "accelerate", "datasets")
@@ -67,9 +65,26 @@ def check_relative(value: str, where: str, inside: str = "the data root (choose 
 
 @dataclass
 class StageResult:
+    """What every verb returns: its output folder, the manifest there, and whether the folder was already up to
+    date (nothing ran). `result[key]` reads the manifest's summary."""
+
     path: Path
     manifest: dict
     skipped: bool
+    data: Any = None  # what the verb computed besides the folder, where a caller needs it (eval: the results)
+
+    @property
+    def summary(self) -> dict:
+        return self.manifest.get("summary") or {}
+
+    def __getitem__(self, key: str):
+        return self.summary[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.summary
+
+    def get(self, key: str, default=None):
+        return self.summary.get(key, default)
 
 
 def run_stage(
@@ -83,7 +98,6 @@ def run_stage(
 ) -> StageResult:
     """Run `work(tmp_dir)` unless `out` already holds a matching result; publish atomically with a manifest."""
     out = Path(out)
-    force = force or FORCE.get()
     started = time.time()
     check_out(out, inputs)
     with output_lock(out):

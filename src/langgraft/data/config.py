@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from langgraft.config import NonNegInt, PosFloat, PosInt, Range, Share
+from langgraft.lang import ANCHOR, DEFAULT_TARGET
 
 Kind = Literal["monolingual", "bilingual", "instructions"]
 Reader = Literal["auto", "text", "blocks", "jsonl", "json", "csv", "tsv", "parquet", "hf"]
@@ -69,9 +70,9 @@ class DedupConfig:
 class DatasetConfig:
     name: str = ""
     kind: Kind = "monolingual"
-    lang: str = "fa"  # monolingual / instructions: the expected language
-    src_lang: str = "en"  # bilingual
-    tgt_lang: str = "fa"  # bilingual
+    lang: str = DEFAULT_TARGET  # monolingual / instructions: the expected language
+    src_lang: str = ANCHOR  # bilingual
+    tgt_lang: str = DEFAULT_TARGET  # bilingual
     format: Literal["src_tgt", "both", "translate", "interleave"] = "both"  # bilingual → training text
     interleave_group: PosInt = 4  # format=interleave: consecutive pairs per record, alternating languages
     validation_fraction: Share = 0.01  # share of records (by content hash) in the validation split

@@ -23,7 +23,7 @@ from langgraft.data.config import DatasetConfig, LeakGuardConfig, PrepareConfig
 from langgraft.overlap import OverlapIndex
 from langgraft.data.readers import explode, field_text, plan_units, read_unit
 from langgraft.textfiles import expand_paths
-from langgraft.lang import get_language
+from langgraft.lang import DEFAULT_TARGET, get_language
 
 
 def eval_texts(cfg: PrepareConfig) -> dict[str, list[str]]:
@@ -32,7 +32,7 @@ def eval_texts(cfg: PrepareConfig) -> dict[str, list[str]]:
     root = Path(cfg.root)
     out: dict[str, list[str]] = task_texts(cfg)
     for ev in guard.eval_sets:
-        lang_code = ev.source.lang or "fa"
+        lang_code = ev.source.lang or DEFAULT_TARGET
         lang = get_language(lang_code, **cfg.normalizer.get(lang_code, {}))
         texts: list[str] = []
         # Plan as a one-source monolingual dataset so every reader (and its error messages) is shared.

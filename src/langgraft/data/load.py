@@ -10,30 +10,19 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from langgraft.errors import UserError
-from langgraft.textfiles import read_json_object
+from langgraft.formats.dataset_json import NAME as DATASET_JSON, dataset_info, is_prepared
 
 BATCH = 1024
-
-
-def dataset_info(dataset_dir: str | Path) -> dict:
-    path = Path(dataset_dir) / "dataset.json"
-    if not path.is_file():
-        raise UserError(f"{dataset_dir}: not a prepared dataset (no dataset.json); run `langgraft data prepare`")
-    info = read_json_object(path)
-    if not isinstance(info.get("splits"), dict) or not all(
-            isinstance(s, dict) and isinstance(s.get("files"), list) for s in info["splits"].values()):
-        raise UserError(f"{path}: not a dataset.json written by `langgraft data prepare` (no splits with files)")
-    return info
 
 
 def prepared_split(spec: str | Path, default_split: str) -> tuple[Path, str] | None:
     """`DIR` or `DIR:SPLIT` naming a prepared dataset (a folder holding dataset.json) → (DIR, SPLIT); None when
     `spec` names no prepared dataset (e.g. a .txt file). Lets the text-reading verbs take `data prepare` output."""
     text = str(spec)
-    if (Path(text) / "dataset.json").is_file():
+    if is_prepared(text):
         return Path(text), default_split
     head, sep, split = text.rpartition(":")
-    if sep and split and "/" not in split and (Path(head) / "dataset.json").is_file():
+    if sep and split and "/" not in split and is_prepared(head):
         return Path(head), split
     return None
 
@@ -44,7 +33,7 @@ def split_files(dataset_dir: str | Path, split: str) -> list[Path]:
         raise UserError(f"{dataset_dir}: no split {split!r} (has: {', '.join(info['splits'])})")
     from langgraft.rundir import check_relative
 
-    where = f"{Path(dataset_dir) / 'dataset.json'}: splits.{split}.files"
+    where = f"{Path(dataset_dir) / DATASET_JSON}: splits.{split}.files"
     return [Path(dataset_dir) / check_relative(name, where, "the dataset folder") for name in info["splits"][split]["files"]]
 
 

@@ -26,8 +26,9 @@ from langgraft.data.engine import run_dataset, stage_pipelines
 from langgraft.data.load import iter_records
 from langgraft.data.readers import plan_units
 from langgraft.errors import UserError
+from langgraft.formats.dataset_json import write_dataset_info
 from langgraft.outfiles import open_output
-from langgraft.rundir import check_name, run_stage, sha256_path, write_json
+from langgraft.rundir import StageResult, check_name, run_stage, sha256_path, write_json
 
 SPLITS = ("train", "validation")
 RUN_PLACE = ("workers", "executor", "slurm", "ray")  # config keys that say where the tasks run, not what they do
@@ -36,10 +37,10 @@ LEAK_COLUMNS = {"monolingual": ["text"], "bilingual": ["src", "tgt"],
 
 
 def prepare(cfg: PrepareConfig, out: str | Path, *, force: bool = False, progress: bool = True,
-            keep_work: bool = False, on_stage: Callable[[str, str], None] | None = None) -> dict:
-    """Prepare every dataset of `cfg` into `out`; returns the manifest (its `summary` is stats.json's totals).
-    With executor: slurm and tasks left to run, the stages' job chain is submitted instead and {"submitted":
-    {"jobs", "record"}} returned: the same call publishes once the jobs have finished (`executors.py`).
+            keep_work: bool = False, on_stage: Callable[[str, str], None] | None = None) -> StageResult:
+    """Prepare every dataset of `cfg` into `out` (the result's `summary` is stats.json's totals). With executor:
+    slurm and tasks left to run, the stages' job chain is submitted instead and the result's summary is
+    {"submitted": {"jobs", "record"}}: the same call publishes once the jobs have finished (`executors.py`).
 
     `on_stage(dataset, stage)` is called as each engine stage starts (benchmarks time the stages with it)."""
     from langgraft.data.executors import need_ray, submit_slurm
@@ -49,7 +50,7 @@ def prepare(cfg: PrepareConfig, out: str | Path, *, force: bool = False, progres
     if cfg.executor == "slurm":
         submitted = submit_slurm(cfg, out)
         if submitted:
-            return {"submitted": submitted}
+            return StageResult(Path(out), {"summary": {"submitted": submitted}}, skipped=False)
     plans, inputs, wd = _plan(cfg, Path(out))
     out, config = Path(out), to_dict(cfg)
 
@@ -86,7 +87,7 @@ def prepare(cfg: PrepareConfig, out: str | Path, *, force: bool = False, progres
     result = run_stage(out, stage="data prepare", config=config, inputs=inputs, work=work, force=force)
     if not keep_work:
         shutil.rmtree(wd, ignore_errors=True)
-    return result.manifest
+    return result
 
 
 def cluster_stages(cfg: PrepareConfig, out: str | Path) -> list[tuple[str, str, list, int, Path]]:
@@ -303,7 +304,7 @@ def _publish(ds: DatasetConfig, wd: Path, dest: Path, stats: dict) -> None:
             names.append(f"{split}/{target.name}")
         info["splits"][split] = {"files": names, "records": stats["splits"][split]["records"]}
     dest.mkdir(parents=True, exist_ok=True)
-    write_json(dest / "dataset.json", info)
+    write_dataset_info(dest, info)
 
 
 def _totals(stats: dict, wall: float) -> dict:

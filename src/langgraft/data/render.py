@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 from langgraft.data.config import DatasetConfig
+from langgraft.lang import display_name
 
-NAMES = {"en": "English", "fa": "Persian"}
 TRANSLATE = "Translate from {src_name} to {tgt_name}:\n{src}\n{tgt}"
 
 
@@ -71,7 +71,7 @@ def _pair_rows(m: dict, fmt: str) -> Iterator[dict]:
         directions.append((m["tgt"], m["src"], m["tgt_lang"], m["src_lang"]))
     for src, tgt, sl, tl in directions:
         if fmt == "translate":
-            text = TRANSLATE.format(src_name=NAMES.get(sl, sl), tgt_name=NAMES.get(tl, tl), src=src, tgt=tgt)
+            text = TRANSLATE.format(src_name=display_name(sl), tgt_name=display_name(tl), src=src, tgt=tgt)
         else:
             text = f"{src}\n{tgt}"
         yield _pair(src, tgt, sl, tl, text, m["split"])

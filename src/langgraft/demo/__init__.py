@@ -24,6 +24,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from langgraft.lang import ANCHOR, display_name
 from langgraft.rundir import run_stage
 
 CORPUS = ("fa.txt", "en.txt", "pairs.en.txt", "pairs.fa.txt", "heldout_fa.jsonl", "heldout_en.jsonl",
@@ -54,7 +55,7 @@ def run_demo(out: str | Path = "runs/demo", *, log=print) -> dict:
     wall, cpu = time.perf_counter(), _cpu_seconds()
     out = Path(out).expanduser().resolve()  # the base's manifest records paths: the same from any cwd
     _materialise(out, log)
-    log(f"[0] base: tiny English tokenizer + 2-layer Llama → {out / 'base'}")
+    log(f"[0] base: tiny {display_name(ANCHOR)} tokenizer + 2-layer Llama → {out / 'base'}")
     build_base(out / "base", out / "corpus" / "en.txt")
     result = run_recipe(out / "recipe.yaml", base_dir=out, log=log)
     result.update(wall_s=round(time.perf_counter() - wall, 1), cpu_s=round(_cpu_seconds() - cpu, 1))
@@ -134,10 +135,10 @@ def _build_base(tmp: Path, english: Path) -> dict:
     from langgraft.tokenizer.train import train_tokenizer
 
     with tempfile.TemporaryDirectory() as sp_dir:
-        sp = train_tokenizer([english], lang="en", vocab_size=BASE["vocab_size"], out=Path(sp_dir) / "sp",
+        sp = train_tokenizer([english], lang=ANCHOR, vocab_size=BASE["vocab_size"], out=Path(sp_dir) / "sp",
                              threads=1)
-        load_base(sp["model"]).hf.save_pretrained(tmp)
-        shutil.copyfile(sp["model"], tmp / "tokenizer.model")  # SentencePiece bases ship it; extend rewrites it
+        load_base(sp.path / "sp.model").hf.save_pretrained(tmp)
+        shutil.copyfile(sp.path / "sp.model", tmp / "tokenizer.model")  # SentencePiece bases ship it; extend rewrites it
     tok = safeload.tokenizer(tmp, "demo")
     torch.manual_seed(BASE["seed"])
     config = LlamaConfig(vocab_size=len(tok), hidden_size=BASE["hidden"], intermediate_size=2 * BASE["hidden"],

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from langgraft.errors import UserError
 from langgraft.eval.run import write_outputs
+from langgraft.formats.results_json import read_results, results_path
+from langgraft.rundir import StageResult
 
 
 def load_samples(run_dir: Path, task: str) -> dict[str, dict]:
@@ -28,44 +29,22 @@ def load_samples(run_dir: Path, task: str) -> dict[str, dict]:
             for m, e in per_model.items()}
 
 
-def compare(dirs: list[str], out: str | Path) -> dict:
+def compare(dirs: list[str], out: str | Path, *, force: bool = False) -> StageResult:
     """`eval --compare`: merge earlier eval outputs into `out`, an eval output like any other (same guards)."""
     from langgraft.rundir import run_stage
 
-    for d in map(Path, dirs):
-        if not (d / "results.json").is_file():
-            raise UserError(f"--compare {d}: no results.json (not a langgraft eval output)")
+    for d in dirs:
+        results_path(d, where="--compare")
     state: dict = {}
 
     def work(tmp: Path) -> dict:
         state["doc"] = merge_evals(dirs, tmp)
         return {"errors": len(state["doc"]["errors"]), "compared": len(dirs)}
 
-    result = run_stage(out, stage="eval", config={"compare": [str(d) for d in dirs]}, inputs=list(dirs), work=work)
-    if result.skipped:
-        return json.loads((Path(out) / "results.json").read_text(encoding="utf-8"))
-    return state["doc"]
-
-
-def read_results(path: Path) -> dict:
-    """An earlier eval's results.json, its task and suite names checked: they become file names here
-    (samples/TASK.jsonl, charts/SUITE.png), so a crafted one must not name a file outside the output."""
-    from langgraft.rundir import check_name
-
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"--compare {path}: not a langgraft results.json ({type(exc).__name__})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("tasks"), dict) or not isinstance(doc.get("models"), dict):
-        raise UserError(f"--compare {path}: not a langgraft results.json (no models and tasks)")
-    for task, meta in doc["tasks"].items():
-        check_name(task, f"--compare {path}: tasks")
-        suites = meta.get("suites") or [] if isinstance(meta, dict) else None
-        if not isinstance(suites, list):
-            raise UserError(f"--compare {path}: tasks.{task}: not a task entry")
-        for suite in suites:
-            check_name(suite, f"--compare {path}: tasks.{task}.suites")
-    return doc
+    result = run_stage(out, stage="eval", config={"compare": [str(d) for d in dirs]}, inputs=list(dirs), work=work,
+                       force=force)
+    result.data = json.loads(results_path(out).read_text(encoding="utf-8")) if result.skipped else state["doc"]
+    return result
 
 
 def merge_evals(dirs: list[str], out: Path) -> dict:
@@ -76,10 +55,7 @@ def merge_evals(dirs: list[str], out: Path) -> dict:
     samples: dict[str, list[dict]] = {}
     errors: list[str] = []
     for d in map(Path, dirs):
-        path = d / "results.json"
-        if not path.is_file():
-            raise UserError(f"--compare {d}: no results.json (not a langgraft eval output)")
-        doc = read_results(path)
+        doc = read_results(d)
         errors += doc.get("errors", [])
         rename = {m: (m if m not in models else f"{m}@{d.name}") for m in doc["models"]}
         for m, new in rename.items():

@@ -17,6 +17,7 @@ from pathlib import Path
 from langgraft.eval.metrics import LOWER_IS_BETTER, PER_TOKEN, PERCENT, fmt, shown
 from langgraft.eval.floors import clears
 from langgraft.eval.speed import speed_markdown
+from langgraft.lang import ANCHOR, DEFAULT_TARGET, display_name
 from langgraft.rundir import atomic_write_text
 
 
@@ -85,7 +86,8 @@ def markdown(doc: dict) -> str:
                 lines.append(_row(doc, models, task, metric, marks))
         lines += ["", f"![{suite}](charts/{suite}.png)", ""]
     if scatter_axes(doc) is not None:
-        lines += ["![Persian vs English](charts/fa_vs_en.png)", ""]
+        target = scatter_target(doc)
+        lines += [f"![{display_name(target)} vs {display_name(ANCHOR)}](charts/{scatter_file(doc)})", ""]
     lines += speed_markdown(doc)
     skipped = {t: m["skipped"] for t, m in doc["tasks"].items() if m.get("skipped")}
     contaminated = {t: len(m["contaminated"]) for t, m in doc["tasks"].items() if m.get("contaminated")}
@@ -183,19 +185,29 @@ def lang_means(doc: dict, lang: str, kind: str = "score") -> dict[str, float]:
     return out
 
 
+def scatter_target(doc: dict) -> str:
+    """The language the scatter chart sets against the anchor: the first other language the tasks are in."""
+    return next((m["lang"] for m in doc["tasks"].values() if m.get("lang") not in (None, ANCHOR)), DEFAULT_TARGET)
+
+
+def scatter_file(doc: dict) -> str:
+    return f"{scatter_target(doc)}_vs_{ANCHOR}.png"
+
+
 def scatter_axes(doc: dict) -> tuple[str, dict, dict, list[str]] | None:
-    """(kind, fa means, en means, models) for the Persian-vs-English chart, or None when the run has no measure
-    both languages share (then the chart is left out rather than drawn empty)."""
+    """(kind, target means, anchor means, models) for the target-vs-anchor chart (e.g. Persian vs English), or
+    None when the run has no measure both languages share (then the chart is left out rather than drawn empty)."""
     for kind in ("score", "bpc"):
-        fa, en = lang_means(doc, "fa", kind), lang_means(doc, "en", kind)
-        models = [m for m in doc["models"] if m in fa and m in en]
+        target, anchor = lang_means(doc, scatter_target(doc), kind), lang_means(doc, ANCHOR, kind)
+        models = [m for m in doc["models"] if m in target and m in anchor]
         if models:
-            return kind, fa, en, models
+            return kind, target, anchor, models
     return None
 
 
 def scatter_chart(doc: dict, path: Path) -> bool:
-    """Persian vs English, one point per model, joined in the order given (the stages); False when not drawn."""
+    """Target vs anchor language, one point per model, joined in the order given (the stages); False when not
+    drawn."""
     axes = scatter_axes(doc)
     if axes is None:
         return False
@@ -204,9 +216,9 @@ def scatter_chart(doc: dict, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kind, fa, en, models = axes
+    kind, target, anchor, models = axes
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    xs, ys = [en[m] for m in models], [fa[m] for m in models]
+    xs, ys = [anchor[m] for m in models], [target[m] for m in models]
     ax.plot(xs, ys, "-", color="0.7", zorder=1)
     for i, m in enumerate(models):
         ax.scatter(xs[i], ys[i], color=f"C{i}", zorder=2)
@@ -219,8 +231,8 @@ def scatter_chart(doc: dict, path: Path) -> bool:
                     arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if lift else None)
     what = ("mean score (headline metrics of scored tasks, %)" if kind == "score"
             else "mean bits per character (lower is better)")
-    ax.set_xlabel(f"English {what}", fontsize=8)
-    ax.set_ylabel(f"Persian {what}", fontsize=8)
+    ax.set_xlabel(f"{display_name(ANCHOR)} {what}", fontsize=8)
+    ax.set_ylabel(f"{display_name(scatter_target(doc))} {what}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -259,5 +271,5 @@ def write_report(out: Path, doc: dict) -> None:
     charts.mkdir(parents=True, exist_ok=True)
     for suite, tasks in suite_tasks(doc).items():
         suite_chart(doc, suite, tasks, charts / f"{suite}.png")
-    scatter_chart(doc, charts / "fa_vs_en.png")
+    scatter_chart(doc, charts / scatter_file(doc))
     atomic_write_text(out / "report.md", markdown(doc))

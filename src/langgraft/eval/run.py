@@ -25,6 +25,7 @@ from langgraft.eval.report import write_report
 from langgraft.eval.shard import Group, launch_group
 from langgraft.eval.speed import new_token_ids
 from langgraft.eval.tasks import TaskSpec, default_data_root, load_task, resolve_tasks
+from langgraft.formats.results_json import results_path, write_results
 from langgraft.model.load import chat_prompt, load_model_or_adapter
 from langgraft.rundir import check_name, folder_stamp, input_identity, sha256_path
 from langgraft.textfiles import parse_pairs
@@ -282,10 +283,11 @@ def write_samples(out: Path, samples: dict) -> None:
 
 
 def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: EvalOptions | None = None, *,
-             data_root: str | None = None, contamination: list[str] = ()) -> dict:
-    """Evaluate, then write results.json, samples/, report.md and charts/ into `out` atomically."""
+             data_root: str | None = None, contamination: list[str] = (), force: bool = False):
+    """Evaluate, then write results.json, samples/, report.md and charts/ into `out` atomically; returns the
+    `rundir.StageResult` with the results document as its `data` (on every rank of a launch)."""
     from langgraft.eval.contamination import build_index
-    from langgraft.rundir import check_out, run_stage
+    from langgraft.rundir import StageResult, check_out, run_stage
 
     opts = opts or EvalOptions()
     check_out(out, [p for p in (*models.values(), *tasks) if Path(p).exists()])  # never a model or task it reads
@@ -303,7 +305,7 @@ def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: Ev
     inputs = sorted({f for t in prepared for f in t.files})
     group = launch_group()
     if not group.main:
-        return _follow(group, models, prepared, opts, errors)
+        return StageResult(Path(out), {}, skipped=False, data=_follow(group, models, prepared, opts, errors))
     state: dict = {}
 
     def work(tmp: Path) -> dict:
@@ -314,14 +316,15 @@ def run_eval(models: dict[str, str], tasks: list[str], out: str | Path, opts: Ev
         return {"errors": len(errors), "tasks": len(prepared), "models": len(runs), "ranks": group.size}
 
     try:
-        result = run_stage(out, stage="eval", config=config, inputs=inputs, work=work)
+        result = run_stage(out, stage="eval", config=config, inputs=inputs, work=work, force=force)
     except Exception as exc:
         group.tell(("error", str(exc)))  # the other ranks stop with the same line instead of waiting
         raise
-    doc = json.loads((Path(out) / "results.json").read_text(encoding="utf-8")) if result.skipped \
+    doc = json.loads(results_path(out).read_text(encoding="utf-8")) if result.skipped \
         else state["results"]
     group.tell(("done", doc))
-    return doc
+    result.data = doc
+    return result
 
 
 def _follow(group: Group, models: dict[str, str], prepared: list[Prepared], opts: EvalOptions,
@@ -338,8 +341,6 @@ def _follow(group: Group, models: dict[str, str], prepared: list[Prepared], opts
 
 
 def write_outputs(out: Path, models: dict, meta: dict, runs: dict, samples: dict, errors: list[str]) -> dict:
-    from langgraft.rundir import write_json
-
     results, comparisons = summarise(runs, meta)
     timing = {m: {t: r["seconds"] for t, r in tasks.items() if "seconds" in r} for m, tasks in runs.items()}
     speed = {m: {t: r["speed"] for t, r in tasks.items() if r.get("speed")} for m, tasks in runs.items()}
@@ -347,6 +348,6 @@ def write_outputs(out: Path, models: dict, meta: dict, runs: dict, samples: dict
            "timing_s": timing, "speed": speed,
            "tokenizers": {m: next((r.get("tokenizer") for r in tasks.values()), None) for m, tasks in runs.items()}}
     write_samples(out, samples)
-    write_json(out / "results.json", doc)
+    write_results(out, doc)
     write_report(out, doc)
     return doc

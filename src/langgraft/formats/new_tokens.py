@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from langgraft.errors import UserError
+from langgraft.formats import copy_if_present
 from langgraft.rundir import write_json
 from langgraft.textfiles import read_json_object
 
@@ -47,9 +48,4 @@ def read_new_tokens(folder: str | Path, *, flag: str = "--tokenizer",
 
 def copy_new_tokens(src: str | Path, dst: Path) -> bool:
     """Copy `src/new_tokens.json` into `dst` when there is one; whether it was."""
-    import shutil
-
-    if not (Path(src) / NAME).is_file():
-        return False
-    shutil.copy2(Path(src) / NAME, dst / NAME)
-    return True
+    return copy_if_present(src, dst, NAME)

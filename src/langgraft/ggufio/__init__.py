@@ -1,7 +1,7 @@
-"""GGUF files in and out of langgraft.
+"""GGUF files in: `read.py` is `langgraft import-gguf`.
 
-`read.py` is `langgraft import-gguf`; `write.py` is `langgraft export --gguf`. Both go through the gguf
-package (an optional dependency), imported by `gguf_module`.
+`gguf_module` is shared with the writer (`export/gguf.py`, `langgraft export --gguf`), which sits above this
+package and imports it from here; both go through the gguf package, an optional dependency.
 """
 
 from __future__ import annotations

@@ -9,13 +9,24 @@ fresh model built from the same config without its `quantization_config`; tied e
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from langgraft.errors import UserError
 from langgraft.ggufio import gguf_module
+from langgraft.rundir import StageResult
 
 GGUF_MAGIC = b"GGUF"
 IMPORT_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class ImportOptions:
+    """What `import-gguf` may be told beyond its file and output: the source of its flags."""
+
+    # weight dtype of the saved model (default float32: the de-quantised values exactly)
+    dtype: Literal[IMPORT_DTYPES] = "float32"
 # The gguf package builds a Python object for every array element and string it reads, so a small file that
 # claims a huge count costs gigabytes. Counts are checked against the bytes left in the file, and against these
 # limits (a 256k-token vocabulary with its merges is about 1.1M elements), before anything reads the file.
@@ -164,8 +175,8 @@ def _header_bytes(path: Path) -> bytes:
         return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
 
 
-def import_gguf(path: str | Path, out: str | Path, *, dtype: str = "float32") -> dict:
-    """Write an HF model folder at `out` from the GGUF file at `path`; returns the manifest.
+def import_gguf(path: str | Path, out: str | Path, *, dtype: str = "float32") -> StageResult:
+    """Write an HF model folder at `out` from the GGUF file at `path`.
 
     `out` must not exist; it appears only when complete (built in a temporary sibling, then renamed)."""
     from langgraft.rundir import run_stage
@@ -178,7 +189,7 @@ def import_gguf(path: str | Path, out: str | Path, *, dtype: str = "float32") ->
     info = gguf_info(path)
     result = run_stage(out, stage="import-gguf", config={"gguf": str(path.resolve()), "dtype": dtype},
                        inputs=[path], work=lambda tmp: _convert(path, tmp, dtype, info))
-    return result.manifest
+    return result
 
 
 def _convert(path: Path, tmp: Path, dtype: str, info: dict) -> dict:

@@ -9,9 +9,17 @@ from __future__ import annotations
 from langgraft.errors import UserError
 from langgraft.lang.common import Language
 
-__all__ = ["Language", "get_language", "LANGUAGES"]
+__all__ = ["Language", "get_language", "LANGUAGES", "DEFAULT_TARGET", "ANCHOR", "display_name"]
 
 LANGUAGES = ("fa", "en")
+DEFAULT_TARGET = "fa"  # the language grafted when a config names none
+ANCHOR = "en"  # the base models' own language: the other side of pairs, replay text, what must stay unchanged
+NAMES = {"fa": "Persian", "en": "English"}
+
+
+def display_name(code: str) -> str:
+    """The language's name in English prose (prompts, chart labels); an unknown code as it is."""
+    return NAMES.get(code, code)
 
 
 def get_language(code: str, **normalizer_config) -> Language:

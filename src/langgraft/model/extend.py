@@ -11,33 +11,38 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
+from langgraft.config import from_dict, to_dict
 from langgraft.errors import UserError
-from langgraft.formats.new_tokens import read_new_tokens, write_new_tokens
+from langgraft.formats.extend_report import write_extend_report
+from langgraft.formats.new_tokens import NAME as NEW_TOKENS, read_new_tokens, write_new_tokens
 from langgraft.hub import resolve_model
-from langgraft.rundir import run_stage, write_json
-from langgraft.model.init import DEFAULT, METHODS, init_mean, init_rows
+from langgraft.options import settings as settings_of
+from langgraft.rundir import StageResult, run_stage
+from langgraft.model.init import init_mean, init_rows
+from langgraft.model.options import ExtendOptions
 from langgraft.model.load import load_causal_lm, own_tokenizer
 
 PAD_MULTIPLE = 64
 
 
-def extend_model(model: str | Path, tokenizer: str | Path, *, out: str | Path, init: str = DEFAULT,
-                 trust_tokenizer: bool = False, seed: int = 0) -> dict:
+def extend_model(model: str | Path, tokenizer: str | Path, *, out: str | Path, opts: ExtendOptions | None = None,
+                 force: bool = False, **settings: Any) -> StageResult:
     """Resize `model` to the tokenizer dir written by `tokenizer extend`; write an HF model dir to `out`.
+    `settings`: fields of `ExtendOptions`, over `opts`.
 
     The extended tokenizer must keep every id of the model's own tokenizer; when the model folder has no
     tokenizer to compare with, only `trust_tokenizer=True` (`--trust-tokenizer`) proceeds on sizes alone."""
-    if init not in METHODS:
-        raise UserError(f"--init {init}: must be one of {', '.join(METHODS)}")
+    opts = from_dict(ExtendOptions, {**to_dict(opts or ExtendOptions()), **settings}, source="extend")
+    init, seed = opts.init, opts.seed
     tok_dir = Path(tokenizer)
     new_tokens = read_new_tokens(tok_dir)
     model = resolve_model(model)  # before anything is written: a mistyped path fails here, in a second
-    config = {"model": model, "tokenizer": str(tok_dir), "init": init, "pad_multiple": PAD_MULTIPLE,
-              "seed": seed, "trust_tokenizer": trust_tokenizer}
+    config = {"model": model, "tokenizer": str(tok_dir), "pad_multiple": PAD_MULTIPLE, **settings_of(opts)}
     inputs = [tok_dir] + ([model] if Path(model).exists() else [])
     base_tok = own_tokenizer(model)  # loaded once: checked here, before any weights load or folder is made
-    if base_tok is None and not trust_tokenizer:
+    if base_tok is None and not opts.trust_tokenizer:
         raise UserError(f"--model {model}: no tokenizer files next to the model, so {tok_dir} cannot be checked "
                         "to keep every id of the model's vocabulary; add them, or pass --trust-tokenizer to "
                         "proceed on vocabulary sizes alone")
@@ -45,7 +50,7 @@ def extend_model(model: str | Path, tokenizer: str | Path, *, out: str | Path, i
     def work(tmp: Path) -> dict:
         return _extend(model, tok_dir, new_tokens, tmp, base_tok=base_tok, init=init, seed=seed)
 
-    return run_stage(out, stage="extend", config=config, inputs=inputs, work=work).manifest["summary"]
+    return run_stage(out, stage="extend", config=config, inputs=inputs, work=work, force=force)
 
 
 def check_superset(base_tok, tokenizer, new_tokens: dict, old_rows: int, where: Path) -> str:
@@ -60,7 +65,7 @@ def check_superset(base_tok, tokenizer, new_tokens: dict, old_rows: int, where: 
                         f"{old_rows} embedding rows; this tokenizer was not built on this model's tokenizer")
     bad_ids = [t["id"] for t in new_tokens["tokens"] if not base_size <= t["id"] < len(tokenizer)]
     if bad_ids:
-        raise UserError(f"{where / 'new_tokens.json'}: new token id {bad_ids[0]} outside "
+        raise UserError(f"{where / NEW_TOKENS}: new token id {bad_ids[0]} outside "
                         f"[{base_size}, {len(tokenizer)})")
     if base_tok is None:
         return "sizes only (no tokenizer next to the model)"
@@ -113,7 +118,7 @@ def _extend(model_id: str, tok_dir: Path, new_tokens: dict, tmp: Path, *, base_t
               "padded_vocab_size": size, "new_tokens": len(tokens), "padding_rows": len(pad_ids), "init": init,
               "mean_fallbacks": fallbacks, "tied": tied, "superset_check": check,
               "model_type": model.config.model_type, "source_model": model_id}
-    write_json(tmp / "extend_report.json", report)
+    write_extend_report(tmp, report)
     return report
 
 

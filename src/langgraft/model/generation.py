@@ -20,33 +20,29 @@ or a PEFT adapter dir (a training run's `adapter/`, an `export` adapter/) on top
 
 from __future__ import annotations
 
-import argparse
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
+from typing import Annotated, Optional
 
+from langgraft.config import NonNegFloat, NonNegInt, PosFloat, PosInt, Range
 from langgraft.errors import UserError
+from langgraft.options import check_ranges, option
 
 
 @dataclass
 class Sampling:
-    max_new_tokens: int = 256
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = no top-k cut
-    repetition_penalty: float = 1.1  # 1.0 = none
-    seed: int | None = None  # sampling only: the same seed, prompts and batch give the same text
-    stop: list[str] = field(default_factory=list)
+    """How text is decoded (chat, generate, eval's generation tasks); the source of their sampling flags."""
+
+    max_new_tokens: PosInt = 256  # most tokens generated per prompt
+    temperature: NonNegFloat = 0.0  # 0 = greedy; > 0 samples
+    top_p: Annotated[float, Range(0, 1, lo_open=True)] = 1.0  # nucleus sampling mass (sampling only)
+    top_k: NonNegInt = 0  # keep the k most likely tokens (0 = off)
+    repetition_penalty: PosFloat = 1.1  # 1 = off
+    seed: Optional[NonNegInt] = None  # random seed for sampling (the same seed, prompts and batch give the same text)
+    stop: list[str] = option(factory=list, metavar="TEXT", repeat=True)  # stop before this text (repeatable)
 
     def __post_init__(self) -> None:
-        checks = [("max_new_tokens", self.max_new_tokens >= 1, "≥ 1"),
-                  ("temperature", self.temperature >= 0, "≥ 0 (0 = greedy)"),
-                  ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-                  ("top_k", self.top_k >= 0, "≥ 0 (0 = off)"),
-                  ("repetition_penalty", self.repetition_penalty > 0, "> 0 (1 = off)"),
-                  ("seed", self.seed is None or self.seed >= 0, "≥ 0")]
-        for name, ok, rule in checks:
-            if not ok:
-                raise UserError(f"--{name.replace('_', '-')}: must be {rule}, got {getattr(self, name)}")
+        check_ranges(self)
         if any(not s for s in self.stop):
             raise UserError("--stop: a stop string cannot be empty")
 
@@ -55,21 +51,14 @@ class Sampling:
         return self.temperature == 0
 
 
-def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 256) -> None:
-    """The sampling flags shared by `chat` and `generate` (defaults from `Sampling`)."""
-    d = Sampling()
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
-    p.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy (default); > 0 samples")
-    p.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling mass (sampling only)")
-    p.add_argument("--top-k", type=int, default=d.top_k, help="keep the k most likely tokens (0 = off)")
-    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help="1 = off")
-    p.add_argument("--seed", type=int, default=None, help="random seed for sampling (reproducible output)")
-    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
-                   help="stop before this text (repeatable)")
+@dataclass
+class Loading:
+    """Where a model to generate with comes from, beside its path: for `chat` and `generate`."""
 
-
-def sampling_from_args(args: argparse.Namespace) -> Sampling:
-    return Sampling(**{f.name: getattr(args, f.name) for f in fields(Sampling)})
+    base: Optional[str] = None  # base model under an adapter dir (default: the one the adapter names)
+    # torch device (default: cuda if available, else cpu; under a launcher each rank's own GPU); auto: one model
+    # spread over every GPU (device_map="auto")
+    device: Optional[str] = option(None, fingerprint=False)
 
 
 def context_limit(model, s: Sampling) -> int:

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import torch
 
-METHODS = ("shrunk-subtokens", "mean-subtokens", "mean", "random")
-DEFAULT = "mean-subtokens"
+from langgraft.model.options import INIT_METHODS, ExtendOptions
+
+METHODS = INIT_METHODS
+DEFAULT = ExtendOptions.init
 SHRINK = 0.75  # chosen on held-out Fars news + RTE, confirmed on NTREX (module docstring)
 
 

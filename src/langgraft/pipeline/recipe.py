@@ -1,45 +1,40 @@
-"""The recipe of `langgraft run`: one typed section per stage, loaded and checked before anything runs.
+"""The recipe of `langgraft run`: the stage table, one typed section per stage, loaded and checked before anything
+runs.
 
-A section holds its verb's own flags, or the path of the verb's own YAML config plus dotted overrides; unknown
-keys anywhere are one-line errors. `load_recipe` resolves paths into a `Plan`, `check_inputs` verifies every input
-of the selected stages, `select_stages` turns `--from/--to` into the stage list.
+`TABLE` is the pipeline as data: a row per stage (its recipe section, the folder that marks it finished, its build
+function in `stages.py`, what kind of stage it is); the `Recipe` schema, the stage order, `--from/--to` and the
+earlier-output checks are all read from it, so a new stage is one row plus its build function. A section holds its
+verb's own options (the same dataclass the verb's flags are made from), or the path of the verb's own YAML config
+plus dotted overrides; unknown keys anywhere are one-line errors. `load_recipe` resolves paths into a `Plan`,
+`check_inputs` verifies every input of the selected stages, `select_stages` turns `--from/--to` into the stage list.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field as _field
+import functools
+from dataclasses import dataclass, field as _field, make_dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
-from langgraft.config import NonNegInt, PosInt, load_config
+from langgraft.config import load_config
 from langgraft.errors import UserError
+from langgraft.lang import DEFAULT_TARGET
 from langgraft.eval.options import EvalOptions
-from langgraft.tokenizer.train import FIELD, MAX_SENTENCES, MODEL_TYPE
-from langgraft.train.config import STAGES as TRAIN_STAGES  # run by every process of a multi-process launch
+from langgraft.model.options import ExtendOptions
+from langgraft.pipeline import stages as build
+from langgraft.pipeline.stages import task_items
+from langgraft.tokenizer.train import TokenizerTrainOptions
 
-# data first: the tokenizer may train on a prepared (cleaned, leak-guarded) train split, and the data stage takes
-# its normaliser from the recipe's tokenizer section, not from the trained tokenizer
-STAGES = ("data", "tokenizer", "tokenizer_extend", "model_extend", "align", "pretrain", "instruct", "report")
-# the stages that graft a vocabulary: a recipe has all three (the method) or none (the control arm, which trains the
-# base with its own tokenizer on the same data)
-GRAFT = ("tokenizer", "tokenizer_extend", "model_extend")
-EVAL_POINTS = ("base", "extended", "align", "pretrain", "instruct")
 Point = Literal["base", "extended", "align", "pretrain", "instruct"]  # a model the recipe can evaluate
 
 
-# ---------------------------------------------------------------- recipe schema
+# ---------------------------------------------------------------- recipe sections
 @dataclass
-class TokenizerSection:
+class TokenizerSection(TokenizerTrainOptions):
     input: list[str] = _field(default_factory=list)  # target-language text files (.txt a document per line, .jsonl)
     # name of a dataset of data.config whose prepared train split (OUT/data/NAME) the tokenizer trains on, with
     # any `input` files: the data stage's cleaning and leak guard then apply to the tokenizer's text too
     dataset: str = ""
-    vocab_size: PosInt = 20000  # SentencePiece pieces (paper: 20,000)
-    model_type: Literal["bpe", "unigram"] = MODEL_TYPE
-    field: str = FIELD  # jsonl field holding the text
-    max_sentences: PosInt = MAX_SENTENCES  # sample at most this many lines
-    threads: Optional[PosInt] = None  # trainer threads (default: all cores)
-    normalizer: dict[str, Any] = _field(default_factory=dict)  # normaliser options, e.g. {digits: latin}
 
 
 @dataclass
@@ -54,11 +49,8 @@ class DataSection:
 
 
 @dataclass
-class ModelExtendSection:
+class ModelExtendSection(ExtendOptions):
     model: str = ""  # the base causal LM: local HF dir (or hub id, which needs network)
-    init: Literal["shrunk-subtokens", "mean-subtokens", "mean", "random"] = "mean-subtokens"  # how new rows start
-    seed: NonNegInt = 0  # seed for init=random
-    trust_tokenizer: bool = False  # the model folder has no tokenizer: check the extended one by sizes only
 
 
 @dataclass
@@ -72,52 +64,90 @@ class TrainSection:
     overrides: list[str] = _field(default_factory=list)  # dotted overrides, e.g. [max_steps=100, optim.lr=1e-4]
 
 
+# ---------------------------------------------------------------- the stage table
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    section: Optional[type]  # its recipe section (None: the stage has no settings)
+    output: str  # the folder under OUT whose manifest says the stage has finished
+    # build(plan, name, ranks) -> True when it produced a new output (False: up to date); every process of a
+    # launch calls it (`stages.main_only` runs a stage on the main process while the others wait)
+    build: Callable[..., bool]
+    graft: bool = False  # part of the vocabulary graft: a recipe has all such stages (the method) or none (control)
+    trains: bool = False  # a training stage: evaluated as a model point, run by every process
+    help: str = ""  # the section's meaning in the recipe schema
+
+
+# data first: the tokenizer may train on a prepared (cleaned, leak-guarded) train split, and the data stage takes
+# its normaliser from the recipe's tokenizer section, not from the trained tokenizer
+TABLE: tuple[Stage, ...] = (
+    Stage("data", DataSection, "data", build.main_only(build.build_data), help="`data prepare`: the corpora"),
+    Stage("tokenizer", TokenizerSection, "tokenizer", build.main_only(build.build_tokenizer), graft=True,
+          help="`tokenizer train`: the target-language SentencePiece model"),
+    Stage("tokenizer_extend", TokenizerExtendSection, "tokenizer_extend",
+          build.main_only(build.build_tokenizer_extend), graft=True,
+          help="`tokenizer extend`: its pieces merged into the base tokenizer"),
+    Stage("model_extend", ModelExtendSection, "model_extend", build.build_model_extend, graft=True,
+          help="`extend`: the base model resized to the merged tokenizer (the control arm's base: model)"),
+    Stage("align", TrainSection, "align/export", build.build_training, trains=True,
+          help="`train --stage align`: embeddings and head on bilingual text"),
+    Stage("pretrain", TrainSection, "pretrain/export", build.build_training, trains=True,
+          help="`train --stage pretrain`: LoRA and rows on monolingual text"),
+    Stage("instruct", TrainSection, "instruct/export", build.build_training, trains=True,
+          help="`train --stage instruct`: optional, set instruct.dataset to run it"),
+    Stage("report", None, "report", build.main_only(build.build_report)),
+)
+STAGES = tuple(s.name for s in TABLE)
+GRAFT = tuple(s.name for s in TABLE if s.graft)
+EVAL_POINTS = ("base", "extended", *(s.name for s in TABLE if s.trains))
+
+
 @dataclass
-class EvalSection:
+class EvalSection(EvalOptions):
     tasks: list[str] = _field(default_factory=lambda: ["fa_core", "en_core"])  # task names, suites or .yaml files
     stages: list[Point] = _field(
         default_factory=lambda: list(EVAL_POINTS))  # which models to evaluate (instruct: when it is configured)
-    # stages whose prompts go through the model's chat template (e.g. [instruct]); the rest get plain prompts
+    # stages whose prompts go through the model's chat template (e.g. [instruct]); `chat: true` means all
     chat_stages: list[Point] = _field(default_factory=list)
-    limit: Optional[PosInt] = None  # evaluate only the first N examples of each task
-    sample_seed: Optional[NonNegInt] = None  # with limit: a random N examples drawn with this seed instead
-    shots: Optional[NonNegInt] = None  # in-context examples (default: each task's own)
-    batch_size: PosInt = EvalOptions.batch_size  # examples scored or generated together
-    max_new_tokens: Optional[PosInt] = None  # cap every generation task's budget
-    device: Optional[str] = None  # torch device (default: cuda if available, else cpu); auto: spread over every GPU
     data_root: str = ""  # task data root (default: $LANGGRAFT_DATA or ../shared/data)
     texts: dict[str, str] = _field(default_factory=dict)  # lang -> held-out text (.txt/.jsonl) for the tokenizer
     # report: fertility base vs extended, and (for languages other than `lang`) the ids-unchanged check
 
 
-@dataclass
-class Recipe:
-    out: str = ""  # output folder: one subfolder per stage
-    lang: str = "fa"  # the language being grafted
-    # the stages this recipe has, in pipeline order; leaving out tokenizer, tokenizer_extend and model_extend
-    # makes the control arm: model_extend.model is then the base, trained as it is (training stages: rows: none)
-    stages: list[str] = _field(default_factory=lambda: list(STAGES))
-    seed: Optional[int] = None  # when set, the seed of every training stage (data order, LoRA init, dropout)
-    tokenizer: TokenizerSection = _field(default_factory=TokenizerSection)
-    tokenizer_extend: TokenizerExtendSection = _field(default_factory=TokenizerExtendSection)
-    data: DataSection = _field(default_factory=DataSection)
-    model_extend: ModelExtendSection = _field(default_factory=ModelExtendSection)
-    align: TrainSection = _field(default_factory=TrainSection)
-    pretrain: TrainSection = _field(default_factory=TrainSection)
-    instruct: TrainSection = _field(default_factory=TrainSection)  # optional: set instruct.dataset to run it
-    eval: EvalSection = _field(default_factory=EvalSection)
+@functools.lru_cache(maxsize=None)
+def recipe_class(table: tuple[Stage, ...] = TABLE) -> type:
+    """The recipe schema of a stage table: its common keys, a section per stage that has one, and `eval`."""
+    def key(name: str, tp: Any, help_text: str, **default: Any) -> tuple:
+        return name, tp, _field(metadata={"help": help_text}, **default)
+
+    names = [s.name for s in table]
+    return make_dataclass("Recipe", [
+        key("out", str, "output folder: one subfolder per stage", default=""),
+        key("lang", str, "the language being grafted", default=DEFAULT_TARGET),
+        key("stages", list[str], "the stages this recipe has, in pipeline order; leaving out "
+            f"{', '.join(s.name for s in table if s.graft)} makes the control arm: model_extend.model is then the "
+            "base, trained as it is (training stages: rows: none)", default_factory=lambda: list(names)),
+        key("seed", Optional[int], "when set, the seed of every training stage (data order, LoRA init, dropout)",
+            default=None),
+        *(key(s.name, s.section, s.help, default_factory=s.section) for s in table if s.section is not None),
+        key("eval", EvalSection, "which models are evaluated on which tasks", default_factory=EvalSection),
+    ])
+
+
+Recipe = recipe_class()
 
 
 @dataclass
 class Plan:
     """A checked recipe: resolved paths and the stages' own configs, loaded and validated up front."""
 
-    recipe: Recipe
+    recipe: Any  # a `recipe_class(table)` instance
     source: str  # recipe file, for error messages
     base_dir: Path
     out: Path
     prepare: Any  # data.config.PrepareConfig
-    train: dict  # "align"/"pretrain"/"instruct" -> train.config.TrainConfig
+    train: dict  # training stage name -> train.config.TrainConfig
+    table: tuple[Stage, ...] = TABLE
 
     def path(self, value: str) -> Path:
         p = Path(value).expanduser()
@@ -137,8 +167,22 @@ class Plan:
     def base_tokenizer(self) -> str:
         return self.model_path(self.recipe.tokenizer_extend.base or self.recipe.model_extend.model)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.table)
+
+    @property
+    def training(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.table if s.trains)
+
+    def row(self, name: str) -> Stage:
+        return next(s for s in self.table if s.name == name)
+
     def stage_dir(self, stage: str) -> Path:
         return self.out / stage
+
+    def task_items(self) -> list[str]:
+        return task_items(self)
 
     def model_of(self, point: str) -> str:
         if point in ("base", "extended"):
@@ -157,12 +201,13 @@ class Plan:
     def previous(self, stage: str) -> str:
         """The model point a training stage trains on: the last configured training stage before it, else the
         extended model (the method) or the base (the control)."""
-        earlier = [s for s in TRAIN_STAGES[:TRAIN_STAGES.index(stage)] if self.configured(s)]
+        earlier = [s for s in self.training[:self.training.index(stage)] if self.configured(s)]
         return earlier[-1] if earlier else "extended" if self.grafted else "base"
 
     def eval_points(self) -> list[str]:
         have = {"base": True, "extended": self.grafted}
-        return [p for p in EVAL_POINTS if p in self.recipe.eval.stages and have.get(p, self.configured(p))]
+        points = ("base", "extended", *self.training)
+        return [p for p in points if p in self.recipe.eval.stages and have.get(p, self.configured(p))]
 
     def replaced(self, stage: str) -> list[str]:
         """Keys of a training stage's own config that the run sets itself (the model the previous stage made, the
@@ -180,21 +225,22 @@ SMOKE_TRAIN = ["max_steps=2", "checkpoint_every=1", "eval_every=0", "eval_batche
 SMOKE_EVAL_LIMIT = 4
 
 
-def smoke_overrides() -> list[str]:
-    return [f"{stage}.overrides=[{', '.join(SMOKE_TRAIN)}]" for stage in TRAIN_STAGES] + \
+def smoke_overrides(table: tuple[Stage, ...] = TABLE) -> list[str]:
+    return [f"{s.name}.overrides=[{', '.join(SMOKE_TRAIN)}]" for s in table if s.trains] + \
         [f"eval.limit={SMOKE_EVAL_LIMIT}"]
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: str | Path | None = None,
-                smoke: bool = False) -> Plan:
-    """Read + validate a recipe and every config it names; raises one UserError line for the first problem."""
+                smoke: bool = False, table: tuple[Stage, ...] = TABLE) -> Plan:
+    """Read + validate a recipe and every config it names; raises one UserError line for the first problem.
+    `table`: the stages it may have (`TABLE`)."""
     from langgraft.data.config import PrepareConfig
     from langgraft.lang import get_language
     from langgraft.train.config import TrainConfig
 
-    recipe = load_config(Recipe, path, [*smoke_overrides(), *overrides] if smoke else overrides)
+    recipe = load_config(recipe_class(table), path, [*smoke_overrides(table), *overrides] if smoke else overrides)
     src = str(path)
-    _check_stages(recipe, src)
+    _check_stages(recipe, src, table)
     if "model_extend" not in recipe.stages:
         _unused_surgery(recipe, src)
     # Absolute from here on: every stage records its inputs and config paths in its fingerprint, so the same
@@ -210,11 +256,11 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: st
         out = out.resolve()  # a name to add to even for `out: ..`
         out = out.with_name(out.name + "-smoke")  # beside the real run, never mixed into its stages
         recipe.out = str(out)
-    plan = Plan(recipe, src, base, out, None, {})
+    plan = Plan(recipe, src, base, out, None, {}, table)
     plan.prepare = _sub_config(plan, PrepareConfig, "data", recipe.data.config, recipe.data.overrides)
     names = [ds.name for ds in plan.prepare.datasets]
     _check_tokenizer_dataset(plan, names)
-    for stage in TRAIN_STAGES:
+    for stage in plan.training:
         section: TrainSection = getattr(recipe, stage)
         plan.train[stage] = _sub_config(plan, TrainConfig, stage, section.config, section.overrides)
         if recipe.seed is not None:
@@ -230,20 +276,22 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, base_dir: st
     return plan
 
 
-def _check_stages(recipe: Recipe, src: str) -> None:
+def _check_stages(recipe: Any, src: str, table: tuple[Stage, ...]) -> None:
+    names = [s.name for s in table]
     for name in recipe.stages:
-        if name not in STAGES:
-            raise UserError(f"{src}: stages: {name!r} is not a stage (stages: {', '.join(STAGES)})")
+        if name not in names:
+            raise UserError(f"{src}: stages: {name!r} is not a stage (stages: {', '.join(names)})")
     if len(set(recipe.stages)) != len(recipe.stages) or \
-            recipe.stages != sorted(recipe.stages, key=STAGES.index):
-        raise UserError(f"{src}: stages: list each stage once, in pipeline order ({', '.join(STAGES)})")
-    graft = [s for s in GRAFT if s in recipe.stages]
-    if graft and len(graft) != len(GRAFT):
-        raise UserError(f"{src}: stages: {', '.join(GRAFT)} go together (all: the method; none: the control on the "
+            recipe.stages != sorted(recipe.stages, key=names.index):
+        raise UserError(f"{src}: stages: list each stage once, in pipeline order ({', '.join(names)})")
+    every = [s.name for s in table if s.graft]
+    graft = [s for s in every if s in recipe.stages]
+    if graft and len(graft) != len(every):
+        raise UserError(f"{src}: stages: {', '.join(every)} go together (all: the method; none: the control on the "
                         f"base tokenizer); this recipe has only {', '.join(graft)}")
 
 
-def _unused_surgery(recipe: Recipe, src: str) -> None:
+def _unused_surgery(recipe: Any, src: str) -> None:
     """The control arm has no surgery: settings of new rows are named as unused (one line), not silently ignored."""
     import sys
 
@@ -336,7 +384,7 @@ def check_inputs(plan: Plan, stages: Sequence[str]) -> None:
              r.tokenizer_extend.base or r.model_extend.model)
     if "model_extend" in stages:
         need("model_extend.model", r.model_extend.model, model=True)
-    if not plan.grafted and set(stages) & set(TRAIN_STAGES):  # the control trains the base itself
+    if not plan.grafted and set(stages) & set(plan.training):  # the control trains the base itself
         need("model_extend.model", r.model_extend.model, model=True)
         check_base_unextended(plan)
     if "data" in stages:
@@ -351,24 +399,23 @@ def check_inputs(plan: Plan, stages: Sequence[str]) -> None:
         from langgraft.eval.tasks import resolve_tasks
 
         try:
-            resolve_tasks(task_items(plan))
+            resolve_tasks(plan.task_items())
         except UserError as exc:
             raise UserError(f"{src}: eval.tasks: {exc}") from None
 
 
-def task_items(plan: Plan) -> list[str]:
-    return [str(plan.path(t)) if t.endswith((".yaml", ".yml")) else t for t in plan.recipe.eval.tasks]
-
-
-def select_stages(start: str | None, stop: str | None, stages: Sequence[str] = STAGES) -> list[str]:
-    """The recipe's `stages` from `start` to `stop` (names of stages the recipe has)."""
+def select_stages(start: str | None, stop: str | None, stages: Sequence[str] = STAGES,
+                  names: Sequence[str] = STAGES) -> list[str]:
+    """The recipe's `stages` from `start` to `stop` (names of stages the recipe has); `names`: every stage of
+    its table, in order."""
+    names = list(names)
     for flag, name in (("--from", start), ("--to", stop)):
-        if name is not None and name not in STAGES:
-            raise UserError(f"{flag} {name}: not a stage (stages: {', '.join(STAGES)})")
+        if name is not None and name not in names:
+            raise UserError(f"{flag} {name}: not a stage (stages: {', '.join(names)})")
         if name is not None and name not in stages:
             raise UserError(f"{flag} {name}: not a stage of this recipe (its stages: {', '.join(stages)})")
-    i = STAGES.index(start) if start else 0
-    j = STAGES.index(stop) if stop else len(STAGES) - 1
+    i = names.index(start) if start else 0
+    j = names.index(stop) if stop else len(names) - 1
     if i > j:
         raise UserError(f"--from {start} comes after --to {stop}")
-    return [s for s in STAGES[i:j + 1] if s in stages]
+    return [s for s in names[i:j + 1] if s in stages]

@@ -62,9 +62,9 @@ def _training_charts(out: Path, metrics: dict[str, str]) -> list[str]:
 
 def _tokenizer_summary(out: Path, config: dict) -> dict:
     from langgraft.tokenizer.metrics import load_tokenizer, read_lines, unchanged
-    from langgraft.tokenizer.report import tokenizer_report
+    from langgraft.tokenizer.report import metrics_json, tokenizer_report
 
-    metrics = tokenizer_report(config["tokenizers"], config["texts"], out=out)
+    metrics = metrics_json(tokenizer_report(config["tokenizers"], config["texts"], out=out).path)
     result = {"fertility": {lang: {name: m["fertility"] for name, m in per.items()}
                             for lang, per in metrics["results"].items()}, "unchanged": {}}
     if "extended" not in config["tokenizers"]:  # the control arm: the base tokenizer alone

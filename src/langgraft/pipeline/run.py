@@ -1,5 +1,5 @@
-"""`run_recipe`: load and check a recipe, then build the selected stages in order (`stages.py`), on every process
-of a multi-process launch, recording each stage's status in OUT/pipeline.json."""
+"""`run_recipe`: load and check a recipe, then build the selected stages in order (the rows of `recipe.TABLE`), on
+every process of a multi-process launch, recording each stage's status in OUT/pipeline.json."""
 
 from __future__ import annotations
 
@@ -13,18 +13,19 @@ from typing import Sequence
 from langgraft.config import to_dict
 from langgraft.consolelog import own
 from langgraft.errors import UserError
-from langgraft.pipeline.recipe import STAGES, TRAIN_STAGES, Plan, check_inputs, load_recipe, select_stages
-from langgraft.pipeline.stages import (Ranks, build_data, build_model_extend, build_report, build_tokenizer,
-                                       build_tokenizer_extend, build_training, evaluate_extension)
+from langgraft.pipeline.recipe import TABLE, Plan, Stage, check_inputs, load_recipe, select_stages
+from langgraft.pipeline.stages import Ranks
 from langgraft.rundir import INPUTS, output_lock, read_manifest, write_json
 
 
 def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | None = None,
-               stop: str | None = None, base_dir: str | Path | None = None, log=print, smoke: bool = False) -> dict:
+               stop: str | None = None, base_dir: str | Path | None = None, log=print, smoke: bool = False,
+               table: tuple[Stage, ...] = TABLE) -> dict:
     """Run the recipe's stages `start`..`stop`; returns {"out", "stages": {name: {status, seconds}}, "summary"}.
-    smoke: the short version of the recipe (`recipe.SMOKE_TRAIN`) in OUT-smoke."""
-    plan = load_recipe(path, overrides, base_dir=base_dir, smoke=smoke)
-    stages = select_stages(start, stop, plan.recipe.stages)
+    smoke: the short version of the recipe (`recipe.SMOKE_TRAIN`) in OUT-smoke; table: the stages a recipe may
+    have (`recipe.TABLE`)."""
+    plan = load_recipe(path, overrides, base_dir=base_dir, smoke=smoke, table=table)
+    stages = select_stages(start, stop, plan.recipe.stages, plan.names)
     ranks = _ranks()
     if not ranks.main:
         log = _silent
@@ -44,42 +45,17 @@ def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | 
     return {"out": str(plan.out), "stages": status, "summary": summary}
 
 
-def build(plan: Plan, stage: str, ranks: Ranks) -> bool:
-    """Build one stage; True when it produced a new output. Training stages and evaluations run on every
-    process, the rest on the main process while the others wait."""
-    if stage in TRAIN_STAGES:
-        return build_training(plan, stage, ranks)
-    built = False
-    if ranks.main:
-        if stage == "data":
-            built = build_data(plan)
-        elif stage == "tokenizer":
-            built = build_tokenizer(plan)
-        elif stage == "tokenizer_extend":
-            built = build_tokenizer_extend(plan)
-        elif stage == "model_extend":
-            built = build_model_extend(plan)
-        elif stage == "report":
-            built = build_report(plan)
-        else:
-            raise AssertionError(f"stage {stage} has no build function")
-    ranks.barrier()
-    if stage == "model_extend":
-        built = evaluate_extension(plan) or built
-    return built
-
-
 def _build_stages(plan: Plan, stages: list[str], ranks: Ranks, log) -> dict[str, dict]:
     status: dict[str, dict] = {}
     for n, stage in enumerate(stages, 1):
         started = time.time()
         log(f"[{n}/{len(stages)}] {stage} ...")
-        if stage in TRAIN_STAGES and plan.configured(stage) and plan.replaced(stage):
+        if stage in plan.training and plan.configured(stage) and plan.replaced(stage):
             section = getattr(plan.recipe, stage)
             trains = plan.model_of(plan.previous(stage))
             log(f"  {stage}: {' and '.join(plan.replaced(stage))} in {section.config or stage + '.overrides'} not "
                 f"used: the run trains {trains} on {plan.stage_dir('data') / section.dataset}")
-        built = build(plan, stage, ranks)
+        built = plan.row(stage).build(plan, stage, ranks)
         state = "not configured" if not plan.configured(stage) else "ran" if built else "skipped"
         status[stage] = {"status": state, "seconds": round(time.time() - started, 2)}
         word = {"not configured": f"not configured (no {stage}.dataset in the recipe)",
@@ -109,14 +85,11 @@ def _silent(*_args, **_kwargs) -> None:
 
 
 def _check_earlier_outputs(plan: Plan, stages: list[str]) -> None:
-    first = STAGES.index(stages[0])
-    outputs = {"data": "data", "tokenizer": "tokenizer", "tokenizer_extend": "tokenizer_extend",
-               "model_extend": "model_extend", "align": "align/export", "pretrain": "pretrain/export",
-               "instruct": "instruct/export"}
-    for stage in STAGES[:first]:
-        if plan.configured(stage) and read_manifest(plan.out / outputs[stage]) is None:
-            raise UserError(f"--from {stages[0]}: stage {stage} has no finished output in "
-                            f"{plan.out / outputs[stage]}; run it first")
+    first = plan.names.index(stages[0])
+    for row in plan.table[:first]:
+        if plan.configured(row.name) and read_manifest(plan.out / row.output) is None:
+            raise UserError(f"--from {stages[0]}: stage {row.name} has no finished output in "
+                            f"{plan.out / row.output}; run it first")
 
 
 def recipe_files(plan: Plan) -> list[str]:

@@ -1,12 +1,14 @@
-"""The stages of `langgraft run`, one plain function each: `build_<stage>(plan)` calls its verb's Python API on the
-recipe's settings and returns True when it produced a new output (False: every output was up to date).
+"""The stages of `langgraft run`, one plain function each, named by a row of `recipe.TABLE`: `build_<stage>(plan,
+name, ranks)` calls its verb's Python API on the recipe's settings and returns True when it produced a new output
+(False: the verb's `StageResult` said every output was up to date).
 
-Training stages run on every process of a launch (`build_training` takes the launch's `Ranks`); the others run
-on the main process only.
+Every process of a launch calls each stage: training and evaluation share the work across processes, the other
+stages run on the main process while the rest wait (`main_only`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -14,10 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from typing import TYPE_CHECKING
+
 from langgraft.config import from_dict, to_dict
 from langgraft.errors import UserError
-from langgraft.pipeline.recipe import TRAIN_STAGES, Plan, TrainSection, task_items
+from langgraft.formats.results_json import results_path
+from langgraft.options import project
 from langgraft.rundir import output_stamp, run_stage, write_json
+
+if TYPE_CHECKING:  # the recipe module holds the table of these functions
+    from langgraft.pipeline.recipe import Plan, TrainSection
 
 
 @dataclass
@@ -28,9 +36,19 @@ class Ranks:
     barrier: Callable[[], None] = lambda: None
 
 
-def _changed(path: Path, before: dict | None) -> bool:
-    """True when the output at `path` is new since `before` (its stamp before the verb ran)."""
-    return before is None or output_stamp(path) != before
+def main_only(build: Callable[["Plan"], bool]) -> Callable[["Plan", str, Ranks], bool]:
+    """A stage built by the main process of a launch while the others wait (data, tokenizers, the report)."""
+    def run(plan: "Plan", _name: str, ranks: Ranks) -> bool:
+        built = build(plan) if ranks.main else False
+        ranks.barrier()
+        return built
+
+    run.__name__ = build.__name__
+    return run
+
+
+def task_items(plan: "Plan") -> list[str]:
+    return [str(plan.path(t)) if t.endswith((".yaml", ".yml")) else t for t in plan.recipe.eval.tasks]
 
 
 def data_config(plan: Plan):
@@ -51,7 +69,7 @@ def data_config(plan: Plan):
     return cfg
 
 
-def build_data(plan: Plan) -> bool:
+def build_data(plan: "Plan") -> bool:
     from langgraft.data.prepare import prepare
     from langgraft.lang import get_language
 
@@ -60,50 +78,39 @@ def build_data(plan: Plan) -> bool:
     # the settings `tokenizer train` records, built from the same recipe section
     language = get_language(plan.recipe.lang, **plan.recipe.tokenizer.normalizer)
     cfg.normalizer.setdefault(language.code, language.normalizer_config)
-    out = plan.stage_dir("data")
-    before = output_stamp(out)
-    prepare(cfg, out)
-    return _changed(out, before)
+    return not prepare(cfg, plan.stage_dir("data")).skipped
 
 
 def build_tokenizer(plan: Plan) -> bool:
-    from langgraft.tokenizer.train import train_tokenizer
+    from langgraft.tokenizer.train import TokenizerTrainOptions, train_tokenizer
 
     t = plan.recipe.tokenizer
-    out = plan.stage_dir("tokenizer")
     inputs = [str(plan.path(p)) for p in t.input]
     if t.dataset:  # the leak-guarded train split only: evaluation text stays out of the vocabulary
         inputs.append(f"{plan.stage_dir('data') / t.dataset}:train")
-    before = output_stamp(out)
-    train_tokenizer(inputs, lang=plan.recipe.lang, vocab_size=t.vocab_size, model_type=t.model_type, out=out,
-                    field=t.field, max_sentences=t.max_sentences, threads=t.threads, normalizer=t.normalizer)
-    return _changed(out, before)
+    return not train_tokenizer(inputs, lang=plan.recipe.lang, out=plan.stage_dir("tokenizer"),
+                               opts=project(TokenizerTrainOptions, t)).skipped
 
 
 def build_tokenizer_extend(plan: Plan) -> bool:
     from langgraft.tokenizer.extend import extend_tokenizer
 
-    out = plan.stage_dir("tokenizer_extend")
-    before = output_stamp(out)
-    extend_tokenizer(plan.base_tokenizer, plan.stage_dir("tokenizer"), lang=plan.recipe.lang, out=out)
-    return _changed(out, before)
+    return not extend_tokenizer(plan.base_tokenizer, plan.stage_dir("tokenizer"), lang=plan.recipe.lang,
+                                out=plan.stage_dir("tokenizer_extend")).skipped
 
 
-def build_model_extend(plan: Plan) -> bool:
-    """The extended model (main process; `evaluate_extension` then evaluates the base and it on every process)."""
+def build_model_extend(plan: Plan, _name: str, ranks: Ranks) -> bool:
+    """The extended model (main process), then the evaluations of the base and of it (every process, each a
+    share)."""
     from langgraft.model.extend import extend_model
+    from langgraft.model.options import ExtendOptions
 
-    m = plan.recipe.model_extend
-    out = plan.stage_dir("model_extend")
-    before = output_stamp(out)
-    extend_model(plan.base_model, plan.stage_dir("tokenizer_extend"), out=out, init=m.init, seed=m.seed,
-                 trust_tokenizer=m.trust_tokenizer)
-    return _changed(out, before)
-
-
-def evaluate_extension(plan: Plan) -> bool:
-    """The evaluations of the base and of the extended model (every process of a launch, each a share)."""
-    return any([evaluate(plan, point) for point in ("base", "extended")])
+    built = False
+    if ranks.main:
+        built = not extend_model(plan.base_model, plan.stage_dir("tokenizer_extend"), out=plan.stage_dir("model_extend"),
+                                 opts=project(ExtendOptions, plan.recipe.model_extend)).skipped
+    ranks.barrier()
+    return any([evaluate(plan, point) for point in ("base", "extended")]) or built
 
 
 def train_config(plan: Plan, stage: str):
@@ -120,7 +127,7 @@ def train_config(plan: Plan, stage: str):
 def build_training(plan: Plan, stage: str, ranks: Ranks) -> bool:
     """Train (every process), export (main process) and evaluate (every process, each a share) one training
     stage."""
-    from langgraft.export import export_run
+    from langgraft.export.run import export_run
     from langgraft.train.stages import train
 
     if not plan.configured(stage):
@@ -136,14 +143,10 @@ def build_training(plan: Plan, stage: str, ranks: Ranks) -> bool:
         _discard_stale(run_dir, stage, cfg, json.loads(json.dumps(upstream)))
         write_json(plan.out / stage / "upstream.json", upstream)
     ranks.barrier()
-    before = output_stamp(run_dir)
-    train(stage, cfg, out=run_dir, resume=True)  # every process: DDP/FSDP
-    trained = _changed(run_dir, before)
+    trained = not train(stage, cfg, out=run_dir, resume=True).skipped  # every process: DDP/FSDP
     exported = False
     if ranks.main:
-        before = output_stamp(export_dir)
-        export_run(run_dir, out=export_dir)
-        exported = _changed(export_dir, before)
+        exported = not export_run(run_dir, out=export_dir).skipped
     ranks.barrier()
     evaluated = evaluate(plan, stage)
     ranks.barrier()
@@ -174,15 +177,13 @@ def evaluate(plan: Plan, point: str) -> bool:
     e = plan.recipe.eval
     if point not in plan.eval_points():
         return False
-    opts = EvalOptions(limit=e.limit, sample_seed=e.sample_seed, shots=e.shots, batch_size=e.batch_size,
-                       device=e.device, max_new_tokens=e.max_new_tokens, chat=point in e.chat_stages)
+    opts = dataclasses.replace(project(EvalOptions, e), chat=e.chat or point in e.chat_stages)
     out = plan.out / "eval" / point
     root = str(plan.path(e.data_root)) if e.data_root else None
-    before = output_stamp(out)
-    doc = run_eval({point: plan.model_of(point)}, task_items(plan), out, opts, data_root=root)
-    if doc.get("errors"):
-        raise UserError(f"eval of {point} ({out}): {doc['errors'][0]}")
-    return _changed(out, before)
+    result = run_eval({point: plan.model_of(point)}, task_items(plan), out, opts, data_root=root)
+    if result.data.get("errors"):
+        raise UserError(f"eval of {point} ({out}): {result.data['errors'][0]}")
+    return not result.skipped
 
 
 def build_report(plan: Plan) -> bool:
@@ -190,32 +191,30 @@ def build_report(plan: Plan) -> bool:
     evals = [plan.out / "eval" / p for p in plan.eval_points()]
     if not evals:
         raise UserError(f"{plan.source}: eval.stages is empty; the report has nothing to compare")
-    missing = [str(d) for d in evals if not (d / "results.json").is_file()]
+    missing = [str(d) for d in evals if not results_path(d).is_file()]
     if missing:
         raise UserError(f"report: no evaluation in {missing[0]}; run the model stages first")
     texts = {lang: str(plan.path(p)) for lang, p in e.texts.items()}
     tokenizers = {"base": plan.base_tokenizer}
     if plan.grafted:
         tokenizers["extended"] = str(plan.stage_dir("tokenizer_extend"))
-    runs = [s for s in TRAIN_STAGES if plan.configured(s) and (plan.out / s / "train" / "manifest.json").is_file()]
+    runs = [s for s in plan.training if plan.configured(s) and (plan.out / s / "train" / "manifest.json").is_file()]
     training = {s: str(plan.out / s / "train" / "metrics.jsonl") for s in runs
                 if (plan.out / s / "train" / "metrics.jsonl").is_file()}
     config = {"evals": [str(d) for d in evals], "texts": texts, "tokenizers": tokenizers, "lang": plan.recipe.lang,
               "training": training, "runs": {s: str(plan.out / s / "train") for s in runs},
               "arm": "method" if plan.grafted else "control"}
-    inputs = [d / "results.json" for d in evals] + [*texts.values(), *training.values()] + \
+    inputs = [results_path(d) for d in evals] + [*texts.values(), *training.values()] + \
         [plan.out / s / "train" / "manifest.json" for s in runs] + \
         ([plan.stage_dir("tokenizer_extend")] if plan.grafted else [])
-    out = plan.stage_dir("report")
-    before = output_stamp(out)
-    run_stage(out, stage="report", config=config, inputs=inputs, work=lambda tmp: _write_report(plan, tmp, config))
-    return _changed(out, before)
+    return not run_stage(plan.stage_dir("report"), stage="report", config=config, inputs=inputs,
+                         work=lambda tmp: _write_report(plan, tmp, config)).skipped
 
 
 def _write_report(plan: Plan, tmp: Path, config: dict) -> dict:
     """The report, plus MODEL_CARD.md: the model card of the last trained stage with every evaluation (each
     export's own card was written before its stage was evaluated, so it lists only the evaluations before it)."""
-    from langgraft.modelcard import gather, write_model_card
+    from langgraft.export.modelcard import gather, write_model_card
     from langgraft.pipeline.report import write_run_report
 
     summary = write_run_report(tmp, config)

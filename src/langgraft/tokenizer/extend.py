@@ -32,9 +32,10 @@ import json
 from pathlib import Path
 
 from langgraft.errors import UserError
+from langgraft.formats.extend_report import write_tokenizer_extend_report
 from langgraft.formats.langgraft_json import read_langgraft_json, write_langgraft_json
 from langgraft.formats.new_tokens import write_new_tokens
-from langgraft.rundir import run_stage, write_json
+from langgraft.rundir import StageResult, run_stage, write_json
 from langgraft.tokenizer.bases import Base, load_base, read_sp_proto
 
 ZWNJ = "\u200c"
@@ -49,7 +50,8 @@ def _continuation() -> frozenset[str]:
     return frozenset(ch for b, ch in bytes_to_unicode().items() if 0x80 <= b < 0xC0)
 
 
-def extend_tokenizer(base: str | Path, add: str | Path, *, lang: str, out: str | Path) -> dict:
+def extend_tokenizer(base: str | Path, add: str | Path, *, lang: str, out: str | Path,
+                     force: bool = False) -> StageResult:
     """Merge the pieces of SentencePiece model `add` into tokenizer `base`; write an HF tokenizer dir to `out`."""
     from langgraft.lang import get_language
 
@@ -62,8 +64,8 @@ def extend_tokenizer(base: str | Path, add: str | Path, *, lang: str, out: str |
         new_proto = read_sp_proto(add_model)
         return _write_extended(loaded, new_proto, language, tmp, config)
 
-    result = run_stage(out, stage="tokenizer-extend", config=config, inputs=[base, add_model], work=work)
-    return result.manifest["summary"]
+    return run_stage(out, stage="tokenizer-extend", config=config, inputs=[base, add_model], work=work,
+                     force=force)
 
 
 def _resolve_add(add: Path, lang: str) -> tuple[Path, dict]:
@@ -137,7 +139,7 @@ def _write_extended(base: Base, new_proto, language, tmp: Path, config: dict) ->
                               "encodes to exactly the base ids",
         "examples": [t["text"] for t in new_tokens[:20]],
     }
-    write_json(tmp / "extend_report.json", report)
+    write_tokenizer_extend_report(tmp, report)
     _verify(tmp, base, next_id)
     return report
 

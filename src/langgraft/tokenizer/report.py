@@ -9,11 +9,15 @@ other languages, the share of lines whose ids stayed identical to the base's).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Optional
 
+from langgraft.config import PosInt, from_dict, to_dict
 from langgraft.data.load import prepared_split
 from langgraft.errors import UserError
+from langgraft.options import option, settings as settings_of
+from langgraft.rundir import StageResult
 from langgraft.tokenizer import metrics
 
 COLUMNS = [("fertility", "tokens/word", "{:.3f}"), ("chars_per_token", "chars/token", "{:.3f}"),
@@ -21,13 +25,28 @@ COLUMNS = [("fertility", "tokens/word", "{:.3f}"), ("chars_per_token", "chars/to
            ("unknown_rate", "unknown", "{:.2%}"), ("tokens", "tokens", "{:,}")]
 
 
-def tokenizer_report(
-    tokenizers: dict[str, str], texts: dict[str, str], *, out: str | Path, normalize: bool = False,
-    sweep: Sequence[int] = (), sweep_base: str | None = None, sweep_train: Sequence[str] = (),
-    lang: str | None = None,
-) -> dict:
-    """Measure every tokenizer on every text and write report.json, report.md and fertility.png into `out`."""
+@dataclass
+class ReportOptions:
+    """What `tokenizer report` may be told beyond its tokenizers, texts and output: the source of its flags."""
+
+    normalize: bool = False  # apply each text's language normaliser first
+    # also train + merge a vocabulary of each size and tabulate fertility
+    sweep: list[PosInt] = option(factory=list, metavar="N")
+    sweep_base: Optional[str] = option(None, metavar="NAME")  # --tokenizer to extend (default: first)
+    # training text for --sweep (files or dataset DIR[:SPLIT], as tokenizer train --input)
+    sweep_train: list[str] = option(factory=list, metavar="FILE")
+    lang: Optional[str] = None  # language of the new pieces for --sweep, e.g. fa
+
+
+def tokenizer_report(tokenizers: dict[str, str], texts: dict[str, str], *, out: str | Path,
+                     opts: ReportOptions | None = None, force: bool = False, **settings: Any) -> StageResult:
+    """Measure every tokenizer on every text and write report.json, report.md and fertility.png into `out`.
+    `settings`: fields of `ReportOptions`, over `opts`."""
     from langgraft.rundir import run_stage
+
+    opts = from_dict(ReportOptions, {**to_dict(opts or ReportOptions()), **settings}, source="tokenizer report")
+    normalize, sweep, sweep_base, sweep_train, lang = (opts.normalize, opts.sweep, opts.sweep_base,
+                                                       opts.sweep_train, opts.lang)
 
     for name, path in tokenizers.items():
         if not Path(path).exists():
@@ -41,8 +60,7 @@ def tokenizer_report(
     loaded = {name: _load(name, path) for name, path in tokenizers.items()}
     read = {label: _text_lines(label, path, normalize) for label, path in texts.items()}
     lines = {label: text for label, (text, _) in read.items()}
-    config = {"tokenizers": tokenizers, "texts": texts, "normalize": normalize, "sweep": list(sweep),
-              "sweep_base": sweep_base, "sweep_train": list(sweep_train), "lang": lang}
+    config = {"tokenizers": tokenizers, "texts": texts, **settings_of(opts), "sweep_base": sweep_base}
 
     def work(tmp: Path) -> dict:
         results = {label: {name: metrics.measure(tok, text) for name, tok in loaded.items()}
@@ -60,9 +78,8 @@ def tokenizer_report(
         return {"texts": len(texts), "tokenizers": len(tokenizers), "sweep_sizes": list(sweep)}
 
     files = [*tokenizers.values(), *texts.values(), *sweep_train]
-    run_stage(out, stage="tokenizer-report", config=config, work=work,
-              inputs=[(prepared_split(f, "validation") or (f,))[0] for f in files])
-    return metrics_json(Path(out))
+    return run_stage(out, stage="tokenizer-report", config=config, work=work, force=force,
+                     inputs=[(prepared_split(f, "validation") or (f,))[0] for f in files])
 
 
 def metrics_json(out: Path) -> dict:
@@ -121,10 +138,10 @@ def _run_sweep(root: Path, sizes, lines, *, base_path: str, base_tok, train_file
         started = time.perf_counter()
         trained = train_tokenizer(list(train_files), lang=lang, vocab_size=size, out=root / f"sp-{size}")
         ext_dir = root / f"extended-{size}"
-        merged = extend_tokenizer(base_path, trained["model"], lang=lang, out=ext_dir)
+        merged = extend_tokenizer(base_path, trained.path / "sp.model", lang=lang, out=ext_dir)
         seconds = time.perf_counter() - started
         extended = metrics.load_tokenizer(ext_dir)
-        own = metrics.load_tokenizer(trained["model"])
+        own = metrics.load_tokenizer(trained.path / "sp.model")
         row = {"size": size, "added": merged["added"], "vocab_size": merged["vocab_size"],
                "train_merge_s": round(seconds, 2), "fertility": {}, "sp_only_fertility": {}, "unchanged": {}}
         for label, text in lines.items():

@@ -22,47 +22,48 @@ import re
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Literal, Optional, Sequence
 
 from langgraft import textfiles
+from langgraft.config import PosInt, from_dict, to_dict
 from langgraft.errors import UserError
 from langgraft.formats.langgraft_json import write_langgraft_json
 from langgraft.lang import Language, get_language
-from langgraft.rundir import run_stage, write_json
+from langgraft.options import option, settings as settings_of
+from langgraft.rundir import StageResult, run_stage, write_json
 
 MODEL_TYPES = ("bpe", "unigram")
-MODEL_TYPE = "bpe"  # the paper's choice; the CLI flag and the recipe read these defaults
-FIELD = "text"  # the .jsonl field holding the text
-MAX_SENTENCES = 2_000_000  # lines SentencePiece samples at most (the CLI flag and the recipe read this default)
 MAX_SENTENCE_BYTES = 8192
 CHARACTER_COVERAGE = 0.9995
 
 
-def train_tokenizer(
-    inputs: Sequence[str | Path],
-    *,
-    lang: str,
-    vocab_size: int,
-    model_type: str = MODEL_TYPE,
-    out: str | Path,
-    field: str = FIELD,
-    max_sentences: int = MAX_SENTENCES,
-    threads: int | None = None,
-    normalizer: dict | None = None,
-) -> dict:
-    """Train SentencePiece on normalised `inputs`; returns {"model": path of sp.model, "vocab_size": n, ...}."""
-    language = get_language(lang, **(normalizer or {}))
+@dataclass
+class TokenizerTrainOptions:
+    """What `tokenizer train` may be told beyond its input, language and output: the CLI flags and the recipe's
+    `tokenizer` section are made from these fields."""
+
+    vocab_size: PosInt = 20000  # SentencePiece pieces (the paper: 20,000)
+    model_type: Literal[MODEL_TYPES] = "bpe"  # SentencePiece algorithm (the paper: bpe)
+    field: str = "text"  # jsonl field holding the text
+    max_sentences: PosInt = 2_000_000  # sample at most this many lines
+    threads: Optional[PosInt] = option(None, fingerprint=False)  # trainer threads (default: all cores)
+    # normaliser options, e.g. digits=latin newlines=space zwnj_repair=false
+    normalizer: dict[str, Any] = option(factory=dict, fingerprint=False)
+
+
+def train_tokenizer(inputs: Sequence[str | Path], *, lang: str, out: str | Path,
+                    opts: TokenizerTrainOptions | None = None, force: bool = False, **settings: Any) -> StageResult:
+    """Train SentencePiece on normalised `inputs` into `out` (sp.model, sp.vocab, langgraft.json,
+    train_report.json). `settings`: fields of `TokenizerTrainOptions`, over `opts`."""
+    opts = from_dict(TokenizerTrainOptions, {**to_dict(opts or TokenizerTrainOptions()), **settings},
+                     source="tokenizer train")
+    language = get_language(lang, **opts.normalizer)
     sources = _check_inputs(inputs)
-    if model_type not in MODEL_TYPES:
-        raise UserError(f"--model-type {model_type!r}: expected one of {', '.join(MODEL_TYPES)}")
-    if vocab_size < 1:
-        raise UserError(f"--vocab-size {vocab_size}: must be a positive number")
-    if max_sentences < 1:
-        raise UserError(f"--max-sentences {max_sentences}: must be a positive number")
-    threads = threads or os.cpu_count() or 1
-    config = {"lang": lang, "normalizer": language.normalizer_config, "vocab_size": vocab_size,
-              "model_type": model_type, "field": field, "max_sentences": max_sentences,
+    threads = opts.threads or os.cpu_count() or 1
+    # the normaliser as resolved (every option, defaults included), not as given
+    config = {"lang": lang, **settings_of(opts), "normalizer": language.normalizer_config,
               "character_coverage": CHARACTER_COVERAGE, "max_sentence_bytes": MAX_SENTENCE_BYTES}
     if any(split for _, split in sources):  # the folder's hash is the input's; which split was read is config
         config["splits"] = {str(path): split for path, split in sources if split}
@@ -70,21 +71,8 @@ def train_tokenizer(
     def work(tmp: Path) -> dict:
         return _train_into(tmp, sources, language, config, threads)
 
-    result = run_stage(out, stage="tokenizer-train", config=config, inputs=[p for p, _ in sources], work=work)
-    model = result.path / "sp.model"
-    return {"model": str(model), "vocab_size": result.manifest["summary"]["vocab_size"], "out": str(result.path),
-            "skipped": result.skipped}
-
-
-def parse_normalizer_options(items: Sequence[str]) -> dict:
-    """`["digits=latin", "zwnj_repair=false"]` → {"digits": "latin", "zwnj_repair": False}."""
-    options: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--normalizer {item!r}: expected KEY=VALUE")
-        options[key] = {"true": True, "false": False}.get(value.lower(), value)
-    return options
+    return run_stage(out, stage="tokenizer-train", config=config, inputs=[p for p, _ in sources], work=work,
+                     force=force)
 
 
 def _check_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, str | None]]:

@@ -3,17 +3,16 @@ adapter is usable by someone who did not train it (`export` copies it along with
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from langgraft.formats.extend_report import source_model
 from langgraft.hub import is_hub_id
 
 
 def write_adapter_card(adapter: Path, base: str, stage: str) -> None:
     """Write `adapter/README.md`: `base` is the absolute path the adapter config records; the card names it and,
     for an extended model, the model it was extended from (a hub id becomes the `base_model` header)."""
-    report = Path(base) / "extend_report.json"
-    source = json.loads(report.read_text(encoding="utf-8")).get("source_model") if report.is_file() else None
+    source = source_model(base)
     hub_id = next((m for m in (source, base) if is_hub_id(m)), None)  # the extended model's origin, or the base
     front = f"---\nbase_model: {hub_id}\nlibrary_name: peft\n---\n" if hub_id else "---\nlibrary_name: peft\n---\n"
     origin = (f"It is `langgraft extend` of `{source}` (the new rows appended, the tokenizer in this folder); the "

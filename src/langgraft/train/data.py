@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from langgraft.errors import UserError
+from langgraft.formats.dataset_json import NAME as DATASET_JSON, dataset_info
 from langgraft.train.config import TrainConfig
 
 CACHE = "packed-data"  # the run folder's cache: train.npy, validation.npy (int32) and cache.json
@@ -111,8 +112,6 @@ class SplitTexts:
     ahead and show a bar with an ETA."""
 
     def __init__(self, dataset_dir: str | Path, split: str, rows: bool = False):
-        from langgraft.data.load import dataset_info
-
         self.dataset_dir, self.split, self.rows = Path(dataset_dir), split, rows
         self.records = int(dataset_info(dataset_dir)["splits"].get(split, {}).get("records") or 0)
 
@@ -135,8 +134,6 @@ def iter_texts(dataset_dir: str | Path, split: str) -> SplitTexts:
 
 
 def has_split(dataset_dir: str | Path, split: str) -> bool:
-    from langgraft.data.load import dataset_info
-
     return bool(dataset_info(dataset_dir)["splits"].get(split, {}).get("files"))
 
 
@@ -305,9 +302,9 @@ def _data_key(stage: str, cfg: TrainConfig, tokenizer) -> str:
     d = cfg.data
     tok_file = Path(cfg.model) / "tokenizer.json"
     # "positions": instruction rows carry position ids (rows cached without them are rebuilt)
-    parts = [stage == "instruct" and "positions", sha256_path(Path(d.dataset) / "dataset.json"), d.block_size,
+    parts = [stage == "instruct" and "positions", sha256_path(Path(d.dataset) / DATASET_JSON), d.block_size,
              d.max_texts, d.replay_fraction, cfg.seed,
-             sha256_path(Path(d.replay) / "dataset.json") if d.replay else None, len(tokenizer),
+             sha256_path(Path(d.replay) / DATASET_JSON) if d.replay else None, len(tokenizer),
              sha256_path(tok_file) if tok_file.is_file() else None]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 

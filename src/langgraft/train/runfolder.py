@@ -16,7 +16,7 @@ from pathlib import Path
 from langgraft.consolelog import LOG
 from langgraft.errors import UserError
 from langgraft.outfiles import check_no_links
-from langgraft.rundir import FORCE, check_out, folder_stamp, input_identity, output_stamp, write_json
+from langgraft.rundir import check_out, folder_stamp, input_identity, output_stamp, write_json
 from langgraft.train.config import TrainConfig
 from langgraft.train.data import CACHE
 
@@ -39,7 +39,8 @@ def run_inputs(cfg: TrainConfig) -> dict:
             "replay": dataset(cfg.data.replay) if cfg.data.replay else None}
 
 
-def prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inputs: dict) -> None:
+def prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inputs: dict, *,
+                force: bool = False) -> None:
     data = resolved["data"]
     check_out(out, [p for p in (resolved["model"], data["dataset"], data["replay"]) if p and Path(p).exists()])
     check_no_links(out)  # a run folder is written into again on resume: only through its own files
@@ -47,7 +48,7 @@ def prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, input
     saved_path = out / "train_config.json"
     if saved_path.is_file():
         _check_run_folder(out)
-    if saved_path.is_file() and FORCE.get():
+    if saved_path.is_file() and force:
         print(f"langgraft train: --force: discarding the run in {out}", file=sys.stderr)
         shutil.rmtree(out)
     elif saved_path.is_file() and not reached_step(out) and not (out / "manifest.json").is_file():

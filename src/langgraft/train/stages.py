@@ -27,9 +27,10 @@ import torch
 from langgraft.config import load_config, to_dict
 from langgraft.consolelog import own
 from langgraft.errors import UserError
+from langgraft.formats.dataset_json import dataset_info, is_prepared
 from langgraft.hub import resolve_model
 from langgraft.outfiles import open_output
-from langgraft.rundir import FORCE, atomic_dir, git_revision, output_lock, package_versions, read_manifest, write_json
+from langgraft.rundir import StageResult, atomic_dir, git_revision, output_lock, package_versions, read_manifest, write_json
 from langgraft.train.config import TrainConfig
 from langgraft.train.data import CACHE, build_data
 from langgraft.train.loop import read_metrics, save_adapter
@@ -42,15 +43,17 @@ from langgraft.train.tracking import finish as finish_trackers, start as start_t
 STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual", "instruct": "instructions"}
 
 
-def train_from_file(stage: str, config_path, overrides=(), *, out, resume: bool = False) -> dict:
+def train_from_file(stage: str, config_path, overrides=(), *, out, resume: bool = False,
+                    force: bool = False) -> StageResult:
     """`langgraft train`: the stage's config from a YAML file (or the defaults) plus KEY=VALUE overrides."""
     cfg = load_config(TrainConfig, config_path, list(overrides))
-    return train(stage, cfg, out=Path(out), resume=resume)
+    return train(stage, cfg, out=Path(out), resume=resume, force=force)
 
 
-def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> dict:
-    """Train `stage` into the run folder `out` and return its summary; a finished run with the same config and
-    inputs is returned as it is, `resume` continues an unfinished one from its last good checkpoint."""
+def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False, force: bool = False) -> StageResult:
+    """Train `stage` into the run folder `out`; a finished run with the same config and inputs is returned as it
+    is (skipped), `resume` continues an unfinished one from its last good checkpoint, `force` discards the run
+    folder and trains again."""
     _validate(stage, cfg)
     # absolute: the adapter records it as its base, which must load from any working directory
     cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, flag="model"))
@@ -60,13 +63,14 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False) -> d
     inputs = run_inputs(cfg)
     done = read_manifest(out)
     if (done is not None and done.get("fingerprint") == fingerprint and done.get("inputs", inputs) == inputs
-            and not FORCE.get()):
+            and not force):
         own(out)
-        return done["summary"]
+        return StageResult(out, done, skipped=True)
     engine = check_launch()
     with unsharded_env(engine):
-        return _train(Run(stage=stage, cfg=cfg, out=out, fingerprint=fingerprint, resolved=resolved,
-                          engine=engine, sharding=fsdp_options() if engine == "FSDP" else None), resume)
+        _train(Run(stage=stage, cfg=cfg, out=out, fingerprint=fingerprint, resolved=resolved, engine=engine,
+                   sharding=fsdp_options() if engine == "FSDP" else None, force=force), resume)
+    return StageResult(out, read_manifest(out) or {}, skipped=False)
 
 
 def _train(run: Run, resume: bool) -> dict:
@@ -108,7 +112,7 @@ def _train(run: Run, resume: bool) -> dict:
         created = not out.exists()
         try:
             if accelerator.is_main_process:
-                prepare_out(out, run.resolved, run.fingerprint, resume, run_inputs(cfg))
+                prepare_out(out, run.resolved, run.fingerprint, resume, run_inputs(cfg), force=run.force)
                 own(out)
             accelerator.wait_for_everyone()
             start_trackers(accelerator, track, out, stage, run.resolved)
@@ -156,6 +160,7 @@ class Run:
     val: Any = None  # (validation blocks, characters per token), or None without a validation split
     summary: dict = dataclasses.field(default_factory=dict)  # the data's figures; `_save` adds the training's
     started: float = 0.0  # time.time() when the run started (the manifest's wall time)
+    force: bool = False  # discard a run already in `out` and train from scratch
 
 
 def _fit(run: Run, resume: bool):
@@ -264,11 +269,9 @@ def _validate(stage: str, cfg: TrainConfig) -> None:
         raise UserError("model: required (the `langgraft extend` output dir)")
     if not cfg.data.dataset:
         raise UserError(f"data.dataset: required (a prepared {STAGE_DATA[stage]} dataset dir for --stage {stage})")
-    if not (Path(cfg.data.dataset) / "dataset.json").is_file():
+    if not is_prepared(cfg.data.dataset):
         raise UserError(f"data.dataset {cfg.data.dataset}: not a prepared dataset (no dataset.json)")
     if stage == "instruct":
-        from langgraft.data.load import dataset_info
-
         kind = dataset_info(cfg.data.dataset).get("kind")
         if kind != "instructions":
             raise UserError(f"data.dataset {cfg.data.dataset}: a {kind} dataset; --stage instruct needs an "

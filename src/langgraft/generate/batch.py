@@ -22,11 +22,12 @@ import json
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field as dataclass_field, replace
 from pathlib import Path
 
 from langgraft.errors import UserError
-from langgraft.model.generation import Sampling
+from langgraft.config import PosInt
+from langgraft.model.generation import Loading, Sampling
 from langgraft.outfiles import open_output
 from langgraft.rundir import check_out
 from langgraft.textfiles import check_unicode, iter_lines, read_json_object
@@ -34,12 +35,15 @@ from langgraft.textfiles import check_unicode, iter_lines, read_json_object
 
 @dataclass
 class GenerateOptions:
-    field: str = "prompt"
+    """What `generate` may be told beyond its model, input, output and sampling: the source of its flags."""
+
+    field: str = "prompt"  # the input field with the prompt
+    # the field is a chat (list of {role, content}, or a string: one user turn), sent through the model's chat
+    # template
     chat: bool = False
-    batch_size: int = 16
-    strict: bool = False
-    device: str | None = None
-    base: str | None = None  # base model under an adapter dir (default: the one the adapter names)
+    batch_size: PosInt = 16  # prompts generated together (KV cache, left padding)
+    strict: bool = False  # stop at the first unusable input line (default: skip it and count it)
+    load: Loading = dataclass_field(default_factory=Loading)
 
 
 def read_inputs(path: Path, opts: GenerateOptions) -> list[tuple[dict | None, object, str]]:
@@ -165,7 +169,7 @@ def _follow(model_path: str, items: list, sampling: Sampling, opts: GenerateOpti
         from langgraft.model.load import load_model_or_adapter
 
         done = message[1]
-        model, tok = load_model_or_adapter(model_path, opts.device, opts.base)
+        model, tok = load_model_or_adapter(model_path, opts.load.device, opts.load.base)
         items = items[:done] + [_render(tok, item, opts, f"line {k + 1}") for k, item in enumerate(items[done:], done)]
         for _ in _windows(model, tok, items, done, sampling=sampling, opts=opts, tick=lambda n, t: None, outputs=[],
                           group=group):
@@ -183,7 +187,7 @@ def _generate(model_path: str, paths: tuple[Path, Path], items: list, sampling: 
     from langgraft.model.load import load_model_or_adapter
 
     inp, out = paths
-    settings = {"model": model_path, "base": opts.base, "input": str(inp.resolve()), "field": opts.field,
+    settings = {"model": model_path, "base": opts.load.base, "input": str(inp.resolve()), "field": opts.field,
                 "chat": opts.chat, **{f"--{k.replace('_', '-')}": v for k, v in asdict(sampling).items()}}
     done = resume_point(out, settings)
     if done > len(items):
@@ -194,7 +198,7 @@ def _generate(model_path: str, paths: tuple[Path, Path], items: list, sampling: 
         from langgraft.eval.speed import new_token_ids
 
         group.tell(("start", done))
-        model, tok = load_model_or_adapter(model_path, opts.device, opts.base)
+        model, tok = load_model_or_adapter(model_path, opts.load.device, opts.load.base)
         outputs: list[dict] = []  # this run's generations: the text per second of what it generated
         new_ids = new_token_ids(model_path) if Path(model_path, "config.json").is_file() else frozenset()
         items = items[:done] + [_render(tok, item, opts, f"--input {inp}:{k + 1}")

@@ -20,17 +20,18 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from langgraft.errors import UserError
-from langgraft.model.generation import Sampling
+from langgraft.model.generation import Loading, Sampling
 from langgraft.textfiles import check_unicode
 
 
 @dataclass
 class ChatOptions:
+    """What `chat` may be told beyond its model and prompt: the source of its flags."""
+
     sampling: Sampling = field(default_factory=Sampling)
-    device: str | None = None
-    json: bool = False
-    base: str | None = None  # the base model under an adapter dir (default: the one the adapter names)
-    system: str = ""
+    json: bool = False  # one JSON object per turn instead of the streamed reply
+    system: str = ""  # system message (also /system TEXT in the conversation)
+    load: Loading = field(default_factory=Loading)
 
 
 def reply(model, tok, history: list[dict], text: str, opts: ChatOptions, write=None) -> dict:
@@ -58,7 +59,7 @@ def run_chat(path: str, opts: ChatOptions, *, prompt: str | None = None, stdin: 
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout  # looked up now: callers may have redirected them
     check_unicode(opts.system, "--system")
-    model, tok = load_model_or_adapter(path, opts.device, opts.base)
+    model, tok = load_model_or_adapter(path, opts.load.device, opts.load.base)
     history: list[dict] = []
     turns: list[dict] = []
     interactive = prompt is None and stdin.isatty()

@@ -17,7 +17,10 @@ from pathlib import Path
 
 from langgraft.errors import UserError
 from langgraft.eval.metrics import fmt
+from langgraft.formats.dataset_json import dataset_info, is_prepared
+from langgraft.formats.results_json import read_results, results_path
 from langgraft.hub import is_hub_id
+from langgraft.lang import ANCHOR, DEFAULT_TARGET
 from langgraft.rundir import atomic_write_text, read_manifest
 from langgraft.train.config import STAGES as TRAIN_STAGES
 
@@ -78,8 +81,7 @@ def _manifest(node: Path) -> dict | None:
 
 
 def _dataset(path: str) -> dict:
-    info_path = Path(path) / "dataset.json"
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    info = dataset_info(path) if is_prepared(path) else {}
     return {"path": path, "name": info.get("name") or Path(path).name, "kind": info.get("kind", "?"),
             "lang": info.get("lang", "?"), "licenses": info.get("licenses") or ["unknown"],
             "records": (info.get("splits", {}).get("train") or {}).get("records")}
@@ -141,11 +143,11 @@ def _pipeline_results(run: Path, report: Path | None) -> dict:
         return {}
     found: dict = {}
     report = report or out / "report"
-    compared = report / "eval" / "results.json"
-    paths = [compared] if compared.is_file() else sorted((out / "eval").glob("*/results.json"),
-                                                          key=lambda p: p.stat().st_mtime)
-    if paths:
-        found["evals"] = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    points = sorted((d for d in (out / "eval").iterdir() if results_path(d).is_file()),
+                    key=lambda d: results_path(d).stat().st_mtime)
+    folders = [report / "eval"] if results_path(report / "eval").is_file() else points
+    if folders:
+        found["evals"] = [read_results(d, where="model card:") for d in folders]
     summary = report / "summary.json"
     if summary.is_file():
         found["fertility"] = json.loads(summary.read_text(encoding="utf-8")).get("tokenizer", {}).get("fertility")
@@ -155,7 +157,7 @@ def _pipeline_results(run: Path, report: Path | None) -> dict:
 # ---------------------------------------------------------------- writing the card
 def _lang(facts: dict) -> str:
     tok = facts["tokenizer"] or {}
-    return (tok.get("summary") or {}).get("lang") or (tok.get("config") or {}).get("lang") or "fa"
+    return (tok.get("summary") or {}).get("lang") or (tok.get("config") or {}).get("lang") or DEFAULT_TARGET
 
 
 def render(facts: dict) -> str:
@@ -164,7 +166,7 @@ def render(facts: dict) -> str:
     base = _base_name(facts)
     tags = ["langgraft", "language-adaptation", "vocabulary-extension", lang] + \
         [t["stage"] for t in facts["trains"]] + (["gguf"] if facts["gguf"] else [])
-    header = {"base_model": base if is_hub_id(base) else None, "language": [lang, "en"],
+    header = {"base_model": base if is_hub_id(base) else None, "language": [lang, ANCHOR],
               "license": facts["license"], "library_name": "transformers", "tags": tags,
               "datasets": sorted({d["name"] for d in facts["datasets"]})}
     stages = ", ".join(t["stage"] for t in facts["trains"]) or "none"

@@ -5,29 +5,54 @@
                tokenizer: loads with `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`.
 `out/adapter/` the PEFT adapter (LoRA + trained rows only, megabytes): `PeftModel.from_pretrained(parent, DIR)`
                on the extended model from `langgraft extend` reproduces the same logits.
-`out/model.gguf` with `--gguf TYPE`: the merged model for llama.cpp / Ollama / LM Studio (ggufio.write.write_gguf),
-               and `out/Modelfile` beside it for `ollama create` (ggufio.modelfile).
+`out/model.gguf` with `--gguf TYPE`: the merged model for llama.cpp / Ollama / LM Studio (gguf.write_gguf),
+               and `out/Modelfile` beside it for `ollama create` (modelfile.py).
 `out/model/README.md` the model card, generated from the run's own records (modelcard.py).
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, Optional
 
+from langgraft.config import from_dict, to_dict
 from langgraft.errors import UserError
-from langgraft.rundir import check_out, input_identity, read_manifest, run_stage
+from langgraft.options import option, settings as settings_of
+from langgraft.rundir import StageResult, check_out, input_identity, read_manifest, run_stage
 
 
-def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None, checkpoint: str | None = None,
-               base_id: str | None = None) -> dict:
-    """Merge training run `run` into `out`; `gguf` (f16, bf16, q8_0, q4_0, f32) also writes
-    `out/model.gguf` and `out/Modelfile`; `checkpoint`
-    (step-N, or N) exports that checkpoint's adapter instead of the finished run's, also while the run goes on;
-    `base_id` is the hub id the adapter's base is published under, recorded as its base instead of the local path."""
+GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_0", "f32")
+
+
+@dataclass
+class ExportOptions:
+    """What `export` may be told beyond its run and output: the source of its flags."""
+
+    # export that checkpoint of the run (step-N or N; also while the run still trains)
+    checkpoint: Optional[str] = option(None, metavar="step-N")
+    gguf: bool = False  # also write model.gguf for llama.cpp / Ollama / LM Studio
+    gguf_type: Optional[Literal[GGUF_TYPES]] = None  # GGML type of the GGUF's matrices (default f16; implies --gguf)
+    # the hub id the adapter's base (the extended model) is published under: recorded as the adapter's base
+    # instead of the local path
+    base_id: Optional[str] = option(None, metavar="HUB_ID")
+    # upload the export to this hub model repo (model/ at its root, adapter/ as a subfolder, model.gguf); needs a
+    # token (`hf auth login` or HF_TOKEN)
+    push_to_hub: Optional[str] = option(None, metavar="REPO", fingerprint=False)
+    private: bool = option(False, fingerprint=False)  # with --push-to-hub: create the repo private
+
+
+def export_run(run: str | Path, *, out: str | Path, opts: ExportOptions | None = None, force: bool = False,
+               **settings: Any) -> StageResult:
+    """Merge training run `run` into `out` (model/, adapter/, and with `gguf`/`gguf_type` model.gguf and a
+    Modelfile). `settings`: fields of `ExportOptions`, over `opts`; `push_to_hub` is done by `push_export`."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
+    opts = from_dict(ExportOptions, {**to_dict(opts or ExportOptions()), **settings}, source="export")
+    gguf = opts.gguf_type or ("f16" if opts.gguf else None)
+    checkpoint, base_id = opts.checkpoint, opts.base_id
     run = Path(run)
     if base_id is not None:
         try:
@@ -37,17 +62,15 @@ def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None, che
     adapter, parent, stage = _adapter_of(run, checkpoint)
     check_out(out, [parent] if Path(parent).exists() else [])  # never the model the run was trained on
     # the parent's identity too: a parent rebuilt in place makes another merged model from the same adapter
-    config = {"run": str(run), "parent": parent, "parent_identity": input_identity(parent), "stage": stage}
+    config = {"run": str(run), "parent": parent, "parent_identity": input_identity(parent), "stage": stage,
+              **settings_of(opts), "gguf": gguf}
     if checkpoint is not None:
         config["checkpoint"] = adapter.parent.name
-    if base_id is not None:
-        config["base_id"] = base_id
     if gguf is not None:
-        from langgraft.ggufio.write import check_gguf_writable
+        from langgraft.export.gguf import check_gguf_writable
 
         if Path(parent).is_dir():  # before the merge: an unsupported model fails in a second
             check_gguf_writable(parent, gguf)
-        config["gguf"] = gguf
 
     def work(tmp: Path) -> dict:
         summary = _export(run, adapter, parent, tmp, gguf)
@@ -55,7 +78,7 @@ def export_run(run: str | Path, *, out: str | Path, gguf: str | None = None, che
             _record_hub_base(tmp / "adapter", base_id, stage or "")
         return summary
 
-    return run_stage(out, stage="export", config=config, inputs=[adapter], work=work).manifest["summary"]
+    return run_stage(out, stage="export", config=config, inputs=[adapter], work=work, force=force)
 
 
 def _adapter_of(run: Path, checkpoint: str | None) -> tuple[Path, str, str | None]:
@@ -89,6 +112,7 @@ def _adapter_of(run: Path, checkpoint: str | None) -> tuple[Path, str, str | Non
 
 def _export(run: Path, adapter: Path, parent: str, tmp: Path, gguf: str | None) -> dict:
     from langgraft import safeload
+    from langgraft.formats.extend_report import copy_extend_report
     from langgraft.formats.new_tokens import copy_new_tokens
     from langgraft.model.load import load_causal_lm
 
@@ -108,16 +132,15 @@ def _export(run: Path, adapter: Path, parent: str, tmp: Path, gguf: str | None) 
     safeload.tokenizer(adapter, "--run").save_pretrained(tmp / "model")
     # the next stage (rows=new) needs to know which rows are new: carry the surgery's record along
     copy_new_tokens(parent, tmp / "model")
-    if (Path(parent) / "extend_report.json").is_file():
-        shutil.copy2(Path(parent) / "extend_report.json", tmp / "model" / "extend_report.json")
+    copy_extend_report(parent, tmp / "model")
     summary = {"parent": parent, "tied": tied, "model_mb": _mb(tmp / "model"), "adapter_mb": _mb(tmp / "adapter")}
-    from langgraft.modelcard import gather, model_name, write_model_card
+    from langgraft.export.modelcard import gather, model_name, write_model_card
 
     facts = gather(run if read_manifest(run) is not None else Path(parent))  # a running run: from its parent on
     if gguf is not None:
-        from langgraft.ggufio.write import write_gguf
+        from langgraft.export.gguf import write_gguf
 
-        from langgraft.ggufio.modelfile import write_modelfile
+        from langgraft.export.modelfile import write_modelfile
 
         summary["gguf"] = write_gguf(tmp / "model", tmp / "model.gguf", gguf_type=gguf, name=model_name(facts))
         summary["modelfile"] = write_modelfile(tmp / "model", tmp, "model.gguf")
