@@ -94,7 +94,7 @@ def step_times(method_model: str, control_model: str, cfg_method, cfg_control, r
     from langgraft.formats.new_tokens import read_new_tokens
     from langgraft.model.load import load_causal_lm
     from langgraft.train.model import LossModule, build_peft_model
-    from langgraft.train.stages import _use_bf16, build_optimizer
+    from langgraft.train.model import build_optimizer, use_bf16
 
     def make(model_dir: str, stage: str, cfg):
         ids = [t["id"] for t in read_new_tokens(model_dir)["tokens"]] if cfg.rows == "new" else []
@@ -110,7 +110,7 @@ def step_times(method_model: str, control_model: str, cfg_method, cfg_control, r
     arms = {"method_align": make(method_model, "align", cfg_method["align"]),
             "method_pretrain": make(method_model, "pretrain", cfg_method["pretrain"]),
             "control_pretrain": make(control_model, "pretrain", cfg_control["pretrain"])}
-    bf16 = _use_bf16(cfg_method["pretrain"].precision)
+    bf16 = use_bf16(cfg_method["pretrain"].precision)
     times: dict = {k: [] for k in arms}
     for r in range(rounds + 1):
         for name, (loss_module, opt, batch) in arms.items():
@@ -183,6 +183,10 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+")
     ap.add_argument("--tm-seeds", type=int, nargs="*",
                     help="seeds of the text-matched control (default: --seeds); it costs ~4x a method arm")
+    ap.add_argument("--arms", nargs="+", choices=["method", "control-cm", "control-tm"],
+                    default=["method", "control-cm", "control-tm"],
+                    help="the arms to run; without method, the first method recipe runs to model_extend only "
+                         "(data, tokenizer, extended model, step-0 evaluations), which is what sizing and reuse need")
     ap.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds for the step times")
     ap.add_argument("--size-only", metavar="METHOD_OUT",
                     help="only size the controls from an existing method run folder (model_extend, data, ...)")
@@ -214,6 +218,15 @@ def main() -> None:
     runs = [("method", s) for s in args.seeds[:1]] + [("control-cm", s) for s in args.seeds[:1]]
     runs += [r for s in args.seeds[1:] for r in (("method", s), ("control-cm", s))]
     runs += [("control-tm", s) for s in (args.seeds if args.tm_seeds is None else args.tm_seeds)]
+    runs = [r for r in runs if r[0] in args.arms]
+    if "method" not in args.arms:  # the shared outputs and the sizing still come from the first method recipe
+        from langgraft.pipeline.run import run_recipe
+
+        path = write_recipe(method, out / "recipes" / f"method-{args.seeds[0]}.yaml", first, args.seeds[0], args)
+        run_recipe(path, base_dir=base_dir, stop="model_extend", log=lambda line: None)
+        plan_m = load_recipe(path, base_dir=base_dir)
+        sizing = size_controls(plan_m, control_plan(control, out, args.seeds[0], args, base_dir), plan_m.out,
+                               args.rounds)
     for arm, seed in runs:
         if arm == "method":
             path = write_recipe(method, out / "recipes" / f"method-{seed}.yaml", out / f"method-{seed}", seed, args)
@@ -236,7 +249,8 @@ def main() -> None:
 
 
 def report(results: dict, sizing: dict, out: Path) -> None:
-    tasks = list(next(iter(results["method"].values()))["bpc"])
+    results = {arm: runs for arm, runs in results.items() if runs}
+    tasks = list(next(iter(next(iter(results.values())).values()))["bpc"])
     lines = ["| arm | " + " | ".join(f"{t} bpc" for t in tasks) + " | training tokens | fa characters seen | "
              "training s |", "|---|" + "---|" * (len(tasks) + 3)]
     for arm, runs in results.items():
@@ -248,7 +262,9 @@ def report(results: dict, sizing: dict, out: Path) -> None:
         lines.append(f"| {arm} (n={len(runs)}) | " + " | ".join(cells) +
                      f" | {mean['tokens']:,.0f} | {mean['fa_chars']:,.0f} | {mean['seconds']:,.0f} |")
     lines += ["", "Welch's t-test, method vs control, across seeds (t < 0: the method's bpc is lower):", ""]
-    for arm in ("control-cm", "control-tm"):
+    for arm in ("control-cm", "control-tm") if "method" in results else ():
+        if arm not in results:
+            continue
         for t in tasks:
             a = [r["bpc"][t] for r in results["method"].values()]
             b = [r["bpc"][t] for r in results[arm].values()]
@@ -260,9 +276,11 @@ def report(results: dict, sizing: dict, out: Path) -> None:
     (out / "arms.md").write_text(text + "\n", encoding="utf-8")
     (out / "arms.json").write_text(json.dumps({"results": results, "sizing": sizing}, indent=1, default=str))
     fa = next(t for t in tasks if "fa" in t)
-    m = statistics.mean(r["bpc"][fa] for r in results["method"].values())
-    c = statistics.mean(r["bpc"][fa] for r in results["control-cm"].values())
-    print(f"RESULT metric={m:.4f} baseline={c:.4f} ratio={c / m:.3f}")
+    if "method" in results:  # against the compute-matched control, else the text-matched one
+        other = results.get("control-cm") or results.get("control-tm")
+        m = statistics.mean(r["bpc"][fa] for r in results["method"].values())
+        c = statistics.mean(r["bpc"][fa] for r in other.values()) if other else float("nan")
+        print(f"RESULT metric={m:.4f} baseline={c:.4f} ratio={c / m:.3f}")
 
 
 if __name__ == "__main__":

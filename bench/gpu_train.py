@@ -100,7 +100,7 @@ def ours_setup(model, stage: str, shape: dict, compile_layers: bool):
     from types import SimpleNamespace
 
     from langgraft.train.model import LossModule, build_peft_model
-    from langgraft.train.stages import build_optimizer
+    from langgraft.train.model import build_optimizer
 
     cfg = Cfg(optim=SimpleNamespace(lr=2e-4, embed_lr=None, weight_decay=0.0))
     peft_model = build_peft_model(model, stage, cfg, list(range(shape["old"], shape["vocab"])))

@@ -20,7 +20,8 @@ from langgraft.data.prepare import LEAK_COLUMNS, prepare
 from langgraft.eval.records import build_examples, read_records
 from langgraft.eval.tasks import load_task, resolve_tasks
 from langgraft.lang import get_language
-from langgraft.pipeline.recipe import Recipe, load_recipe, task_items
+from langgraft.pipeline.recipe import load_recipe, task_items
+from langgraft.pipeline.table import Recipe
 from langgraft.pipeline.stages import data_config
 from helpers import english_lines, news_articles
 

@@ -119,7 +119,7 @@ def test_cli_and_recipe_offer_exactly_the_init_methods():
     import typing
 
     from langgraft.cli_args import extend_args
-    from langgraft.pipeline.recipe import ModelExtendSection
+    from langgraft.pipeline.table import ModelExtendSection
     from langgraft.model.init import DEFAULT, METHODS
 
     parser = argparse.ArgumentParser()

@@ -76,7 +76,7 @@ def test_every_option_field_is_a_flag_with_its_comment_as_help(verb, cls):
 def test_recipe_sections_are_the_verbs_options():
     from langgraft.eval.options import EvalOptions
     from langgraft.model.options import ExtendOptions
-    from langgraft.pipeline.recipe import Recipe
+    from langgraft.pipeline.table import Recipe
     from langgraft.tokenizer.train import TokenizerTrainOptions
 
     keys = {row[0]: row for row in describe(Recipe)}
@@ -170,7 +170,7 @@ def test_sweep_takes_a_comma_list_or_several_values():
 
 
 def test_help_text_of_a_field_made_without_source_comes_from_its_metadata():
-    from langgraft.pipeline.recipe import Recipe
+    from langgraft.pipeline.table import Recipe
 
     helps = field_help(Recipe)
     assert helps["out"].startswith("output folder") and helps["model_extend"].startswith("`extend`")

@@ -24,7 +24,7 @@ from langgraft.cli import main
 from langgraft.demo import run_demo
 from langgraft.errors import UserError
 from langgraft.eval.metrics import fmt
-from langgraft.pipeline.recipe import STAGES
+from langgraft.pipeline.table import STAGES
 from langgraft.pipeline.run import run_recipe
 
 MODEL_STAGES = ("model_extend", "align/export", "pretrain/export", "instruct/export")

@@ -17,7 +17,8 @@ from langgraft.data.config import PrepareConfig
 from langgraft.data.readers import plan_units
 from langgraft.demo import _materialise
 from langgraft.eval.tasks import load_task
-from langgraft.pipeline.recipe import EVAL_POINTS, check_inputs, load_recipe
+from langgraft.pipeline.recipe import check_inputs, load_recipe
+from langgraft.pipeline.table import EVAL_POINTS
 from langgraft.textfiles import expand_paths
 from langgraft.train.config import TrainConfig
 

@@ -103,7 +103,7 @@ def test_prepare_numbers_out_of_range(where, value):
                                       "tokenizer.vocab_size=0", "eval.shots=-1", "model_extend.seed=-1",
                                       "eval.max_new_tokens=0"])
 def test_recipe_numbers_out_of_range(override):
-    from langgraft.pipeline.recipe import Recipe
+    from langgraft.pipeline.table import Recipe
 
     with pytest.raises(UserError, match=rf"{override.split('=')[0]} must be "):
         load_config(Recipe, None, [override])

@@ -17,7 +17,8 @@ import langgraft
 from langgraft.cli import main
 from langgraft.config import apply_override
 from langgraft.errors import UserError
-from langgraft.pipeline.recipe import SMOKE_EVAL_LIMIT, STAGES, load_recipe
+from langgraft.pipeline.recipe import SMOKE_EVAL_LIMIT, load_recipe
+from langgraft.pipeline.table import STAGES
 
 
 @pytest.fixture(scope="module")

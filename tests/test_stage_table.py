@@ -1,4 +1,4 @@
-"""Stages as data: a new stage of `langgraft run` is one row of `recipe.TABLE` plus its build function."""
+"""Stages as data: a new stage of `langgraft run` is one row of `table.TABLE` plus its build function."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import yaml
 
 from langgraft.config import describe, to_dict
 from langgraft.errors import UserError
-from langgraft.pipeline.recipe import TABLE, Stage, load_recipe, recipe_class
+from langgraft.pipeline.recipe import load_recipe
+from langgraft.pipeline.table import TABLE, Stage, recipe_class
 from langgraft.pipeline.run import run_recipe
 from langgraft.pipeline.stages import main_only
 from langgraft.rundir import read_manifest, run_stage

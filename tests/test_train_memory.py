@@ -69,13 +69,13 @@ def test_checkpoint_layers_recomputes_only_the_first_n_layers_and_keeps_the_loss
     step's loss and gradients equal the run without checkpointing (recomputation changes memory, not maths)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    from langgraft.train.stages import _checkpoint_layers
+    from langgraft.train.model import checkpoint_layers
     from langgraft.model.load import load_causal_lm
 
     model_dir = make_extended_model(tmp_path, data_dir)
     for first, want in ((0, [True, True]), (1, [True, False]), (5, [True, True])):
         model = load_causal_lm(str(model_dir), dtype=torch.float32)
-        _checkpoint_layers(model, first)
+        checkpoint_layers(model, first)
         layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
         assert [layer.gradient_checkpointing for layer in layers] == want, first
     ids = torch.randint(0, 500, (2, 16))
@@ -84,7 +84,7 @@ def test_checkpoint_layers_recomputes_only_the_first_n_layers_and_keeps_the_loss
         torch.manual_seed(0)
         model = load_causal_lm(str(model_dir), dtype=torch.float32).train()
         if first is not None:
-            _checkpoint_layers(model, first)
+            checkpoint_layers(model, first)
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         grads.append((float(loss), model.get_input_embeddings().weight.grad.clone()))

@@ -166,7 +166,7 @@ def run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", metavar="RECIPE.yaml", help="pipeline recipe (see recipes/persian-llama2.yaml)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted recipe overrides right after RECIPE.yaml, e.g. out=runs/x eval.limit=50")
-    from langgraft.pipeline.recipe import STAGES
+    from langgraft.pipeline.table import STAGES
 
     p.add_argument("--from", dest="start", default=None, metavar="STAGE",
                    help=f"first stage to run (earlier ones must be finished): {', '.join(STAGES)}")

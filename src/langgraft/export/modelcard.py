@@ -12,13 +12,13 @@ pull in Jinja templates and a hub client for the same few lines.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from langgraft.errors import UserError
 from langgraft.eval.metrics import fmt
 from langgraft.formats.dataset_json import dataset_info, is_prepared
 from langgraft.formats.results_json import read_results, results_path
+from langgraft.formats.summary_json import read_summary
 from langgraft.hub import is_hub_id
 from langgraft.lang import ANCHOR, DEFAULT_TARGET
 from langgraft.rundir import atomic_write_text, read_manifest
@@ -148,9 +148,9 @@ def _pipeline_results(run: Path, report: Path | None) -> dict:
     folders = [report / "eval"] if results_path(report / "eval").is_file() else points
     if folders:
         found["evals"] = [read_results(d, where="model card:") for d in folders]
-    summary = report / "summary.json"
-    if summary.is_file():
-        found["fertility"] = json.loads(summary.read_text(encoding="utf-8")).get("tokenizer", {}).get("fertility")
+    summary = read_summary(report)
+    if summary is not None:
+        found["fertility"] = summary.get("tokenizer", {}).get("fertility")
     return found
 
 
@@ -249,7 +249,7 @@ def _dataset_name(config: dict) -> str:
 
 
 def _learning_rates(stage: str, optim: dict) -> str:
-    """The rates the optimiser really used (train.stages.build_optimizer): embedding/head rows train at
+    """The rates the optimiser really used (train.model.build_optimizer): embedding/head rows train at
     `embed_lr` (default `lr`), LoRA at `lr`; align trains rows only."""
     rows = optim.get("embed_lr") or optim["lr"]
     return f"rows {rows}" if stage == "align" else f"LoRA {optim['lr']}, rows {rows}"

@@ -21,6 +21,7 @@ from langgraft.config import from_dict, to_dict
 from langgraft.errors import UserError
 from langgraft.options import option, settings as settings_of
 from langgraft.rundir import StageResult, check_out, input_identity, read_manifest, run_stage
+from langgraft.rundir.training import read_train_config
 
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_0", "f32")
@@ -104,8 +105,7 @@ def _adapter_of(run: Path, checkpoint: str | None) -> tuple[Path, str, str | Non
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"--checkpoint {checkpoint}: {found[name]} holds no {ADAPTER}/ (written by an older "
                         "langgraft); resume the run to write a new one")
-    saved = json.loads((run / "train_config.json").read_text(encoding="utf-8"))["config"] \
-        if (run / "train_config.json").is_file() else (manifest or {}).get("config", {})
+    saved = read_train_config(run) or (manifest or {}).get("config", {})
     parent = saved.get("model") or json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
     return adapter, parent, saved.get("stage")
 

@@ -30,7 +30,7 @@ A training stage's model and dataset come from the run (the previous stage's mod
 
 Relative paths in a recipe are relative to the working directory (`base_dir` for the Python API, which
 `langgraft demo` points at its own folder). A recipe's sections hold each verb's own flags, or the path of the
-verb's own YAML config plus dotted overrides (schema: recipe.py); unknown keys anywhere are one-line errors before
+verb's own YAML config plus dotted overrides (schema: table.py); unknown keys anywhere are one-line errors before
 anything runs.
 
 Multi-GPU: `accelerate launch -m langgraft run RECIPE.yaml` (or torchrun) runs the training stages on every

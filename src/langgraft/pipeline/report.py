@@ -18,7 +18,8 @@ from pathlib import Path
 from langgraft.eval.metrics import fmt
 from langgraft.eval.merge import merge_evals
 from langgraft.eval.speed import speed_summary_lines
-from langgraft.rundir import atomic_write_text, write_json
+from langgraft.formats.summary_json import write_summary
+from langgraft.rundir import atomic_write_text
 
 
 def write_run_report(out: Path, config: dict) -> dict:
@@ -45,7 +46,7 @@ def write_run_report(out: Path, config: dict) -> dict:
     summary["training"] = training_summary(config.get("runs", {}))
     summary["lines"] = summary_lines(summary, config["lang"]) + speed_summary_lines(doc)
     summary["training_charts"] = _training_charts(out / "training", config.get("training", {}))
-    write_json(out / "summary.json", summary)
+    write_summary(out, summary)
     charts = "".join(f"\n![{stage} training](training/{stage}.png)\n" for stage in summary["training_charts"])
     atomic_write_text(out / "summary.md", "# Pipeline summary\n\n" + "\n".join(f"- {line}" for line in
                       summary["lines"]) + "\n\nDetails: [eval/report.md](eval/report.md)"
@@ -128,7 +129,7 @@ def training_summary(runs: dict[str, str]) -> dict[str, dict]:
 def training_chart(metrics: Path, path: Path, title: str) -> bool:
     """Training loss (and validation loss where it was measured) against the step, and the learning rate of each
     parameter group, from a training run's metrics.jsonl; False when it holds nothing to draw."""
-    from langgraft.train.loop import read_metrics
+    from langgraft.rundir.training import read_metrics
 
     rows = read_metrics(metrics)
     train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]

@@ -1,4 +1,4 @@
-"""`run_recipe`: load and check a recipe, then build the selected stages in order (the rows of `recipe.TABLE`), on
+"""`run_recipe`: load and check a recipe, then build the selected stages in order (the rows of `table.TABLE`), on
 every process of a multi-process launch, recording each stage's status in OUT/pipeline.json."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Sequence
 from langgraft.config import to_dict
 from langgraft.consolelog import own
 from langgraft.errors import UserError
-from langgraft.pipeline.recipe import TABLE, Plan, Stage, check_inputs, load_recipe, select_stages
+from langgraft.formats.summary_json import read_summary
+from langgraft.pipeline.recipe import Plan, check_inputs, load_recipe
+from langgraft.pipeline.table import TABLE, Stage, select_stages
 from langgraft.pipeline.stages import Ranks
 from langgraft.rundir import INPUTS, output_lock, read_manifest, write_json
 
@@ -23,7 +25,7 @@ def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | 
                table: tuple[Stage, ...] = TABLE) -> dict:
     """Run the recipe's stages `start`..`stop`; returns {"out", "stages": {name: {status, seconds}}, "summary"}.
     smoke: the short version of the recipe (`recipe.SMOKE_TRAIN`) in OUT-smoke; table: the stages a recipe may
-    have (`recipe.TABLE`)."""
+    have (`table.TABLE`)."""
     plan = load_recipe(path, overrides, base_dir=base_dir, smoke=smoke, table=table)
     stages = select_stages(start, stop, plan.recipe.stages, plan.names)
     ranks = _ranks()
@@ -40,8 +42,7 @@ def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, start: str | 
             status = _build_stages(plan, stages, ranks, log)
     finally:
         INPUTS.reset(token)
-    summary = json.loads((plan.out / "report" / "summary.json").read_text(encoding="utf-8")) \
-        if "report" in stages and ranks.main else None
+    summary = read_summary(plan.out / "report") if "report" in stages and ranks.main else None
     return {"out": str(plan.out), "stages": status, "summary": summary}
 
 

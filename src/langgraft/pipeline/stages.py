@@ -1,4 +1,4 @@
-"""The stages of `langgraft run`, one plain function each, named by a row of `recipe.TABLE`: `build_<stage>(plan,
+"""The stages of `langgraft run`, one plain function each, named by a row of `table.TABLE`: `build_<stage>(plan,
 name, ranks)` calls its verb's Python API on the recipe's settings and returns True when it produced a new output
 (False: the verb's `StageResult` said every output was up to date).
 
@@ -23,9 +23,11 @@ from langgraft.errors import UserError
 from langgraft.formats.results_json import results_path
 from langgraft.options import project
 from langgraft.rundir import output_stamp, run_stage, write_json
+from langgraft.rundir.training import CONFIG_NAME, METRICS_NAME
 
 if TYPE_CHECKING:  # the recipe module holds the table of these functions
-    from langgraft.pipeline.recipe import Plan, TrainSection
+    from langgraft.pipeline.recipe import Plan
+    from langgraft.pipeline.table import TrainSection
 
 
 @dataclass
@@ -155,7 +157,7 @@ def build_training(plan: Plan, stage: str, ranks: Ranks) -> bool:
 
 def _discard_stale(run_dir: Path, stage: str, cfg, upstream: dict) -> None:
     """A training run built on another config or another upstream output is not resumed but started over."""
-    saved_path = run_dir / "train_config.json"
+    saved_path = run_dir / CONFIG_NAME
     up_path = run_dir.parent / "upstream.json"
     if not saved_path.is_file():
         return
@@ -199,8 +201,8 @@ def build_report(plan: Plan) -> bool:
     if plan.grafted:
         tokenizers["extended"] = str(plan.stage_dir("tokenizer_extend"))
     runs = [s for s in plan.training if plan.configured(s) and (plan.out / s / "train" / "manifest.json").is_file()]
-    training = {s: str(plan.out / s / "train" / "metrics.jsonl") for s in runs
-                if (plan.out / s / "train" / "metrics.jsonl").is_file()}
+    training = {s: str(plan.out / s / "train" / METRICS_NAME) for s in runs
+                if (plan.out / s / "train" / METRICS_NAME).is_file()}
     config = {"evals": [str(d) for d in evals], "texts": texts, "tokenizers": tokenizers, "lang": plan.recipe.lang,
               "training": training, "runs": {s: str(plan.out / s / "train") for s in runs},
               "arm": "method" if plan.grafted else "control"}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 
@@ -24,9 +23,9 @@ import torch
 
 from langgraft.errors import UserError
 from langgraft.rundir import atomic_dir, sha256_path, write_json
+from langgraft.rundir.training import list_checkpoints
 
 PREFIX = "step-"
-NAME = re.compile(r"step-[0-9]{8}")  # a checkpoint folder's name, exactly
 CHECKSUMS = "checksums.json"
 ADAPTER = "adapter"  # the checkpoint's weights as a PEFT adapter folder
 FORMAT = 2  # state.pt layout: trained weights and optimizer state keyed by parameter name (torch state-dict API)
@@ -87,13 +86,6 @@ def save_checkpoint(root: Path, step: int, *, trained: tuple[dict, dict], schedu
             shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
-
-
-def list_checkpoints(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    # only names langgraft writes (a name read from disk reaches messages and the log): never a link
-    return sorted(p for p in root.iterdir() if NAME.fullmatch(p.name) and not p.is_symlink() and p.is_dir())
 
 
 def verify_checkpoint(path: Path, world: int = 1) -> str | None:

@@ -34,9 +34,9 @@ import torch
 
 from langgraft.errors import UserError
 from langgraft.formats.dataset_json import NAME as DATASET_JSON, dataset_info
+from langgraft.rundir.training import CACHE
 from langgraft.train.config import TrainConfig
 
-CACHE = "packed-data"  # the run folder's cache: train.npy, validation.npy (int32) and cache.json
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 
 from langgraft.errors import UserError
 from langgraft.outfiles import open_output
+from langgraft.rundir.training import METRICS_NAME
 from langgraft.train.checkpoint import list_checkpoints, save_checkpoint
 from langgraft.train.data import batch_indices
 from langgraft.train.sharding import full, gradient_sync, is_sharded, trained_state
@@ -95,7 +96,7 @@ def run_loop(trainer: Trainer, train_blocks: torch.Tensor, cfg, out: Path, state
     micro, accum = cfg.micro_batch_size, cfg.grad_accum
     params = [p for p in loss_module.parameters() if p.requires_grad]
     groups = [g.get("name", f"group_{i}") for i, g in enumerate(optimizer.param_groups)]
-    metrics = out / "metrics.jsonl"
+    metrics = out / METRICS_NAME
     bar = tqdm(total=state.total_steps, initial=state.step, disable=not accelerator.is_main_process,
                unit="step", dynamic_ncols=True, file=sys.stderr)
     t0, tokens0 = time.perf_counter(), state.tokens
@@ -148,19 +149,6 @@ def run_loop(trainer: Trainer, train_blocks: torch.Tensor, cfg, out: Path, state
             checkpoint(trainer, cfg, out, state)
     bar.close()
     return state
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The records of a run's metrics.jsonl, in order; a line torn by a kill mid-append is left out."""
-    lines = []
-    for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(text)
-        except ValueError:
-            continue  # only a kill mid-write makes one (the loop writes whole lines)
-        if isinstance(record, dict) and "step" in record:
-            lines.append(record)
-    return lines
 
 
 def checkpoint(trainer: Trainer, cfg, out: Path, state: LoopState) -> Path:

@@ -30,15 +30,25 @@ from langgraft.errors import UserError
 from langgraft.formats.dataset_json import dataset_info, is_prepared
 from langgraft.hub import resolve_model
 from langgraft.outfiles import open_output
-from langgraft.rundir import StageResult, atomic_dir, git_revision, output_lock, package_versions, read_manifest, write_json
+from langgraft.rundir import (StageResult, atomic_dir, git_revision, input_identity, output_lock, package_versions,
+                              read_manifest, write_json)
+from langgraft.rundir.training import (CACHE, CHECKPOINTS, METRICS_NAME, dataset_identity, list_checkpoints,
+                                       prepare_out, reached_step, read_metrics)
 from langgraft.train.config import TrainConfig
-from langgraft.train.data import CACHE, build_data
-from langgraft.train.loop import read_metrics, save_adapter
+from langgraft.train.data import build_data
+from langgraft.train.loop import save_adapter
 from langgraft.train.memory import estimate_line
-from langgraft.train.runfolder import prepare_out, reached_step, run_inputs
+from langgraft.train.model import build_optimizer, build_stage_model, use_bf16
 from langgraft.train.sharding import (FsdpOptions, check_launch, fsdp_options, is_sharded, local, shard,
                                       trained_state, unsharded_env)
 from langgraft.train.tracking import finish as finish_trackers, start as start_trackers, trackers
+
+def run_inputs(cfg: TrainConfig) -> dict:
+    """Identity of what the run reads besides its config: the model and the datasets (a model re-extended or
+    a dataset re-prepared in place is another run)."""
+    return {"model": input_identity(cfg.model), "dataset": dataset_identity(cfg.data.dataset),
+            "replay": dataset_identity(cfg.data.replay) if cfg.data.replay else None}
+
 
 STAGE_DATA = {"align": "bilingual", "pretrain": "monolingual", "instruct": "instructions"}
 
@@ -78,11 +88,10 @@ def _train(run: Run, resume: bool) -> dict:
     from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
-    from langgraft.train.checkpoint import list_checkpoints
 
     stage, cfg, out = run.stage, run.cfg, run.out
     track = trackers(cfg.report_to)
-    precision = "bf16" if _use_bf16(cfg.precision) else "no"
+    precision = "bf16" if use_bf16(cfg.precision) else "no"
     # Accelerate keeps one mixed-precision setting per process and refuses another, but one process may train
     # several stages (`langgraft run`) at different precisions: drop its setting, keep the distributed state.
     if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != precision:
@@ -99,7 +108,7 @@ def _train(run: Run, resume: bool) -> dict:
     check_launch(run.engine, accelerator.distributed_type.name)
     run.accelerator = accelerator
     # resume=True with nothing to resume is fine there (`langgraft run` always passes it)
-    pending = resume and bool(list_checkpoints(out / "checkpoints"))
+    pending = resume and bool(list_checkpoints(out / CHECKPOINTS))
     if run.engine == "DEEPSPEED" and (cfg.checkpoint_every or pending):
         raise UserError("checkpoint_every/--resume: resumable checkpoints are not implemented under ZeRO "
                         "(DeepSpeed); set checkpoint_every=0, or launch with recipes/accelerate/fsdp.yaml")
@@ -118,7 +127,7 @@ def _train(run: Run, resume: bool) -> dict:
             start_trackers(accelerator, track, out, stage, run.resolved)
             run.started = time.time()
             torch.manual_seed(cfg.seed)
-            run.tokenizer, run.peft_model, token_ids = _build_model(stage, cfg, accelerator)
+            run.tokenizer, run.peft_model, token_ids = build_stage_model(stage, cfg, accelerator)
             run.train_blocks, run.val, data_summary = build_data(stage, cfg, run.tokenizer, accelerator, out)
             run.summary = {**data_summary, "trained_rows": len(token_ids)}
             trainer, state = _fit(run, resume)
@@ -135,7 +144,7 @@ def _train(run: Run, resume: bool) -> dict:
 def memory_estimate(stage: str, cfg: TrainConfig, *, gpu: bool | None = None) -> str:
     """The estimated peak memory of training `stage` with `cfg` on this machine, one line (train/memory.py)."""
     gpu = torch.cuda.is_available() if gpu is None else gpu
-    return estimate_line(stage, cfg, bf16=_use_bf16(cfg.precision), gpu=gpu)
+    return estimate_line(stage, cfg, bf16=use_bf16(cfg.precision), gpu=gpu)
 
 
 def _warn(line: str) -> None:
@@ -171,7 +180,7 @@ def _fit(run: Run, resume: bool):
 
     cfg, out, accelerator = run.cfg, run.out, run.accelerator
     world = accelerator.num_processes
-    found = latest_good_checkpoint(out / "checkpoints", rank=accelerator.process_index, world=world,
+    found = latest_good_checkpoint(out / CHECKPOINTS, rank=accelerator.process_index, world=world,
                                    log=_warn if accelerator.is_main_process else None) if resume else None
     digest = _checked_data(run, found[1].get("data_sha256") if found else None)
     per_step = cfg.micro_batch_size * cfg.grad_accum * world
@@ -194,7 +203,7 @@ def _fit(run: Run, resume: bool):
                                  optimizer=optimizer, scheduler=scheduler)
         state.step, state.tokens, state.last_loss = saved["step"], saved["tokens"], saved["loss"]
     if accelerator.is_main_process:  # lines after the resumed step (or every line, from scratch) are redone
-        _truncate_metrics(out / "metrics.jsonl", state.step)
+        _truncate_metrics(out / METRICS_NAME, state.step)
     trainer = Trainer(accelerator, loss_module, optimizer, scheduler, run.tokenizer)
     state = run_loop(trainer, run.train_blocks, cfg, out, state, run.val)
     if cfg.checkpoint_every:
@@ -230,7 +239,7 @@ def _save(run: Run, trainer, state) -> dict:
     summary = {**run.summary, "steps": state.step, "tokens": state.tokens, "final_loss": state.last_loss,
                "world_size": accelerator.num_processes,
                "rank_checksums": _rank_checksums(accelerator, loss_module)}
-    summary.update(_last_eval(out / "metrics.jsonl"))
+    summary.update(_last_eval(out / METRICS_NAME))
     module = accelerator.unwrap_model(loss_module)
     # the trained parameters only, gathered on the main process; ZeRO-3 partitions weights where torch's
     # state-dict API cannot see them, so there DeepSpeed gathers the whole model as before
@@ -306,82 +315,6 @@ def _check_rows_none(stage: str, cfg: TrainConfig) -> None:
     if cfg.optim.embed_lr is not None:
         _warn(f"langgraft train: rows: none trains no embedding/head rows; optim.embed_lr "
               f"({cfg.optim.embed_lr:g}) is unused")
-
-
-def _use_bf16(precision: str) -> bool:
-    """auto = bf16 autocast on GPUs that support it and on CPUs with native bf16 instructions (there, measured
-    interleaved in one process, a pretrain step ran 1.3–1.5× faster than fp32); fp32 elsewhere."""
-    if precision != "auto":
-        return precision == "bf16"
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _build_model(stage: str, cfg: TrainConfig, accelerator):
-    from langgraft import safeload
-    from langgraft.formats.new_tokens import read_new_tokens
-    from langgraft.model.load import load_causal_lm
-    from langgraft.train.instruct import check_packed_attention, ensure_chat_template
-    from langgraft.train.model import build_peft_model
-
-    model_dir = Path(cfg.model)
-    tokenizer = safeload.tokenizer(model_dir, "model")
-    dtype = torch.bfloat16 if accelerator.device.type == "cuda" and _use_bf16(cfg.precision) else torch.float32
-    model = load_causal_lm(str(model_dir), dtype=dtype)
-    if stage == "instruct" and ensure_chat_template(tokenizer):
-        accelerator.print(f"langgraft train: {model_dir} has no chat template; using the built-in "
-                          "'### Instruction / ### Response' one (saved with the adapter)")
-    if stage == "instruct":
-        check_packed_attention(model, accelerator.print)
-    if cfg.rows == "new":
-        token_ids = [t["id"] for t in read_new_tokens(model_dir, flag="model", made_by="`langgraft extend`")["tokens"]]
-    else:
-        token_ids = list(range(len(tokenizer))) if cfg.rows == "all" else []
-    if not token_ids and cfg.rows == "new":
-        raise UserError(f"model {model_dir}: new_tokens.json lists no new tokens; use rows=all")
-    if cfg.gradient_checkpointing:
-        _checkpoint_layers(model, cfg.checkpoint_layers)
-    peft_model = build_peft_model(model, stage, cfg, token_ids)
-    for p in peft_model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()  # trained weights stay fp32 (bf16 base, fp32 master copy of what trains)
-    if cfg.compile:
-        for layer in peft_model.get_base_model().model.layers:
-            layer.compile()
-    return tokenizer, peft_model, token_ids
-
-
-def _checkpoint_layers(model, first: int) -> None:
-    """Activation checkpointing on the first `first` decoder layers (0: all). transformers' decoder layers are
-    `GradientCheckpointingLayer`s that each recompute when their own `gradient_checkpointing` flag is set, so the
-    layers past `first` are switched back off after enabling it model-wide."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if not first:
-        return
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
-    for layer in layers[first:]:
-        layer.gradient_checkpointing = False
-
-
-def build_optimizer(peft_model, cfg: TrainConfig):
-    rows, adapters = [], []
-    for name, p in peft_model.named_parameters():
-        if p.requires_grad:
-            (rows if "trainable_tokens_delta" in name else adapters).append(p)
-    # named: the trackers log each group's learning rate under its name
-    groups = [{"params": rows, "lr": cfg.optim.embed_lr or cfg.optim.lr, "weight_decay": 0.0, "name": "embeddings"}]
-    if adapters:
-        groups.append({"params": adapters, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay,
-                       "name": "lora"})
-    # fused AdamW: one kernel for all parameters on GPUs (the foreach default is several times slower there)
-    return torch.optim.AdamW(groups, fused=torch.cuda.is_available() or None)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -9,6 +9,7 @@ a run's own files, and a finished run is never trained over with another config.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -16,27 +17,33 @@ from pathlib import Path
 from langgraft.consolelog import LOG
 from langgraft.errors import UserError
 from langgraft.outfiles import check_no_links
-from langgraft.rundir import check_out, folder_stamp, input_identity, output_stamp, write_json
-from langgraft.train.config import TrainConfig
-from langgraft.train.data import CACHE
+from langgraft.rundir.files import write_json
+from langgraft.rundir.stage import check_out, folder_stamp, output_stamp
+
+CONFIG_NAME = "train_config.json"  # the resolved config, its fingerprint and the inputs' identities
+METRICS_NAME = "metrics.jsonl"  # a line per logged step: losses, learning rates, tokens/s; validation lines
+CACHE = "packed-data"  # the packed-data cache: train.npy, validation.npy (int32) and cache.json
+CHECKPOINTS = "checkpoints"
+CHECKPOINT = re.compile(r"step-[0-9]{8}")  # a checkpoint folder's name, exactly
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    # only names langgraft writes (a name read from disk reaches messages and the log): never a link
+    return sorted(p for p in root.iterdir() if CHECKPOINT.fullmatch(p.name) and not p.is_symlink() and p.is_dir())
 
 
 def reached_step(out: Path) -> bool:
-    from langgraft.train.checkpoint import list_checkpoints
-
-    metrics = out / "metrics.jsonl"
-    return bool(list_checkpoints(out / "checkpoints")) or (metrics.is_file() and metrics.stat().st_size > 0)
+    metrics = out / METRICS_NAME
+    return bool(list_checkpoints(out / CHECKPOINTS)) or (metrics.is_file() and metrics.stat().st_size > 0)
 
 
-def run_inputs(cfg: TrainConfig) -> dict:
-    """Identity of what the run reads besides its config: the model and the datasets (a model re-extended or
-    a dataset re-prepared in place is another run)."""
-    def dataset(path: str):
-        stamp = output_stamp(Path(path).parent)  # the `data prepare` output that holds every dataset
-        return list(stamp[:2]) if stamp is not None else folder_stamp(path)
-
-    return {"model": input_identity(cfg.model), "dataset": dataset(cfg.data.dataset),
-            "replay": dataset(cfg.data.replay) if cfg.data.replay else None}
+def dataset_identity(path: str):
+    """What a run records about a prepared dataset it reads: the identity of the `data prepare` output holding it
+    (a dataset re-prepared in place is another run)."""
+    stamp = output_stamp(Path(path).parent)
+    return list(stamp[:2]) if stamp is not None else folder_stamp(path)
 
 
 def prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, inputs: dict, *,
@@ -44,8 +51,8 @@ def prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, input
     data = resolved["data"]
     check_out(out, [p for p in (resolved["model"], data["dataset"], data["replay"]) if p and Path(p).exists()])
     check_no_links(out)  # a run folder is written into again on resume: only through its own files
-    check_no_links(out / "checkpoints")
-    saved_path = out / "train_config.json"
+    check_no_links(out / CHECKPOINTS)
+    saved_path = out / CONFIG_NAME
     if saved_path.is_file():
         _check_run_folder(out)
     if saved_path.is_file() and force:
@@ -84,7 +91,7 @@ def prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, input
 
 
 # what a run folder that never reached step 1 may hold (restarting it replaces them)
-RUN_FILES = {"train_config.json", CACHE, "data.pt", "checkpoints", "metrics.jsonl", "tensorboard", "mlruns", "wandb",
+RUN_FILES = {CONFIG_NAME, CACHE, "data.pt", CHECKPOINTS, METRICS_NAME, "tensorboard", "mlruns", "wandb",
              LOG}  # data.pt: the packed-data cache of earlier versions
 
 
@@ -100,11 +107,11 @@ def _check_run_folder(out: Path) -> None:
     happens to have a train_config.json) or whose train_config.json langgraft did not write is refused."""
     foreign = sorted(p.name for p in out.iterdir() if not _run_file(p.name))
     try:
-        saved = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
+        saved = json.loads((out / CONFIG_NAME).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         saved = None
     if foreign or not isinstance(saved, dict) or not {"fingerprint", "config"} <= saved.keys():
-        why = f"it also holds {foreign[0]}" if foreign else "its train_config.json was not written by langgraft"
+        why = f"it also holds {foreign[0]}" if foreign else f"its {CONFIG_NAME} was not written by langgraft"
         raise UserError(f"--out {out}: not a langgraft training run ({why}); --force discards only a training "
                         "run, pick another --out")
 
@@ -115,3 +122,28 @@ def first_difference(a, b, prefix: str = "") -> str:
             if a.get(key) != b.get(key):
                 return first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
     return f"{prefix.rstrip('.')}: {a!r} → {b!r}"
+
+
+def read_train_config(run: Path) -> dict | None:
+    """The resolved config a training run in `run` recorded when it started, or None when it holds none."""
+    path = run / CONFIG_NAME
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise UserError(f"{path}: not valid JSON") from None
+    return saved.get("config") if isinstance(saved, dict) else None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl, in order; a line torn by a kill mid-append is left out."""
+    lines = []
+    for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(text)
+        except ValueError:
+            continue  # only a kill mid-write makes one (the loop writes whole lines)
+        if isinstance(record, dict) and "step" in record:
+            lines.append(record)
+    return lines
