@@ -35,3 +35,24 @@ def test_langgraft_json_round_trip_and_checks(tmp_path):
     (tmp_path / "langgraft.json").write_text(json.dumps({"lang": "fa", "normalizer": ["x"]}))
     with pytest.raises(UserError, match="normalizer is not an object"):
         read_langgraft_json(tmp_path)
+
+
+def test_run_report_summary_and_training_files_round_trip_and_checks(tmp_path):
+    from langgraft.formats.summary_json import read_summary, write_summary
+    from langgraft.rundir.training import METRICS_NAME, read_metrics, read_train_config
+
+    assert read_summary(tmp_path) is None and read_train_config(tmp_path) is None
+    write_summary(tmp_path, {"arm": "control", "lines": ["Persian bpc 2.67"]})
+    assert read_summary(tmp_path) == {"arm": "control", "lines": ["Persian bpc 2.67"]}
+    for text, message in (("{", r"summary\.json:1: not valid JSON"), ("[1]", "expected a JSON object")):
+        (tmp_path / "summary.json").write_text(text, encoding="utf-8")
+        with pytest.raises(UserError, match=message):
+            read_summary(tmp_path)
+    (tmp_path / "train_config.json").write_text(json.dumps({"fingerprint": "f", "config": {"stage": "align"}}))
+    assert read_train_config(tmp_path) == {"stage": "align"}
+    (tmp_path / "train_config.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"train_config\.json: not valid JSON"):
+        read_train_config(tmp_path)
+    # a line torn by a kill mid-append and a record without a step are left out, the order kept
+    (tmp_path / METRICS_NAME).write_text('{"step": 1, "loss": 3.0}\n{"loss": 2}\n{"step": 2, "loss": 2.5}\n{"step": 3, "lo')
+    assert [r["step"] for r in read_metrics(tmp_path / METRICS_NAME)] == [1, 2]

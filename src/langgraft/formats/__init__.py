@@ -7,6 +7,7 @@ checks; no other module spells the file's name (tests/test_architecture.py).
   `tokenizer_extend_report.json` (`tokenizer extend`'s report).
 - `dataset_json`: `dataset.json` (`data prepare` → `train`, `tokenizer train`/`report`, the run report, the card).
 - `results_json`: `results.json` (`eval` → `eval --compare`, the run report, the model card).
+- `summary_json`: `summary.json` (the run report → `langgraft run`'s last lines, the model card).
 """
 
 from __future__ import annotations

@@ -7,11 +7,10 @@ figures, the printed lines and the training charts.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from langgraft.errors import UserError
 from langgraft.rundir import write_json
+from langgraft.textfiles import read_json_object
 
 NAME = "summary.json"
 
@@ -23,12 +22,4 @@ def write_summary(folder: Path, summary: dict) -> None:
 def read_summary(folder: str | Path) -> dict | None:
     """The report's summary in `folder`, or None when the folder holds none."""
     path = Path(folder) / NAME
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{path}: not a langgraft {NAME} ({type(exc).__name__})") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: not a langgraft {NAME} (not a JSON object)")
-    return doc
+    return read_json_object(path) if path.is_file() else None
