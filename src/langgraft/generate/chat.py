@@ -14,6 +14,7 @@ Text is printed as plain UTF-8: Persian shows right-to-left in terminals with bi
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -100,8 +101,8 @@ def _lines(prompt: str | None, stdin: TextIO, prompt_to: TextIO | None):
         yield check_unicode(prompt.strip(), "--prompt")
         return
     if prompt_to is not None and stdin is sys.stdin:
-        try:
-            import readline  # noqa: F401 - gives input() line editing and history in the terminal
+        try:  # imported for its effect: input() gets line editing and history in the terminal
+            importlib.import_module("readline")
         except ImportError:  # not on every platform; input() works without it
             pass
     n = 0
