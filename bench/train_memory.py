@@ -4,13 +4,15 @@ SmolLM2-135M extended with Persian (66,688 rows), the recipe's step of 4 blocks 
 the CPU has it. Baseline: the step as one micro-batch of 4 blocks (`micro_batch_size=4, grad_accum=1`, the
 recipe's earlier setting); ours: four micro-batches of one block (`micro_batch_size=1, grad_accum=4`: the same
 blocks in the same step, so the same gradient for pretraining, with a quarter of the activations alive at once),
-and optionally with activation checkpointing. Each run is its own child process (its peak RSS is its own,
+and optionally with activation checkpointing; `4x1-before` is the one-micro-batch step without the step's two
+memory changes (a bool-mask LoRA dropout, frozen linear weights in bf16 under CPU autocast: `undo_memory_changes`). Each run is its own child process (its peak RSS is its own,
 `ru_maxrss`), the configurations alternate for `--rounds` rounds so load on a shared machine hits each, and the
 rate counts steps 2..N from the engine's metrics. Each run also reports what `train/memory.py` estimated before
 it started, to check the estimate against the measured peak.
 
     python bench/train_memory.py --model /path/SmolLM2-135M-Instruct [--stage pretrain] [--steps 3] [--rounds 1]
     python bench/train_memory.py --extended OUT/model_extend --dataset OUT/data/fa_mono   # the recipe's own
+    python bench/train_memory.py --extended OUT/model_extend --dataset OUT/data/fa_mono --splits 4x1-before,4x1
 
 RESULT: metric = ours' peak RSS (MiB), baseline = the one-micro-batch step's, ratio = baseline ÷ ours.
 """
@@ -28,7 +30,18 @@ import tempfile
 import time
 from pathlib import Path
 
-SPLITS = {"4x1": (4, 1, False), "1x4": (1, 4, False), "4x1+ckpt": (4, 1, True)}
+SPLITS = {"4x1": (4, 1, False), "1x4": (1, 4, False), "4x1+ckpt": (4, 1, True), "4x1-before": (4, 1, False)}
+
+
+def undo_memory_changes() -> None:
+    """The step as it was before its two memory changes (the `-before` split): PEFT's own float-mask dropout and
+    float32 frozen linear weights that autocast casts at every forward pass."""
+    import torch
+
+    import langgraft.train.model as model
+
+    model.LoraDropout = torch.nn.Dropout
+    model.narrow_frozen_linears = lambda peft_model: None
 
 
 def worker(args) -> None:
@@ -39,6 +52,8 @@ def worker(args) -> None:
     from langgraft.train.stages import train
 
     torch.set_num_threads(args.threads)
+    if args.split.endswith("-before"):
+        undo_memory_changes()
     micro, accum, ckpt = SPLITS[args.split]
     cfg = from_dict(TrainConfig, {
         "model": args.extended, "micro_batch_size": micro, "grad_accum": accum, "max_steps": args.steps,

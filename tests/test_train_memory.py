@@ -106,3 +106,70 @@ def test_the_estimate_counts_only_the_checkpointed_layers(extended):
     ten = estimate_peak(shape, dataclasses.replace(cfg, checkpoint_layers=10), stage="pretrain", rows=40,
                         bf16=True)["activations"]
     assert every < ten < one < off
+
+
+def _saved_bytes(fn) -> dict[torch.dtype, int]:
+    """Bytes autograd saves for the backward pass while `fn()` runs, by dtype."""
+    saved: dict[torch.dtype, int] = {}
+
+    def pack(t):
+        saved[t.dtype] = saved.get(t.dtype, 0) + t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return saved
+
+
+def test_lora_dropout_keeps_a_bool_mask_and_drops_like_nn_dropout(extended):
+    """The LoRA input dropout saves a one-byte mask, not a float one the input's width; it zeroes about p of the
+    inputs, scales the rest by 1/(1-p), and is the identity in eval mode."""
+    from langgraft.model.load import load_causal_lm
+    from langgraft.train.model import LoraDropout, build_peft_model
+
+    cfg = dataclasses.replace(TrainConfig(model=str(extended)))
+    peft_model = build_peft_model(load_causal_lm(str(extended)), "pretrain", cfg, [])
+    drops = [m for m in peft_model.modules() if isinstance(m, LoraDropout)]
+    assert drops and not [m for m in peft_model.modules() if isinstance(m, torch.nn.Dropout)]
+    drop = drops[0]
+    x = torch.ones(4096, 64, requires_grad=True)
+    for autocast, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            saved = _saved_bytes(lambda: drop.train()(x).sum().backward())
+            y = drop(x)
+        assert y.dtype == dtype and saved.get(torch.bool) == x.numel() and set(saved) == {torch.bool}, saved
+        kept = y[y != 0].float()
+        assert abs(1 - kept.numel() / x.numel() - drop.p) < 0.01
+        torch.testing.assert_close(kept, torch.full_like(kept, 1 / (1 - drop.p)), atol=1e-2, rtol=0)
+    assert drop.eval()(x) is x
+
+
+def test_frozen_linears_in_bf16_under_cpu_autocast_keep_the_loss_and_gradients(extended):
+    """Under bf16 autocast over float32 weights, the frozen linear layers are stored in bf16 once: what autocast
+    computed with its own bf16 copy, to the bit, without the float32 weights and the copies autograd kept."""
+    from langgraft.model.load import load_causal_lm
+    from langgraft.train.model import build_peft_model, narrow_frozen_linears
+
+    cfg = TrainConfig(model=str(extended))
+    ids = torch.randint(0, 500, (2, 16))
+    results = []
+    for narrow in (False, True):
+        torch.manual_seed(0)
+        peft_model = build_peft_model(load_causal_lm(str(extended)), "pretrain", cfg, [3, 4]).eval()
+        if narrow:
+            narrow_frozen_linears(peft_model)
+        dtypes = {p.dtype for p in peft_model.parameters() if p.requires_grad}
+        rows = {id(p): p.dtype for m in (peft_model.get_input_embeddings(), peft_model.get_output_embeddings())
+                for p in m.parameters()}  # embedding and head (here untied): float32, trained rows and all
+        frozen = {m.weight.dtype for m in peft_model.modules() if type(m) is torch.nn.Linear
+                  and not m.weight.requires_grad and id(m.weight) not in rows}
+        assert dtypes == {torch.float32} and frozen == ({torch.bfloat16} if narrow else {torch.float32})
+        assert set(rows.values()) == {torch.float32} and len(rows) >= 3
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = peft_model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in peft_model.parameters() if p.requires_grad]))
+    assert torch.equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        assert torch.equal(a, b)
+

@@ -3,8 +3,8 @@ loads, so a user learns before the run (and from `--show-config`) whether it fit
 
 Why a formula rather than a probe step: a probe costs as much as a training step, needs the model loaded, and
 the number is wanted before either. The terms follow what a step keeps alive:
-- the weights as loaded (float32 on CPU, bf16 on a GPU with bf16) and, under bf16 autocast with float32 weights,
-  the bf16 copy autocast makes of every frozen linear weight, which autograd keeps for the backward pass;
+- the weights as loaded (float32 on CPU, bf16 on a GPU with bf16), the frozen linear weights in bf16 under bf16
+  autocast on CPU too (train/model.py casts them once rather than autocast at every forward pass);
 - the trained parameters (LoRA matrices and the trained embedding/head rows) with their gradients and AdamW's two
   moments, plus PEFT's copy of the original rows and the merged embedding matrix built at every forward pass;
 - the activations autograd saves, per token and decoder layer (`ACT_PER_TOKEN`, in units of the hidden and
@@ -19,18 +19,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-# Bytes saved for backward per token per decoder layer: a × hidden + b × intermediate, with bf16 autocast over
-# float32 weights and LoRA (with dropout) on all seven linear layers (SmolLM2-135M, 4 × 512 tokens: 6.79 GiB
-# peak, of which 5.03 activations; 1 × 512 tokens: 3.08 GiB). Align trains no LoRA, so its frozen linear layers
-# save no inputs: ALIGN_SHARE of that (measured: 2.69 GiB peak). Float32 training keeps wider copies:
-# FP32_ACT_FACTOR times as much (1 x 512 tokens in float32: 3.02 GiB).
-ACT_PER_TOKEN = (94, 21)
-ALIGN_SHARE = 0.2
+# Bytes a step holds per token per decoder layer: a × hidden + b × intermediate, with bf16 autocast and LoRA (with
+# its bool-mask dropout) on all seven linear layers, glibc's free-but-resident heap included (SmolLM2-135M extended
+# to 66,688 rows, pretrain, bench/train_memory.py: 4 × 512 tokens 5.0-5.6 GiB peak, 1 × 512 2.7 GiB). Align trains
+# no LoRA, so its frozen linear layers save no inputs: ALIGN_SHARE of that (measured: 3.5 GiB). Float32 training
+# keeps wider copies: FP32_ACT_FACTOR times as much (fitted before the dropout and frozen-weight changes, which
+# narrowed both precisions: 1 × 512 in float32 took 3.02 GiB against 3.08 in bf16; not re-measured since).
+ACT_PER_TOKEN = (72, 17)
+ALIGN_SHARE = 0.58
 FP32_ACT_FACTOR = 1.1
 # With activation checkpointing: bytes per token per layer, as a multiple of the hidden size, kept between the
 # forward and the backward pass (the float32 layer input and what the allocator holds around the recompute;
-# measured on the same model and step: 3.15 GiB peak, 1.39 of it activations).
-CKPT_PER_HIDDEN = 37
+# measured on the same model and step: 2.6 GiB peak).
+CKPT_PER_HIDDEN = 33
 RUNTIME_BYTES = 550 << 20
 
 
@@ -77,7 +78,6 @@ def estimate_peak(s: Shape, cfg, *, stage: str, rows: int, bf16: bool, gpu: bool
     """Bytes by term (and "total") of one training process's peak for `stage` with `rows` trained rows."""
     matrices = 1 if s.tied else 2
     weight_bytes = 2 if gpu and bf16 else 4
-    params = linear_params(s) + matrices * s.vocab * s.hidden
     lora = lora_params(s, cfg.lora.r, cfg.lora.targets) if stage != "align" else 0
     trained = lora + matrices * rows * s.hidden
     tokens = cfg.micro_batch_size * cfg.data.block_size
@@ -93,8 +93,7 @@ def estimate_peak(s: Shape, cfg, *, stage: str, rows: int, bf16: bool, gpu: bool
     activations = tokens * (recomputed * s.hidden * CKPT_PER_HIDDEN + max(s.layers - recomputed, 1) * per_token)
     chunk = max(64, (8 << 20) // s.vocab) if not gpu else 4096
     terms = {
-        "weights": params * weight_bytes,
-        "autocast copies": linear_params(s) * 2 if bf16 and weight_bytes == 4 else 0,
+        "weights": linear_params(s) * (2 if bf16 else 4) + matrices * s.vocab * s.hidden * weight_bytes,
         "trained + grads + AdamW": trained * 16,
         "row copies": matrices * (rows + s.vocab) * s.hidden * weight_bytes if rows else 0,
         "activations": activations,
