@@ -23,7 +23,7 @@ from langgraft.errors import UserError
 from langgraft.formats.results_json import results_path
 from langgraft.options import project
 from langgraft.rundir import output_stamp, run_stage, write_json
-from langgraft.rundir.training import CONFIG_NAME, METRICS_NAME
+from langgraft.rundir.training import CONFIG_NAME, METRICS_NAME, read_train_config
 
 if TYPE_CHECKING:  # the recipe module holds the table of these functions
     from langgraft.pipeline.recipe import Plan
@@ -161,7 +161,7 @@ def _discard_stale(run_dir: Path, stage: str, cfg, upstream: dict) -> None:
     up_path = run_dir.parent / "upstream.json"
     if not saved_path.is_file():
         return
-    saved = json.loads(saved_path.read_text(encoding="utf-8")).get("config")
+    saved = read_train_config(run_dir)
     wanted = json.loads(json.dumps({"stage": stage, **to_dict(cfg)}))
     same_upstream = up_path.is_file() and json.loads(up_path.read_text(encoding="utf-8")) == upstream
     if saved == wanted and (same_upstream or not up_path.is_file()):

@@ -53,18 +53,13 @@ def prepare_out(out: Path, resolved: dict, fingerprint: str, resume: bool, input
     check_no_links(out)  # a run folder is written into again on resume: only through its own files
     check_no_links(out / CHECKPOINTS)
     saved_path = out / CONFIG_NAME
-    if saved_path.is_file():
-        _check_run_folder(out)
+    saved = _check_run_folder(out) if saved_path.is_file() else None
     if saved_path.is_file() and force:
         print(f"langgraft train: --force: discarding the run in {out}", file=sys.stderr)
         shutil.rmtree(out)
     elif saved_path.is_file() and not reached_step(out) and not (out / "manifest.json").is_file():
         pass  # a run that never reached step 1 has nothing to keep: start it again with this config
-    elif saved_path.is_file():
-        try:
-            saved = json.loads(saved_path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise UserError(f"{saved_path}: not valid JSON; pass --force to start the run over") from None
+    elif saved is not None:
         same_config = saved.get("fingerprint") == fingerprint
         # a manifest that records no inputs has nothing to compare: the run counts as built on the current ones
         changed = next((k for k, v in inputs.items() if saved.get("inputs", inputs).get(k) != v), None)
@@ -102,9 +97,10 @@ def _run_file(name: str) -> bool:
     return name in known or (name.startswith(".") and any(name[1:].startswith(k + ".") for k in known))
 
 
-def _check_run_folder(out: Path) -> None:
-    """`--force` discards a training run only: a folder holding anything a run does not write (a project that
-    happens to have a train_config.json) or whose train_config.json langgraft did not write is refused."""
+def _check_run_folder(out: Path) -> dict:
+    """The run's saved train_config.json. `--force` discards a training run only: a folder holding anything a run
+    does not write (a project that happens to have a train_config.json) or whose train_config.json langgraft did
+    not write is refused."""
     foreign = sorted(p.name for p in out.iterdir() if not _run_file(p.name))
     try:
         saved = json.loads((out / CONFIG_NAME).read_text(encoding="utf-8"))
@@ -114,6 +110,7 @@ def _check_run_folder(out: Path) -> None:
         why = f"it also holds {foreign[0]}" if foreign else f"its {CONFIG_NAME} was not written by langgraft"
         raise UserError(f"--out {out}: not a langgraft training run ({why}); --force discards only a training "
                         "run, pick another --out")
+    return saved
 
 
 def first_difference(a, b, prefix: str = "") -> str:
