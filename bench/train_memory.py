@@ -1,20 +1,23 @@
-"""Peak memory and tokens/s of a real base's training step at two splits of the same step, and the estimate.
+"""Peak memory and tokens/s of a real base's training step at several splits of the same step, and the estimate.
 
 SmolLM2-135M extended with Persian (66,688 rows), the recipe's step of 4 blocks × 512 tokens, bf16 autocast where
-the CPU has it. Baseline: the step as one micro-batch of 4 blocks (`micro_batch_size=4, grad_accum=1`, the
-recipe's earlier setting); ours: four micro-batches of one block (`micro_batch_size=1, grad_accum=4`: the same
-blocks in the same step, so the same gradient for pretraining, with a quarter of the activations alive at once),
-and optionally with activation checkpointing; `4x1-before` is the one-micro-batch step without the step's two
-memory changes (a bool-mask LoRA dropout, frozen linear weights in bf16 under CPU autocast: `undo_memory_changes`). Each run is its own child process (its peak RSS is its own,
-`ru_maxrss`), the configurations alternate for `--rounds` rounds so load on a shared machine hits each, and the
-rate counts steps 2..N from the engine's metrics. Each run also reports what `train/memory.py` estimated before
-it started, to check the estimate against the measured peak.
+the CPU has it. A split `MxA` runs the step as A micro-batches of M blocks (the same blocks in the same step, so
+the same pretraining gradient, with M/4 of the activations alive at once); `+ckpt` adds activation checkpointing;
+`-peft` reads the trained embedding and head rows through PEFT's layers, which build the whole merged [vocab, dim]
+matrix at every micro-batch (`through_peft`: the step before `LossModule.embed` and the kept merged head), and
+`-before` also undoes the step's two earlier memory changes (a bool-mask LoRA dropout, frozen linear weights in
+bf16 under CPU autocast: `undo_memory_changes`). The first split is the baseline. Each run is its own child
+process (its peak RSS is its own, `ru_maxrss`), the configurations alternate for `--rounds` rounds so load on a
+shared machine hits each, and the rate counts steps 2..N from the engine's metrics. Each run also reports what
+`train/memory.py` estimated before it started, to check the estimate against the measured peak.
 
     python bench/train_memory.py --model /path/SmolLM2-135M-Instruct [--stage pretrain] [--steps 3] [--rounds 1]
     python bench/train_memory.py --extended OUT/model_extend --dataset OUT/data/fa_mono   # the recipe's own
-    python bench/train_memory.py --extended OUT/model_extend --dataset OUT/data/fa_mono --splits 4x1-before,4x1
+    python bench/train_memory.py --extended OUT/model_extend --dataset OUT/data/fa_mono \
+        --splits 4x1-peft,4x1,2x2-peft,2x2,1x4 --steps 4
 
-RESULT: metric = ours' peak RSS (MiB), baseline = the one-micro-batch step's, ratio = baseline ÷ ours.
+RESULT: metric = the last split's peak RSS (MiB), baseline = the first split's, ratio = baseline ÷ ours; the line
+before it gives the tokens/s ratio of the same two.
 """
 
 from __future__ import annotations
@@ -30,7 +33,27 @@ import tempfile
 import time
 from pathlib import Path
 
-SPLITS = {"4x1": (4, 1, False), "1x4": (1, 4, False), "4x1+ckpt": (4, 1, True), "4x1-before": (4, 1, False)}
+SPLIT = re.compile(r"(\d+)x(\d+)(\+ckpt)?(-peft|-before)?")
+SPLITS_HELP = ("MxA[+ckpt][-peft|-before]: micro-batch M blocks, A micro-batches a step, activation checkpointing; "
+               "-peft: the trained rows through PEFT's layers; -before: that and the two memory changes undone")
+
+
+def parse_split(split: str) -> tuple[int, int, bool, str]:
+    m = SPLIT.fullmatch(split)
+    if not m:
+        sys.exit(f"--splits: {split!r} is not {SPLITS_HELP.split(':')[0]}")
+    return int(m.group(1)), int(m.group(2)), bool(m.group(3)), (m.group(4) or "")[1:]
+
+
+def through_peft() -> None:
+    """The `-peft` step: the input embedding through PEFT's TrainableTokensLayer (the whole merged [vocab, dim]
+    matrix built at every forward pass, a dense gradient into it) and the head's merged weight built afresh at
+    every micro-batch, as before `LossModule.embed` and `loss.merged_weight`'s cache."""
+    import langgraft.train.model as model
+    from langgraft.train import loss
+
+    model.LossModule.embed = lambda self, input_ids: None
+    model.fused_head_ce = lambda *a, cache=None, **k: loss.fused_head_ce(*a, **k)
 
 
 def undo_memory_changes() -> None:
@@ -52,9 +75,11 @@ def worker(args) -> None:
     from langgraft.train.stages import train
 
     torch.set_num_threads(args.threads)
-    if args.split.endswith("-before"):
+    micro, accum, ckpt, undo = parse_split(args.split)
+    if undo:
+        through_peft()
+    if undo == "before":
         undo_memory_changes()
-    micro, accum, ckpt = SPLITS[args.split]
     cfg = from_dict(TrainConfig, {
         "model": args.extended, "micro_batch_size": micro, "grad_accum": accum, "max_steps": args.steps,
         "gradient_checkpointing": ckpt, "checkpoint_every": 0, "eval_every": 0, "eval_batches": 1, "log_every": 1,
@@ -92,7 +117,7 @@ def main() -> None:
     ap.add_argument("--extended", help="an extended model folder (e.g. a recipe run's model_extend/)")
     ap.add_argument("--dataset", help="a prepared dataset folder for --extended (e.g. OUT/data/fa_mono)")
     ap.add_argument("--stage", default="pretrain", choices=["align", "pretrain"])
-    ap.add_argument("--splits", default="4x1,1x4", help=f"comma-separated, first = baseline: {', '.join(SPLITS)}")
+    ap.add_argument("--splits", default="4x1-peft,2x2", help=f"comma-separated, first = baseline: {SPLITS_HELP}")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
@@ -112,6 +137,8 @@ def main() -> None:
         inputs = build_inputs(args.model, work, args.max_texts)
         args.extended, args.dataset = inputs["model"], inputs["dataset"]
     splits = args.splits.split(",")
+    for split in splits:
+        parse_split(split)
     runs: dict[str, list[dict]] = {s: [] for s in splits}
     for _ in range(args.rounds):
         for split in splits:

@@ -6,7 +6,7 @@ the number is wanted before either. The terms follow what a step keeps alive:
 - the weights as loaded (float32 on CPU, bf16 on a GPU with bf16), the frozen linear weights in bf16 under bf16
   autocast on CPU too (train/model.py casts them once rather than autocast at every forward pass);
 - the trained parameters (LoRA matrices and the trained embedding/head rows) with their gradients and AdamW's two
-  moments, plus PEFT's copy of the original rows and the merged embedding matrix built at every forward pass;
+  moments, plus PEFT's copy of the original rows and the merged head weight the loss keeps (train/loss.py);
 - the activations autograd saves, per token and decoder layer (`ACT_PER_TOKEN`, in units of the hidden and
   intermediate sizes, measured on SmolLM2-135M on CPU with bf16 autocast and LoRA dropout), or with activation
   checkpointing one float32 layer input per token and layer plus one layer's activations;
@@ -78,6 +78,7 @@ def estimate_peak(s: Shape, cfg, *, stage: str, rows: int, bf16: bool, gpu: bool
     """Bytes by term (and "total") of one training process's peak for `stage` with `rows` trained rows."""
     matrices = 1 if s.tied else 2
     weight_bytes = 2 if gpu and bf16 else 4
+    compute_bytes = 2 if bf16 else 4
     lora = lora_params(s, cfg.lora.r, cfg.lora.targets) if stage != "align" else 0
     trained = lora + matrices * rows * s.hidden
     tokens = cfg.micro_batch_size * cfg.data.block_size
@@ -95,7 +96,9 @@ def estimate_peak(s: Shape, cfg, *, stage: str, rows: int, bf16: bool, gpu: bool
     terms = {
         "weights": linear_params(s) * (2 if bf16 else 4) + matrices * s.vocab * s.hidden * weight_bytes,
         "trained + grads + AdamW": trained * 16,
-        "row copies": matrices * (rows + s.vocab) * s.hidden * weight_bytes if rows else 0,
+        "row copies": matrices * rows * s.hidden * weight_bytes,  # PEFT's copy of the original rows
+        # the head weight with the trained rows merged in, in the compute dtype, kept by the loss (train/loss.py)
+        "merged head": 0 if not rows and weight_bytes == compute_bytes else s.vocab * s.hidden * compute_bytes,
         "activations": activations,
         "head": 3 * chunk * s.vocab * 4 + tokens * s.hidden * 4,
         "runtime": 0 if gpu else RUNTIME_BYTES,
