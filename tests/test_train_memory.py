@@ -173,3 +173,74 @@ def test_frozen_linears_in_bf16_under_cpu_autocast_keep_the_loss_and_gradients(e
     for a, b in zip(results[0][1], results[1][1]):
         assert torch.equal(a, b)
 
+
+
+SMOLLM2 = {"model_type": "llama", "vocab_size": 66688, "hidden_size": 576, "intermediate_size": 1536,
+           "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "tie_word_embeddings": True}
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_memory_limit_checkpoints_the_fewest_first_layers_that_fit(tmp_path, bf16):
+    """memory_limit_gib: unchanged when the estimate fits; else checkpointing on the fewest first layers whose
+    estimate is under the limit (one layer fewer would not be); one error line when even every layer is not
+    enough."""
+    import json
+
+    from langgraft.errors import UserError
+    from langgraft.train.memory import fit_memory_limit
+
+    (tmp_path / "config.json").write_text(json.dumps(SMOLLM2))
+    cfg = dataclasses.replace(TrainConfig(model=str(tmp_path)), rows="none", micro_batch_size=4)
+    shape = read_shape(tmp_path)
+
+    def est(c) -> int:
+        return estimate_peak(shape, c, stage="pretrain", rows=0, bf16=bf16)["total"]
+
+    def fit(limit_bytes: float):
+        return fit_memory_limit("pretrain", dataclasses.replace(cfg, memory_limit_gib=limit_bytes / 2**30),
+                                bf16=bf16, gpu=False)
+
+    off, every = est(cfg), est(dataclasses.replace(cfg, gradient_checkpointing=True))
+    assert fit_memory_limit("pretrain", cfg, bf16=bf16, gpu=False) is cfg  # no limit
+    roomy = dataclasses.replace(cfg, memory_limit_gib=(off + 1) / 2**30)
+    assert fit_memory_limit("pretrain", roomy, bf16=bf16, gpu=False) is roomy
+    chosen = []
+    for share in (0.05, 0.3, 0.6, 0.95):
+        limit = every + share * (off - every)
+        fitted = fit(limit)
+        n = fitted.checkpoint_layers or shape.layers
+        assert fitted.gradient_checkpointing and est(fitted) <= limit < est(dataclasses.replace(fitted,
+                                                                                              checkpoint_layers=n - 1))
+        chosen.append(n)
+    assert chosen == sorted(chosen, reverse=True) and len(set(chosen)) == 4  # a tighter limit, more layers
+    with pytest.raises(UserError, match=r"memory_limit_gib=.*even with activation checkpointing on every layer"):
+        fit(every * 0.9)
+
+
+def test_training_under_a_memory_limit_recomputes_and_keeps_the_loss(tmp_path, data_dir, capsys):
+    """A limit the configuration does not fit turns checkpointing on before the first step (the printed estimate
+    says so), and the run trains to the same loss as without the limit."""
+    import json
+
+    from langgraft.formats.new_tokens import read_new_tokens
+    from langgraft.train.memory import estimate_peak as peak
+
+    losses = []
+    for name, limit in (("free", None), ("limited", "half-way")):
+        cfg = tiny_run(tmp_path / name, data_dir, 8, 2, max_steps=2, checkpoint_every=0, log_every=1)
+        if limit:
+            shape, est = read_shape(cfg.model), {}
+            rows = len(read_new_tokens(cfg.model, flag="model")["tokens"])
+            for ckpt in (False, True):
+                est[ckpt] = peak(shape, dataclasses.replace(cfg, gradient_checkpointing=ckpt), stage="pretrain",
+                                 rows=rows, bf16=False)["total"]
+            cfg = dataclasses.replace(cfg, memory_limit_gib=(est[False] + est[True]) / 2 / 2**30)
+        train("pretrain", cfg, out=tmp_path / name / "run")
+        text = "".join(capsys.readouterr())
+        metrics = [json.loads(x) for x in (tmp_path / name / "run" / "metrics.jsonl").read_text().splitlines()]
+        losses.append([m["loss"] for m in metrics if "loss" in m])
+        if limit:
+            assert "activation checkpointing on for 1 of 2 layers (to stay under memory_limit_gib=" in text, text
+        else:
+            assert "activation checkpointing off" in text
+    assert losses[0] == losses[1] and len(losses[0]) == 2

@@ -60,6 +60,9 @@ class TrainConfig:
     # with gradient_checkpointing: recompute only the first N decoder layers (0 = all); the memory saved and the
     # time paid both grow with N, so a run that nearly fits checkpoints only what it must
     checkpoint_layers: NonNegInt = 0
+    # GiB the training process should stay under (0 = no limit): when the estimated peak (train/memory.py) is
+    # above it, activation checkpointing is turned on for the fewest first layers that bring the estimate under it
+    memory_limit_gib: NonNegFloat = 0.0
     compile: bool = False  # torch.compile each decoder layer
     loss_chunk: NonNegInt = 0  # tokens per chunk of the fused head + cross-entropy; 0 = auto (see train/loss.py)
     seed: NonNegInt = 0  # the one seed of the run: data order, replay mix, LoRA init and dropout

@@ -23,11 +23,11 @@ from pathlib import Path
 # its bool-mask dropout) on all seven linear layers, glibc's free-but-resident heap included (SmolLM2-135M extended
 # to 66,688 rows, pretrain, bench/train_memory.py: 4 × 512 tokens 5.0-5.6 GiB peak, 1 × 512 2.7 GiB). Align trains
 # no LoRA, so its frozen linear layers save no inputs: ALIGN_SHARE of that (measured: 3.5 GiB). Float32 training
-# keeps wider copies: FP32_ACT_FACTOR times as much (fitted before the dropout and frozen-weight changes, which
-# narrowed both precisions: 1 × 512 in float32 took 3.02 GiB against 3.08 in bf16; not re-measured since).
+# (a CPU without native bf16) saves every activation in float32: FP32_ACT_FACTOR times as much (the same step on a
+# 2-core AMD EPYC without bf16: 1,785 MiB more per 512 tokens, 1 × 512 3.48 GiB, 4 × 512 8.7-8.9 GiB).
 ACT_PER_TOKEN = (72, 17)
 ALIGN_SHARE = 0.58
-FP32_ACT_FACTOR = 1.1
+FP32_ACT_FACTOR = 1.8
 # With activation checkpointing: bytes per token per layer, as a multiple of the hidden size, kept between the
 # forward and the backward pass (the float32 layer input and what the allocator holds around the recompute;
 # measured on the same model and step: 2.6 GiB peak).
@@ -87,6 +87,11 @@ def estimate_peak(s: Shape, cfg, *, stage: str, rows: int, bf16: bool, gpu: bool
         per_token = int(per_token * FP32_ACT_FACTOR)
     if stage == "align":
         per_token = int(per_token * ALIGN_SHARE)
+    if stage == "instruct" and not gpu:
+        # Packed instruction rows attend within their own example: with that mask, attention on CPU keeps each
+        # layer's [heads, T, T] probabilities (the same step at 1 x 1024 tokens in float32: 6.1 GiB, this term
+        # included 6.07 GiB estimated; GPU kernels keep no such matrix)
+        per_token += s.heads * cfg.data.block_size * compute_bytes
     recomputed = (min(cfg.checkpoint_layers, s.layers) or s.layers) if cfg.gradient_checkpointing else 0
     # A recomputed layer keeps only its input. The recomputed layers are the first ones, which the backward pass
     # reaches last, when every later layer's activations are already freed: at any moment at most the other
@@ -117,6 +122,52 @@ def describe(terms: dict[str, int], where: str) -> str:
 def estimate_line(stage: str, cfg, *, bf16: bool, gpu: bool) -> str:
     """The estimate for `cfg`'s model folder (config.json, and new_tokens.json for rows=new) as one line; what
     cannot be read is said instead of a number."""
+    try:
+        shape, rows = _shape_rows(cfg)
+    except _UNREADABLE as exc:  # the run itself says it again, in full
+        return f"no memory estimate ({cfg.model}): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    where = "GPU" if gpu else "host"
+    setting = (f"micro-batch {cfg.micro_batch_size} x {cfg.data.block_size} tokens, "
+               f"{'bf16' if bf16 else 'fp32'}, activation checkpointing {_checkpointing(cfg, shape)}")
+    return f"{describe(estimate_peak(shape, cfg, stage=stage, rows=rows, bf16=bf16, gpu=gpu), where)}; {setting}"
+
+
+def fit_memory_limit(stage: str, cfg, *, bf16: bool, gpu: bool):
+    """`cfg` as it will train under its `memory_limit_gib`: unchanged when the estimate fits (or there is no limit,
+    or the model folder cannot be read yet: the run then fails on it with its own message); else with activation
+    checkpointing on the fewest first decoder layers that bring the estimate under the limit. Recomputing changes
+    no result, only time, and the first layers are the cheapest to hold (see `estimate_peak`)."""
+    from dataclasses import replace
+
+    from langgraft.errors import UserError
+
+    if not cfg.memory_limit_gib:
+        return cfg
+    try:
+        shape, rows = _shape_rows(cfg)
+    except _UNREADABLE:
+        return cfg
+    limit = cfg.memory_limit_gib * 2**30
+
+    def total(c) -> int:
+        return estimate_peak(shape, c, stage=stage, rows=rows, bf16=bf16, gpu=gpu)["total"]
+
+    if total(cfg) <= limit:
+        return cfg
+    for n in range(max(cfg.checkpoint_layers if cfg.gradient_checkpointing else 0, 1), shape.layers + 1):
+        fitted = replace(cfg, gradient_checkpointing=True, checkpoint_layers=0 if n == shape.layers else n)
+        if total(fitted) <= limit:
+            return fitted
+    raise UserError(f"memory_limit_gib={cfg.memory_limit_gib:g}: the estimated peak is {total(fitted) / 2**30:.1f} "
+                    f"GiB even with activation checkpointing on every layer; lower micro_batch_size or "
+                    f"data.block_size, or raise the limit")
+
+
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError)
+
+
+def _shape_rows(cfg) -> tuple[Shape, int]:
+    """The model folder's shape and the number of rows `cfg` trains."""
     from langgraft.errors import UserError
     from langgraft.formats.new_tokens import read_new_tokens
 
@@ -125,12 +176,9 @@ def estimate_line(stage: str, cfg, *, bf16: bool, gpu: bool) -> str:
         rows = {"all": shape.vocab, "none": 0}.get(cfg.rows)
         if rows is None:
             rows = len(read_new_tokens(cfg.model, flag="model")["tokens"])
-    except (OSError, ValueError, KeyError, TypeError, UserError) as exc:  # the run itself says it again, in full
-        return f"no memory estimate ({cfg.model}): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-    where = "GPU" if gpu else "host"
-    setting = (f"micro-batch {cfg.micro_batch_size} x {cfg.data.block_size} tokens, "
-               f"{'bf16' if bf16 else 'fp32'}, activation checkpointing {_checkpointing(cfg, shape)}")
-    return f"{describe(estimate_peak(shape, cfg, stage=stage, rows=rows, bf16=bf16, gpu=gpu), where)}; {setting}"
+    except UserError as exc:
+        raise ValueError(str(exc)) from exc
+    return shape, rows
 
 
 def _checkpointing(cfg, shape: Shape) -> str:
@@ -138,3 +186,4 @@ def _checkpointing(cfg, shape: Shape) -> str:
         return "off"
     n = min(cfg.checkpoint_layers, shape.layers) or shape.layers
     return "on" if n == shape.layers else f"on for {n} of {shape.layers} layers"
+
