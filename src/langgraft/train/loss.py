@@ -123,7 +123,7 @@ def auto_chunk(device: torch.device, vocab: int) -> int:
 
 def fused_head_ce(h: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor,
                   labels: torch.Tensor, *, chunk: int = 0, rows: slice | None | str = "auto",
-                 cache: dict | None = None) -> torch.Tensor:
+                  cache: dict | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy of hidden states `h` [.., dim] against `labels` [..] (-100 = ignore).
     `rows`: `as_slice` of the ids (a slice, or None when they are not one run); "auto" computes it here.
     `cache`: a dict kept across calls on the same head (`merged_weight`)."""

@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from langgraft.errors import UserError
+
 # Bytes a step holds per token per decoder layer: a × hidden + b × intermediate, with bf16 autocast and LoRA (with
 # its bool-mask dropout) on all seven linear layers, glibc's free-but-resident heap included (SmolLM2-135M extended
 # to 66,688 rows, pretrain, bench/train_memory.py: 4 × 512 tokens 5.0-5.6 GiB peak, 1 × 512 2.7 GiB). Align trains
@@ -139,8 +141,6 @@ def fit_memory_limit(stage: str, cfg, *, bf16: bool, gpu: bool):
     no result, only time, and the first layers are the cheapest to hold (see `estimate_peak`)."""
     from dataclasses import replace
 
-    from langgraft.errors import UserError
-
     if not cfg.memory_limit_gib:
         return cfg
     try:
@@ -163,21 +163,17 @@ def fit_memory_limit(stage: str, cfg, *, bf16: bool, gpu: bool):
                     f"data.block_size, or raise the limit")
 
 
-_UNREADABLE = (OSError, ValueError, KeyError, TypeError)
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError, UserError)
 
 
 def _shape_rows(cfg) -> tuple[Shape, int]:
     """The model folder's shape and the number of rows `cfg` trains."""
-    from langgraft.errors import UserError
     from langgraft.formats.new_tokens import read_new_tokens
 
-    try:
-        shape = read_shape(cfg.model)
-        rows = {"all": shape.vocab, "none": 0}.get(cfg.rows)
-        if rows is None:
-            rows = len(read_new_tokens(cfg.model, flag="model")["tokens"])
-    except UserError as exc:
-        raise ValueError(str(exc)) from exc
+    shape = read_shape(cfg.model)
+    rows = {"all": shape.vocab, "none": 0}.get(cfg.rows)
+    if rows is None:
+        rows = len(read_new_tokens(cfg.model, flag="model")["tokens"])
     return shape, rows
 
 
@@ -186,4 +182,3 @@ def _checkpointing(cfg, shape: Shape) -> str:
         return "off"
     n = min(cfg.checkpoint_layers, shape.layers) or shape.layers
     return "on" if n == shape.layers else f"on for {n} of {shape.layers} layers"
-

@@ -112,10 +112,9 @@ def _train(run: Run, resume: bool) -> dict:
     if run.engine == "DEEPSPEED" and (cfg.checkpoint_every or pending):
         raise UserError("checkpoint_every/--resume: resumable checkpoints are not implemented under ZeRO "
                         "(DeepSpeed); set checkpoint_every=0, or launch with recipes/accelerate/fsdp.yaml")
-    gpu = accelerator.device.type == "cuda"
-    estimate = memory_estimate(stage, cfg, gpu=gpu)
     # memory_limit_gib may turn checkpointing on (the run's identity is the config as written, limit included)
-    run.cfg = cfg = fit_memory_limit(stage, cfg, bf16=use_bf16(cfg.precision), gpu=gpu)
+    run.cfg, estimate = fitted_estimate(stage, cfg, gpu=accelerator.device.type == "cuda")
+    cfg = run.cfg
     if run.sharding is not None:  # the formula is for one whole copy of the model
         estimate += f" (for the whole model: FSDP2 splits the weights over {accelerator.num_processes} ranks)"
     accelerator.print(estimate)
@@ -147,11 +146,16 @@ def _train(run: Run, resume: bool) -> dict:
 def memory_estimate(stage: str, cfg: TrainConfig, *, gpu: bool | None = None) -> str:
     """The estimated peak memory of training `stage` with `cfg` on this machine, one line (train/memory.py), for
     the configuration `memory_limit_gib` makes of it."""
+    return fitted_estimate(stage, cfg, gpu=gpu)[1]
+
+
+def fitted_estimate(stage: str, cfg: TrainConfig, *, gpu: bool | None = None) -> tuple[TrainConfig, str]:
+    """(the config `memory_limit_gib` makes of `cfg`, its estimate line)."""
     gpu = torch.cuda.is_available() if gpu is None else gpu
     bf16 = use_bf16(cfg.precision)
     fitted = fit_memory_limit(stage, cfg, bf16=bf16, gpu=gpu)
     line = estimate_line(stage, fitted, bf16=bf16, gpu=gpu)
-    return line + (f" (to stay under memory_limit_gib={cfg.memory_limit_gib:g})" if fitted is not cfg else "")
+    return fitted, line + (f" (to stay under memory_limit_gib={cfg.memory_limit_gib:g})" if fitted is not cfg else "")
 
 
 def _warn(line: str) -> None:
