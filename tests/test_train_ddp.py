@@ -1,6 +1,6 @@
-"""2-process training on CPU (gloo): DDP through `torchrun` and FSDP2 through `accelerate launch` of the shipped
-recipes/accelerate/fsdp.yaml. Each run is SIGKILLed on every rank after a checkpoint, resumed with --resume, and
-must end with the adapter of an uninterrupted DDP run."""
+"""2-process training on CPU (gloo): DDP through `torchrun`, FSDP2 and ZeRO-2 through `accelerate launch` of the
+shipped recipes/accelerate/fsdp.yaml and zero2.yaml. Each run is SIGKILLed on every rank after a checkpoint, resumed
+with --resume, and must end with the adapter of an uninterrupted DDP run."""
 
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ def _command(engine: str, tmp: Path, out: Path, resume: bool) -> list[str]:
         launch = [shutil.which("torchrun", path=bin_dir) or "torchrun", "--nproc_per_node", "2", "--master_port",
                   _free_port()]
     else:
+        config = {"fsdp": "fsdp.yaml", "zero2": "zero2.yaml"}[engine]
         launch = [shutil.which("accelerate", path=bin_dir) or "accelerate", "launch", "--config_file",
-                  str(REPO / "recipes/accelerate/fsdp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
+                  str(REPO / "recipes/accelerate" / config), "--num_processes", "2", "--mixed_precision", "no",
                   "--main_process_port", _free_port()]
     return [*launch, "-m", "langgraft", "train", "--stage", "pretrain", "--config", str(tmp / "cfg.yaml"), "--out",
             str(out), *(["--resume"] if resume else [])]
@@ -120,5 +121,24 @@ def test_fsdp2_killed_on_every_rank_resumes_to_the_ddp_run(setup):
     # sharded: each rank holds a different slice of the trained weights, whose sums add up to DDP's
     assert resumed["world_size"] == 2 and resumed["rank_checksums"][0] != resumed["rank_checksums"][1]
     assert sum(resumed["rank_checksums"]) == pytest.approx(whole["rank_checksums"][0], rel=1e-6)
+    assert resumed["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-6)
+    _assert_same_adapter(out, tmp / "ddp-whole")
+
+
+def test_zero2_killed_on_every_rank_resumes_to_the_ddp_run(setup):
+    tmp, whole = setup
+    out = tmp / "zero2-killed"
+    name = _kill_after_checkpoint("zero2", tmp, out)
+    # langgraft's part holds the trained weights whole; DeepSpeed's part each rank's optimizer partition
+    folder = out / "checkpoints" / name
+    state = torch.load(folder / "state.pt", weights_only=True)
+    adapter = load_file(folder / "adapter" / "adapter_model.safetensors")
+    assert len(state["model"]) == len(adapter) and state["optimizer"] == {}
+    optim_parts = sorted(p.name for p in (folder / "zero").iterdir() if "optim_states" in p.name)
+    assert len(optim_parts) == 2
+    resumed = _run("zero2", tmp, out, resume=True)
+    # weights are replicated under ZeRO-2: both ranks end equal, and equal to DDP's
+    assert resumed["world_size"] == 2 and resumed["rank_checksums"][0] == resumed["rank_checksums"][1]
+    assert resumed["rank_checksums"][0] == pytest.approx(whole["rank_checksums"][0], rel=1e-6)
     assert resumed["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-6)
     _assert_same_adapter(out, tmp / "ddp-whole")

@@ -6,9 +6,13 @@ the previous checkpoint intact; only the newest `keep` are kept. Each process sa
 (`rng-RANK.pt`) so dropout streams resume exactly under DDP too.
 
 Nothing here runs code from the files: they hold tensors, numbers and strings only and are read with
-`torch.load(weights_only=True)` (numpy's RNG state is stored as a tensor, not a pickled array). Every checkpoint
-ends with `checksums.json` (sha256 of each file); a resume verifies it first and skips to the previous checkpoint,
-naming the damaged one, when a file was changed, cut short or cannot be read.
+`torch.load(weights_only=True)` (numpy's RNG state is stored as a tensor, not a pickled array). Under ZeRO the
+checkpoint also holds DeepSpeed's own files (`zero/`: the trained weights and each rank's optimizer partition),
+which DeepSpeed reads with full unpickling; each is first read here with `weights_only=True`, allowing only
+DeepSpeed's plain record classes (a loss scaler, a stage number, a fragment address), so a file that would run
+code is refused before DeepSpeed opens it. Every checkpoint ends with `checksums.json` (sha256 of each file); a
+resume verifies it first and skips to the previous checkpoint, naming the damaged one, when a file was changed,
+cut short or cannot be read.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from langgraft.rundir.training import list_checkpoints
 
 PREFIX = "step-"
 CHECKSUMS = "checksums.json"
+ZERO = "zero"  # DeepSpeed's checkpoint files (engine.save_checkpoint's tag folder)
 ADAPTER = "adapter"  # the checkpoint's weights as a PEFT adapter folder
 FORMAT = 2  # state.pt layout: trained weights and optimizer state keyed by parameter name (torch state-dict API)
 
@@ -59,16 +64,19 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(root: Path, step: int, *, trained: tuple[dict, dict], scheduler, extra: dict, keep: int,
-                    rank: int = 0, world: int = 1, barrier=lambda: None, adapter=None) -> Path:
+                    rank: int = 0, world: int = 1, barrier=lambda: None, adapter=None, engine=None) -> Path:
     """Write checkpoint `step` and prune old ones. `trained` is (weights, optimizer state) of the trained
     parameters as `sharding.trained_state` gathered them (full tensors on rank 0): rank 0 writes them, and calls
     `adapter(folder)` to write them again as a PEFT `adapter/` with the tokenizer, which `export --checkpoint` and
-    every model-taking verb load; every rank writes its RNG."""
+    every model-taking verb load; every rank writes its RNG, and under ZeRO `engine(folder)` (its part of the
+    engine's files, `save_zero`)."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:08d}"
     staging = root / f".{PREFIX}{step:08d}.rng"
     staging.mkdir(exist_ok=True)
     torch.save(rng_state(), staging / f"rng-{rank}.pt")
+    if engine is not None:
+        engine(staging)
     barrier()
     if rank == 0:
         weights, optimizer = trained
@@ -77,6 +85,8 @@ def save_checkpoint(root: Path, step: int, *, trained: tuple[dict, dict], schedu
                         "scheduler": scheduler.state_dict(), "step": step, **extra}, tmp / "state.pt")
             for r in range(world):
                 os.replace(staging / f"rng-{r}.pt", tmp / f"rng-{r}.pt")
+            if engine is not None:
+                os.replace(staging / ZERO, tmp / ZERO)
             if adapter is not None:
                 adapter(tmp / ADAPTER)
             files = sorted(f.name for f in tmp.iterdir())
@@ -86,6 +96,29 @@ def save_checkpoint(root: Path, step: int, *, trained: tuple[dict, dict], schedu
             shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
+
+
+def save_zero(engine, folder: Path) -> None:
+    """This rank's part of DeepSpeed's checkpoint (the trained weights, its optimizer partition) in `folder/zero`;
+    every rank calls it. DeepSpeed's own `latest` file and recovery scripts stay out of langgraft's checkpoint."""
+    engine.save_checkpoint(str(folder), tag=ZERO, save_latest=False, exclude_frozen_parameters=True)
+
+
+def _zero_readable(path: Path) -> str | None:
+    """None when every file of DeepSpeed's part loads as tensors and plain records only, else why not."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    records = [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]  # plain data, no code on load
+    for file in sorted(p for p in (path / ZERO).rglob("*") if p.is_file()):
+        try:
+            with torch.serialization.safe_globals(records):
+                torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - anything but tensors and plain records is refused
+            return (f"{file.relative_to(path)} cannot be read safely ({type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[0][:120]})")
+    return None
 
 
 def verify_checkpoint(path: Path, world: int = 1) -> str | None:
@@ -109,6 +142,8 @@ def verify_checkpoint(path: Path, world: int = 1) -> str | None:
 def read_checkpoint(path: Path, *, rank: int = 0, world: int = 1) -> tuple[dict, dict]:
     """(state, this rank's RNG state) of a verified checkpoint; a damaged one is a UserError naming it."""
     reason = verify_checkpoint(path, world)
+    if reason is None and (path / ZERO).exists():
+        reason = _zero_readable(path)
     if reason is None:
         try:
             state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
@@ -137,12 +172,21 @@ def latest_good_checkpoint(root: Path, *, rank: int = 0, world: int = 1, log=Non
     return None
 
 
-def apply_checkpoint(state: dict, rng: dict, *, model, optimizer, scheduler) -> dict:
+def apply_checkpoint(path: Path, state: dict, rng: dict, *, model, optimizer, scheduler, engine=None) -> dict:
     """Restore weights, optimizer, scheduler and this rank's RNG; returns the saved dict (step, extras). Every
-    rank calls it (a collective under FSDP)."""
+    rank calls it (a collective under FSDP and ZeRO, whose engine reads its own files: `read_checkpoint` checked
+    them)."""
     from langgraft.train.sharding import load_trained_state
 
-    if state.get("format") == FORMAT:
+    if engine is not None:
+        if not (path / ZERO).is_dir():
+            raise UserError(f"checkpoint {path}: written without ZeRO, and this run is launched with ZeRO; "
+                            "resume it with the launch that wrote it")
+        engine.load_checkpoint(str(path), tag=ZERO, load_module_strict=False, load_optimizer_states=True,
+                               load_lr_scheduler_states=False)
+    elif (path / ZERO).exists():
+        raise UserError(f"checkpoint {path}: written under ZeRO (DeepSpeed); resume it with the same ZeRO launch")
+    elif state.get("format") == FORMAT:
         load_trained_state(model, optimizer, state["model"], state["optimizer"])
     else:
         _load_positional(state, model, optimizer)

@@ -13,6 +13,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ import torch
 from langgraft.errors import UserError
 from langgraft.outfiles import open_output
 from langgraft.rundir.training import METRICS_NAME
-from langgraft.train.checkpoint import list_checkpoints, save_checkpoint
+from langgraft.train.checkpoint import list_checkpoints, save_checkpoint, save_zero
 from langgraft.train.data import batch_indices
-from langgraft.train.sharding import full, gradient_sync, is_sharded, trained_state
+from langgraft.train.sharding import (backward, full, gradient_sync, is_sharded, trained_state, zero_engine,
+                                      zero_trained_weights)
 from langgraft.train.tracking import log as log_to_trackers
 
 
@@ -111,7 +113,7 @@ def run_loop(trainer: Trainer, train_blocks: torch.Tensor, cfg, out: Path, state
             with gradient_sync(accelerator, loss_module, sync):
                 with accelerator.autocast():
                     loss = loss_module(ids) / accum
-                accelerator.backward(loss)
+                backward(accelerator, loss, sync)
             step_loss += loss.detach()
         step_loss = accelerator.reduce(step_loss, reduction="mean")
         if not torch.isfinite(step_loss):
@@ -154,7 +156,9 @@ def run_loop(trainer: Trainer, train_blocks: torch.Tensor, cfg, out: Path, state
 def checkpoint(trainer: Trainer, cfg, out: Path, state: LoopState) -> Path:
     accelerator = trainer.accelerator
     module = accelerator.unwrap_model(trainer.loss_module)
-    trained = trained_state(module, trainer.optimizer)  # every rank: a collective under FSDP
+    engine = zero_engine(accelerator)
+    # every rank: a collective under FSDP and ZeRO; ZeRO's optimizer state goes into the engine's own files
+    trained = (zero_trained_weights(module), {}) if engine else trained_state(module, trainer.optimizer)
     tokenizer = trainer.tokenizer
 
     def adapter(folder: Path) -> None:
@@ -165,7 +169,8 @@ def checkpoint(trainer: Trainer, cfg, out: Path, state: LoopState) -> Path:
     return save_checkpoint(out / "checkpoints", state.step, trained=trained, scheduler=trainer.scheduler,
                            extra={"tokens": state.tokens, "loss": state.last_loss, "data_sha256": state.data_sha256},
                            keep=cfg.keep_checkpoints, rank=accelerator.process_index, world=accelerator.num_processes,
-                           barrier=accelerator.wait_for_everyone, adapter=adapter)
+                           barrier=accelerator.wait_for_everyone, adapter=adapter,
+                           engine=None if engine is None else partial(save_zero, engine))
 
 
 def save_adapter(folder: Path, module, weights: dict) -> None:

@@ -23,6 +23,9 @@ from langgraft.errors import UserError
 
 LAUNCH_ENGINES = {"FSDP": ("FSDP", "ACCELERATE_USE_FSDP"),
                   "DEEPSPEED": ("ZeRO (DeepSpeed)", "ACCELERATE_USE_DEEPSPEED")}
+ZERO3 = ("deepspeed_config.zero_stage: 3 is not supported (the fused loss reads the head and the trained rows "
+         "directly, which ZeRO-3 keeps partitioned); for weights sharded over the ranks launch with "
+         "recipes/accelerate/fsdp.yaml (FSDP2, resumable the same way), or use zero2.yaml")
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,8 @@ def check_launch(engine: str | None = None, resolved: str | None = None) -> str 
     if importlib.util.find_spec("deepspeed") is None:
         raise UserError(f"{asked}, but deepspeed is not installed (pip install deepspeed), or launch with "
                         "recipes/accelerate/fsdp.yaml or ddp.yaml")
-    if not torch.cuda.is_available():
-        raise UserError(f"{asked}, which needs CUDA GPUs and this machine has none; on CPU launch with "
-                        "recipes/accelerate/fsdp.yaml or ddp.yaml (or torchrun, or no launcher)")
+    if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        raise UserError(ZERO3)
     return engine
 
 
@@ -185,3 +187,44 @@ def load_trained_state(module, optimizer, weights: dict, optim_state: dict) -> N
         raise UserError(f"checkpoint lacks trained weight {missing[0]}; was it written by this run?")
     set_state_dict(module, _plain(optimizer), model_state_dict=dict(weights), optim_state_dict=optim_state,
                    options=_options(strict=False))
+
+
+def zero_engine(accelerator):
+    """The DeepSpeed engine of a ZeRO run (after `accelerator.prepare`), else None."""
+    wrapped = getattr(accelerator, "deepspeed_engine_wrapped", None)
+    return None if wrapped is None else wrapped.engine
+
+
+def configure_zero(accelerator, cfg) -> None:
+    """The train config decides the batch, accumulation and clipping under ZeRO too: written into the DeepSpeed
+    config before `prepare` (the launch file's values would otherwise win, and langgraft's loop feeds no
+    DataLoader for Accelerate to read the micro-batch from)."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin.zero_stage == 3:  # set in a deepspeed_config_file, which check_launch does not read
+        raise UserError(ZERO3)
+    ds = plugin.deepspeed_config
+    ds.update(train_micro_batch_size_per_gpu=cfg.micro_batch_size, gradient_accumulation_steps=cfg.grad_accum,
+              train_batch_size=cfg.micro_batch_size * cfg.grad_accum * accelerator.num_processes,
+              gradient_clipping=cfg.optim.max_grad_norm or 0.0)
+
+
+def backward(accelerator, loss: torch.Tensor, sync: bool) -> None:
+    """One micro-batch's backward (`loss` already divided by the accumulation). Under ZeRO the engine also takes
+    the optimizer step after the last micro-batch (`sync`): it reduces, clips and steps itself."""
+    engine = zero_engine(accelerator)
+    if engine is None:
+        accelerator.backward(loss)
+        return
+    engine.set_gradient_accumulation_boundary(is_boundary=sync)
+    engine.backward(loss, scale_wrt_gas=False)
+    if sync:
+        engine.step()
+
+
+def zero_trained_weights(module) -> dict:
+    """The trained parameters' fp32 master weights (ZeRO keeps them in the optimizer's partitions), whole, on
+    every rank: a collective (every rank calls it)."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    return {name: safe_get_full_fp32_param(p).detach().cpu().clone()
+            for name, p in module.named_parameters() if p.requires_grad}

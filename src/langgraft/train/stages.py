@@ -32,15 +32,15 @@ from langgraft.hub import resolve_model
 from langgraft.outfiles import open_output
 from langgraft.rundir import (StageResult, atomic_dir, git_revision, input_identity, output_lock, package_versions,
                               read_manifest, write_json)
-from langgraft.rundir.training import (CACHE, CHECKPOINTS, METRICS_NAME, dataset_identity, list_checkpoints,
+from langgraft.rundir.training import (CACHE, CHECKPOINTS, METRICS_NAME, dataset_identity,
                                        prepare_out, reached_step, read_metrics)
 from langgraft.train.config import TrainConfig
 from langgraft.train.data import build_data
 from langgraft.train.loop import save_adapter
 from langgraft.train.memory import estimate_line, fit_memory_limit
 from langgraft.train.model import build_optimizer, build_stage_model, use_bf16
-from langgraft.train.sharding import (FsdpOptions, check_launch, fsdp_options, is_sharded, local, shard,
-                                      trained_state, unsharded_env)
+from langgraft.train.sharding import (FsdpOptions, check_launch, configure_zero, fsdp_options, is_sharded, local,
+                                      shard, trained_state, unsharded_env, zero_engine, zero_trained_weights)
 from langgraft.train.tracking import finish as finish_trackers, start as start_trackers, trackers
 
 def run_inputs(cfg: TrainConfig) -> dict:
@@ -86,7 +86,7 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False, forc
 def _train(run: Run, resume: bool) -> dict:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration
 
 
     stage, cfg, out = run.stage, run.cfg, run.out
@@ -99,19 +99,18 @@ def _train(run: Run, resume: bool) -> dict:
     # cpu=True without a GPU: only then does Accelerate turn a torchrun launch into gloo DDP (MULTI_CPU).
     # broadcast_buffers=False: the only buffers are constants (rotary tables, PEFT's copy of the original rows,
     # 17.5k × 4096 for a 7B model), and DDP would otherwise re-broadcast them on every forward pass.
+    handlers = [DistributedDataParallelKwargs(broadcast_buffers=False)]
+    zero_on_cpu = run.engine == "DEEPSPEED" and not torch.cuda.is_available()
+    if zero_on_cpu:  # Accelerate would set up no process group for DeepSpeed without a GPU
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
     accelerator = Accelerator(mixed_precision=precision,
-                              cpu=not torch.cuda.is_available(),
-                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+                              cpu=not torch.cuda.is_available() and not zero_on_cpu,
+                              kwargs_handlers=handlers,
                               log_with=track or None,
                               project_config=ProjectConfiguration(project_dir=str(out),
                                                                   logging_dir=str(out / "tensorboard")))
     check_launch(run.engine, accelerator.distributed_type.name)
     run.accelerator = accelerator
-    # resume=True with nothing to resume is fine there (`langgraft run` always passes it)
-    pending = resume and bool(list_checkpoints(out / CHECKPOINTS))
-    if run.engine == "DEEPSPEED" and (cfg.checkpoint_every or pending):
-        raise UserError("checkpoint_every/--resume: resumable checkpoints are not implemented under ZeRO "
-                        "(DeepSpeed); set checkpoint_every=0, or launch with recipes/accelerate/fsdp.yaml")
     # memory_limit_gib may turn checkpointing on (the run's identity is the config as written, limit included)
     run.cfg, estimate = fitted_estimate(stage, cfg, gpu=accelerator.device.type == "cuda")
     cfg = run.cfg
@@ -207,11 +206,13 @@ def _fit(run: Run, resume: bool):
     optimizer = build_optimizer(run.peft_model, cfg)
     scheduler = cosine_with_warmup(optimizer, round(cfg.optim.warmup_ratio * total), total, cfg.optim.min_lr_ratio)
     if run.sharding is None:
+        if run.engine == "DEEPSPEED":
+            configure_zero(accelerator, cfg)
         loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
     state = LoopState(step=0, total_steps=total, steps_per_epoch=steps_per_epoch, data_sha256=digest)
     if found:
-        saved = apply_checkpoint(found[1], found[2], model=accelerator.unwrap_model(loss_module),
-                                 optimizer=optimizer, scheduler=scheduler)
+        saved = apply_checkpoint(found[0], found[1], found[2], model=accelerator.unwrap_model(loss_module),
+                                 optimizer=optimizer, scheduler=scheduler, engine=zero_engine(accelerator))
         state.step, state.tokens, state.last_loss = saved["step"], saved["tokens"], saved["loss"]
     if accelerator.is_main_process:  # lines after the resumed step (or every line, from scratch) are redone
         _truncate_metrics(out / METRICS_NAME, state.step)
@@ -252,9 +253,8 @@ def _save(run: Run, trainer, state) -> dict:
                "rank_checksums": _rank_checksums(accelerator, loss_module)}
     summary.update(_last_eval(out / METRICS_NAME))
     module = accelerator.unwrap_model(loss_module)
-    # the trained parameters only, gathered on the main process; ZeRO-3 partitions weights where torch's
-    # state-dict API cannot see them, so there DeepSpeed gathers the whole model as before
-    weights = accelerator.get_state_dict(loss_module) if run.engine == "DEEPSPEED" else trained_state(module)[0]
+    # the trained parameters only, gathered on the main process (under ZeRO their fp32 masters)
+    weights = zero_trained_weights(module) if zero_engine(accelerator) else trained_state(module)[0]
     if accelerator.is_main_process:
         with atomic_dir(out / "adapter") as tmp:
             save_adapter(tmp, module, weights)
@@ -276,7 +276,7 @@ def _rank_checksums(accelerator, loss_module) -> list[float]:
     params = [p for p in loss_module.parameters() if p.requires_grad]
     mine = torch.stack([local(p).detach().double().sum() for p in params]).sum().reshape(1).to(accelerator.device)
     sums = [float(x) for x in accelerator.gather(mine).cpu()]
-    if accelerator.distributed_type.name in ("MULTI_CPU", "MULTI_GPU") and not is_sharded(loss_module):
+    if accelerator.distributed_type.name in ("MULTI_CPU", "MULTI_GPU", "DEEPSPEED") and not is_sharded(loss_module):
         if len(set(sums)) != 1:
             raise RuntimeError(f"data-parallel ranks disagree after training: {sums}")
     return sums
