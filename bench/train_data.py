@@ -15,14 +15,16 @@ come from the page cache without being mapped); each side also prints its privat
 (RssFile) memory at the end.
 Tokenizing (`langgraft.train.tokenize.write_blocks`, what rank 0 runs to fill the cache): real Persian news text
 (shared data, repeated to size, one document a line) tokenized by a real tokenizer (`--tokenizer`, SmolLM2's by
-default) into blocks of 512, in a child process per (size, workers); peak RSS of the tokenizing process and of its
-largest worker, seconds, MB of text a second. The default text sizes are smaller than the loading side's: this
+default) into blocks of 512, in a child process per (size, side); peak RSS of the tokenizing process and of its
+largest worker, seconds, MB of text a second. Sides (`TOKENIZE_SIDES`): each batch through the tokenizer's own
+call (the cache's encoding before) vs the backend's offset-free batch call (now), and 1 vs 2 workers with the
+tokenizers library's own threads on (as a run has them) and off in every process (as each worker has them). The default text sizes are smaller than the loading side's: this
 tokenizer reads ~1 MB of Persian a second a core, so a 2 GB text corpus is half an hour of tokenizing.
 RESULT metric = ours' peak RSS ratio large ÷ small when loading (1 = flat), baseline = old's ratio,
 ratio = baseline ÷ metric.
 
     python bench/train_data.py [--small 2.5e7] [--large 5e8] [--batches 200] [--text-small 1e7] [--text-large 1e8]
-        [--tokenizer DIR] [--work DIR]
+        [--tokenizer DIR] [--work DIR] [--tokenize-only]
 """
 
 from __future__ import annotations
@@ -110,14 +112,20 @@ def write_text(work: Path, size: float) -> Path:
     return out
 
 
-def tokenize_side(text: Path, tokenizer: str, workers: int) -> dict:
-    """In this (child) process: tokenize `text` into a blocks file with `workers` workers; peak RSS, seconds."""
+def tokenize_side(text: Path, tokenizer: str, workers: int, path: str) -> dict:
+    """In this (child) process: tokenize `text` into a blocks file with `workers` workers; peak RSS, seconds.
+    path "wrapper": every batch through the tokenizer's own call (the cache's encoding before the offset-free
+    backend call; 1 worker only, a spawned worker would not see the switch)."""
     import threading
     import time
 
     from transformers import AutoTokenizer
 
+    import langgraft.train.tokenize as tokenize
     from langgraft.train.tokenize import write_blocks
+
+    if path == "wrapper":
+        tokenize._batch_ids = lambda tok, texts: tok(texts, add_special_tokens=False)["input_ids"]
 
     tok = AutoTokenizer.from_pretrained(tokenizer)
     tok.model_max_length = 1 << 30  # long paragraphs are tokenized whole, as training does; no warning
@@ -133,7 +141,7 @@ def tokenize_side(text: Path, tokenizer: str, workers: int) -> dict:
     stop.set()
     watcher.join()
     text.with_suffix(f".{workers}.npy").unlink()
-    return {"workers": workers, "seconds": round(seconds, 1), "mb_per_s": round(text.stat().st_size / 1e6 / seconds, 2),
+    return {"workers": workers, "path": path, "seconds": round(seconds, 1), "mb_per_s": round(text.stat().st_size / 1e6 / seconds, 2),
             "tokens": done.tokens, "peak_rss_mb": status_mb("VmHWM"), "before_mb": before,
             "worker_peak_mb": workers_peak[0]}
 
@@ -166,8 +174,8 @@ def status_mb(field: str, pid: str = "self") -> float:
     raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
 
 
-def child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+def child(*args: str, env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -187,15 +195,25 @@ def loading(work: Path, sizes: dict[str, int], batches: int) -> dict[str, dict[s
     return peaks
 
 
+# (encoding path, workers, the tokenizers library's own threads): the wrapper's call against the backend's
+# offset-free batch call; then workers with the library's threads off in every process (as in a worker), which is
+# what workers add on a machine whose cores one process's threads do not already fill
+TOKENIZE_SIDES = (("wrapper", 1, True), ("fast", 1, True), ("fast", 2, True), ("fast", 1, False), ("fast", 2, False))
+
+
 def tokenizing(work: Path, sizes: dict[str, float], tokenizer: str) -> None:
-    """Seconds and peak RSS of tokenizing each size of text with 1 and 2 workers, printed as it goes."""
+    """Seconds and peak RSS of tokenizing each size of text on each of `TOKENIZE_SIDES`, printed as it goes."""
     for label, size in sizes.items():
         text = write_text(work, size)
-        for workers in (1, 2):
-            got = child("--tokenize", str(text), tokenizer, str(workers))
-            print(f"tokenizing {label} text {size / 1e6:.0f} MB ({got['tokens'] / 1e6:.1f}M tokens), {workers} "
-                  f"worker(s): {got['seconds']} s ({got['mb_per_s']} MB/s); peak RSS {got['peak_rss_mb']} MB "
-                  f"(before {got['before_mb']} MB), largest worker {got['worker_peak_mb']} MB", flush=True)
+        for path, workers, threads in TOKENIZE_SIDES:
+            env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}  # as a run has it
+            if not threads:
+                env["TOKENIZERS_PARALLELISM"] = "false"
+            got = child("--tokenize", str(text), tokenizer, str(workers), path, env=env)
+            print(f"tokenizing {label} text {size / 1e6:.0f} MB ({got['tokens'] / 1e6:.1f}M tokens), {path} call, "
+                  f"{workers} worker(s), library threads {'on' if threads else 'off'}: {got['seconds']} s "
+                  f"({got['mb_per_s']} MB/s); peak RSS {got['peak_rss_mb']} MB (before {got['before_mb']} MB), "
+                  f"largest worker {got['worker_peak_mb']} MB", flush=True)
         text.unlink()
 
 
@@ -209,16 +227,19 @@ def main() -> None:
     parser.add_argument("--tokenizer", default="/work/models/SmolLM2-135M-Instruct")
     parser.add_argument("--work", type=Path)
     parser.add_argument("--child", nargs=2)
-    parser.add_argument("--tokenize", nargs=3)
+    parser.add_argument("--tokenize", nargs=4)
+    parser.add_argument("--tokenize-only", action="store_true", help="the tokenizing table only, no RESULT")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.child[0], Path(args.child[1]), args.batches)))
         return
     if args.tokenize:
-        print(json.dumps(tokenize_side(Path(args.tokenize[0]), args.tokenize[1], int(args.tokenize[2]))))
+        print(json.dumps(tokenize_side(Path(args.tokenize[0]), args.tokenize[1], int(args.tokenize[2]), args.tokenize[3])))
         return
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         tokenizing(Path(tmp), {"small": args.text_small, "large": args.text_large}, args.tokenizer)
+        if args.tokenize_only:
+            return
         peaks = loading(Path(tmp), {"small": int(args.small), "large": int(args.large)}, args.batches)
     new = peaks["new"]["large"] / peaks["new"]["small"]
     old = peaks["old"]["large"] / peaks["old"]["small"]

@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 
 from langgraft.train.data import CACHE, Blocks, build_data, data_digest, iter_texts
 from langgraft.train.tokenize import write_blocks
-from helpers import tiny_run
+from helpers import TOKENIZERS, english_lines, load_base_tokenizer, make_extended_tokenizer, news_texts, tiny_run
 
 
 def reference_blocks(texts, tok, block_size: int) -> torch.Tensor:
@@ -110,3 +110,25 @@ def test_a_run_with_tokenizing_workers_caches_the_same_blocks(packed, tmp_path):
     for name in ("train.npy", "validation.npy", "cache.json"):
         assert (tmp_path / "one" / CACHE / name).read_bytes() == (tmp_path / "two" / CACHE / name).read_bytes()
     assert data_digest(one[0], one[1]) == data_digest(two[0], two[1])
+
+
+@pytest.mark.parametrize("name", [*TOKENIZERS, "extended-qwen2", "truncating", "splitting-special"])
+def test_the_cache_holds_each_documents_ids_from_the_tokenizers_own_call(name, data_dir, tmp_path):
+    """The ids written are the ones `tokenizer(text, add_special_tokens=False)` gives, whichever encoding path the
+    cache takes (the backend's offset-free batch call, or the wrapper): real base tokenizers (SentencePiece,
+    byte-level BPE), a grafted one with added tokens, and backends left truncating or splitting special tokens."""
+    if name == "extended-qwen2":
+        tok = AutoTokenizer.from_pretrained(make_extended_tokenizer(data_dir, "qwen2", tmp_path / "ext"))
+    else:
+        tok = load_base_tokenizer(data_dir, name if name in TOKENIZERS else "mistral", tmp_path / "base")
+    texts = news_texts(data_dir, n=6) + english_lines(data_dir, 30) + ["", "  ", "a </s> <s> <|im_end|> b"]
+    tok.split_special_tokens = name == "splitting-special"
+    expected = reference_blocks(texts, tok, 8)
+    # state an earlier call may leave on the backend, which a plain call of the wrapper resets
+    if name == "truncating":
+        tok.backend_tokenizer.enable_truncation(5)
+    if name == "splitting-special":
+        tok.backend_tokenizer.encode_special_tokens = False
+    done = write_blocks(texts, tok, 8, tmp_path / "blocks.npy")
+    assert done.blocks == len(expected) > 100
+    assert torch.equal(torch.from_numpy(np.load(tmp_path / "blocks.npy").astype(np.int64)), expected)

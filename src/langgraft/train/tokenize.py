@@ -74,10 +74,27 @@ def append_rows(path: Path, source: np.ndarray, pick: np.ndarray, rows_at_once: 
 def encode(tokenizer, eos: int, texts: list[str]) -> np.ndarray:
     """One chunk's token stream: every text's ids followed by EOS, as int32."""
     out: list[int] = []
-    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+    for ids in _batch_ids(tokenizer, texts):
         out.extend(ids)
         out.append(eos)
     return np.asarray(out, dtype="<i4")
+
+
+def _batch_ids(tokenizer, texts: list[str]):
+    """Each text's ids without special tokens. A fast tokenizer's backend encodes the batch without character
+    offsets (`encode_batch_fast`: the same ids, less work per token) when nothing can make the wrapper's call
+    differ: the stock wrapper class (no subclass re-implementing encoding), no truncation or padding left on the
+    backend (a plain call switches both off) and the wrapper's special-token splitting already set on it."""
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    kind = type(tokenizer)
+    stock = (isinstance(tokenizer, TokenizersBackend) and kind._encode_plus is TokenizersBackend._encode_plus
+             and kind.__call__ is TokenizersBackend.__call__)
+    if (not stock or not hasattr(backend, "encode_batch_fast") or backend.truncation or backend.padding
+            or backend.encode_special_tokens != bool(tokenizer.split_special_tokens)):
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return (e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False))
 
 
 def _finish(fh, n_rows: int, width: int) -> None:
