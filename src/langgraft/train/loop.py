@@ -24,8 +24,7 @@ from langgraft.outfiles import open_output
 from langgraft.rundir.training import METRICS_NAME
 from langgraft.train.checkpoint import list_checkpoints, save_checkpoint, save_zero
 from langgraft.train.data import batch_indices
-from langgraft.train.sharding import (backward, full, gradient_sync, is_sharded, trained_state, zero_engine,
-                                      zero_trained_weights)
+from langgraft.train.sharding import backward, full, gather_trained, gradient_sync, is_sharded, zero_engine
 from langgraft.train.tracking import log as log_to_trackers
 
 
@@ -158,7 +157,7 @@ def checkpoint(trainer: Trainer, cfg, out: Path, state: LoopState) -> Path:
     module = accelerator.unwrap_model(trainer.loss_module)
     engine = zero_engine(accelerator)
     # every rank: a collective under FSDP and ZeRO; ZeRO's optimizer state goes into the engine's own files
-    trained = (zero_trained_weights(module), {}) if engine else trained_state(module, trainer.optimizer)
+    trained = gather_trained(accelerator, module, trainer.optimizer)
     tokenizer = trainer.tokenizer
 
     def adapter(folder: Path) -> None:

@@ -221,6 +221,14 @@ def backward(accelerator, loss: torch.Tensor, sync: bool) -> None:
         engine.step()
 
 
+def gather_trained(accelerator, module, optimizer=None) -> tuple[dict, dict]:
+    """(weights, optimizer state) of the trained parameters, whole: a collective (every rank calls it). Under ZeRO
+    the weights are the optimizer's fp32 masters and the optimizer state stays in DeepSpeed's own files ({})."""
+    if zero_engine(accelerator) is not None:
+        return zero_trained_weights(module), {}
+    return trained_state(module, optimizer)
+
+
 def zero_trained_weights(module) -> dict:
     """The trained parameters' fp32 master weights (ZeRO keeps them in the optimizer's partitions), whole, on
     every rank: a collective (every rank calls it)."""

@@ -39,8 +39,8 @@ from langgraft.train.data import build_data
 from langgraft.train.loop import save_adapter
 from langgraft.train.memory import estimate_line, fit_memory_limit
 from langgraft.train.model import build_optimizer, build_stage_model, use_bf16
-from langgraft.train.sharding import (FsdpOptions, check_launch, configure_zero, fsdp_options, is_sharded, local,
-                                      shard, trained_state, unsharded_env, zero_engine, zero_trained_weights)
+from langgraft.train.sharding import (FsdpOptions, check_launch, configure_zero, fsdp_options, gather_trained,
+                                      is_sharded, local, shard, unsharded_env, zero_engine)
 from langgraft.train.tracking import finish as finish_trackers, start as start_trackers, trackers
 
 def run_inputs(cfg: TrainConfig) -> dict:
@@ -254,7 +254,7 @@ def _save(run: Run, trainer, state) -> dict:
     summary.update(_last_eval(out / METRICS_NAME))
     module = accelerator.unwrap_model(loss_module)
     # the trained parameters only, gathered on the main process (under ZeRO their fp32 masters)
-    weights = zero_trained_weights(module) if zero_engine(accelerator) else trained_state(module)[0]
+    weights = gather_trained(accelerator, module)[0]
     if accelerator.is_main_process:
         with atomic_dir(out / "adapter") as tmp:
             save_adapter(tmp, module, weights)
