@@ -231,6 +231,20 @@ def test_slice_reruns_only_its_stages_and_marks_downstream_stale(demo, capsys):
     assert "an upstream stage was rebuilt" in capsys.readouterr().err
 
 
+def test_run_releases_memory_after_every_stage_and_between_training_and_export(demo, monkeypatch):
+    """Each stage's peak starts from what is alive, not from the earlier stages' leftovers (tests/test_pipeline_heap.py
+    shows what `release_memory` frees)."""
+    out, _ = demo
+    calls = []
+    monkeypatch.setattr("langgraft.pipeline.run.release_memory", lambda: calls.append("stage"))
+    monkeypatch.setattr("langgraft.pipeline.stages.release_memory", lambda: calls.append("training"))
+    result = run_recipe(out / "recipe.yaml", start="align", stop="pretrain", base_dir=out,
+                                     log=lambda line: None)
+    assert list(result["stages"]) == ["align", "pretrain"]
+    # per training stage: after training, after the export, after the stage
+    assert calls == ["training", "training", "stage"] * 2
+
+
 def test_chat_stages_prompt_that_stage_through_its_chat_template(demo):
     out, _ = demo
     before = json.loads((out / "eval/pretrain/manifest.json").read_text())["fingerprint"]

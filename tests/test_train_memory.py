@@ -4,6 +4,7 @@ read from the model folder's own config.json, and moving the right way with each
 from __future__ import annotations
 
 import dataclasses
+import gc
 import re
 
 import pytest
@@ -157,7 +158,12 @@ def test_frozen_linears_in_bf16_under_cpu_autocast_keep_the_loss_and_gradients(e
         torch.manual_seed(0)
         peft_model = build_peft_model(load_causal_lm(str(extended)), "pretrain", cfg, [3, 4]).eval()
         if narrow:
+            mapped = _mapped_files()
             narrow_frozen_linears(peft_model)
+            gc.collect()
+            # the float32 weights left are copies: the model file's mapping is closed
+            assert any(f.startswith(str(extended)) for f in mapped), mapped
+            assert not any(f.startswith(str(extended)) for f in _mapped_files())
         dtypes = {p.dtype for p in peft_model.parameters() if p.requires_grad}
         rows = {id(p): p.dtype for m in (peft_model.get_input_embeddings(), peft_model.get_output_embeddings())
                 for p in m.parameters()}  # embedding and head (here untied): float32, trained rows and all
@@ -173,6 +179,11 @@ def test_frozen_linears_in_bf16_under_cpu_autocast_keep_the_loss_and_gradients(e
     for a, b in zip(results[0][1], results[1][1]):
         assert torch.equal(a, b)
 
+
+
+def _mapped_files() -> set[str]:
+    with open("/proc/self/maps", encoding="utf-8") as f:
+        return {line.split(maxsplit=5)[5].strip() for line in f if len(line.split(maxsplit=5)) == 6}
 
 
 SMOLLM2 = {"model_type": "llama", "vocab_size": 66688, "hidden_size": 576, "intermediate_size": 1536,

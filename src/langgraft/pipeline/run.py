@@ -14,6 +14,7 @@ from langgraft.config import to_dict
 from langgraft.consolelog import own
 from langgraft.errors import UserError
 from langgraft.formats.summary_json import read_summary
+from langgraft.pipeline.heap import release_memory
 from langgraft.pipeline.recipe import Plan, check_inputs, load_recipe
 from langgraft.pipeline.table import TABLE, Stage, select_stages
 from langgraft.pipeline.stages import Ranks
@@ -57,6 +58,7 @@ def _build_stages(plan: Plan, stages: list[str], ranks: Ranks, log) -> dict[str,
             log(f"  {stage}: {' and '.join(plan.replaced(stage))} in {section.config or stage + '.overrides'} not "
                 f"used: the run trains {trains} on {plan.stage_dir('data') / section.dataset}")
         built = plan.row(stage).build(plan, stage, ranks)
+        release_memory()  # the next stage's peak starts from what this one still holds, not from its high-water mark
         state = "not configured" if not plan.configured(stage) else "ran" if built else "skipped"
         status[stage] = {"status": state, "seconds": round(time.time() - started, 2)}
         word = {"not configured": f"not configured (no {stage}.dataset in the recipe)",

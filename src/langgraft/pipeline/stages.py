@@ -22,6 +22,7 @@ from langgraft.config import from_dict, to_dict
 from langgraft.errors import UserError
 from langgraft.formats.results_json import results_path
 from langgraft.options import project
+from langgraft.pipeline.heap import release_memory
 from langgraft.rundir import output_stamp, run_stage, write_json
 from langgraft.rundir.training import CONFIG_NAME, METRICS_NAME, read_train_config
 
@@ -146,9 +147,11 @@ def build_training(plan: Plan, stage: str, ranks: Ranks) -> bool:
         write_json(plan.out / stage / "upstream.json", upstream)
     ranks.barrier()
     trained = not train(stage, cfg, out=run_dir, resume=True).skipped  # every process: DDP/FSDP
+    release_memory()  # the trained model's memory, before the export loads the parent model again
     exported = False
     if ranks.main:
         exported = not export_run(run_dir, out=export_dir).skipped
+        release_memory()
     ranks.barrier()
     evaluated = evaluate(plan, stage)
     ranks.barrier()
