@@ -238,8 +238,7 @@ def test_run_releases_memory_after_every_stage_and_between_training_and_export(d
     calls = []
     monkeypatch.setattr("langgraft.pipeline.run.release_memory", lambda: calls.append("stage"))
     monkeypatch.setattr("langgraft.pipeline.stages.release_memory", lambda: calls.append("training"))
-    result = run_recipe(out / "recipe.yaml", start="align", stop="pretrain", base_dir=out,
-                                     log=lambda line: None)
+    result = run_recipe(out / "recipe.yaml", start="align", stop="pretrain", base_dir=out, log=lambda line: None)
     assert list(result["stages"]) == ["align", "pretrain"]
     # per training stage: after training, after the export, after the stage
     assert calls == ["training", "training", "stage"] * 2

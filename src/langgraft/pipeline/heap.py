@@ -3,8 +3,10 @@
 One process runs every stage of a recipe. Two things kept an earlier step's memory resident into the next one:
 models left in reference cycles (PEFT wrappers and module hooks hold some) wait for Python's cycle collector, and
 glibc keeps freed heap pages resident (its trim threshold rises with the largest block freed, so a training step's
-activations stay mapped). The next stage's own peak then sat on top of what the earlier ones left behind. No
-library exposes `malloc_trim`; it is one call through ctypes, and a no-op where the C library is not glibc.
+activations stay mapped). The run's highest point was a training stage's export loading the parent model while
+the trained model still held its memory; evaluation and the report ran on top of the training heap. A training
+step's own peak is not lowered (it reuses freed heap either way). No library exposes `malloc_trim`; it is one call
+through ctypes, and a no-op where the C library is not glibc.
 """
 
 from __future__ import annotations

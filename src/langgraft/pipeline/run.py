@@ -58,7 +58,7 @@ def _build_stages(plan: Plan, stages: list[str], ranks: Ranks, log) -> dict[str,
             log(f"  {stage}: {' and '.join(plan.replaced(stage))} in {section.config or stage + '.overrides'} not "
                 f"used: the run trains {trains} on {plan.stage_dir('data') / section.dataset}")
         built = plan.row(stage).build(plan, stage, ranks)
-        release_memory()  # the next stage's peak starts from what this one still holds, not from its high-water mark
+        release_memory()  # the next stage starts from what is still alive, not on top of this one's freed heap
         state = "not configured" if not plan.configured(stage) else "ran" if built else "skipped"
         status[stage] = {"status": state, "seconds": round(time.time() - started, 2)}
         word = {"not configured": f"not configured (no {stage}.dataset in the recipe)",
