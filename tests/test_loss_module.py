@@ -70,8 +70,9 @@ def test_loss_module_computes_what_peft_computes(kind, stage, rows):
         want = _grads(peft_model)
         torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
         assert got.keys() == want.keys() and got
-        for name in want:
-            torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-4, msg=f"{kind} {step} {name}")
+        for name in want:  # float32 sums in another order err relative to the tensor's scale, not each element's
+            atol = 1e-5 * max(1.0, float(want[name].abs().max()))
+            torch.testing.assert_close(got[name], want[name], atol=atol, rtol=1e-4, msg=f"{kind} {step} {name}")
         opt.step()
 
 
