@@ -15,7 +15,7 @@ models). "teacher path": the base scoring NTREX on the teacher's tokens (each ne
 pieces), the best a perfect distillation can reach there.
 
     python bench/distill_warmup.py --model models/SmolLM2-135M-Instruct --extended RUN/model_extend \
-        --corpus RUN/data/fa_mono [--steps 16] [--docs 20] [--arms mean,shrunk,lm,distill]
+        --corpus RUN/data/fa_mono [--steps 16] [--docs 20] [--arms mean,shrunk,lm,distill] [--save DIR]
 
 RESULT: the distilled rows' Namnak bpc vs the LM-fitted rows' (ratio > 1: distillation is better there).
 """
@@ -89,6 +89,14 @@ def warm_up(ext_dir: str, objective: str, blocks: torch.Tensor, steps: int):
     return pm.merge_and_unload().eval(), cost
 
 
+def save_extended(model, ext_dir: str, out: str) -> None:
+    """`ext_dir` with its weights replaced by `model`'s: same tokenizer, new-token list and manifest."""
+    import shutil
+
+    shutil.copytree(ext_dir, out, ignore=shutil.ignore_patterns("*.safetensors"))
+    model.save_pretrained(out)
+
+
 def teacher_path_nats(base, base_tok, new_tok, ext_dir: str, texts: list[str]) -> np.ndarray:
     """The base's nats on each text tokenized as the distillation teacher sees it (new tokens → base pieces)."""
     from langgraft.formats.new_tokens import read_new_tokens
@@ -116,6 +124,8 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--docs", type=int, default=20)
     ap.add_argument("--arms", default="mean,shrunk,lm,distill")
+    ap.add_argument("--save", help="write each warmed arm's merged model to SAVE/<arm> (an `extend` folder whose "
+                                   "rows are the warmed ones) for a follow-up `langgraft run --from align`")
     args = ap.parse_args()
     torch.set_num_threads(2)
     base_tok, new_tok = AutoTokenizer.from_pretrained(args.model), AutoTokenizer.from_pretrained(args.extended)
@@ -144,6 +154,8 @@ def main() -> None:
         else:
             model, cost = warm_up(args.extended, arm, blocks, args.steps)
             steps = args.steps
+            if args.save:
+                save_extended(model, args.extended, f"{args.save}/{arm}")
         nats = {k: doc_nats(model, new_tok, v) for k, v in texts.items()}
         cis = {k: ratio_ci(nats[k], ref[k]) for k in texts}
         rows.append((arm, steps, cis, nats, cost))
