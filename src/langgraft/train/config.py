@@ -19,6 +19,9 @@ class DataConfig:
     block_size: Annotated[int, Range(2)] = 512  # tokens per packed training block (instruct: per row of packed examples)
     max_texts: NonNegInt = 0  # read at most this many training texts / instruct examples (0 = all); for smoke runs
     workers: PosInt = 1  # processes tokenizing the training data into the cache (same blocks for any number)
+    # keep only this many training blocks: the ones that together hold the most distinct new tokens (0 = all);
+    # a short rows-only warm-up then touches as many new rows as its tokens can
+    cover_new_tokens: NonNegInt = 0
 
 
 @dataclass

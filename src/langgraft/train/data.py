@@ -306,6 +306,8 @@ def _data_key(stage: str, cfg: TrainConfig, tokenizer) -> str:
              d.max_texts, d.replay_fraction, cfg.seed,
              sha256_path(Path(d.replay) / DATASET_JSON) if d.replay else None, len(tokenizer),
              sha256_path(tok_file) if tok_file.is_file() else None]
+    if d.cover_new_tokens:  # only then, so caches written before the setting existed keep their keys
+        parts.append(("cover_new_tokens", d.cover_new_tokens, sha256_path(Path(cfg.model) / "new_tokens.json")))
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
@@ -329,6 +331,10 @@ def _pack_data(cfg: TrainConfig, tokenizer, folder: Path):
                         max_texts=d.max_texts, workers=d.workers)
     summary = {"train_texts": main.texts, "train_tokens": main.tokens, "train_chars": main.chars,
                "train_blocks": main.blocks, "packing_efficiency": round(main.efficiency, 4)}
+    if d.cover_new_tokens:
+        from langgraft.train.cover import keep_covering_blocks
+
+        summary.update(keep_covering_blocks(folder / "train.npy", d.cover_new_tokens, cfg.model))
     if d.replay_fraction:
         replay = write_blocks(iter_texts(d.replay, "train"), tokenizer, d.block_size, folder / "replay.npy",
                               max_texts=d.max_texts, workers=d.workers)

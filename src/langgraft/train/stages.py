@@ -35,6 +35,7 @@ from langgraft.rundir import (StageResult, atomic_dir, git_revision, input_ident
 from langgraft.rundir.training import (CACHE, CHECKPOINTS, METRICS_NAME, dataset_identity,
                                        prepare_out, reached_step, read_metrics)
 from langgraft.train.config import TrainConfig
+from langgraft.train.cover import check_cover
 from langgraft.train.data import build_data
 from langgraft.train.loop import save_adapter
 from langgraft.train.memory import estimate_line, fit_memory_limit
@@ -67,6 +68,7 @@ def train(stage: str, cfg: TrainConfig, *, out: Path, resume: bool = False, forc
     _validate(stage, cfg)
     # absolute: the adapter records it as its base, which must load from any working directory
     cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, flag="model"))
+    check_cover(cfg.data.cover_new_tokens, stage, cfg.model, cfg.data.replay_fraction)
     resolved = {"stage": stage, **to_dict(cfg)}
     identity = {k: v for k, v in resolved.items() if k != "report_to"}  # where metrics go changes no weight
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
