@@ -68,7 +68,7 @@ def run(tmp_path_factory, data_dir):
                                    eval_batches=1, log_every=1)
 
 
-def test_a_train_run_keeps_the_covering_blocks_of_its_packed_data(run):
+def test_a_train_run_keeps_the_covering_blocks_of_its_packed_data(run, capsys):
     import dataclasses
 
     from accelerate import Accelerator
@@ -85,6 +85,8 @@ def test_a_train_run_keeps_the_covering_blocks_of_its_packed_data(run):
     assert data_summary["cover_new_tokens_held"] == covered(every, want, first_new)
     assert data_summary["cover_new_tokens_held"] > covered(every, range(3), first_new)
     assert data_summary["cover_new_tokens_in_data"] == covered(every, range(len(every)), first_new)
+    said = f"data.cover_new_tokens kept 3 of {len(every):,} blocks, holding {data_summary['cover_new_tokens_held']:,} of"
+    assert said in capsys.readouterr().err
     summary = train("align", cover_cfg, out=tmp / "cover")
     assert summary["steps"] == 2 and summary["cover_blocks"] == 3 and summary["train_blocks"] == len(every)
 

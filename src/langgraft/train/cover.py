@@ -12,6 +12,7 @@ few hundred int32 per block), read from the memory-mapped cache in chunks.
 from __future__ import annotations
 
 import heapq
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +62,15 @@ def keep_covering_blocks(path: Path, k: int, model_dir: str) -> dict:
 
     new = read_new_tokens(model_dir)
     blocks = np.load(path, mmap_mode="r", allow_pickle=False)
+    n = len(blocks)
     pick, held, present = covering_blocks(blocks, k, new["base_vocab_size"])
     kept = np.ascontiguousarray(blocks[pick], dtype="<i4")
     del blocks
     tmp = path.with_name(path.stem + ".cover.npy")
     np.save(tmp, kept, allow_pickle=False)
     tmp.replace(path)
+    print(f"langgraft train: data.cover_new_tokens kept {len(pick):,} of {n:,} "
+          f"blocks, holding {held:,} of the {present:,} distinct new tokens in the data ({len(new['tokens']):,} new "
+          "tokens in the vocabulary)", file=sys.stderr, flush=True)
     return {"cover_blocks": len(pick), "cover_new_tokens_held": held, "cover_new_tokens_in_data": present,
             "new_tokens": len(new["tokens"])}
