@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from langgraft.errors import UserError
+from langgraft.formats.new_tokens import NAME as NEW_TOKENS, read_new_tokens
 
 
 def covering_blocks(blocks: np.ndarray, k: int, first_new: int, chunk: int = 4096) -> tuple[np.ndarray, int, int]:
@@ -50,16 +51,14 @@ def check_cover(k: int, stage: str, model_dir: str, replay_fraction: float) -> N
     if stage == "instruct" or replay_fraction:
         raise UserError("data.cover_new_tokens: chooses blocks of plain text for --stage align or pretrain, "
                         "without replay data")
-    if not (Path(model_dir) / "new_tokens.json").is_file():
-        raise UserError(f"data.cover_new_tokens: {model_dir} has no new_tokens.json (the list `langgraft extend` "
-                        "writes); blocks can be chosen by new-token coverage only on an extended model")
+    if not (Path(model_dir) / NEW_TOKENS).is_file():
+        raise UserError(f"data.cover_new_tokens: {model_dir} has no {NEW_TOKENS} (the list `langgraft extend` writes); "
+                        "blocks can be chosen by new-token coverage only on an extended model")
 
 
 def keep_covering_blocks(path: Path, k: int, model_dir: str) -> dict:
     """Rewrite the blocks file `path` to the `k` covering blocks for `model_dir`'s new tokens; the summary's
     entries (blocks kept, distinct new tokens they hold, distinct new tokens in all blocks, new tokens in all)."""
-    from langgraft.formats.new_tokens import read_new_tokens
-
     new = read_new_tokens(model_dir)
     blocks = np.load(path, mmap_mode="r", allow_pickle=False)
     n = len(blocks)

@@ -307,7 +307,9 @@ def _data_key(stage: str, cfg: TrainConfig, tokenizer) -> str:
              sha256_path(Path(d.replay) / DATASET_JSON) if d.replay else None, len(tokenizer),
              sha256_path(tok_file) if tok_file.is_file() else None]
     if d.cover_new_tokens:  # only then, so caches written before the setting existed keep their keys
-        parts.append(("cover_new_tokens", d.cover_new_tokens, sha256_path(Path(cfg.model) / "new_tokens.json")))
+        from langgraft.formats.new_tokens import NAME as NEW_TOKENS
+
+        parts.append(("cover_new_tokens", d.cover_new_tokens, sha256_path(Path(cfg.model) / NEW_TOKENS)))
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
