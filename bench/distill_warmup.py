@@ -76,28 +76,11 @@ def corpus_blocks(tok, corpus: str, block: int, n_blocks: int, select: str = "fi
     every = torch.tensor(ids[: len(ids) // block * block]).view(-1, block)
     from langgraft.formats.new_tokens import read_new_tokens
 
-    return every[cover_greedy(every, n_blocks, first_new=read_new_tokens(tok.name_or_path)["base_vocab_size"])]
+    from langgraft.train.cover import covering_blocks
 
-
-def cover_greedy(blocks: torch.Tensor, k: int, first_new: int) -> list[int]:
-    """Indices of `k` blocks picked by lazy greedy maximum coverage of the token ids >= `first_new`."""
-    import heapq
-
-    sets = [set(int(t) for t in row if t >= first_new) for row in blocks]
-    heap = [(-len(s), i) for i, s in enumerate(sets)]
-    heapq.heapify(heap)
-    held: set[int] = set()
-    picked: list[int] = []
-    while heap and len(picked) < k:
-        neg, i = heapq.heappop(heap)
-        gain = len(sets[i] - held)
-        if gain == -neg:  # still the best: gains only fall as `held` grows
-            picked.append(i)
-            held |= sets[i]
-        else:
-            heapq.heappush(heap, (-gain, i))
-    print(f"  coverage: {len(picked)} of {len(blocks):,} blocks hold {len(held):,} distinct new tokens", flush=True)
-    return picked
+    pick, held, _ = covering_blocks(every.numpy(), n_blocks, read_new_tokens(tok.name_or_path)["base_vocab_size"])
+    print(f"  coverage: {len(pick)} of {len(every):,} blocks hold {held:,} distinct new tokens", flush=True)
+    return every[torch.from_numpy(pick)]
 
 
 def warm_up(ext_dir: str, objective: str, blocks: torch.Tensor, steps: int, once: bool = False, lr: float = 1e-3):

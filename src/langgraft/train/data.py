@@ -34,8 +34,10 @@ import torch
 
 from langgraft.errors import UserError
 from langgraft.formats.dataset_json import NAME as DATASET_JSON, dataset_info
+from langgraft.formats.new_tokens import NAME as NEW_TOKENS
 from langgraft.rundir.training import CACHE
 from langgraft.train.config import TrainConfig
+from langgraft.train.cover import keep_covering_blocks
 
 
 
@@ -307,8 +309,6 @@ def _data_key(stage: str, cfg: TrainConfig, tokenizer) -> str:
              sha256_path(Path(d.replay) / DATASET_JSON) if d.replay else None, len(tokenizer),
              sha256_path(tok_file) if tok_file.is_file() else None]
     if d.cover_new_tokens:  # only then, so caches written before the setting existed keep their keys
-        from langgraft.formats.new_tokens import NAME as NEW_TOKENS
-
         parts.append(("cover_new_tokens", d.cover_new_tokens, sha256_path(Path(cfg.model) / NEW_TOKENS)))
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
@@ -334,8 +334,6 @@ def _pack_data(cfg: TrainConfig, tokenizer, folder: Path):
     summary = {"train_texts": main.texts, "train_tokens": main.tokens, "train_chars": main.chars,
                "train_blocks": main.blocks, "packing_efficiency": round(main.efficiency, 4)}
     if d.cover_new_tokens:
-        from langgraft.train.cover import keep_covering_blocks
-
         summary.update(keep_covering_blocks(folder / "train.npy", d.cover_new_tokens, cfg.model))
     if d.replay_fraction:
         replay = write_blocks(iter_texts(d.replay, "train"), tokenizer, d.block_size, folder / "replay.npy",
