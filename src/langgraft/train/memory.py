@@ -10,7 +10,8 @@ the number is wanted before either. The terms follow what a step keeps alive:
 - the activations autograd saves, per token and decoder layer (`ACT_PER_TOKEN`, in units of the hidden and
   intermediate sizes, measured on SmolLM2-135M on CPU with bf16 autocast and LoRA dropout), or with activation
   checkpointing one float32 layer input per token and layer plus one layer's activations;
-- the fused head's chunk buffers and the runtime itself (Python, torch, transformers: `RUNTIME_BYTES`).
+- the fused head's chunk buffers and the runtime itself (Python, torch, transformers, and the heap a long run
+  keeps: `RUNTIME_BYTES`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ FP32_ACT_FACTOR = 1.8
 # forward and the backward pass (the float32 layer input and what the allocator holds around the recompute;
 # measured on the same model and step: 2.6 GiB peak).
 CKPT_PER_HIDDEN = 33
-RUNTIME_BYTES = 550 << 20
+# The runtime: Python, torch, transformers, and what a run of hundreds of steps keeps beyond one step's tensors (the
+# allocator's free-but-resident heap grows over a long run; in `langgraft run` the earlier stages' imports and
+# caches too). Fitted on the whole bf16 SmolLM2 recipe in one process (align, pretrain, instruct peaks 2.27, 2.74,
+# 3.25 GiB); fresh processes of a few steps peak 0.1-0.3 GiB lower, so there the estimate reads up to ~1.15x high.
+RUNTIME_BYTES = 850 << 20
 
 
 @dataclass(frozen=True)
