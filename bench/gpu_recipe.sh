@@ -82,7 +82,7 @@ stash() {
   python3 -c "import torch, transformers, peft, tokenizers; print('torch', torch.__version__, 'transformers', \
 transformers.__version__, 'peft', peft.__version__, 'tokenizers', tokenizers.__version__)" | tee -a "$OUT/gpu.txt"
   # the recipe's model shape and batch, random weights: tokens/s of align and pretrain, ours and the baseline
-  python3 bench/gpu_train.py --shape smollm2 --micro-batch 32 --compile off --steps 10 --warmup 3 \
+  python3 bench/gpu_train.py --shape smollm2 --micro-batch 32 --compile off --steps 10 --warmup 3 --peers modules_to_save \
     --out "$STASH" 2>&1 | tee "$OUT/probe.log"
   cp "$STASH/gpu_train.json" "$OUT/" 2>/dev/null
   ls -la "$STASH"

@@ -4,8 +4,9 @@
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl transformers==5.23.0 peft==0.21.2 tokenizers==0.23.3
-# (the device image has transformers 5.17 / tokenizers 0.23.2; the project pins the versions above), then
+#     -d .whl transformers==5.23.0 peft==0.21.2 tokenizers==0.23.3 liger-kernel==0.8.5
+# (the device image has transformers 5.17 / tokenizers 0.23.2; the project pins the versions above; Liger-Kernel is
+# the peers' fused linear cross-entropy and uses the image's Triton), then
 #   run(command="bash bench/gpu_run.sh", carry=[".whl"], timeout_s=540)
 # and copy the table it prints into docs/BENCHMARKS.md with the GPU name. `STAGES=pretrain` halves the time.
 set -uo pipefail

@@ -3,8 +3,13 @@
 Self-contained: builds a random Llama-2-7B-shape model (hidden 4096, 32 layers, 11008 MLP, 32 heads) with the
 paper's extended vocabulary (49,856 rows, of which 32,000 are old), trains on random tokens (seq 2048,
 micro-batch 2, bf16 autocast, frozen base weights in bf16, trained weights in fp32) and times it:
-- baseline pretrain: PEFT LoRA r=8 α=32 dropout 0.05 on q,k,v,o,gate,up,down + `modules_to_save` =
-  [embed_tokens, lm_head], the model's own loss (`model(input_ids, labels=...)`), no gradient checkpointing.
+- peers (`--peers`), each with the model's own loss (`model(input_ids, labels=...)`), no gradient checkpointing:
+  `modules_to_save`: PEFT LoRA r=8 α=32 dropout 0.05 on q,k,v,o,gate,up,down + `modules_to_save` =
+  [embed_tokens, lm_head] (align: the whole embedding and head matrices); `token_indices`: the same LoRA + PEFT
+  `trainable_token_indices` on the same new rows langgraft trains (align: PEFT's `TrainableTokensConfig` alone);
+  `+liger`: either with Liger-Kernel's fused linear cross-entropy patched into the model's forward (GPU only; Liger
+  reads `lm_head.weight`, which PEFT's wrappers resolve to the trained copy or the merged rows, so the head still
+  trains). RESULT compares ours with the fastest peer (tokens/s) and the leanest (memory).
 - ours pretrain: `langgraft.train.model`: the same LoRA + only the new rows (`trainable_token_indices`), the fused
   chunked head + cross-entropy, `layer.compile()` on every decoder layer (`--compile off` to turn off).
 - align: baseline trains whole embedding + head matrices; ours the new rows only (same loss/compile as above).
@@ -12,6 +17,7 @@ Writes nothing except, with --out DIR (default $OUT when set), DIR/gpu_train.jso
 peak GPU memory, then `RESULT` lines (tokens/s and memory per stage), the last one for pretrain tokens/s.
 
     python bench/gpu_train.py [--stages pretrain,align] [--steps 10] [--warmup 3] [--compile auto|on|off] [--out DIR]
+        [--peers modules_to_save,token_indices,modules_to_save+liger,token_indices+liger]
     python bench/gpu_train.py --shape smollm2 --micro-batch 32 --compile off   # the GPU recipe's shape
     python bench/gpu_train.py --smoke      # same code, tiny model on CPU (checks the script, not the speed)
 """
@@ -26,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,14 +79,20 @@ def build_model(shape: dict, device: str):
     return model
 
 
-def baseline_setup(model, stage: str):
-    """The usual way: PEFT modules_to_save (pretrain) or whole embedding/head matrices (align)."""
+def baseline_setup(model, stage: str, peer: str, new_rows: list[int]):
+    """A peer's way: PEFT LoRA + modules_to_save or + trainable_token_indices (pretrain); whole embedding/head
+    matrices or PEFT's trainable tokens (align)."""
     import peft
 
+    rows = {"embed_tokens": new_rows, "lm_head": new_rows}
     if stage == "pretrain":
+        extra = ({"trainable_token_indices": rows} if peer.startswith("token_indices")
+                 else {"modules_to_save": ["embed_tokens", "lm_head"]})
         model = peft.get_peft_model(model, peft.LoraConfig(
-            r=8, lora_alpha=32, lora_dropout=0.05, target_modules=TARGETS, task_type="CAUSAL_LM",
-            modules_to_save=["embed_tokens", "lm_head"]))
+            r=8, lora_alpha=32, lora_dropout=0.05, target_modules=TARGETS, task_type="CAUSAL_LM", **extra))
+    elif peer.startswith("token_indices"):
+        model = peft.get_peft_model(model, peft.TrainableTokensConfig(
+            target_modules=["embed_tokens", "lm_head"], token_indices=new_rows))
     else:
         model.requires_grad_(False)
         for module in (model.get_input_embeddings(), model.get_output_embeddings()):
@@ -145,8 +158,9 @@ def run_one(side: str, stage: str, shape: dict, args, device: str) -> dict:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     model = build_model(shape, device)
-    if side == "baseline":
-        model, loss_fn, optimizer = baseline_setup(model, stage)
+    if side != "ours":
+        new_rows = list(range(shape["old"], shape["vocab"]))
+        model, loss_fn, optimizer = baseline_setup(model, stage, side, new_rows)
     else:
         model, loss_module, optimizer = ours_setup(model, stage, shape, args.compile)
         loss_fn = loss_module
@@ -156,7 +170,7 @@ def run_one(side: str, stage: str, shape: dict, args, device: str) -> dict:
         torch.cuda.reset_peak_memory_stats()  # peak of training itself (weights included), not of building
     result = time_steps(loss_fn, optimizer, params, shape, args, device)
     result["setup_and_run_s"] = time.perf_counter() - t0
-    print(f"{stage:8s} {side:8s} {result['tokens_per_s']:10,.0f} tok/s  peak {result['peak_gib']:6.1f} GiB  "
+    print(f"{stage:8s} {side:20s} {result['tokens_per_s']:10,.0f} tok/s  peak {result['peak_gib']:6.1f} GiB  "
           f"loss {result['first_loss']:.3f}→{result['last_loss']:.3f}  trainable {result['trainable_params']:,}  "
           f"({result['setup_and_run_s']:.0f} s)", flush=True)
     del model, optimizer, params, loss_fn
@@ -173,6 +187,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps per run")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     ap.add_argument("--micro-batch", type=int, default=2)
+    ap.add_argument("--peers", default="modules_to_save,token_indices,modules_to_save+liger,token_indices+liger",
+                    help="the HF + PEFT ways to compare with (+liger: Liger's fused linear cross-entropy, GPU only)")
     ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                     help="compile each decoder layer (auto: on for the GPU run, off for --smoke)")
     ap.add_argument("--smoke", action="store_true", help="tiny model on CPU, 2+1 steps, no compile")
@@ -208,7 +224,8 @@ def run_all(args, shape: dict, device: str) -> None:
           f"{args.warmup}+{args.steps} steps, compile {args.compile}", flush=True)
     results = {}
     for stage in args.stages.split(","):  # pretrain first: the headline survives a run cut short
-        results[stage] = {side: run_guarded(side, stage, shape, args, device) for side in ("baseline", "ours")}
+        sides = [*args.peers.split(","), "ours"]
+        results[stage] = {side: run_guarded(side, stage, shape, args, device) for side in sides}
         print("\n".join(result_lines(stage, results[stage])), flush=True)
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -222,7 +239,8 @@ def run_all(args, shape: dict, device: str) -> None:
 def run_guarded(side: str, stage: str, shape: dict, args, device: str) -> dict:
     """One failed run must not cost the whole (expensive) device session: report it, retry ours uncompiled."""
     try:
-        return run_one(side, stage, shape, args, device)
+        with liger_patch(side.endswith("+liger"), device):
+            return run_one(side, stage, shape, args, device)
     except Exception as exc:  # noqa: BLE001 — any failure is reported and the other runs go on
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
     gc.collect()  # outside the except block: the traceback no longer pins the failed run's tensors
@@ -238,13 +256,40 @@ def run_guarded(side: str, stage: str, shape: dict, args, device: str) -> dict:
             "error": error}
 
 
+@contextmanager
+def liger_patch(on: bool, device: str):
+    """Liger-Kernel's fused linear cross-entropy in LlamaForCausalLM's forward for one run (its other kernels
+    off: the comparison is about the head), the original forward restored after it."""
+    if not on:
+        yield
+        return
+    if device != "cuda":
+        raise RuntimeError("Liger's kernels are Triton GPU kernels: skipped on CPU")
+    from liger_kernel.transformers import apply_liger_kernel_to_llama
+    from transformers.models.llama import modeling_llama
+
+    forward = modeling_llama.LlamaForCausalLM.forward
+    apply_liger_kernel_to_llama(rope=False, rms_norm=False, swiglu=False, cross_entropy=False,
+                                fused_linear_cross_entropy=True)
+    try:
+        yield
+    finally:
+        modeling_llama.LlamaForCausalLM.forward = forward
+
+
 def result_lines(stage: str, r: dict) -> list[str]:
-    o, b = r["ours"], r["baseline"]
-    mem_ratio = b["peak_gib"] / o["peak_gib"] if o["peak_gib"] == o["peak_gib"] and o["peak_gib"] else float("nan")
-    return [f"RESULT metric={o['peak_gib']:.2f} baseline={b['peak_gib']:.2f} ratio={mem_ratio:.2f} "
-            f"stage={stage} unit=GiB",
-            f"RESULT metric={o['tokens_per_s']:.1f} baseline={b['tokens_per_s']:.1f} "
-            f"ratio={o['tokens_per_s'] / b['tokens_per_s']:.2f} stage={stage} unit=tokens/s"]
+    """RESULT lines: ours against the leanest peer (memory) and the fastest (tokens/s); failed peers left out."""
+    o = r["ours"]
+    peers = {k: v for k, v in r.items() if k != "ours" and v["tokens_per_s"] == v["tokens_per_s"]}
+    if not peers:
+        return [f"RESULT metric={o['tokens_per_s']:.1f} baseline=nan ratio=nan stage={stage} unit=tokens/s"]
+    lean = min(peers, key=lambda k: peers[k]["peak_gib"])
+    fast = max(peers, key=lambda k: peers[k]["tokens_per_s"])
+    m, b = o["peak_gib"], peers[lean]["peak_gib"]
+    mem_ratio = b / m if m == m and m else float("nan")
+    return [f"RESULT metric={m:.2f} baseline={b:.2f} ratio={mem_ratio:.2f} stage={stage} unit=GiB peer={lean}",
+            f"RESULT metric={o['tokens_per_s']:.1f} baseline={peers[fast]['tokens_per_s']:.1f} "
+            f"ratio={o['tokens_per_s'] / peers[fast]['tokens_per_s']:.2f} stage={stage} unit=tokens/s peer={fast}"]
 
 
 if __name__ == "__main__":
