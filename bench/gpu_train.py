@@ -50,6 +50,7 @@ SHAPES = {
     "smoke": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=4, vocab=1024, old=640, seq=128),
 }
+PEERS = ("modules_to_save", "token_indices", "modules_to_save+liger", "token_indices+liger")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -187,13 +188,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps per run")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     ap.add_argument("--micro-batch", type=int, default=2)
-    ap.add_argument("--peers", default="modules_to_save,token_indices,modules_to_save+liger,token_indices+liger",
+    ap.add_argument("--peers", default=",".join(PEERS),
                     help="the HF + PEFT ways to compare with (+liger: Liger's fused linear cross-entropy, GPU only)")
     ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                     help="compile each decoder layer (auto: on for the GPU run, off for --smoke)")
     ap.add_argument("--smoke", action="store_true", help="tiny model on CPU, 2+1 steps, no compile")
     ap.add_argument("--out", default=os.environ.get("OUT"), help="write gpu_train.json here (default: $OUT)")
     args = ap.parse_args()
+    unknown = [p for p in args.peers.split(",") if p not in PEERS]
+    if unknown:  # a misspelt peer would otherwise run as modules_to_save under the wrong name
+        ap.error(f"--peers: unknown {', '.join(unknown)} (choose from {', '.join(PEERS)})")
     if args.smoke:
         shape, device = SHAPES["smoke"], "cpu"
         args.steps, args.warmup = min(args.steps, 2), min(args.warmup, 1)
